@@ -1,0 +1,55 @@
+"""``mrimaster data download|audit``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mrimaster.settings import Settings
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="download and audit datasets")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    dl = data_sub.add_parser("download", help="fetch a dataset into the data root, verified")
+    dl.add_argument("name", help="dataset name (sartaj)")
+    dl.add_argument("--source", type=Path,
+                    help="local zip or folder instead of downloading "
+                    "(or env MRIMASTER_<NAME>_SOURCE)")
+    dl.add_argument("--data-root", type=Path, help="override MRIMASTER_DATA_ROOT")
+    dl.add_argument("--force", action="store_true", help="replace an existing copy")
+    dl.set_defaults(handler=run_download)
+    au = data_sub.add_parser("audit", help="counts, sizes, duplicates and leakage of a dataset")
+    au.add_argument("folder", type=Path, help="class-per-folder dataset")
+    au.add_argument("--against", type=Path, help="second folder to check for leakage")
+    au.add_argument("--out", type=Path, help="folder for audit.json and audit.md")
+    au.add_argument("--threshold", type=int, help="near-duplicate Hamming threshold (of 256)")
+    au.add_argument("--json", action="store_true", help="print JSON instead of the report")
+    au.set_defaults(handler=run_audit)
+
+
+def run_download(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.data.download import download_dataset
+
+    source = args.source or os.environ.get(f"MRIMASTER_{args.name.upper()}_SOURCE")
+    target = download_dataset(args.name, args.data_root or settings.data_root,
+                              Path(source) if source else None, args.force)
+    print(f"{args.name}: {target}")
+    return 0
+
+
+def run_audit(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from mrimaster.data.audit import format_audit, run_audit, write_audit
+    from mrimaster.data.hashing import DEFAULT_THRESHOLD
+
+    report = run_audit(args.folder, args.against, args.threshold or DEFAULT_THRESHOLD,
+                       progress=sys.stderr.isatty())
+    if args.out:
+        json_path, md_path = write_audit(report, args.out)
+        print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+    print(json.dumps(report, indent=2) if args.json else format_audit(report))
+    return 0

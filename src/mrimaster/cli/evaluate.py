@@ -1,0 +1,28 @@
+"""``mrimaster evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mrimaster.settings import Settings
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a classifier on a class-per-folder dataset")
+    p.add_argument("--model", required=True, help="run folder, model.pt file, or 'default'")
+    p.add_argument("--data", required=True, type=Path, help="class-per-folder dataset")
+    p.add_argument("--out", required=True, type=Path, help="folder for the results")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.evaluation.evaluate import EvaluateConfig, run_evaluation
+
+    metrics = run_evaluation(EvaluateConfig(args.model, args.data, args.out, args.batch_size),
+                             settings)
+    print(f"{metrics['n']} images  accuracy {metrics['accuracy']:.4f}  "
+          f"macro F1 {metrics['macro_f1']:.4f}  ({len(metrics['skipped'])} skipped)")
+    print(f"results: {args.out}")
+    return 0

@@ -1,0 +1,63 @@
+"""``mrimaster predict``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mrimaster.settings import Settings
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify image files and folders")
+    p.add_argument("--model", default="default", help="run folder, model.pt, or 'default'")
+    p.add_argument("paths", nargs="+", type=Path, help="image files or folders")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--output", type=Path, help="write to this file instead of the screen")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(handler=run)
+
+
+def _render(rows: list[dict[str, Any]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "csv":
+        buf = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return buf.getvalue()
+    if not rows:
+        return "no images\n"
+    probs = [k for k in rows[0] if k.startswith("p_")]
+    width = max(len("path"), *(len(r["path"]) for r in rows))
+    head = f"{'path':<{width}}  {'prediction':<11} {'conf':>5}  " + " ".join(
+        f"{k[2:]:>10}" for k in probs)
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['path']:<{width}}  {r['prediction']:<11} {r['confidence']:5.3f}  "
+                     + " ".join(f"{r[k]:10.3f}" for k in probs))
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.inference.predict import predict_files
+    from mrimaster.models.checkpoint import load_classifier, resolve_model_path
+
+    clf = load_classifier(resolve_model_path(args.model, settings.models_dir))
+    rows, skipped = predict_files(clf, args.paths, args.batch_size)
+    text = _render(rows, args.format)
+    if args.output:
+        args.output.write_text(text)
+        print(f"{len(rows)} predictions written to {args.output}")
+    else:
+        sys.stdout.write(text)
+    for item in skipped:
+        print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
+    return 0 if rows else 2

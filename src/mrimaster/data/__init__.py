@@ -1,0 +1,1 @@
+"""Datasets: class folders, image decoding, audit, near-duplicate hashing and splits."""

@@ -1,0 +1,103 @@
+"""Evaluate a classifier on a class-per-folder dataset: metrics, report, plots, predictions."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrimaster.data.folders import load_class_folders
+from mrimaster.errors import DataError
+from mrimaster.evaluation.metrics import classification_metrics
+from mrimaster.evaluation.plots import plot_confusion, plot_gallery
+from mrimaster.inference.predict import predict_probs
+from mrimaster.models.checkpoint import load_classifier, resolve_model_path
+from mrimaster.settings import Settings
+
+
+@dataclass
+class EvaluateConfig:
+    """Inputs of ``mrimaster evaluate``.
+
+    Attributes:
+        model: Run folder, model file, or ``default``.
+        data_dir: Class-per-folder dataset to evaluate on.
+        out_dir: Folder to write results into.
+        batch_size: Images per forward pass.
+        gallery_size: Most misclassified images to show (highest confidence first).
+    """
+
+    model: str
+    data_dir: Path
+    out_dir: Path
+    batch_size: int = 64
+    gallery_size: int = 24
+
+
+def markdown_report(metrics: dict[str, Any], title: str) -> str:
+    """A markdown table of per-class precision / recall / F1 and the headline numbers."""
+    lines = [f"# {title}", "", f"- images: {metrics['n']}",
+             f"- accuracy: {metrics['accuracy']:.4f}", f"- macro F1: {metrics['macro_f1']:.4f}",
+             "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for label, s in metrics["per_class"].items():
+        lines.append(f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | "
+                     f"{s['support']} |")
+    lines += ["", "Confusion matrix (rows true, columns predicted): "
+              + ", ".join(metrics["labels"]), ""]
+    lines += ["    " + " ".join(f"{v:5d}" for v in row) for row in metrics["confusion_matrix"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation(out_dir: Path, metrics: dict[str, Any], probs: np.ndarray,
+                     y_true: np.ndarray, paths: list[Path], images: np.ndarray,
+                     classes: list[str], title: str, gallery_size: int = 24) -> None:
+    """Write metrics.json, report.md, confusion_matrix.png, misclassified.png, predictions.csv."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "report.md").write_text(markdown_report(metrics, title))
+    plot_confusion(np.array(metrics["confusion_matrix"]), classes,
+                   out_dir / "confusion_matrix.png", title)
+    pred = probs.argmax(axis=1)
+    with open(out_dir / "predictions.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "true", "predicted", "confidence", "correct",
+                         *[f"p_{c}" for c in classes]])
+        for i, path in enumerate(paths):
+            writer.writerow([str(path), classes[y_true[i]], classes[pred[i]],
+                             f"{probs[i].max():.6f}", int(pred[i] == y_true[i]),
+                             *[f"{p:.6f}" for p in probs[i]]])
+    wrong = np.flatnonzero(pred != y_true)
+    wrong = wrong[np.argsort(-probs[wrong].max(axis=1))][:gallery_size]
+    plot_gallery([images[i] for i in wrong],
+                 [f"true {classes[y_true[i]]}\npred {classes[pred[i]]} ({probs[i].max():.2f})"
+                  for i in wrong], out_dir / "misclassified.png",
+                 f"Misclassified ({len(np.flatnonzero(pred != y_true))} of {len(pred)}), "
+                 "most confident first")
+
+
+def run_evaluation(cfg: EvaluateConfig, settings: Settings) -> dict[str, Any]:
+    """Evaluate ``cfg.model`` on ``cfg.data_dir`` and write the results to ``cfg.out_dir``.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    model_path = resolve_model_path(cfg.model, settings.models_dir)
+    clf = load_classifier(model_path)
+    data = load_class_folders(Path(cfg.data_dir), clf.image_size)
+    y_true = data.label_indices()
+    unknown = {lab for lab in data.labels if lab not in clf.classes}
+    if unknown:
+        raise DataError(f"the model does not know the classes {sorted(map(str, unknown))}")
+    y_model = np.array([clf.classes.index(data.labels[i] or "") for i in range(len(y_true))])
+    probs = predict_probs(clf, data.images, cfg.batch_size)
+    metrics = classification_metrics(y_model, probs, clf.classes)
+    metrics["model"] = str(model_path)
+    metrics["data"] = str(cfg.data_dir)
+    metrics["skipped"] = [{"path": str(s.path), "reason": s.reason} for s in data.skipped]
+    write_evaluation(Path(cfg.out_dir), metrics, probs, y_model, data.paths, data.images,
+                     clf.classes, f"{clf.arch} on {Path(cfg.data_dir).name}", cfg.gallery_size)
+    return metrics

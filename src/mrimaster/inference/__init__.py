@@ -1,0 +1,1 @@
+"""Inference: batched prediction with a loaded classifier."""

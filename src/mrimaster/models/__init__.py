@@ -1,0 +1,1 @@
+"""Networks and their registry (see :mod:`mrimaster.models.registry`)."""

@@ -1,0 +1,88 @@
+"""Model files: a network's weights plus what is needed to use it (``model.pt``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mrimaster.errors import ModelError
+from mrimaster.models.registry import MODELS, build_model
+
+FORMAT = "mrimaster-classifier/1"
+
+
+@dataclass
+class Classifier:
+    """A loaded classification model.
+
+    Attributes:
+        net: The network, in eval mode.
+        arch: Registry name.
+        classes: Label of each output, in order.
+        image_size: Input side in pixels.
+        temperature: Softmax temperature (1.0 = uncalibrated).
+        meta: Provenance (run, data, metrics...).
+    """
+
+    net: nn.Module
+    arch: str
+    classes: list[str]
+    image_size: int
+    temperature: float = 1.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_classifier(path: Path, clf: Classifier) -> None:
+    """Write ``clf`` to ``path`` (weights in float32; safe to load with ``weights_only``)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in clf.net.state_dict().items()}
+    torch.save({"format": FORMAT, "arch": clf.arch, "classes": list(clf.classes),
+                "image_size": clf.image_size, "temperature": float(clf.temperature),
+                "meta": clf.meta, "state_dict": state}, path)
+
+
+def load_classifier(path: Path) -> Classifier:
+    """Read a model file written by :func:`save_classifier`.
+
+    Raises:
+        ModelError: missing, corrupt or foreign file, or unknown architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} not found")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign/corrupt files
+        raise ModelError(f"{path} is not a readable model file ({type(exc).__name__})",
+                         "pass a model.pt written by `mrimaster train`") from exc
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelError(f"{path} is not an MRIMaster classifier file",
+                         "pass a model.pt written by `mrimaster train`")
+    if blob["arch"] not in MODELS:
+        raise ModelError(f"{path} uses unknown architecture {blob['arch']!r}")
+    net = build_model(blob["arch"], len(blob["classes"]), pretrained=False,
+                      image_size=blob["image_size"])
+    net.load_state_dict(blob["state_dict"])
+    net.eval()
+    return Classifier(net, blob["arch"], list(blob["classes"]), int(blob["image_size"]),
+                      float(blob.get("temperature", 1.0)), dict(blob.get("meta", {})))
+
+
+def resolve_model_path(ref: str | Path, models_dir: Path) -> Path:
+    """``default`` -> the shipped model; a run folder -> its ``model.pt``; else the file itself."""
+    if str(ref) == "default":
+        path = models_dir / "default" / "model.pt"
+        if not path.is_file():
+            raise ModelError(f"the default model is not at {path}",
+                             "set MRIMASTER_MODELS_DIR to the folder holding default/model.pt")
+        return path
+    path = Path(ref)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise ModelError(f"no model at {ref}",
+                         "pass a run folder, a model.pt file, or `default`")
+    return path

@@ -1,0 +1,49 @@
+"""Process-wide settings, read once at start-up from the environment (never at import).
+
+Environment variables:
+    MRIMASTER_DATA_ROOT: folder holding datasets (e.g. ``sartaj-training/``). Default
+        ``~/.mrimaster/data``.
+    MRIMASTER_RUNS_DIR: where run folders are written. Default ``./runs``.
+    MRIMASTER_MODELS_DIR: folder of shipped models (``default/model.pt``). Default: the
+        repository's ``models/`` folder.
+    MLFLOW_TRACKING_URI / MRIMASTER_TRACKING_URI: MLflow store; default a local SQLite store
+        ``sqlite:///<runs dir>/mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings.
+
+    Attributes:
+        data_root: Folder holding datasets.
+        runs_dir: Default parent folder of run folders.
+        models_dir: Folder of shipped models.
+        tracking_uri: MLflow tracking URI.
+    """
+
+    data_root: Path
+    runs_dir: Path
+    models_dir: Path
+    tracking_uri: str
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``env`` (default: ``os.environ``)."""
+    env = os.environ if env is None else env
+    data_root = Path(env.get("MRIMASTER_DATA_ROOT", "~/.mrimaster/data")).expanduser()
+    runs_dir = Path(env.get("MRIMASTER_RUNS_DIR", "runs")).expanduser()
+    models_dir = Path(env.get("MRIMASTER_MODELS_DIR", str(_REPO_ROOT / "models"))).expanduser()
+    tracking_uri = env.get("MRIMASTER_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI") or ""
+    if not tracking_uri:
+        tracking_uri = f"sqlite:///{(runs_dir / 'mlflow.db').resolve()}"
+    return Settings(data_root, runs_dir, models_dir, tracking_uri)

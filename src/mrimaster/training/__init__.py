@@ -1,0 +1,1 @@
+"""Training: config, data pipeline, the loop, checkpoints and tracking."""

@@ -1,0 +1,67 @@
+"""MLflow tracking behind a small interface that does nothing when tracking is off."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class Tracker:
+    """Logs params, per-epoch metrics and artifacts of one run to MLflow.
+
+    Args:
+        enabled: When false every method is a no-op.
+        tracking_uri: MLflow store (a local ``sqlite:///`` file by default, or a server URI).
+        experiment: Experiment name.
+        run_name: Name of the MLflow run.
+    """
+
+    def __init__(self, enabled: bool, tracking_uri: str, experiment: str, run_name: str) -> None:
+        self.enabled = enabled
+        self._mlflow: Any = None
+        if not enabled:
+            return
+        import mlflow
+
+        if tracking_uri.startswith("sqlite:///"):
+            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment(experiment)
+        self.run = mlflow.start_run(run_name=run_name)
+        self._mlflow = mlflow
+        log.info("MLflow run %s at %s", self.run.info.run_id, tracking_uri)
+
+    def params(self, params: dict[str, Any]) -> None:
+        if self._mlflow:
+            self._mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+
+    def metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self._mlflow:
+            self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def artifact(self, path: Path) -> None:
+        if self._mlflow and path.exists():
+            if path.is_dir():
+                self._mlflow.log_artifacts(str(path), artifact_path=path.name)
+            else:
+                self._mlflow.log_artifact(str(path))
+
+    def model(self, net: Any, input_example: Any) -> None:
+        """Log the network with MLflow's PyTorch flavour (as ``model``).
+
+        Args:
+            net: The network, in eval mode.
+            input_example: A ``(1, 3, S, S)`` float32 array, used to trace the network.
+        """
+        if self._mlflow:
+            import mlflow.pytorch
+
+            mlflow.pytorch.log_model(net, name="model", input_example=input_example)
+
+    def close(self, status: str = "FINISHED") -> None:
+        if self._mlflow:
+            self._mlflow.end_run(status=status)
+            self._mlflow = None

@@ -1,0 +1,277 @@
+"""Train a classifier: config -> run folder (config.yaml, split.csv, model.pt, history, plots).
+
+Reads top to bottom like torchvision's reference script: one epoch of training, evaluation,
+data loading, then :func:`run_training` which ties them together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from mrimaster.config import config_to_dict, save_config
+from mrimaster.data.folders import SliceSet, load_class_folders
+from mrimaster.data.hashing import near_duplicate_groups, phash_variants
+from mrimaster.data.labels import CLASSES
+from mrimaster.data.splits import SPLIT_NAMES, SplitTable, grouped_stratified_split
+from mrimaster.data.transforms import SliceDataset, normalize, train_transform
+from mrimaster.errors import ConfigError, DataError
+from mrimaster.evaluation.metrics import classification_metrics
+from mrimaster.inference.predict import predict_logits, softmax
+from mrimaster.models.checkpoint import Classifier, save_classifier
+from mrimaster.models.registry import build_model
+from mrimaster.settings import Settings
+from mrimaster.training.config import TrainConfig
+from mrimaster.training.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+def train_one_epoch(net: nn.Module, loader: torch.utils.data.DataLoader, optimizer:
+                    torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                    label_smoothing: float, max_steps: int, desc: str) -> dict[str, float]:
+    """One pass over ``loader``; returns mean loss, accuracy and throughput."""
+    net.train()
+    total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=None)
+    for step, (x, y) in enumerate(bar):
+        if max_steps and step >= max_steps:
+            break
+        x = normalize(x).contiguous(memory_format=torch.channels_last)
+        logits = net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * y.shape[0]
+        correct += int((logits.argmax(1) == y).sum())
+        seen += y.shape[0]
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    elapsed = time.perf_counter() - start
+    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1),
+            "images_per_s": seen / max(elapsed, 1e-9)}
+
+
+def evaluate(net: nn.Module, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Loss and classification metrics on preprocessed slices (no augmentation)."""
+    logits = predict_logits(net, images)
+    metrics = classification_metrics(labels, softmax(logits), CLASSES)
+    metrics["loss"] = metrics["nll"]
+    return metrics
+
+
+@dataclass
+class SplitData:
+    """The decoded dataset and its split."""
+
+    slices: SliceSet
+    labels: np.ndarray
+    table: SplitTable
+
+    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        idx = self.table.indices(name)
+        return self.slices.images[idx], self.labels[idx]
+
+
+def load_split_data(cfg: TrainConfig, data_dir: Path) -> SplitData:
+    """Decode the dataset and compute (or reload) the leakage-free split."""
+    slices = load_class_folders(data_dir, cfg.image_size)
+    labels = slices.label_indices()
+    rel = [p.relative_to(data_dir).as_posix() for p in slices.paths]
+    if cfg.split_file:
+        saved = SplitTable.load(cfg.split_file)
+        where = {p: i for i, p in enumerate(saved.paths)}
+        missing = [p for p in rel if p not in where]
+        if missing:
+            raise DataError(f"{len(missing)} images are not in {cfg.split_file} "
+                            f"(first: {missing[0]})", "use the dataset the split was made on")
+        order = [where[p] for p in rel]
+        table = SplitTable(rel, [saved.labels[i] for i in order], [saved.groups[i] for i in order],
+                           [saved.splits[i] for i in order])
+    else:
+        hashes = np.stack([phash_variants(im) for im in slices.images])
+        groups = near_duplicate_groups(hashes, cfg.dedup_threshold)
+        split_idx = grouped_stratified_split(labels, groups, cfg.split_fractions, cfg.seed)
+        table = SplitTable(rel, [CLASSES[i] for i in labels], [int(g) for g in groups],
+                           [SPLIT_NAMES[i] for i in split_idx])
+    return SplitData(slices, labels, table)
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    total = cfg.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(total - warmup, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _run_dir(cfg: TrainConfig, settings: Settings) -> Path:
+    if cfg.resume:
+        return Path(cfg.resume)
+    if cfg.out_dir:
+        return Path(cfg.out_dir)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return settings.runs_dir / f"{cfg.model}-{stamp}"
+
+
+def run_training(cfg: TrainConfig, settings: Settings) -> Path:
+    """Train ``cfg.model`` and write the run folder.
+
+    Run folder contents: ``config.yaml`` (resolved), ``split.csv``, ``history.json`` (per-epoch
+    metrics), ``model.pt`` (best validation macro F1), ``last.pt`` (for ``resume``),
+    ``curves.png``, ``metrics.json`` (validation and held-out test metrics of the best model).
+
+    Returns:
+        The run folder.
+    """
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    _seed_everything(cfg.seed)
+    data_dir = Path(cfg.data_dir) if cfg.data_dir else settings.data_root / "sartaj-training"
+    run_dir = _run_dir(cfg, settings)
+    if cfg.resume and not (run_dir / "last.pt").is_file():
+        raise ConfigError(f"cannot resume: {run_dir / 'last.pt'} not found")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.resume:
+        cfg.split_file = run_dir / "split.csv"
+
+    data = load_split_data(cfg, data_dir)
+    data.table.save(run_dir / "split.csv")
+    save_config(cfg, run_dir / "config.yaml")
+    x_train, y_train = data.part("train")
+    x_val, y_val = data.part("val")
+    if len(y_train) == 0 or len(y_val) == 0:
+        raise DataError("the split left the training or validation part empty",
+                        "use more images or other split_fractions")
+    log.info("data: %d train / %d val / %d test images from %s (%d skipped)", len(y_train),
+             len(y_val), len(data.table.indices("test")), data_dir, len(data.slices.skipped))
+
+    net = build_model(cfg.model, len(CLASSES), cfg.pretrained, cfg.image_size)
+    for name, param in net.named_parameters():
+        if any(name.startswith(prefix) for prefix in cfg.freeze):
+            param.requires_grad = False
+    net = net.to(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        SliceDataset(x_train, y_train, train_transform(cfg.augment, cfg.image_size)),
+        batch_size=cfg.batch_size, shuffle=True, drop_last=len(y_train) > cfg.batch_size,
+        generator=generator)
+    steps = len(loader) if not cfg.max_steps_per_epoch else min(len(loader),
+                                                                cfg.max_steps_per_epoch)
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps))
+
+    history: list[dict[str, Any]] = []
+    best_f1, start_epoch = -1.0, 0
+    if cfg.resume:
+        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        generator.set_state(state["generator"])
+        history, best_f1, start_epoch = state["history"], state["best_f1"], state["epoch"] + 1
+        log.info("resumed from epoch %d", start_epoch)
+
+    tracker = Tracker(cfg.track, settings.tracking_uri, cfg.experiment, run_dir.name)
+    clock = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
+    tracker.params(config_to_dict(cfg))
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            train_stats = train_one_epoch(net, loader, optimizer, scheduler, cfg.label_smoothing,
+                                          cfg.max_steps_per_epoch,
+                                          f"epoch {epoch + 1}/{cfg.epochs}")
+            val = evaluate(net, x_val, y_val)
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+                   "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"],
+                   "train_images_per_s": train_stats["images_per_s"], "val_loss": val["loss"],
+                   "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                   "elapsed_s": time.perf_counter() - clock}
+            history.append(row)
+            improved = val["macro_f1"] > best_f1
+            if improved:
+                best_f1 = val["macro_f1"]
+                save_classifier(run_dir / "model.pt", Classifier(
+                    net, cfg.model, list(CLASSES), cfg.image_size,
+                    meta={"run": run_dir.name, "epoch": epoch + 1, "data_dir": str(data_dir),
+                          "val_macro_f1": best_f1}))
+            log.info("epoch %d/%d  train loss %.4f acc %.3f (%.0f img/s)  val loss %.4f acc "
+                     "%.3f macro-F1 %.3f%s", epoch + 1, cfg.epochs, row["train_loss"],
+                     row["train_accuracy"], row["train_images_per_s"], row["val_loss"],
+                     row["val_accuracy"], row["val_macro_f1"], "  *best*" if improved else "")
+            tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                        "generator": generator.get_state(), "history": history,
+                        "best_f1": best_f1, "epoch": epoch}, run_dir / "last.pt")
+            (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+            best_epoch = max(history, key=lambda r: r["val_macro_f1"])["epoch"]
+            stale = len(history) - best_epoch
+            if cfg.patience and stale >= cfg.patience:
+                log.info("early stopping: no better validation macro F1 for %d epochs", stale)
+                break
+        run_summary = _finish(run_dir, data, history)
+        tracker.metrics({f"final_{k}": v for k, v in run_summary.items()
+                         if isinstance(v, float)})
+        for name in ("config.yaml", "split.csv", "history.json", "metrics.json", "curves.png",
+                     "model.pt"):
+            tracker.artifact(run_dir / name)
+        if cfg.track:
+            from mrimaster.models.checkpoint import load_classifier
+
+            tracker.model(load_classifier(run_dir / "model.pt").net,
+                          np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    tracker.close()
+    return run_dir
+
+
+def _finish(run_dir: Path, data: SplitData, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Evaluate the best model on validation and the held-out test split; plot the curves."""
+    from mrimaster.evaluation.plots import plot_curves
+    from mrimaster.models.checkpoint import load_classifier
+
+    clf = load_classifier(run_dir / "model.pt")
+    summary: dict[str, Any] = {"best_epoch": clf.meta.get("epoch")}
+    results = {}
+    for part in ("val", "test"):
+        images, labels = data.part(part)
+        if len(labels):
+            results[part] = evaluate(clf.net, images, labels)
+            summary[f"{part}_macro_f1"] = results[part]["macro_f1"]
+            summary[f"{part}_accuracy"] = results[part]["accuracy"]
+    (run_dir / "metrics.json").write_text(json.dumps({"summary": summary, **results}, indent=2))
+    plot_curves(history, run_dir / "curves.png")
+    log.info("best epoch %s: %s", summary["best_epoch"],
+             ", ".join(f"{k} {v:.3f}" for k, v in summary.items() if isinstance(v, float)))
+    return summary

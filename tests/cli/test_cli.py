@@ -1,0 +1,93 @@
+"""The commands end to end on synthetic data, and their answers to bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mrimaster.cli.main import main
+from tests.conftest import write_class_folders
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    data = write_class_folders(root / "data", per_class=6, size=96)
+    run = root / "run"
+    code = main(["train", "--model", "mri-cnn", "--data", str(data), "--epochs", "1",
+                 "--out", str(run), "--no-track", "--set", "pretrained=false",
+                 "--set", "image_size=64", "--set", "batch_size=8"])
+    assert code == 0
+    return data, run
+
+
+def test_evaluate_writes_all_outputs(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    data, run = trained
+    assert main(["evaluate", "--model", str(run), "--data", str(data), "--out",
+                 str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["n"] == 24
+    assert set(metrics["per_class"]) == {"glioma", "meningioma", "no_tumor", "pituitary"}
+    assert {"precision", "recall", "f1", "support"} == set(metrics["per_class"]["glioma"])
+    assert metrics["labels"] == ["glioma", "meningioma", "no_tumor", "pituitary"]
+    assert sum(map(sum, metrics["confusion_matrix"])) == 24
+    for name in ("confusion_matrix.png", "misclassified.png", "report.md", "predictions.csv"):
+        assert (tmp_path / "ev" / name).is_file()
+    assert len((tmp_path / "ev" / "predictions.csv").read_text().splitlines()) == 25
+
+
+def test_predict_formats(trained: tuple[Path, Path], tmp_path: Path,
+                         capsys: pytest.CaptureFixture[str]) -> None:
+    data, run = trained
+    one = next((data / "glioma_tumor").glob("*.jpg"))
+    assert main(["predict", "--model", str(run / "model.pt"), str(one), str(data / "notumor"),
+                 "--format", "json", "--output", str(tmp_path / "p.json")]) == 0
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert len(rows) == 7
+    for row in rows:
+        probs = [row[f"p_{c}"] for c in ("glioma", "meningioma", "no_tumor", "pituitary")]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-6)
+        assert row["confidence"] == pytest.approx(max(probs))
+    assert main(["predict", "--model", str(run), str(one), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("path,prediction,confidence,p_glioma")
+    assert main(["predict", "--model", str(run), str(one)]) == 0
+    assert "prediction" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["text_as_jpg", "corrupt_jpeg", "empty_folder", "unknown_class",
+                                  "missing_model", "bad_model_file", "unknown_model"])
+def test_bad_input_gives_a_clear_message_not_a_traceback(
+        case: str, trained: tuple[Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    data, run = trained
+    fake = tmp_path / "scan.jpg"
+    if case == "text_as_jpg":
+        fake.write_text("hello")
+        args = ["predict", "--model", str(run), str(fake)]
+    elif case == "corrupt_jpeg":
+        good = next((data / "glioma_tumor").glob("*.jpg")).read_bytes()
+        fake.write_bytes(good[:200])
+        args = ["predict", "--model", str(run), str(fake)]
+    elif case == "empty_folder":
+        (tmp_path / "empty").mkdir()
+        args = ["evaluate", "--model", str(run), "--data", str(tmp_path / "empty"), "--out",
+                str(tmp_path / "o")]
+    elif case == "unknown_class":
+        only = write_class_folders(tmp_path / "x", per_class=1, names=("astrocytoma",))
+        args = ["evaluate", "--model", str(run), "--data", str(only), "--out", str(tmp_path / "o")]
+    elif case == "missing_model":
+        args = ["predict", "--model", str(tmp_path / "nothing"), str(fake)]
+    elif case == "bad_model_file":
+        (tmp_path / "m.pt").write_text("not a model")
+        args = ["predict", "--model", str(tmp_path / "m.pt"), str(fake)]
+    else:
+        args = ["train", "--model", "resnet9000", "--no-track"]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    expected = {"text_as_jpg": "not an image", "corrupt_jpeg": "corrupt or truncated",
+                "empty_folder": "no images found", "unknown_class": "unknown class folder",
+                "missing_model": "no model at", "bad_model_file": "not a readable model file",
+                "unknown_model": "choose one of"}[case]
+    assert expected in err
