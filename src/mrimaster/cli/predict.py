@@ -37,12 +37,13 @@ def _render(rows: list[dict[str, Any]], fmt: str) -> str:
         return "no images\n"
     probs = [k for k in rows[0] if k.startswith("p_")]
     width = max(len("path"), *(len(r["path"]) for r in rows))
-    head = f"{'path':<{width}}  {'prediction':<11} {'conf':>5}  " + " ".join(
-        f"{k[2:]:>10}" for k in probs)
+    head = f"{'path':<{width}}  {'prediction':<11} {'conf':>5} {'uncert':>6}  " + " ".join(
+        f"{k[2:]:>10}" for k in probs) + "  referral"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['path']:<{width}}  {r['prediction']:<11} {r['confidence']:5.3f}  "
-                     + " ".join(f"{r[k]:10.3f}" for k in probs))
+        lines.append(f"{r['path']:<{width}}  {r['prediction']:<11} {r['confidence']:5.3f} "
+                     f"{r['uncertainty']:6.3f}  " + " ".join(f"{r[k]:10.3f}" for k in probs)
+                     + ("  REFER TO A RADIOLOGIST" if r["referred"] else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -10,11 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from mrimaster.data.folders import load_class_folders
+from mrimaster.data.folders import SliceSet, load_class_folders, load_slices
+from mrimaster.data.splits import SplitTable
 from mrimaster.errors import DataError
 from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.evaluation.plots import plot_confusion, plot_gallery
-from mrimaster.inference.predict import predict_probs
+from mrimaster.explain.calibrate import assess_trust
+from mrimaster.explain.calibration import plot_reliability
+from mrimaster.explain.figures import cam_gallery
+from mrimaster.explain.referral import plot_risk_coverage
+from mrimaster.inference.predict import predict_logits, softmax
 from mrimaster.models.checkpoint import load_classifier, resolve_model_path
 from mrimaster.settings import Settings
 
@@ -29,6 +34,8 @@ class EvaluateConfig:
         out_dir: Folder to write results into.
         batch_size: Images per forward pass.
         gallery_size: Most misclassified images to show (highest confidence first).
+        split_file: Evaluate only the images of one part of this ``split.csv``.
+        part: That part (``train``, ``val`` or ``test``).
     """
 
     model: str
@@ -36,6 +43,8 @@ class EvaluateConfig:
     out_dir: Path
     batch_size: int = 64
     gallery_size: int = 24
+    split_file: Path | None = None
+    part: str = "test"
 
 
 def markdown_report(metrics: dict[str, Any], title: str) -> str:
@@ -54,8 +63,10 @@ def markdown_report(metrics: dict[str, Any], title: str) -> str:
 
 def write_evaluation(out_dir: Path, metrics: dict[str, Any], probs: np.ndarray,
                      y_true: np.ndarray, paths: list[Path], images: np.ndarray,
-                     classes: list[str], title: str, gallery_size: int = 24) -> None:
+                     classes: list[str], title: str, gallery_size: int = 24,
+                     extra_columns: dict[str, np.ndarray] | None = None) -> None:
     """Write metrics.json, report.md, confusion_matrix.png, misclassified.png, predictions.csv."""
+    extra_columns = extra_columns or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "report.md").write_text(markdown_report(metrics, title))
@@ -65,11 +76,12 @@ def write_evaluation(out_dir: Path, metrics: dict[str, Any], probs: np.ndarray,
     with open(out_dir / "predictions.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "true", "predicted", "confidence", "correct",
-                         *[f"p_{c}" for c in classes]])
+                         *[f"p_{c}" for c in classes], *extra_columns])
         for i, path in enumerate(paths):
             writer.writerow([str(path), classes[y_true[i]], classes[pred[i]],
                              f"{probs[i].max():.6f}", int(pred[i] == y_true[i]),
-                             *[f"{p:.6f}" for p in probs[i]]])
+                             *[f"{p:.6f}" for p in probs[i]],
+                             *[_fmt(col[i]) for col in extra_columns.values()]])
     wrong = np.flatnonzero(pred != y_true)
     wrong = wrong[np.argsort(-probs[wrong].max(axis=1))][:gallery_size]
     plot_gallery([images[i] for i in wrong],
@@ -79,25 +91,61 @@ def write_evaluation(out_dir: Path, metrics: dict[str, Any], probs: np.ndarray,
                  "most confident first")
 
 
+def _fmt(value: Any) -> str:
+    if isinstance(value, np.bool_ | bool):
+        return str(int(value))
+    return f"{value:.6f}" if isinstance(value, float | np.floating) else str(value)
+
+
+def _load(cfg: EvaluateConfig, image_size: int) -> SliceSet:
+    data_dir = Path(cfg.data_dir)
+    if cfg.split_file is None:
+        return load_class_folders(data_dir, image_size)
+    table = SplitTable.load(cfg.split_file)
+    rows = table.indices(cfg.part)
+    if not rows:
+        raise DataError(f"{cfg.split_file} has no {cfg.part!r} images",
+                        "use --part train, val or test")
+    labels: list[str | None] = [table.labels[i] for i in rows]
+    return load_slices([data_dir / table.paths[i] for i in rows], labels, image_size)
+
+
 def run_evaluation(cfg: EvaluateConfig, settings: Settings) -> dict[str, Any]:
     """Evaluate ``cfg.model`` on ``cfg.data_dir`` and write the results to ``cfg.out_dir``.
+
+    Besides the classification report, writes the calibration (``reliability.png``) and
+    referral (``risk_coverage.png``) figures and a Grad-CAM gallery of the misclassified images.
 
     Returns:
         The metrics written to ``metrics.json``.
     """
     model_path = resolve_model_path(cfg.model, settings.models_dir)
     clf = load_classifier(model_path)
-    data = load_class_folders(Path(cfg.data_dir), clf.image_size)
+    data = _load(cfg, clf.image_size)
+    if not data.paths:
+        raise DataError("none of the images could be read", "see the skipped files above")
     y_true = data.label_indices()
     unknown = {lab for lab in data.labels if lab not in clf.classes}
     if unknown:
         raise DataError(f"the model does not know the classes {sorted(map(str, unknown))}")
     y_model = np.array([clf.classes.index(data.labels[i] or "") for i in range(len(y_true))])
-    probs = predict_probs(clf, data.images, cfg.batch_size)
+    logits = predict_logits(clf.net, data.images, cfg.batch_size)
+    probs = softmax(logits, clf.temperature)
     metrics = classification_metrics(y_model, probs, clf.classes)
+    trust, arrays = assess_trust(clf, data.images, y_model, logits)
+    metrics["trust"] = trust
     metrics["model"] = str(model_path)
     metrics["data"] = str(cfg.data_dir)
     metrics["skipped"] = [{"path": str(s.path), "reason": s.reason} for s in data.skipped]
-    write_evaluation(Path(cfg.out_dir), metrics, probs, y_model, data.paths, data.images,
-                     clf.classes, f"{clf.arch} on {Path(cfg.data_dir).name}", cfg.gallery_size)
+    out = Path(cfg.out_dir)
+    write_evaluation(out, metrics, probs, y_model, data.paths, data.images,
+                     clf.classes, f"{clf.arch} on {Path(cfg.data_dir).name}", cfg.gallery_size,
+                     {"uncertainty": arrays["uncertainty"], "referred": arrays["referred"]})
+    plot_reliability(arrays["before"], arrays["after"], clf.temperature, out / "reliability.png")
+    plot_risk_coverage({trust["uncertainty_method"]: arrays["rc"]}, out / "risk_coverage.png",
+                       f"{clf.arch} on {Path(cfg.data_dir).name}")
+    wrong = np.flatnonzero(probs.argmax(1) != y_model)
+    wrong = wrong[np.argsort(-probs[wrong].max(axis=1))][:cfg.gallery_size]
+    cam_gallery(clf, data.images[wrong], y_model[wrong], probs[wrong],
+                out / "misclassified_gradcam.png")
     return metrics

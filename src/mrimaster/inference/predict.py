@@ -56,17 +56,26 @@ def predict_files(clf: Classifier, inputs: Sequence[Path], batch_size: int = 64,
 
     Returns:
         ``(rows, skipped)``: one row per decoded image with ``path``, ``prediction``,
-        ``confidence`` and ``p_<class>`` for every class; and the files that were skipped
-        with the reason.
+        ``confidence`` (calibrated), ``uncertainty`` (under the model's referral method),
+        ``referred`` (true: refer to a radiologist; false when the model has no referral
+        rule) and ``p_<class>`` for every class; and the files skipped, with the reason.
     """
+    from mrimaster.explain.referral import uncertainty
+
     paths, skipped = collect_image_paths(inputs)
     slices = load_slices(paths, None, clf.image_size, progress=progress, skipped=skipped)
-    probs = predict_probs(clf, slices.images, batch_size) if len(slices.paths) else \
-        np.zeros((0, len(clf.classes)))
-    rows = []
-    for path, p in zip(slices.paths, probs, strict=True):
+    rows: list[dict[str, Any]] = []
+    if not slices.paths:
+        return rows, [{"path": str(s.path), "reason": s.reason} for s in slices.skipped]
+    probs = predict_probs(clf, slices.images, batch_size)
+    referral = clf.referral or {}
+    unc = uncertainty(referral.get("method", "softmax"), clf.net, slices.images,
+                      clf.temperature, probs)
+    for path, p, u in zip(slices.paths, probs, unc, strict=True):
         row: dict[str, Any] = {"path": str(path), "prediction": clf.classes[int(p.argmax())],
-                               "confidence": float(p.max())}
+                               "confidence": float(p.max()), "uncertainty": float(u),
+                               "referred": bool("threshold" in referral
+                                                and u > referral["threshold"])}
         row.update({f"p_{c}": float(p[i]) for i, c in enumerate(clf.classes)})
         rows.append(row)
     return rows, [{"path": str(s.path), "reason": s.reason} for s in slices.skipped]

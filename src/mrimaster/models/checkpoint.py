@@ -25,6 +25,9 @@ class Classifier:
         classes: Label of each output, in order.
         image_size: Input side in pixels.
         temperature: Softmax temperature (1.0 = uncalibrated).
+        referral: ``{"method", "threshold", "target_error", ...}``: refer an image to a
+            radiologist when its uncertainty under ``method`` exceeds ``threshold``; ``None``
+            until calibrated (see :mod:`mrimaster.explain.calibrate`).
         meta: Provenance (run, data, metrics...).
     """
 
@@ -33,6 +36,7 @@ class Classifier:
     classes: list[str]
     image_size: int
     temperature: float = 1.0
+    referral: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -41,7 +45,7 @@ def save_classifier(path: Path, clf: Classifier) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in clf.net.state_dict().items()}
     torch.save({"format": FORMAT, "arch": clf.arch, "classes": list(clf.classes),
                 "image_size": clf.image_size, "temperature": float(clf.temperature),
-                "meta": clf.meta, "state_dict": state}, path)
+                "referral": clf.referral, "meta": clf.meta, "state_dict": state}, path)
 
 
 def load_classifier(path: Path) -> Classifier:
@@ -68,7 +72,8 @@ def load_classifier(path: Path) -> Classifier:
     net.load_state_dict(blob["state_dict"])
     net.eval()
     return Classifier(net, blob["arch"], list(blob["classes"]), int(blob["image_size"]),
-                      float(blob.get("temperature", 1.0)), dict(blob.get("meta", {})))
+                      float(blob.get("temperature", 1.0)), blob.get("referral"),
+                      dict(blob.get("meta", {})))
 
 
 def resolve_model_path(ref: str | Path, models_dir: Path) -> Path:

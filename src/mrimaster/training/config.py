@@ -37,6 +37,7 @@ class TrainConfig:
         max_steps_per_epoch: Cap on steps per epoch (0: no cap; for smoke tests).
         out_dir: Run folder (default ``<runs dir>/<model>-<timestamp>``).
         resume: A run folder whose ``last.pt`` to continue from.
+        calibrate: Fit temperature scaling and the referral rule on validation afterwards.
         track: Log to MLflow.
         experiment: MLflow experiment name.
     """
@@ -63,6 +64,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0
     out_dir: Path | None = None
     resume: Path | None = None
+    calibrate: bool = True
     track: bool = True
     experiment: str = "mrimaster-classification"
 

@@ -238,6 +238,11 @@ def run_training(cfg: TrainConfig, settings: Settings) -> Path:
             if cfg.patience and stale >= cfg.patience:
                 log.info("early stopping: no better validation macro F1 for %d epochs", stale)
                 break
+        if cfg.calibrate:
+            from mrimaster.explain.calibrate import CalibrateConfig, run_calibration
+
+            run_calibration(CalibrateConfig(str(run_dir), data_dir, run_dir / "split.csv"),
+                            settings)
         run_summary = _finish(run_dir, data, history)
         tracker.metrics({f"final_{k}": v for k, v in run_summary.items()
                          if isinstance(v, float)})
@@ -259,6 +264,7 @@ def run_training(cfg: TrainConfig, settings: Settings) -> Path:
 def _finish(run_dir: Path, data: SplitData, history: list[dict[str, Any]]) -> dict[str, Any]:
     """Evaluate the best model on validation and the held-out test split; plot the curves."""
     from mrimaster.evaluation.plots import plot_curves
+    from mrimaster.explain.calibrate import assess_trust
     from mrimaster.models.checkpoint import load_classifier
 
     clf = load_classifier(run_dir / "model.pt")
@@ -268,6 +274,7 @@ def _finish(run_dir: Path, data: SplitData, history: list[dict[str, Any]]) -> di
         images, labels = data.part(part)
         if len(labels):
             results[part] = evaluate(clf.net, images, labels)
+            results[part]["trust"] = assess_trust(clf, images, labels)[0]
             summary[f"{part}_macro_f1"] = results[part]["macro_f1"]
             summary[f"{part}_accuracy"] = results[part]["accuracy"]
     (run_dir / "metrics.json").write_text(json.dumps({"summary": summary, **results}, indent=2))

@@ -1,0 +1,1 @@
+"""Explanations and trust: class activation maps, calibration, referral."""

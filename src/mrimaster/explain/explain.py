@@ -1,0 +1,89 @@
+"""The explain stage: maps, overlays and the layer-by-layer figure for image files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrimaster.data.images import load_grayscale, prepare_slice
+from mrimaster.data.transforms import eval_batch
+from mrimaster.errors import MRIMasterError
+from mrimaster.explain.cam import conv_layers, get_cam, resolve_layer
+from mrimaster.explain.figures import save_layer_figure, save_overlay
+from mrimaster.inference.predict import softmax
+from mrimaster.models.checkpoint import load_classifier, resolve_model_path
+from mrimaster.settings import Settings
+
+
+@dataclass
+class ExplainConfig:
+    """Inputs of ``mrimaster explain``.
+
+    Attributes:
+        model: Run folder, model file or ``default``.
+        images: Image files.
+        out_dir: Output folder.
+        layer: A convolutional layer's name, ``all``, or ``None`` for the last one.
+        target: Class label to explain (default: the predicted class).
+        method: ``gradcam`` or ``gradcam++``.
+    """
+
+    model: str
+    images: list[Path]
+    out_dir: Path
+    layer: str | None = None
+    target: str | None = None
+    method: str = "gradcam"
+
+
+def run_explain(cfg: ExplainConfig, settings: Settings) -> list[dict[str, Any]]:
+    """For each image: ``<stem>_overlay.png`` (chosen or last layer), ``<stem>_layers.png``
+    (every conv layer with ``layer=all``, else the chosen one), ``<stem>_maps/<layer>.npy`` (raw
+    maps, float32 >= 0 at the layer's own resolution). Returns one summary per image (also
+    ``explain.json``)."""
+    clf = load_classifier(resolve_model_path(cfg.model, settings.models_dir))
+    cam_cls = get_cam(cfg.method)
+    names = list(conv_layers(clf.net)) if cfg.layer == "all" else \
+        [resolve_layer(clf.net, cfg.layer)[0]]
+    target = None
+    if cfg.target is not None:
+        if cfg.target not in clf.classes:
+            raise MRIMasterError(f"unknown class {cfg.target!r}",
+                                 f"choose one of: {', '.join(clf.classes)}")
+        target = clf.classes.index(cfg.target)
+    images = [prepare_slice(load_grayscale(p), clf.image_size) for p in cfg.images]
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    x = eval_batch(np.stack(images))
+    per_layer = {}
+    for name in names:
+        with cam_cls(clf.net, name) as cam:
+            per_layer[name] = cam(x, target)
+    summaries = []
+    for i, path in enumerate(cfg.images):
+        first = per_layer[names[-1]]
+        cls = int(first.classes[i])
+        probs = softmax(np.log(np.clip(first.probs[i:i + 1], 1e-30, 1)), clf.temperature)[0]
+        title = (f"{path.name}: {clf.classes[cls]} (p = {probs[cls]:.3f}), "
+                 f"{cfg.method}")
+        stem = f"{i:03d}_{path.stem}"
+        save_overlay(images[i], per_layer[names[-1]].upsampled[i], out / f"{stem}_overlay.png",
+                     f"{title}, layer {names[-1]}")
+        save_layer_figure(images[i], names, [per_layer[n].maps[i] for n in names],
+                          [per_layer[n].upsampled[i] for n in names], out / f"{stem}_layers.png",
+                          title)
+        maps_dir = out / f"{stem}_maps"
+        maps_dir.mkdir(exist_ok=True)
+        for n in names:
+            np.save(maps_dir / f"{n}.npy", per_layer[n].maps[i])
+        summaries.append({"image": str(path), "class": clf.classes[cls],
+                          "probability": float(probs[cls]), "layers": names,
+                          "method": cfg.method, "files": [f"{stem}_overlay.png",
+                                                          f"{stem}_layers.png",
+                                                          f"{stem}_maps/"]})
+    (out / "explain.json").write_text(json.dumps(summaries, indent=2))
+    return summaries

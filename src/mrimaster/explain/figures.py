@@ -1,0 +1,84 @@
+"""Pictures of class activation maps: overlays, the layer-by-layer figure, galleries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mrimaster.data.transforms import eval_batch  # noqa: E402
+from mrimaster.explain.cam import GradCAM  # noqa: E402
+from mrimaster.models.checkpoint import Classifier  # noqa: E402
+
+
+def _show_overlay(ax: plt.Axes, image: np.ndarray, cam: np.ndarray) -> None:
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    peak = cam.max()
+    ax.imshow(cam / peak if peak > 0 else cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    ax.axis("off")
+
+
+def save_overlay(image: np.ndarray, cam: np.ndarray, path: Path, title: str) -> None:
+    """One slice with its input-size map on top. ``image`` (S, S) uint8, ``cam`` (S, S) >= 0."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
+    axes[0].axis("off")
+    axes[0].set_title("input")
+    _show_overlay(axes[1], image, cam)
+    axes[1].set_title("Grad-CAM overlay")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_layer_figure(image: np.ndarray, layers: Sequence[str], maps: Sequence[np.ndarray],
+                      upsampled: Sequence[np.ndarray], path: Path, title: str,
+                      columns: int = 8) -> None:
+    """The seed's layer-by-layer figure: per layer, in forward order, the map at the layer's own
+    resolution (upper row) and upsampled onto the image (lower row); wraps every ``columns``."""
+    n = len(layers)
+    blocks = int(np.ceil(n / columns))
+    cols = min(n, columns)
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(2.2 * cols, 4.6 * blocks), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (name, small, big) in enumerate(zip(layers, maps, upsampled, strict=True)):
+        row, col = 2 * (i // columns), i % columns
+        axes[row, col].imshow(small, cmap="jet")
+        axes[row, col].set_title(f"{name}\n{small.shape[0]}x{small.shape[1]}", fontsize=7)
+        _show_overlay(axes[row + 1, col], image, big)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def cam_gallery(clf: Classifier, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
+                path: Path, columns: int = 6) -> None:
+    """Grad-CAM (last conv layer, predicted class) over each image, captioned true/predicted."""
+    n = len(images)
+    rows = max(1, int(np.ceil(n / columns)))
+    cols = columns if n >= columns else max(n, 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.7 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if n == 0:
+        axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    else:
+        with GradCAM(clf.net) as cam:
+            result = cam(eval_batch(images))
+        for ax, img, up, y, p in zip(axes.ravel(), images, result.upsampled, labels, probs,
+                                     strict=False):
+            _show_overlay(ax, img, up)
+            ax.set_title(f"true {clf.classes[y]}\npred {clf.classes[int(p.argmax())]} "
+                         f"({p.max():.2f})", fontsize=7)
+    fig.suptitle("Misclassified, with Grad-CAM of the predicted class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
