@@ -67,3 +67,18 @@ def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MRIMASTER_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MRIMASTER_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny mri-cnn trained for one epoch by the CLI: ``(dataset, run folder)``."""
+    from mrimaster.cli.main import main
+
+    root = tmp_path_factory.mktemp("trained")
+    data = write_class_folders(root / "data", per_class=6, size=96)
+    run = root / "run"
+    code = main(["train", "--model", "mri-cnn", "--data", str(data), "--epochs", "1",
+                 "--out", str(run), "--no-track", "--set", "pretrained=false",
+                 "--set", "image_size=64", "--set", "batch_size=8"])
+    assert code == 0
+    return data, run

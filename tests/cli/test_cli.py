@@ -9,18 +9,6 @@ from mrimaster.cli.main import main
 from tests.conftest import write_class_folders
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("cli")
-    data = write_class_folders(root / "data", per_class=6, size=96)
-    run = root / "run"
-    code = main(["train", "--model", "mri-cnn", "--data", str(data), "--epochs", "1",
-                 "--out", str(run), "--no-track", "--set", "pretrained=false",
-                 "--set", "image_size=64", "--set", "batch_size=8"])
-    assert code == 0
-    return data, run
-
-
 def test_evaluate_writes_all_outputs(trained: tuple[Path, Path], tmp_path: Path) -> None:
     data, run = trained
     assert main(["evaluate", "--model", str(run), "--data", str(data), "--out",

@@ -16,6 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class", dest="target", help="class to explain (default: predicted)")
     p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"])
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--sanity-check", action="store_true",
+                   help="also compare with maps of a randomly re-initialised network "
+                   "(Adebayo et al. 2018); writes sanity.json")
     p.set_defaults(handler=run_explain)
 
     c = sub.add_parser("calibrate", help="fit temperature scaling and the referral rule on the "
@@ -30,10 +33,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_explain(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.explain.explain import ExplainConfig, run_explain
 
-    cfg = ExplainConfig(args.model, args.images, args.out, args.layer, args.target, args.method)
+    cfg = ExplainConfig(args.model, args.images, args.out, args.layer, args.target, args.method,
+                        args.sanity_check)
     for s in run_explain(cfg, settings):
         print(f"{s['image']}: {s['class']} (p = {s['probability']:.3f}), "
               f"{len(s['layers'])} layer(s)")
+    if args.sanity_check:
+        import json
+
+        report = json.loads((args.out / "sanity.json").read_text())
+        print(f"randomisation check: mean Spearman rank correlation trained vs random weights "
+              f"{report['mean_spearman']:.3f}")
     print(f"results: {args.out}")
     return 0
 

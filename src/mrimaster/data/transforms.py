@@ -20,8 +20,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def normalize(batch: Tensor) -> Tensor:
     """``(B, 1, S, S)`` float in [0, 1] -> ``(B, 3, S, S)`` ImageNet-normalised float32."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=batch.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=batch.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
     return (batch.expand(-1, 3, -1, -1) - mean) / std
 
 

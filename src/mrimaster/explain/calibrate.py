@@ -17,7 +17,7 @@ import yaml
 
 from mrimaster.data.folders import load_slices
 from mrimaster.data.splits import SplitTable
-from mrimaster.errors import DataError
+from mrimaster.errors import DataError, MRIMasterError
 from mrimaster.explain.calibration import calibration_metrics, fit_temperature, plot_reliability
 from mrimaster.explain.referral import (
     UNCERTAINTY_METHODS,
@@ -83,8 +83,14 @@ def run_calibration(cfg: CalibrateConfig, settings: Settings) -> dict[str, Any]:
     probs = softmax(logits, temperature)
     after = calibration_metrics(probs, labels)
     correct = probs.argmax(1) == labels
-    curves = {m: risk_coverage(uncertainty(m, clf.net, slices.images, temperature, probs),
-                               correct) for m in cfg.methods}
+    curves = {}
+    for method in cfg.methods:
+        try:
+            unc = uncertainty(method, clf.net, slices.images, temperature, probs)
+        except MRIMasterError as exc:  # e.g. MC dropout on a network without dropout
+            log.info("uncertainty %s skipped: %s", method, exc.message)
+            continue
+        curves[method] = risk_coverage(unc, correct)
     best = min(curves, key=lambda m: curves[m]["aurc"])
     unc = uncertainty(best, clf.net, slices.images, temperature, probs)
     threshold = choose_threshold(unc, correct, cfg.target_error)

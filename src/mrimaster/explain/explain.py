@@ -30,6 +30,7 @@ class ExplainConfig:
         layer: A convolutional layer's name, ``all``, or ``None`` for the last one.
         target: Class label to explain (default: the predicted class).
         method: ``gradcam`` or ``gradcam++``.
+        sanity_check: Also run the model-randomisation check (``sanity.json``).
     """
 
     model: str
@@ -38,6 +39,7 @@ class ExplainConfig:
     layer: str | None = None
     target: str | None = None
     method: str = "gradcam"
+    sanity_check: bool = False
 
 
 def run_explain(cfg: ExplainConfig, settings: Settings) -> list[dict[str, Any]]:
@@ -86,4 +88,11 @@ def run_explain(cfg: ExplainConfig, settings: Settings) -> list[dict[str, Any]]:
                                                           f"{stem}_layers.png",
                                                           f"{stem}_maps/"]})
     (out / "explain.json").write_text(json.dumps(summaries, indent=2))
+    if cfg.sanity_check:
+        from mrimaster.explain.sanity import randomization_check
+
+        layer = None if cfg.layer == "all" else names[-1]
+        report = randomization_check(clf.net, np.stack(images), layer, cfg.method)
+        report["images"] = [str(p) for p in cfg.images]
+        (out / "sanity.json").write_text(json.dumps(report, indent=2))
     return summaries

@@ -29,7 +29,11 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from mrimaster.errors import MRIMasterError  # noqa: E402
-from mrimaster.inference.predict import predict_logits, softmax  # noqa: E402
+from mrimaster.inference.predict import (  # noqa: E402
+    predict_logits,
+    predict_logits_stochastic,
+    softmax,
+)
 
 
 def _tta_views(images: np.ndarray) -> list[np.ndarray]:
@@ -66,16 +70,6 @@ def _mc_dropout_probs(net: nn.Module, images: np.ndarray, temperature: float,
         runs.append(softmax(predict_logits_stochastic(net, images), temperature))
     net.eval()
     return np.mean(runs, axis=0)
-
-
-@torch.inference_mode()
-def predict_logits_stochastic(net: nn.Module, images: np.ndarray) -> np.ndarray:
-    """Like :func:`predict_logits` but keeps the modules' current train/eval flags."""
-    from mrimaster.data.transforms import eval_batch
-
-    outs = [net(eval_batch(images[i:i + 64]).contiguous(memory_format=torch.channels_last))
-            .float().numpy() for i in range(0, len(images), 64)]
-    return np.concatenate(outs)
 
 
 ProbsFn = Callable[[nn.Module, np.ndarray, float], np.ndarray]

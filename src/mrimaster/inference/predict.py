@@ -16,6 +16,13 @@ from mrimaster.models.checkpoint import Classifier
 
 
 @torch.inference_mode()
+def predict_logits_stochastic(net: nn.Module, images: np.ndarray, batch_size: int = 64
+                              ) -> np.ndarray:
+    """Like :func:`predict_logits` but keeps each module's train/eval flag (MC dropout)."""
+    return _forward_batches(net, images, batch_size)
+
+
+@torch.inference_mode()
 def predict_logits(net: nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Run the network on preprocessed slices.
 
@@ -28,11 +35,17 @@ def predict_logits(net: nn.Module, images: np.ndarray, batch_size: int = 64) -> 
         ``(N, C)`` float32 logits.
     """
     net.eval()
+    return _forward_batches(net, images, batch_size)
+
+
+def _forward_batches(net: nn.Module, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Logits of ``net`` in its current train/eval state, on the device of its parameters."""
+    device = next(net.parameters()).device
     outs = []
     for start in range(0, images.shape[0], batch_size):
-        x = eval_batch(images[start:start + batch_size]).contiguous(
+        x = eval_batch(images[start:start + batch_size]).to(device).contiguous(
             memory_format=torch.channels_last)
-        outs.append(net(x).float().numpy())
+        outs.append(net(x).float().cpu().numpy())
     n_out = outs[0].shape[1] if outs else 0
     return np.concatenate(outs) if outs else np.zeros((0, n_out), np.float32)
 

@@ -34,6 +34,7 @@ class TrainConfig:
         split_file: Reuse a saved ``split.csv`` instead of computing one.
         dedup_threshold: Near-duplicate Hamming threshold (bits of 256).
         num_threads: Torch CPU threads (0: torch's default).
+        device: ``auto`` (a CUDA GPU when there is one), ``cpu`` or ``cuda``.
         max_steps_per_epoch: Cap on steps per epoch (0: no cap; for smoke tests).
         out_dir: Run folder (default ``<runs dir>/<model>-<timestamp>``).
         resume: A run folder whose ``last.pt`` to continue from.
@@ -61,6 +62,7 @@ class TrainConfig:
     split_file: Path | None = None
     dedup_threshold: int = DEFAULT_THRESHOLD
     num_threads: int = 0
+    device: str = "auto"
     max_steps_per_epoch: int = 0
     out_dir: Path | None = None
     resume: Path | None = None

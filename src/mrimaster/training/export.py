@@ -15,6 +15,8 @@ from mrimaster.errors import ModelError
 
 SHIPPED_FILES = ("model.pt", "config.yaml", "split.csv", "history.json", "metrics.json",
                  "curves.png")
+OPTIONAL_FILES = ("calibration.json", "reliability_val.png", "risk_coverage_val.png",
+                  "sanity.json")
 MAX_MODEL_BYTES = 10 * 1024 * 1024
 
 
@@ -23,6 +25,44 @@ def _table(metrics: dict[str, Any]) -> list[str]:
     for label, s in metrics["per_class"].items():
         lines.append(f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | "
                      f"{s['support']} |")
+    return lines
+
+
+def _trust_lines(run_dir: Path, test: dict[str, Any]) -> list[str]:
+    """Calibration, referral and sanity-check sections, where the run has them."""
+    lines: list[str] = []
+    trust = test.get("trust")
+    if trust and trust.get("referral"):
+        b, a, rc = trust["calibration_before"], trust["calibration_after"], trust["risk_coverage"]
+        ref = trust["referral"]
+        lines += [
+            "## Confidence and referral (held-out test split)", "",
+            f"Temperature scaling (Guo et al. 2017) fitted on validation: T = "
+            f"{trust['temperature']:.4f}; applied by default.", "",
+            "| | ECE (15 bins) | MCE | NLL | Brier | wrong with p > 0.95 |",
+            "|---|---:|---:|---:|---:|---:|",
+            f"| before (T = 1) | {b['ece']:.4f} | {b['mce']:.4f} | {b['nll']:.4f} | "
+            f"{b['brier']:.4f} | {b['wrong_over_0.95']} |",
+            f"| after | {a['ece']:.4f} | {a['mce']:.4f} | {a['nll']:.4f} | {a['brier']:.4f} | "
+            f"{a['wrong_over_0.95']} |", "",
+            f"Uncertainty: `{trust['uncertainty_method']}` (chosen on validation by lowest AURC "
+            "among softmax, test-time augmentation and MC dropout; see `calibration.json`). "
+            f"AURC {rc['aurc']:.4f}; error at 100% / 90% / 80% coverage "
+            f"{rc['error_at_100']:.4f} / {rc['error_at_90']:.4f} / {rc['error_at_80']:.4f}.", "",
+            f"Referral rule (threshold {ref['threshold']:.4f} on uncertainty, chosen on "
+            "validation for the target error): on test it refers "
+            f"{ref['referred']} of {test['n']} images to a radiologist; the error among the "
+            f"{1 - ref['referred'] / test['n']:.1%} it keeps is {ref['error_of_accepted']:.4f}.",
+            ""]
+    sanity = run_dir / "sanity.json"
+    if sanity.is_file():
+        report = json.loads(sanity.read_text())
+        lines += [
+            "## Grad-CAM sanity check", "",
+            f"Model randomisation (Adebayo et al. 2018) on {len(report['spearman'])} test images, "
+            f"{report['method']} at the last convolutional layer: mean Spearman rank correlation "
+            f"between maps of the trained and the re-initialised network "
+            f"{report['mean_spearman']:.3f} (1 would mean the maps ignore the weights).", ""]
     return lines
 
 
@@ -58,7 +98,7 @@ def model_card(run_dir: Path, command: str) -> str:
         *[f"    {row}" for row in test["confusion_matrix"]], "",
         "## Validation split (used for checkpoint selection)", "",
         f"- accuracy {val['accuracy']:.4f}, macro F1 {val['macro_f1']:.4f}, n = {val['n']}", "",
-        "## Limits", "",
+        *_trust_lines(run_dir, test), "## Limits", "",
         "- Trained on one public dataset of mixed planes and sequences, without patient IDs; "
         "near-duplicate grouping approximates patient-level separation but cannot guarantee it.",
         "- Not a medical device. Every output is to be reviewed by a doctor.",
@@ -76,7 +116,8 @@ def export_run(run_dir: Path, out_dir: Path, command: str) -> Path:
     if size > MAX_MODEL_BYTES:
         raise ModelError(f"model.pt is {size / 2**20:.1f} MB; shipped models must be <= 10 MB")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED_FILES:
-        shutil.copy2(run_dir / name, out_dir / name)
+    for name in SHIPPED_FILES + OPTIONAL_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, out_dir / name)
     (out_dir / "MODEL_CARD.md").write_text(model_card(run_dir, command))
     return out_dir

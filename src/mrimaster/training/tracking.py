@@ -26,9 +26,14 @@ class Tracker:
             return
         import mlflow
 
-        if tracking_uri.startswith("sqlite:///"):
-            Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(tracking_uri)
+        if mlflow.get_experiment_by_name(experiment) is None:
+            artifacts = None
+            if tracking_uri.startswith("sqlite:///"):  # keep artifacts beside the local store
+                store = Path(tracking_uri.removeprefix("sqlite:///"))
+                store.parent.mkdir(parents=True, exist_ok=True)
+                artifacts = (store.parent / "mlartifacts").resolve().as_uri()
+            mlflow.create_experiment(experiment, artifact_location=artifacts)
         mlflow.set_experiment(experiment)
         self.run = mlflow.start_run(run_name=run_name)
         self._mlflow = mlflow

@@ -44,13 +44,15 @@ def train_one_epoch(net: nn.Module, loader: torch.utils.data.DataLoader, optimiz
                     torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
                     label_smoothing: float, max_steps: int, desc: str) -> dict[str, float]:
     """One pass over ``loader``; returns mean loss, accuracy and throughput."""
+    device = next(net.parameters()).device
     net.train()
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=None)
     for step, (x, y) in enumerate(bar):
         if max_steps and step >= max_steps:
             break
-        x = normalize(x).contiguous(memory_format=torch.channels_last)
+        x = normalize(x.to(device)).contiguous(memory_format=torch.channels_last)
+        y = y.to(device)
         logits = net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
@@ -126,6 +128,15 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
     return factor
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA GPU is available", "use device=cpu")
+    return torch.device(name)
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -177,7 +188,8 @@ def run_training(cfg: TrainConfig, settings: Settings) -> Path:
     for name, param in net.named_parameters():
         if any(name.startswith(prefix) for prefix in cfg.freeze):
             param.requires_grad = False
-    net = net.to(memory_format=torch.channels_last)
+    device = resolve_device(cfg.device)
+    net = net.to(device).to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(
         SliceDataset(x_train, y_train, train_transform(cfg.augment, cfg.image_size)),
@@ -192,11 +204,11 @@ def run_training(cfg: TrainConfig, settings: Settings) -> Path:
     history: list[dict[str, Any]] = []
     best_f1, start_epoch = -1.0, 0
     if cfg.resume:
-        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
+        state = torch.load(run_dir / "last.pt", map_location=device, weights_only=False)
         net.load_state_dict(state["net"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng"].cpu())
         generator.set_state(state["generator"])
         history, best_f1, start_epoch = state["history"], state["best_f1"], state["epoch"] + 1
         log.info("resumed from epoch %d", start_epoch)

@@ -1,0 +1,93 @@
+"""Grad-CAM against a computation by hand (Selvaraju et al. 2017, Eq. 1-2)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mrimaster.errors import MRIMasterError
+from mrimaster.explain.cam import GradCAM, GradCAMPlusPlus, conv_layers
+from mrimaster.models.registry import build_model
+
+
+def _split_forward(net: nn.Module, conv_index: int, x: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, logits)`` with A the output of the conv at ``features[conv_index]``."""
+    features = net.features  # type: ignore[union-attr]
+    acts = features[:conv_index + 1](x)
+    acts = acts.detach().requires_grad_(True)
+    rest = features[conv_index + 1:](acts.clone())  # clone: in-place ReLUs follow
+    if hasattr(net, "pool"):
+        rest = net.pool(rest)  # type: ignore[operator]
+    return acts, net.classifier(rest)  # type: ignore[operator]
+
+
+def _by_hand(net: nn.Module, conv_index: int, x: torch.Tensor, cls: int) -> np.ndarray:
+    acts, logits = _split_forward(net, conv_index, x)
+    (grads,) = torch.autograd.grad(logits[:, cls].sum(), acts)  # d y^c / d A^k_ij
+    alpha = grads.mean(dim=(2, 3), keepdim=True)  # Eq. 1
+    return F.relu((alpha * acts).sum(dim=1)).detach().numpy()  # Eq. 2
+
+
+@pytest.fixture
+def seed_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("seed-cnn", 4, pretrained=False, image_size=64).eval()
+
+
+@pytest.mark.parametrize("conv_index,layer", [(0, "features.0"), (6, "features.6"),
+                                              (9, "features.9")])
+def test_matches_hand_computation(seed_cnn: nn.Module, conv_index: int, layer: str) -> None:
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, 64, 64)
+    for cls in (0, 2):
+        with GradCAM(seed_cnn, layer) as cam:
+            result = cam(x, cls)
+        np.testing.assert_allclose(result.maps, _by_hand(seed_cnn, conv_index, x, cls),
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_maps_are_valid_class_specific_and_hooks_are_released(seed_cnn: nn.Module) -> None:
+    x = torch.randn(2, 3, 64, 64)
+    layer = conv_layers(seed_cnn)["features.9"]
+    with GradCAM(seed_cnn, "features.9") as cam:
+        a, b = cam(x, 0), cam(x, 3)
+        assert len(layer._forward_hooks) == 1
+    assert len(layer._forward_hooks) == 0
+    for r in (a, b):
+        assert np.isfinite(r.upsampled).all() and (r.upsampled >= 0).all()
+        assert r.upsampled.shape == (2, 64, 64) and (r.maps >= 0).all()
+    assert not np.allclose(a.maps, b.maps)
+    with pytest.raises(RuntimeError), GradCAM(seed_cnn, "features.9") as cam:
+        raise RuntimeError("boom")
+    assert len(layer._forward_hooks) == 0
+
+
+def test_gradcam_plus_plus_matches_its_formula(seed_cnn: nn.Module) -> None:
+    x = torch.randn(2, 3, 64, 64)
+    acts, logits = _split_forward(seed_cnn, 6, x)
+    (g,) = torch.autograd.grad(logits[:, 1].sum(), acts)
+    alpha = g**2 / torch.where((d := 2 * g**2 + acts.sum((2, 3), keepdim=True) * g**3) != 0,
+                               d, torch.ones_like(d))
+    weights = (alpha * F.relu(g)).sum((2, 3), keepdim=True)
+    expected = F.relu((weights * acts).sum(1)).detach().numpy()
+    with GradCAMPlusPlus(seed_cnn, "features.6") as cam:
+        np.testing.assert_allclose(cam(x, 1).maps, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mri-cnn", "efficientnet-lite0"])
+def test_every_conv_layer_of_registered_models(name: str) -> None:
+    net = build_model(name, 4, pretrained=False, image_size=64).eval()
+    layers = list(conv_layers(net))
+    for layer in (layers[0], layers[len(layers) // 2], layers[-1]):
+        with GradCAM(net, layer) as cam:
+            r = cam(torch.randn(1, 3, 64, 64))
+        assert r.upsampled.shape == (1, 64, 64) and np.isfinite(r.upsampled).all()
+
+
+def test_bad_layer_names_list_the_choices(seed_cnn: nn.Module) -> None:
+    with pytest.raises(MRIMasterError, match="does not exist.*\n.*features.0, features.3"):
+        GradCAM(seed_cnn, "features.99")
+    with pytest.raises(MRIMasterError, match="is not a convolutional layer"):
+        GradCAM(seed_cnn, "classifier.1")
