@@ -31,3 +31,22 @@ def test_threshold_meets_the_target_error() -> None:
     assert 0.3 < accepted.mean() < 1
     assert (~correct[accepted]).mean() <= 0.03
     assert choose_threshold(np.array([0.1]), np.array([False]), 0.03) == -1.0
+
+
+def test_uncertainty_estimators_leave_the_weights_untouched() -> None:
+    import torch
+
+    from mrimaster.explain.referral import UNCERTAINTY_METHODS, uncertainty
+    from mrimaster.models.registry import build_model
+    from tests.conftest import synthetic_slice
+
+    net = build_model("efficientnet-lite0", 4, pretrained=False, image_size=64).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    images = np.stack([synthetic_slice(i, 64) for i in range(3)])
+    probs = np.full((3, 4), 0.25)
+    for method in UNCERTAINTY_METHODS:
+        unc = uncertainty(method, net, images, 1.0, probs)
+        assert unc.shape == (3,) and ((unc >= 0) & (unc < 1)).all()
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not net.training and not any(m.training for m in net.modules())

@@ -57,18 +57,24 @@ def _tta_probs(net: nn.Module, images: np.ndarray, temperature: float) -> np.nda
 
 def _mc_dropout_probs(net: nn.Module, images: np.ndarray, temperature: float,
                       passes: int = 8) -> np.ndarray:
+    """Mean probability over ``passes`` with dropout and stochastic depth switched on.
+
+    Only those modules' own ``training`` flags are set (not their children's), so batch-norm
+    layers stay in eval mode and their running statistics are never touched.
+    """
     stochastic = [m for m in net.modules() if isinstance(m, nn.Dropout)
                   or getattr(m, "drop_rate", 0) > 0]
     if not stochastic:
         raise MRIMasterError("this model has no dropout layers for MC dropout")
-    torch.manual_seed(0)
-    runs = []
-    for _ in range(passes):
-        net.eval()
-        for m in stochastic:
-            m.train()
-        runs.append(softmax(predict_logits_stochastic(net, images), temperature))
     net.eval()
+    torch.manual_seed(0)
+    try:
+        for m in stochastic:
+            m.training = True
+        runs = [softmax(predict_logits_stochastic(net, images), temperature)
+                for _ in range(passes)]
+    finally:
+        net.eval()
     return np.mean(runs, axis=0)
 
 

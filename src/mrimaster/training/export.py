@@ -16,7 +16,7 @@ from mrimaster.errors import ModelError
 SHIPPED_FILES = ("model.pt", "config.yaml", "split.csv", "history.json", "metrics.json",
                  "curves.png")
 OPTIONAL_FILES = ("calibration.json", "reliability_val.png", "risk_coverage_val.png",
-                  "sanity.json")
+                  "explain/sanity.json")
 MAX_MODEL_BYTES = 10 * 1024 * 1024
 
 
@@ -54,7 +54,7 @@ def _trust_lines(run_dir: Path, test: dict[str, Any]) -> list[str]:
             f"{ref['referred']} of {test['n']} images to a radiologist; the error among the "
             f"{1 - ref['referred'] / test['n']:.1%} it keeps is {ref['error_of_accepted']:.4f}.",
             ""]
-    sanity = run_dir / "sanity.json"
+    sanity = run_dir / "explain" / "sanity.json"  # from `mrimaster explain --sanity-check`
     if sanity.is_file():
         report = json.loads(sanity.read_text())
         lines += [
@@ -118,6 +118,6 @@ def export_run(run_dir: Path, out_dir: Path, command: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED_FILES + OPTIONAL_FILES:
         if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, out_dir / name)
+            shutil.copy2(run_dir / name, out_dir / Path(name).name)
     (out_dir / "MODEL_CARD.md").write_text(model_card(run_dir, command))
     return out_dir

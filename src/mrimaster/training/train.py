@@ -214,7 +214,7 @@ def run_training(cfg: TrainConfig, settings: Settings) -> Path:
         log.info("resumed from epoch %d", start_epoch)
 
     tracker = Tracker(cfg.track, settings.tracking_uri, cfg.experiment, run_dir.name)
-    clock = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
+    clock = time.perf_counter() - (history[-1].get("elapsed_s", 0.0) if history else 0.0)
     tracker.params(config_to_dict(cfg))
     try:
         for epoch in range(start_epoch, cfg.epochs):

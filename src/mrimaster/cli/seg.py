@@ -1,0 +1,105 @@
+"""``mrimaster seg train|predict|evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from mrimaster.settings import Settings
+
+
+def _case_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--case", type=Path, action="append", default=[],
+                   help="case folder (repeatable); its layout is recognised by file names")
+    for m in ("flair", "t1", "t1ce", "t2"):
+        p.add_argument(f"--{m}", type=Path, help=f"explicit {m} volume (instead of --case)")
+    p.add_argument("--seg", type=Path, help="explicit label map")
+    p.add_argument("--labels", help="label convention: brats2015, brats2021, msd, brats2023, wt")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("seg", help="3D tumour segmentation (BraTS-style multimodal MRI)")
+    seg_sub = p.add_subparsers(dest="seg_command", required=True)
+    tr = seg_sub.add_parser("train", help="train a 3D U-Net into a run folder")
+    tr.add_argument("--config", type=Path, help="YAML config (see configs/seg-default.yaml)")
+    tr.add_argument("--set", dest="overrides", action="append", default=[],
+                    metavar="KEY=VALUE")
+    tr.add_argument("--data", type=Path, dest="data_dir")
+    tr.add_argument("--out", type=Path, dest="out_dir")
+    tr.add_argument("--no-track", dest="track", action="store_false", default=None)
+    tr.set_defaults(handler=run_train)
+    pr = seg_sub.add_parser("predict", help="segment a case: seg.nii.gz, volumes.json, PNGs")
+    pr.add_argument("--model", default="default", help="run folder, model.pt, or 'default'")
+    _case_args(pr)
+    pr.add_argument("--out", type=Path, required=True)
+    pr.set_defaults(handler=run_predict)
+    ev = seg_sub.add_parser("evaluate", help="Dice and HD95 per region on labelled cases")
+    ev.add_argument("--model", default="default")
+    _case_args(ev)
+    ev.add_argument("--out", type=Path, required=True)
+    ev.set_defaults(handler=run_evaluate)
+    ex = seg_sub.add_parser("export", help="copy a run and its held-out evaluation into a "
+                            "shipped model folder with a model card")
+    ex.add_argument("run_dir", type=Path)
+    ex.add_argument("--evaluation", type=Path, required=True,
+                    help="output folder of `mrimaster seg evaluate` on held-out cases")
+    ex.add_argument("--out", type=Path, required=True)
+    ex.add_argument("--command", default="", help="training command to record")
+    ex.set_defaults(handler=run_export)
+
+
+def _cases(args: argparse.Namespace) -> list:
+    from mrimaster.errors import DataError
+    from mrimaster.segmentation.cases import explicit_case, find_case
+
+    explicit = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2") if getattr(args, m)}
+    cases = [find_case(c, args.labels) for c in args.case]
+    if explicit:
+        cases.append(explicit_case("case", explicit, args.seg, args.labels))
+    if not cases:
+        raise DataError("no case given", "pass --case DIR or --flair/--t1ce/... files")
+    return cases
+
+
+def run_train(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.config import load_config
+    from mrimaster.segmentation.train import SegTrainConfig, run_seg_training
+
+    cfg = load_config(SegTrainConfig, args.config, args.overrides, data_dir=args.data_dir,
+                      out_dir=args.out_dir, track=args.track)
+    print(f"run folder: {run_seg_training(cfg, settings)}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.segmentation.infer import segment_case
+    from mrimaster.segmentation.model import load_segmenter, resolve_segmenter
+
+    seg = load_segmenter(resolve_segmenter(args.model, settings.models_dir))
+    cases = _cases(args)
+    for case in cases:
+        out = args.out if len(cases) == 1 else args.out / case.name
+        result = segment_case(seg, case, out)
+        vols = ", ".join(f"{k} {v:.1f} mL" for k, v in result.volumes_ml.items())
+        print(f"{case.name}: {vols} -> {result.seg_path}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.segmentation.evaluate import evaluate_cases, markdown_table, write_evaluation
+    from mrimaster.segmentation.model import load_segmenter, resolve_segmenter
+
+    seg = load_segmenter(resolve_segmenter(args.model, settings.models_dir))
+    metrics = evaluate_cases(seg, _cases(args))
+    write_evaluation(metrics, args.out)
+    print(markdown_table(metrics), end="")
+    print(f"results: {args.out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.segmentation.export import export_seg_run
+
+    command = args.command or f"mrimaster seg train --config {args.run_dir / 'config.yaml'}"
+    print(f"exported to {export_seg_run(args.run_dir, args.evaluation, args.out, command)}")
+    return 0

@@ -1,0 +1,1 @@
+"""3D brain tumour segmentation of multimodal MRI (BraTS-style)."""

@@ -1,0 +1,65 @@
+"""Overlay pictures of a segmentation: three planes through the tumour and an axial mosaic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+from mrimaster.segmentation.labels import regions_to_brats2021  # noqa: E402
+from mrimaster.segmentation.volumes import Volume  # noqa: E402
+
+# edema green, NCR/NET red, enhancing yellow (index = BraTS 2021 label)
+_COLOURS = ListedColormap([(0, 0, 0, 0), (0.9, 0.1, 0.1, 0.6), (0.1, 0.8, 0.2, 0.45),
+                           (0, 0, 0, 0), (1.0, 0.9, 0.1, 0.7)])
+
+
+def _plane(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
+    """A 2D slice of a canonical (RAS) array, rotated for display (anterior/superior up)."""
+    return np.rot90(np.take(arr, index, axis=axis))
+
+
+def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str) -> list[Path]:
+    """``overlay_planes.png`` (axial, coronal, sagittal through the tumour's centre, one row per
+    modality) and ``overlay_mosaic.png`` (axial slices through the tumour, first modality)."""
+    labels = regions_to_brats2021(regions)
+    tumour = np.argwhere(labels > 0)
+    centre = tumour.mean(axis=0).round().astype(int) if len(tumour) else \
+        (np.array(labels.shape) // 2)
+    n_mod = volume.image.shape[0]
+    fig, axes = plt.subplots(n_mod, 3, figsize=(10, 3.4 * n_mod), squeeze=False)
+    for row in range(n_mod):
+        img = volume.image[row]
+        for col, (axis, name) in enumerate(((2, "axial"), (1, "coronal"), (0, "sagittal"))):
+            ax = axes[row, col]
+            ax.imshow(_plane(img, axis, centre[axis]), cmap="gray")
+            ax.imshow(_plane(labels, axis, centre[axis]), cmap=_COLOURS, vmin=0, vmax=4,
+                      interpolation="nearest")
+            ax.set_title(f"{volume.modalities[row]} {name}", fontsize=9)
+            ax.axis("off")
+    fig.suptitle(f"{title}: edema green, necrotic/non-enhancing core red, enhancing yellow")
+    fig.tight_layout()
+    planes = out_dir / "overlay_planes.png"
+    fig.savefig(planes, dpi=90)
+    plt.close(fig)
+
+    zs = np.unique(tumour[:, 2]) if len(tumour) else np.arange(labels.shape[2])
+    picks = np.linspace(zs.min(), zs.max(), num=min(12, len(zs))).round().astype(int)
+    fig, axes = plt.subplots(2, 6, figsize=(15, 5.5), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, z in zip(axes.ravel(), picks, strict=False):
+        ax.imshow(_plane(volume.image[0], 2, z), cmap="gray")
+        ax.imshow(_plane(labels, 2, z), cmap=_COLOURS, vmin=0, vmax=4, interpolation="nearest")
+        ax.set_title(f"axial {z}", fontsize=8)
+    fig.suptitle(f"{title}: axial slices through the tumour ({volume.modalities[0]})")
+    fig.tight_layout()
+    mosaic = out_dir / "overlay_mosaic.png"
+    fig.savefig(mosaic, dpi=80)
+    plt.close(fig)
+    return [planes, mosaic]

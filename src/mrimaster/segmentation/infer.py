@@ -1,0 +1,103 @@
+"""Segment a case: sliding-window inference, label map on the input grid, volumes, overlays."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+
+from mrimaster.errors import DataError
+from mrimaster.segmentation.cases import Case
+from mrimaster.segmentation.labels import REGIONS, regions_to_brats2021
+from mrimaster.segmentation.model import Segmenter
+from mrimaster.segmentation.volumes import Volume, load_volume, restore_to_input_grid
+
+log = logging.getLogger(__name__)
+
+
+def prepare_inputs(seg: Segmenter, case: Case) -> tuple[Volume, list[str]]:
+    """Load the model's modalities; zero-fill missing ones if the model tolerates that.
+
+    Returns:
+        The volume (channels in the model's order) and the modalities that were missing.
+
+    Raises:
+        DataError: a modality is missing and the model was not trained to tolerate it.
+    """
+    have = set(case.available())
+    missing = [m for m in seg.modalities if m not in have]
+    if missing and (not seg.modality_dropout or len(missing) == len(seg.modalities)):
+        raise DataError(f"case {case.name} lacks {', '.join(missing)}, which this model needs",
+                        f"the model takes {', '.join(seg.modalities)}; found "
+                        f"{', '.join(case.available()) or 'none'}")
+    present = [m for m in seg.modalities if m in have]
+    volume = load_volume(case, present)
+    if missing:
+        log.warning("case %s lacks %s: segmenting without it (the model was trained with "
+                    "modality dropout; expect lower accuracy)", case.name, ", ".join(missing))
+        full = np.zeros((len(seg.modalities), *volume.image.shape[1:]), np.float32)
+        for i, m in enumerate(seg.modalities):
+            if m in present:
+                full[i] = volume.image[present.index(m)]
+        volume.image = full
+        volume.modalities = list(seg.modalities)
+    return volume, missing
+
+
+@torch.inference_mode()
+def predict_regions(seg: Segmenter, image: np.ndarray, overlap: float = 0.25,
+                    sw_batch_size: int = 2) -> np.ndarray:
+    """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` bool WT/TC/ET (hierarchy enforced)."""
+    device = next(seg.net.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
+    logits = sliding_window_inference(x, seg.patch, sw_batch_size, seg.net, overlap=overlap,
+                                      mode="gaussian")
+    assert isinstance(logits, torch.Tensor)
+    regions = (logits[0] > 0).cpu().numpy()
+    regions[1] &= regions[0]
+    regions[2] &= regions[1]
+    return regions
+
+
+def region_volumes(regions: np.ndarray, voxel_ml: float) -> dict[str, float]:
+    """Millilitres per region from ``(3, ...)`` bool masks."""
+    return {name: float(regions[i].sum() * voxel_ml) for i, name in enumerate(REGIONS)}
+
+
+@dataclass
+class SegmentResult:
+    """What :func:`segment_case` wrote."""
+
+    seg_path: Path
+    volumes_ml: dict[str, float]
+    missing: list[str]
+    pictures: list[Path]
+
+
+def segment_case(seg: Segmenter, case: Case, out_dir: Path) -> SegmentResult:
+    """Segment ``case`` and write ``seg.nii.gz`` (BraTS 2021 labels on the input grid),
+    ``volumes.json`` (mL per region) and overlay PNGs into ``out_dir``."""
+    from mrimaster.segmentation.figures import save_overlays
+
+    volume, missing = prepare_inputs(seg, case)
+    regions = predict_regions(seg, volume.image)
+    labels = regions_to_brats2021(regions)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nifti = restore_to_input_grid(labels, volume)
+    seg_path = out_dir / "seg.nii.gz"
+    nib.save(nifti, str(seg_path))
+    vols = region_volumes(regions, volume.voxel_ml)
+    info: dict[str, Any] = {"case": case.name, "volumes_ml": vols,
+                            "labels": "BraTS 2021: 1 NCR/NET, 2 edema, 4 enhancing",
+                            "modalities_used": [m for m in seg.modalities if m not in missing],
+                            "modalities_missing": missing}
+    (out_dir / "volumes.json").write_text(json.dumps(info, indent=2))
+    pictures = save_overlays(volume, regions, out_dir, case.name)
+    return SegmentResult(seg_path, vols, missing, pictures)

@@ -1,0 +1,90 @@
+"""The 3D U-Net (MONAI) and its model file, which records the modalities it takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.networks.nets import UNet
+from torch import nn
+
+from mrimaster.errors import ModelError
+
+FORMAT = "mrimaster-segmenter/1"
+
+
+def build_unet(in_channels: int, channels: tuple[int, ...] = (16, 32, 64, 128),
+               num_res_units: int = 1) -> nn.Module:
+    """A residual 3D U-Net (Ronneberger et al. 2015; Cicek et al. 2016; MONAI's ``UNet``).
+
+    Input ``(B, C, D, H, W)`` float32 z-scored; output ``(B, 3, D, H, W)`` logits for the
+    overlapping regions WT, TC, ET (sigmoid per channel). D, H, W must be multiples of
+    ``2 ** (len(channels) - 1)``.
+    """
+    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=3, channels=channels,
+                strides=(2,) * (len(channels) - 1), num_res_units=num_res_units,
+                norm="instance")
+
+
+@dataclass
+class Segmenter:
+    """A loaded segmentation model.
+
+    Attributes:
+        net: The U-Net, in eval mode.
+        modalities: Input channels, in order.
+        channels: U-Net widths.
+        patch: Training patch size (also the sliding-window size).
+        modality_dropout: Trained to tolerate missing modalities (zero-filled).
+        meta: Provenance and metrics.
+    """
+
+    net: nn.Module
+    modalities: list[str]
+    channels: tuple[int, ...]
+    patch: tuple[int, int, int]
+    modality_dropout: bool
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def save_segmenter(path: Path, seg: Segmenter) -> None:
+    state = {k: v.detach().cpu() for k, v in seg.net.state_dict().items()}
+    torch.save({"format": FORMAT, "modalities": seg.modalities, "channels": list(seg.channels),
+                "patch": list(seg.patch), "modality_dropout": seg.modality_dropout,
+                "meta": seg.meta, "state_dict": state}, path)
+
+
+def load_segmenter(path: Path) -> Segmenter:
+    """Read a file written by :func:`save_segmenter`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise ModelError(f"no segmentation model at {path}",
+                         "pass a run folder of `mrimaster seg train`, its model.pt, or default")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign files
+        raise ModelError(f"{path} is not a readable model file ({type(exc).__name__})") from exc
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ModelError(f"{path} is not an MRIMaster segmentation model")
+    net = build_unet(len(blob["modalities"]), tuple(blob["channels"]))
+    net.load_state_dict(blob["state_dict"])
+    net.eval()
+    patch = blob["patch"]
+    return Segmenter(net, list(blob["modalities"]), tuple(blob["channels"]),
+                     (int(patch[0]), int(patch[1]), int(patch[2])),
+                     bool(blob["modality_dropout"]), blob.get("meta", {}))
+
+
+def resolve_segmenter(ref: str, models_dir: Path) -> Path:
+    """``default`` -> the shipped model; else a run folder or file."""
+    if ref == "default":
+        path = models_dir / "seg-default" / "model.pt"
+        if not path.is_file():
+            raise ModelError(f"the default segmentation model is not at {path}",
+                             "set MRIMASTER_MODELS_DIR to the folder holding seg-default/")
+        return path
+    return Path(ref)

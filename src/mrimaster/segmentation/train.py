@@ -1,0 +1,306 @@
+"""``mrimaster seg train``: patch-based 3D U-Net training into a run folder.
+
+Reads top to bottom: the config, patch sampling (crops biased towards tumour), augmentation
+(flips on image and labels together; intensity changes and modality dropout on the image only),
+the loss (Dice + cross-entropy per region, masked where a dataset does not define a region),
+one epoch, validation, and :func:`run_seg_training`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.losses import DiceLoss
+from tqdm import tqdm
+
+from mrimaster.config import config_to_dict, save_config
+from mrimaster.errors import ConfigError, DataError
+from mrimaster.segmentation.cases import MODALITIES, Case, find_case
+from mrimaster.segmentation.metrics import mean_scores, region_scores
+from mrimaster.segmentation.model import Segmenter, build_unet, save_segmenter
+from mrimaster.segmentation.volumes import Volume, load_volume
+from mrimaster.settings import Settings
+from mrimaster.training.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegTrainConfig:
+    """A segmentation training run; saved as ``config.yaml``.
+
+    Attributes:
+        data_dir: Root the case paths are relative to (default ``<data root>/brats-mini``).
+        train_cases: Case folders (relative to ``data_dir``) to train on.
+        val_cases: Case folders for validation Dice each epoch (and checkpoint selection).
+        modalities: Input channels, from ``flair``, ``t1``, ``t1ce``, ``t2``.
+        modality_dropout: Probability of blanking each present channel of a patch (at least
+            one is kept); a model trained with it > 0 accepts cases missing a modality.
+        patch: Patch size (multiples of 8).
+        channels: U-Net widths.
+        epochs: Epochs; each is ``iterations`` optimiser steps.
+        iterations: Steps per epoch.
+        batch_size: Patches per step.
+        lr: AdamW learning rate (cosine decay).
+        tumour_fraction: Share of patches centred on a tumour voxel.
+        seed: Seed of sampling, augmentation and initialisation.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        num_threads: Torch CPU threads (0: default).
+        out_dir: Run folder (default ``<runs dir>/seg-<timestamp>``).
+        track: Log to MLflow.
+        experiment: MLflow experiment.
+    """
+
+    data_dir: Path | None = None
+    train_cases: list[str] = field(default_factory=list)
+    val_cases: list[str] = field(default_factory=list)
+    modalities: list[str] = field(default_factory=lambda: ["flair", "t1ce"])
+    modality_dropout: float = 0.25
+    patch: list[int] = field(default_factory=lambda: [64, 64, 64])
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    epochs: int = 20
+    iterations: int = 40
+    batch_size: int = 2
+    lr: float = 2e-3
+    tumour_fraction: float = 0.67
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0
+    out_dir: Path | None = None
+    track: bool = True
+    experiment: str = "mrimaster-segmentation"
+
+    def __post_init__(self) -> None:
+        bad = sorted(set(self.modalities) - set(MODALITIES))
+        if bad or not self.modalities:
+            raise ConfigError(f"modalities {self.modalities} invalid",
+                              f"choose from {', '.join(MODALITIES)}")
+        factor = 2 ** (len(self.channels) - 1)
+        if len(self.patch) != 3 or any(p % factor for p in self.patch):
+            raise ConfigError(f"patch {self.patch} must be 3 sizes, multiples of {factor}")
+        if not self.train_cases:
+            raise ConfigError("train_cases is empty", "list case folders to train on")
+
+
+@dataclass
+class TrainCase:
+    """A loaded training case; channels absent from the case are zero and flagged."""
+
+    volume: Volume
+    present: np.ndarray  # (C,) bool
+    brain_voxels: np.ndarray  # (N, 3) int, where patches may be centred
+    tumour_voxels: np.ndarray  # (M, 3) int, WT voxels (empty when WT is unknown)
+
+
+def load_training_case(case: Case, modalities: list[str], allow_missing: bool) -> TrainCase:
+    present = [m for m in modalities if m in case.available()]
+    if not present or (len(present) < len(modalities) and not allow_missing):
+        raise DataError(f"training case {case.name} lacks "
+                        f"{', '.join(sorted(set(modalities) - set(present)))}",
+                        "set modality_dropout > 0 to train on cases missing a modality")
+    volume = load_volume(case, present)
+    if volume.regions is None:
+        raise DataError(f"training case {case.name} has no label map")
+    image = np.zeros((len(modalities), *volume.image.shape[1:]), np.float32)
+    for i, m in enumerate(modalities):
+        if m in present:
+            image[i] = volume.image[present.index(m)]
+    volume.image = image
+    tumour = np.argwhere(volume.regions[0]) if volume.known[0] else np.zeros((0, 3), int)
+    return TrainCase(volume, np.array([m in present for m in modalities]),
+                     np.argwhere(volume.brain), tumour)
+
+
+def sample_patch(case: TrainCase, patch: list[int], tumour_fraction: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A patch ``(C, *patch)`` image and ``(3, *patch)`` regions, centred on tumour with
+    probability ``tumour_fraction`` (else anywhere in the brain); zero-padded at borders."""
+    vol = case.volume
+    assert vol.regions is not None
+    coords = case.tumour_voxels if len(case.tumour_voxels) and \
+        rng.random() < tumour_fraction else case.brain_voxels
+    centre = coords[rng.integers(len(coords))]
+    size = np.array(patch)
+    start = centre - size // 2
+    img = np.zeros((vol.image.shape[0], *patch), np.float32)
+    reg = np.zeros((3, *patch), np.float32)
+    src_lo = np.maximum(start, 0)
+    src_hi = np.minimum(start + size, vol.image.shape[1:])
+    dst_lo = src_lo - start
+    dst_hi = dst_lo + (src_hi - src_lo)
+    src = tuple(slice(a, b) for a, b in zip(src_lo, src_hi, strict=True))
+    dst = tuple(slice(a, b) for a, b in zip(dst_lo, dst_hi, strict=True))
+    img[(slice(None), *dst)] = vol.image[(slice(None), *src)]
+    reg[(slice(None), *dst)] = vol.regions[(slice(None), *src)]
+    return img, reg
+
+
+def augment(img: np.ndarray, reg: np.ndarray, present: np.ndarray, dropout: float,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random flips (image and labels together); per-channel intensity scale and shift and
+    modality dropout (image only)."""
+    for axis in (1, 2, 3):
+        if rng.random() < 0.5:
+            img, reg = np.flip(img, axis), np.flip(reg, axis)
+    img = img * rng.uniform(0.9, 1.1, (img.shape[0], 1, 1, 1)) + \
+        rng.uniform(-0.1, 0.1, (img.shape[0], 1, 1, 1))
+    keep = present.copy()
+    if dropout > 0:
+        drop = (rng.random(len(keep)) < dropout) & keep
+        if drop.sum() < keep.sum():  # keep at least one present channel
+            keep &= ~drop
+    img = img * keep[:, None, None, None]
+    return np.ascontiguousarray(img, np.float32), np.ascontiguousarray(reg)
+
+
+_DICE = DiceLoss(sigmoid=True, reduction="none", smooth_nr=1e-5, smooth_dr=1e-5)
+
+
+def region_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Soft Dice + binary cross-entropy per region, averaged over the regions each patch's
+    dataset defines. ``logits``/``target`` ``(B, 3, D, H, W)``, ``known`` ``(B, 3)`` float."""
+    dice = _DICE(logits, target).reshape(logits.shape[0], 3)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(
+        dim=(2, 3, 4))
+    return ((dice + bce) * known).sum() / known.sum().clamp_min(1)
+
+
+def train_one_epoch(net: torch.nn.Module, cases: list[TrainCase], cfg: SegTrainConfig,
+                    optimizer: torch.optim.Optimizer, scheduler: Any,
+                    rng: np.random.Generator, device: torch.device, desc: str) -> float:
+    net.train()
+    losses = []
+    for _ in tqdm(range(cfg.iterations), desc=desc, leave=False, disable=None):
+        batch = [cases[rng.integers(len(cases))] for _ in range(cfg.batch_size)]
+        pairs = [augment(*sample_patch(c, cfg.patch, cfg.tumour_fraction, rng), c.present,
+                         cfg.modality_dropout, rng) for c in batch]
+        x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
+        y = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device)
+        known = torch.from_numpy(np.stack([c.volume.known for c in batch]).astype(np.float32)
+                                 ).to(device)
+        loss = region_loss(net(x), y, known)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def validate(seg: Segmenter, cases: list[TrainCase]) -> dict[str, Any]:
+    """Dice / HD95 per region on whole validation volumes (sliding window)."""
+    from mrimaster.segmentation.infer import predict_regions
+
+    seg.net.eval()
+    per_case = {}
+    for i, case in enumerate(cases):
+        vol = case.volume
+        assert vol.regions is not None
+        pred = predict_regions(seg, vol.image)
+        per_case[f"{i}"] = region_scores(pred, vol.regions, vol.known)
+    return {"per_case": per_case, "mean": mean_scores(per_case)}
+
+
+def _load_cases(root: Path, names: list[str], cfg: SegTrainConfig) -> list[TrainCase]:
+    return [load_training_case(find_case(root / n), cfg.modalities, cfg.modality_dropout > 0)
+            for n in names]
+
+
+def run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
+    """Train and write the run folder: ``config.yaml``, ``model.pt`` (best mean validation
+    Dice), ``history.json``, ``metrics.json``, ``curves.png``."""
+    from mrimaster.training.train import resolve_device
+
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device = resolve_device(cfg.device)
+    root = Path(cfg.data_dir) if cfg.data_dir else settings.data_root / "brats-mini"
+    run_dir = Path(cfg.out_dir) if cfg.out_dir else \
+        settings.runs_dir / f"seg-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    train = _load_cases(root, cfg.train_cases, cfg)
+    val = _load_cases(root, cfg.val_cases, cfg)
+    log.info("segmentation: %d training / %d validation cases, modalities %s", len(train),
+             len(val), ", ".join(cfg.modalities))
+    net = build_unet(len(cfg.modalities), tuple(cfg.channels)).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-5)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer,
+                                                           cfg.epochs * cfg.iterations)
+    seg = Segmenter(net, list(cfg.modalities), tuple(cfg.channels),
+                    (cfg.patch[0], cfg.patch[1], cfg.patch[2]),
+                    cfg.modality_dropout > 0, {"run": run_dir.name})
+    tracker = Tracker(cfg.track, settings.tracking_uri, cfg.experiment, run_dir.name)
+    tracker.params(config_to_dict(cfg))
+    history: list[dict[str, Any]] = []
+    best = -1.0
+    start = time.perf_counter()
+    try:
+        for epoch in range(cfg.epochs):
+            loss = train_one_epoch(net, train, cfg, optimizer, scheduler, rng, device,
+                                   f"epoch {epoch + 1}/{cfg.epochs}")
+            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss,
+                                   "elapsed_s": time.perf_counter() - start}
+            if val:
+                scores = validate(seg, val)["mean"]
+                row.update({f"val_dice_{r}": s["dice"] for r, s in scores.items()})
+                score = float(np.mean([s["dice"] for s in scores.values()]))
+            else:
+                score = -loss
+            row["val_score"] = score
+            history.append(row)
+            improved = score > best
+            if improved:
+                best = score
+                seg.meta.update({"epoch": epoch + 1, "val_score": score})
+                save_segmenter(run_dir / "model.pt", seg)
+            tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
+            log.info("epoch %d/%d  loss %.4f  %s%s", epoch + 1, cfg.epochs, loss,
+                     "  ".join(f"{k[4:]} {v:.3f}" for k, v in row.items()
+                               if k.startswith("val_dice")), "  *best*" if improved else "")
+            (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+        _plot_history(history, run_dir / "curves.png")
+        (run_dir / "metrics.json").write_text(json.dumps(
+            {"best_epoch": seg.meta.get("epoch"), "best_val_score": best,
+             "last": history[-1]}, indent=2))
+        for name in ("config.yaml", "history.json", "metrics.json", "curves.png", "model.pt"):
+            tracker.artifact(run_dir / name)
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    tracker.close()
+    return run_dir
+
+
+def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(epochs, [r["train_loss"] for r in history], "o-")
+    a.set(xlabel="epoch", ylabel="Dice + BCE", title="Training loss")
+    for region in ("WT", "TC", "ET"):
+        key = f"val_dice_{region}"
+        if any(key in r for r in history):
+            b.plot(epochs, [r.get(key, np.nan) for r in history], "o-", label=region)
+    b.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0, 1))
+    b.legend()
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,175 @@
+"""Load a case's volumes and preprocess them the same way for training and inference.
+
+Steps: reorient to the closest canonical (RAS) orientation, check shapes and values, find the
+brain (voxels that differ from the background value of any channel), crop to the brain's
+bounding box, z-score each channel inside the brain. :func:`restore_to_input_grid` undoes the
+crop and the reorientation so that outputs lie on the input's exact grid (shape and affine).
+
+Images and label maps are kept apart: intensity steps never touch labels, and label maps are
+only ever reoriented and cropped (never interpolated).
+"""
+
+from __future__ import annotations
+
+import gzip
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from mrimaster.errors import DataError
+from mrimaster.segmentation.cases import MSD_CHANNELS, Case
+from mrimaster.segmentation.labels import to_regions
+
+
+@dataclass
+class Volume:
+    """A case ready for a network.
+
+    Attributes:
+        image: ``(C, D, H, W)`` float32, z-scored per channel inside the brain, 0 outside;
+            cropped to the brain box, canonical (RAS) orientation.
+        modalities: Channel names, in order.
+        brain: ``(D, H, W)`` bool brain mask (cropped).
+        regions: ``(3, D, H, W)`` bool WT/TC/ET masks (cropped), or ``None`` if unlabelled.
+        known: ``(3,)`` bool: which regions the label map defines.
+        box: ``(3, 2)`` int crop box in the canonical grid.
+        canonical_shape: Shape of the canonical grid.
+        reference: The first input image (its shape, affine and orientation are the output's).
+        voxel_ml: Volume of one voxel in millilitres.
+    """
+
+    image: np.ndarray
+    modalities: list[str]
+    brain: np.ndarray
+    regions: np.ndarray | None
+    known: np.ndarray
+    box: np.ndarray
+    canonical_shape: tuple[int, ...]
+    reference: nib.Nifti1Image
+    voxel_ml: float
+
+
+def load_nifti(path: Path) -> nib.Nifti1Image:
+    """Load a NIfTI file with errors that say what is wrong."""
+    try:
+        img = nib.load(str(path))
+        np.asarray(img.dataobj)  # type: ignore[attr-defined]  # read now: truncation fails here
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: file not found") from exc
+    except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error,
+            gzip.BadGzipFile, ValueError) as exc:
+        raise DataError(f"{path}: corrupt or truncated NIfTI file ({type(exc).__name__}: "
+                        f"{exc})", "re-export or re-download the volume") from exc
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise DataError(f"{path}: not a NIfTI image")
+    return img
+
+
+def _canonical(img: nib.Nifti1Image) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.asarray(nib.as_closest_canonical(img).dataobj, dtype=np.float32)
+
+
+def _check_volume(data: np.ndarray, path: Path, what: str) -> None:
+    if data.ndim != 3 or min(data.shape) < 8:
+        raise DataError(f"{path}: {what} has shape {data.shape}; a 3D volume is needed",
+                        "pass a 3D NIfTI volume, not a 2D slice")
+    if not np.isfinite(data).all():
+        raise DataError(f"{path}: {what} contains {int((~np.isfinite(data)).sum())} NaN or "
+                        "infinite voxels", "fix or re-export the volume")
+
+
+def _load_channels(case: Case, modalities: list[str]) -> tuple[list[np.ndarray],
+                                                                nib.Nifti1Image, list[Path]]:
+    if case.image4d is not None:
+        img = load_nifti(case.image4d)
+        if img.ndim != 4:
+            raise DataError(f"{case.image4d}: expected a 4D volume (MSD layout)")
+        channels = []
+        for m in modalities:
+            idx = MSD_CHANNELS.index(m)
+            sub = nib.Nifti1Image(np.asarray(img.dataobj[..., idx], np.float32), img.affine)
+            channels.append(_canonical(sub))
+        ref = nib.Nifti1Image(np.zeros(img.shape[:3], np.uint8), img.affine, img.header)
+        return channels, ref, [case.image4d] * len(modalities)
+    paths = [case.images[m] for m in modalities]
+    images = [load_nifti(p) for p in paths]
+    for img, path, m in zip(images, paths, modalities, strict=True):
+        if img.ndim != 3:
+            raise DataError(f"{path}: {m} has shape {img.shape}; a 3D volume is needed",
+                            "pass a 3D NIfTI volume")
+    shapes = {p.name: img.shape for p, img in zip(paths, images, strict=True)}
+    if len(set(shapes.values())) > 1:
+        raise DataError(f"volumes of case {case.name} have different shapes: {shapes}",
+                        "resample all modalities to one grid first")
+    return [_canonical(img) for img in images], images[0], paths
+
+
+def load_volume(case: Case, modalities: list[str], margin: int = 4) -> Volume:
+    """Load and preprocess ``modalities`` of ``case`` (and its labels, if any).
+
+    Raises:
+        DataError: missing modality, corrupt file, non-3D volume, shapes that differ, NaNs.
+    """
+    missing = [m for m in modalities if m not in case.available()]
+    if missing:
+        raise DataError(f"case {case.name} has no {', '.join(missing)} volume",
+                        f"it has: {', '.join(case.available()) or 'nothing recognised'}")
+    channels, reference, paths = _load_channels(case, modalities)
+    for data, path, m in zip(channels, paths, modalities, strict=True):
+        _check_volume(data, path, m)
+    stack = np.stack(channels)
+    background = stack[:, 0, 0, 0][:, None, None, None]
+    brain = (np.abs(stack - background) > 1e-6).any(axis=0)
+    if not brain.any():
+        raise DataError(f"case {case.name}: every voxel has the background value")
+    idx = np.argwhere(brain)
+    lo = np.maximum(idx.min(axis=0) - margin, 0)
+    hi = np.minimum(idx.max(axis=0) + 1 + margin, brain.shape)
+    box = np.stack([lo, hi], axis=1)
+    sl = tuple(slice(a, b) for a, b in box)
+    image = stack[(slice(None), *sl)].copy()
+    brain_c = brain[sl]
+    for c in range(image.shape[0]):
+        vals = image[c][brain_c]
+        image[c] = np.where(brain_c, (image[c] - vals.mean()) / max(vals.std(), 1e-6), 0)
+    regions, known = None, np.zeros(3, bool)
+    if case.seg is not None:
+        seg_img = load_nifti(case.seg)
+        if seg_img.shape[:3] != reference.shape[:3]:
+            raise DataError(f"{case.seg}: label map shape {seg_img.shape} differs from the "
+                            f"images' {reference.shape[:3]}")
+        labels = _canonical(seg_img)
+        _check_volume(labels, case.seg, "label map")
+        if case.convention is None:
+            raise DataError(f"case {case.name}: label convention unknown", "pass --labels")
+        regions_full, known = to_regions(labels, case.convention)
+        regions = regions_full[(slice(None), *sl)]
+    zooms = reference.header.get_zooms()[:3]
+    return Volume(image.astype(np.float32), list(modalities), brain_c, regions, known, box,
+                  brain.shape, reference, float(np.prod(zooms)) / 1000.0)
+
+
+def restore_to_input_grid(cropped: np.ndarray, volume: Volume) -> nib.Nifti1Image:
+    """Put a ``(d, h, w)`` label map computed on the cropped canonical grid back on the input's
+    grid: same shape, same affine, same orientation (nearest-neighbour: only axis flips and
+    permutations, never interpolation)."""
+    full = np.zeros(volume.canonical_shape, dtype=np.uint8)
+    full[tuple(slice(a, b) for a, b in volume.box)] = cropped
+    ref = volume.reference
+    start = nib.orientations.io_orientation(np.diag([1.0, 1, 1, 1]))
+    original = nib.orientations.io_orientation(ref.affine)
+    transform = nib.orientations.ornt_transform(start, original)
+    data = nib.orientations.apply_orientation(full, transform)
+    if data.shape != ref.shape[:3]:
+        raise AssertionError(f"restored shape {data.shape} != input {ref.shape[:3]}")
+    header = ref.header.copy()
+    header.set_data_dtype(np.uint8)
+    out = nib.Nifti1Image(np.ascontiguousarray(data), ref.affine, header)
+    out.header.set_slope_inter(1, 0)
+    return out
