@@ -84,3 +84,28 @@ def test_region_scores_by_hand() -> None:
     assert scores["WT"]["hd95"] == pytest.approx(2.0)
     empty = region_scores(np.zeros_like(truth), np.zeros_like(truth), np.ones(3, bool))
     assert empty["ET"] == {"dice": 1.0, "hd95": 0.0}
+
+
+def test_export_with_held_out_evaluation(seg_run: tuple[Path, Path], tmp_path: Path) -> None:
+    data, run = seg_run
+    assert main(["seg", "evaluate", "--model", str(run), "--case", str(data / "v"),
+                 "--out", str(tmp_path / "ev")]) == 0
+    assert main(["seg", "export", str(run), "--evaluation", str(tmp_path / "ev"), "--out",
+                 str(tmp_path / "m")]) == 0
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "| v |" in card and "Dice WT" in card
+    assert (tmp_path / "m" / "model.pt").is_file()
+
+
+def test_clean_regions_drops_strays_and_nests_regions() -> None:
+    from mrimaster.segmentation.infer import clean_regions
+
+    regions = np.zeros((3, 20, 20, 20), bool)
+    regions[0, 2:10, 2:10, 2:10] = True  # the tumour
+    regions[0, 17:19, 17:19, 17:19] = True  # a far, small false positive
+    regions[1, 4:8, 4:8, 4:8] = True
+    regions[2, 5:7, 5:7, 5:7] = True
+    regions[2, 17, 17, 17] = True  # ET outside the kept tumour
+    out = clean_regions(regions)
+    assert out[0].sum() == 512 and not out[0, 17:, 17:, 17:].any()
+    assert not out[2, 17, 17, 17] and (out[2] <= out[1]).all() and (out[1] <= out[0]).all()

@@ -41,7 +41,9 @@ def export_seg_run(run_dir: Path, evaluation_dir: Path, out_dir: Path, command: 
         "but one of them still runs (with a warning). Output: WT / TC / ET, written as BraTS "
         "2021 labels on the input grid.",
         f"- **Network:** MONAI residual UNet, channels {cfg['channels']}, instance norm; "
-        f"patches {cfg['patch']}, sliding-window inference (Gaussian blending, overlap 0.25).",
+        f"patches {cfg['patch']}, sliding-window inference (Gaussian blending, overlap 0.25); "
+        "whole-tumour components under 10% of the largest are removed and ET / TC are nested "
+        "inside TC / WT.",
         "- **Data:** the shared brats-mini cases: BraTS 2015 (2013 subset) from DeepMedic's "
         "examples (FLAIR, T1c, 4-class labels; Menze et al. 2015, Kamnitsas et al. 2017) and "
         "BraTS 2018 from DeepVoxNet2's demo (FLAIR, whole-tumour labels only; Bakas et al. "

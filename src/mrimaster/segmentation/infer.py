@@ -61,9 +61,27 @@ def predict_regions(seg: Segmenter, image: np.ndarray, overlap: float = 0.25,
                                       mode="gaussian")
     assert isinstance(logits, torch.Tensor)
     regions = (logits[0] > 0).cpu().numpy()
-    regions[1] &= regions[0]
-    regions[2] &= regions[1]
-    return regions
+    return clean_regions(regions)
+
+
+def clean_regions(regions: np.ndarray, keep_fraction: float = 0.1) -> np.ndarray:
+    """Enforce ET inside TC inside WT and drop small stray WT components.
+
+    WT components smaller than ``keep_fraction`` of the largest are removed (26-connectivity),
+    and TC / ET outside the kept WT with them: isolated false positives far from the tumour
+    are what inflate HD95.
+    """
+    from scipy import ndimage
+
+    out = regions.copy()
+    components, n = ndimage.label(out[0], structure=np.ones((3, 3, 3)))
+    if n > 1:
+        sizes = np.bincount(components.ravel())[1:]
+        keep = np.flatnonzero(sizes >= keep_fraction * sizes.max()) + 1
+        out[0] = np.isin(components, keep)
+    out[1] &= out[0]
+    out[2] &= out[1]
+    return out
 
 
 def region_volumes(regions: np.ndarray, voxel_ml: float) -> dict[str, float]:

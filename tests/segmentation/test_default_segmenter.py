@@ -1,0 +1,31 @@
+"""The shipped segmentation model on shared cases held out from its training."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mrimaster.segmentation.cases import find_case
+from mrimaster.segmentation.evaluate import evaluate_cases
+from mrimaster.segmentation.model import load_segmenter, resolve_segmenter
+from mrimaster.settings import load_settings
+
+MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "seg-default"
+
+
+@pytest.mark.realdata
+def test_default_segmenter_on_held_out_cases(data_root: Path) -> None:
+    seg = load_segmenter(resolve_segmenter("default", load_settings().models_dir))
+    assert seg.modalities == ["flair", "t1ce"] and seg.modality_dropout
+    root = data_root / "brats-mini"
+    cases = [find_case(root / "deepmedic-brats2015/test/brats_2013_pat0001_1"),  # FLAIR + T1-Gd
+             find_case(root / "deepvoxnet2-brats2018/case_6")]  # FLAIR only, WT labels
+    metrics = evaluate_cases(seg, cases)
+    card = json.loads((MODEL_DIR / "heldout_metrics.json").read_text())["per_case"]
+    for case in ("brats_2013_pat0001_1", "case_6"):
+        for region, scores in metrics["per_case"][case].items():
+            assert scores["dice"] == pytest.approx(card[case][region]["dice"], abs=1e-4)
+    assert metrics["per_case"]["case_6"]["WT"]["dice"] >= 0.8  # WT from FLAIR alone
+    assert metrics["per_case"]["brats_2013_pat0001_1"]["WT"]["dice"] >= 0.8
+    assert metrics["per_case"]["brats_2013_pat0001_1"]["ET"]["dice"] >= 0.5
+    assert metrics["missing_modalities"]["case_6"] == ["t1ce"]
