@@ -78,6 +78,7 @@ def audit_folder(root: Path, threshold: int = DEFAULT_THRESHOLD, progress: bool 
     exact_dup = {i for m in exact if len(m) > 1 for i in m}
     near_dup = {i for m in near if len(m) > 1 for i in m}
     sizes = Counter(r["size"] for r in rows)
+    group_of = {k: g for g, members in enumerate(near) for k in members}
     per_class: dict[str, dict[str, int]] = {}
     for label in sorted({r["label"] for r in rows}):
         idx = [k for k, r in enumerate(rows) if r["label"] == label]
@@ -85,8 +86,7 @@ def audit_folder(root: Path, threshold: int = DEFAULT_THRESHOLD, progress: bool 
             "images": len(idx),
             "in_exact_duplicate_groups": sum(k in exact_dup for k in idx),
             "in_near_duplicate_groups": sum(k in near_dup for k in idx),
-            "distinct_after_near_dedup": len({g for g, m in enumerate(near) for k in m
-                                              if k in set(idx)}),
+            "distinct_after_near_dedup": len({group_of[k] for k in idx}),
         }
     report = {
         "folder": str(root),

@@ -50,17 +50,22 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: Path, title: str
     plt.close(fig)
 
 
-def plot_gallery(images: Sequence[np.ndarray], captions: Sequence[str], path: Path,
-                 title: str, columns: int = 6) -> None:
-    """A grid of grayscale slices with a caption under each (an empty note when none)."""
-    n = len(images)
+def gallery_grid(n: int, columns: int, empty_note: str) -> tuple[Any, np.ndarray]:
+    """A figure with room for ``n`` captioned tiles, axes off; a note when ``n`` is 0."""
     rows = max(1, int(np.ceil(n / columns)))
     cols = columns if n >= columns else max(n, 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.7 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     if n == 0:
-        axes[0, 0].text(0.5, 0.5, "nothing to show", ha="center", va="center")
+        axes[0, 0].text(0.5, 0.5, empty_note, ha="center", va="center")
+    return fig, axes
+
+
+def plot_gallery(images: Sequence[np.ndarray], captions: Sequence[str], path: Path,
+                 title: str, columns: int = 6) -> None:
+    """A grid of grayscale slices with a caption under each (an empty note when none)."""
+    fig, axes = gallery_grid(len(images), columns, "nothing to show")
     for ax, img, cap in zip(axes.ravel(), images, captions, strict=False):
         ax.imshow(img, cmap="gray", vmin=0, vmax=255)
         ax.set_title(cap, fontsize=7)

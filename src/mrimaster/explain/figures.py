@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mrimaster.data.transforms import eval_batch  # noqa: E402
+from mrimaster.evaluation.plots import gallery_grid  # noqa: E402
 from mrimaster.explain.cam import GradCAM  # noqa: E402
 from mrimaster.models.checkpoint import Classifier  # noqa: E402
 
@@ -62,15 +63,8 @@ def save_layer_figure(image: np.ndarray, layers: Sequence[str], maps: Sequence[n
 def cam_gallery(clf: Classifier, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
                 path: Path, columns: int = 6) -> None:
     """Grad-CAM (last conv layer, predicted class) over each image, captioned true/predicted."""
-    n = len(images)
-    rows = max(1, int(np.ceil(n / columns)))
-    cols = columns if n >= columns else max(n, 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.7 * rows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    if n == 0:
-        axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
-    else:
+    fig, axes = gallery_grid(len(images), columns, "no misclassified images")
+    if len(images):
         with GradCAM(clf.net) as cam:
             result = cam(eval_batch(images))
         for ax, img, up, y, p in zip(axes.ravel(), images, result.upsampled, labels, probs,
