@@ -36,8 +36,10 @@ def test_predict_formats(trained: tuple[Path, Path], tmp_path: Path,
         probs = [row[f"p_{c}"] for c in ("glioma", "meningioma", "no_tumor", "pituitary")]
         assert sum(probs) == pytest.approx(1.0, abs=1e-6)
         assert row["confidence"] == pytest.approx(max(probs))
+    capsys.readouterr()
     assert main(["predict", "--model", str(run), str(one), "--format", "csv"]) == 0
-    assert capsys.readouterr().out.startswith("path,prediction,confidence,p_glioma")
+    assert capsys.readouterr().out.startswith(
+        "path,prediction,confidence,uncertainty,referred,p_glioma")
     assert main(["predict", "--model", str(run), str(one)]) == 0
     assert "prediction" in capsys.readouterr().out
 

@@ -98,8 +98,10 @@ def scan_class_folders(root: Path) -> FolderScan:
             scan.paths.append(path)
             scan.labels.append(label)
     if not scan.paths:
+        unknown = [s.path.name for s in scan.skipped if s.reason == "unknown class folder"]
+        found = f" (unknown class folder: {', '.join(unknown)})" if unknown else ""
         raise DataError(
-            f"no images found in class folders under {root}",
+            f"no images found in class folders under {root}{found}",
             f"expected subfolders named one of: {', '.join(known_folder_names())}")
     return scan
 
