@@ -99,7 +99,10 @@ def plot_reliability(before: dict[str, Any], after: dict[str, Any], temperature:
                    color="tab:blue", edgecolor="black", alpha=0.8)
             ax.bar(edges[b], info["confidence"] - info["accuracy"], bottom=info["accuracy"],
                    width=1 / n_bins, align="edge", color="tab:red", alpha=0.3)
-        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.bar([], [], color="tab:blue", label="accuracy per bin")
+        ax.bar([], [], color="tab:red", alpha=0.3, label="gap to mean confidence")
+        ax.legend(loc="upper left", fontsize=8)
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
                title=f"{title}: ECE {metrics['ece']:.3f}, MCE {metrics['mce']:.3f}")
     fig.tight_layout()

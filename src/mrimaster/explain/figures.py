@@ -46,7 +46,8 @@ def save_layer_figure(image: np.ndarray, layers: Sequence[str], maps: Sequence[n
     n = len(layers)
     blocks = int(np.ceil(n / columns))
     cols = min(n, columns)
-    fig, axes = plt.subplots(2 * blocks, cols, figsize=(2.2 * cols, 4.6 * blocks), squeeze=False)
+    fig, axes = plt.subplots(2 * blocks, cols, figsize=(max(2.2 * cols, 6.5), 4.6 * blocks),
+                             squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i, (name, small, big) in enumerate(zip(layers, maps, upsampled, strict=True)):
@@ -54,7 +55,7 @@ def save_layer_figure(image: np.ndarray, layers: Sequence[str], maps: Sequence[n
         axes[row, col].imshow(small, cmap="jet")
         axes[row, col].set_title(f"{name}\n{small.shape[0]}x{small.shape[1]}", fontsize=7)
         _show_overlay(axes[row + 1, col], image, big)
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
