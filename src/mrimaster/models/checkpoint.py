@@ -83,13 +83,14 @@ def load_classifier(path: Path) -> Classifier:
                       dict(blob.get("meta", {})))
 
 
-def resolve_model_path(ref: str | Path, models_dir: Path) -> Path:
-    """``default`` -> the shipped model; a run folder -> its ``model.pt``; else the file itself."""
+def resolve_model_path(ref: str | Path, models_dir: Path, default: str = "default") -> Path:
+    """``default`` -> the shipped model ``models_dir/<default>/model.pt``; a run folder -> its
+    ``model.pt``; else the file itself."""
     if str(ref) == "default":
-        path = models_dir / "default" / "model.pt"
+        path = models_dir / default / "model.pt"
         if not path.is_file():
             raise ModelError(f"the default model is not at {path}",
-                             "set MRIMASTER_MODELS_DIR to the folder holding default/model.pt")
+                             f"set MRIMASTER_MODELS_DIR to the folder holding {default}/model.pt")
         return path
     path = Path(ref)
     if path.is_dir():

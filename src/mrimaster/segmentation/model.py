@@ -11,6 +11,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from mrimaster.errors import ModelError
+from mrimaster.models.checkpoint import resolve_model_path
 
 FORMAT = "mrimaster-segmenter/1"
 
@@ -57,13 +58,8 @@ def save_segmenter(path: Path, seg: Segmenter) -> None:
 
 
 def load_segmenter(path: Path) -> Segmenter:
-    """Read a file written by :func:`save_segmenter`."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise ModelError(f"no segmentation model at {path}",
-                         "pass a run folder of `mrimaster seg train`, its model.pt, or default")
+    """Read a file written by :func:`save_segmenter` (or the ``model.pt`` of a run folder)."""
+    path = resolve_model_path(path, Path("."))
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign files
@@ -80,11 +76,5 @@ def load_segmenter(path: Path) -> Segmenter:
 
 
 def resolve_segmenter(ref: str, models_dir: Path) -> Path:
-    """``default`` -> the shipped model; else a run folder or file."""
-    if ref == "default":
-        path = models_dir / "seg-default" / "model.pt"
-        if not path.is_file():
-            raise ModelError(f"the default segmentation model is not at {path}",
-                             "set MRIMASTER_MODELS_DIR to the folder holding seg-default/")
-        return path
-    return Path(ref)
+    """``default`` -> the shipped ``seg-default``; else a run folder or file."""
+    return resolve_model_path(ref, models_dir, default="seg-default")
