@@ -109,3 +109,11 @@ def test_clean_regions_drops_strays_and_nests_regions() -> None:
     out = clean_regions(regions)
     assert out[0].sum() == 512 and not out[0, 17:, 17:, 17:].any()
     assert not out[2, 17, 17, 17] and (out[2] <= out[1]).all() and (out[1] <= out[0]).all()
+
+
+def test_training_without_validation_cases_still_saves_a_model(tmp_path: Path) -> None:
+    write_case(tmp_path / "data" / "a", "brats2021", seed=6)
+    assert main(["seg", "train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "r"),
+                 "--no-track", "--set", "train_cases=[a]", "--set", "patch=[16, 16, 16]",
+                 "--set", "channels=[8, 16]", "--set", "epochs=1", "--set", "iterations=1"]) == 0
+    assert (tmp_path / "r" / "model.pt").is_file()

@@ -83,16 +83,20 @@ def run_calibration(cfg: CalibrateConfig, settings: Settings) -> dict[str, Any]:
     probs = softmax(logits, temperature)
     after = calibration_metrics(probs, labels)
     correct = probs.argmax(1) == labels
-    curves = {}
+    uncertainties, curves = {}, {}
     for method in cfg.methods:
         try:
-            unc = uncertainty(method, clf.net, slices.images, temperature, probs)
+            uncertainties[method] = uncertainty(method, clf.net, slices.images, temperature,
+                                                probs)
         except MRIMasterError as exc:  # e.g. MC dropout on a network without dropout
             log.info("uncertainty %s skipped: %s", method, exc.message)
             continue
-        curves[method] = risk_coverage(unc, correct)
+        curves[method] = risk_coverage(uncertainties[method], correct)
+    if not curves:
+        raise MRIMasterError(f"none of the uncertainty methods {cfg.methods} applies to this "
+                             "model", "include softmax")
     best = min(curves, key=lambda m: curves[m]["aurc"])
-    unc = uncertainty(best, clf.net, slices.images, temperature, probs)
+    unc = uncertainties[best]
     threshold = choose_threshold(unc, correct, cfg.target_error)
     accepted = unc <= threshold
     clf.temperature = temperature

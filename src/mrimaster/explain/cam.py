@@ -57,13 +57,13 @@ class CAMResult:
         maps: ``(B, h, w)`` float32 >= 0 at the layer's own resolution.
         upsampled: ``(B, H, W)`` float32 >= 0, bilinearly resized to the input size.
         classes: ``(B,)`` class index each map explains.
-        probs: ``(B, C)`` softmax probabilities of the forward pass.
+        logits: ``(B, C)`` class scores of the forward pass (before softmax).
     """
 
     maps: np.ndarray
     upsampled: np.ndarray
     classes: np.ndarray
-    probs: np.ndarray
+    logits: np.ndarray
 
 
 class CAM:
@@ -147,7 +147,7 @@ class CAM:
                            align_corners=False)[:, 0].clamp_min(0)
         self._activations = self._gradients = None
         return CAMResult(maps.float().numpy(), up.float().numpy(), classes.numpy(),
-                         logits.detach().softmax(1).numpy())
+                         logits.detach().float().numpy())
 
 
 class GradCAM(CAM):

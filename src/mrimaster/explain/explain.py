@@ -67,9 +67,9 @@ def run_explain(cfg: ExplainConfig, settings: Settings) -> list[dict[str, Any]]:
             per_layer[name] = cam(x, target)
     summaries = []
     for i, path in enumerate(cfg.images):
-        first = per_layer[names[-1]]
-        cls = int(first.classes[i])
-        probs = softmax(np.log(np.clip(first.probs[i:i + 1], 1e-30, 1)), clf.temperature)[0]
+        last = per_layer[names[-1]]
+        cls = int(last.classes[i])
+        probs = softmax(last.logits[i:i + 1], clf.temperature)[0]
         title = (f"{path.name}: {clf.classes[cls]} (p = {probs[cls]:.3f}), "
                  f"{cfg.method}")
         stem = f"{i:03d}_{path.stem}"

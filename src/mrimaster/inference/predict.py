@@ -78,8 +78,9 @@ def predict_files(clf: Classifier, inputs: Sequence[Path], batch_size: int = 64,
     paths, skipped = collect_image_paths(inputs)
     slices = load_slices(paths, None, clf.image_size, progress=progress, skipped=skipped)
     rows: list[dict[str, Any]] = []
+    skipped_rows = [{"path": str(s.path), "reason": s.reason} for s in slices.skipped]
     if not slices.paths:
-        return rows, [{"path": str(s.path), "reason": s.reason} for s in slices.skipped]
+        return rows, skipped_rows
     probs = predict_probs(clf, slices.images, batch_size)
     referral = clf.referral or {}
     unc = uncertainty(referral.get("method", "softmax"), clf.net, slices.images,
@@ -91,4 +92,4 @@ def predict_files(clf: Classifier, inputs: Sequence[Path], batch_size: int = 64,
                                                 and u > referral["threshold"])}
         row.update({f"p_{c}": float(p[i]) for i, c in enumerate(clf.classes)})
         rows.append(row)
-    return rows, [{"path": str(s.path), "reason": s.reason} for s in slices.skipped]
+    return rows, skipped_rows

@@ -23,6 +23,7 @@ from monai.losses import DiceLoss
 from tqdm import tqdm
 
 from mrimaster.config import config_to_dict, save_config
+from mrimaster.device import resolve_device
 from mrimaster.errors import ConfigError, DataError
 from mrimaster.segmentation.cases import MODALITIES, Case, find_case
 from mrimaster.segmentation.metrics import mean_scores, region_scores
@@ -218,8 +219,6 @@ def _load_cases(root: Path, names: list[str], cfg: SegTrainConfig) -> list[Train
 def run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
     """Train and write the run folder: ``config.yaml``, ``model.pt`` (best mean validation
     Dice), ``history.json``, ``metrics.json``, ``curves.png``."""
-    from mrimaster.training.train import resolve_device
-
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
@@ -244,7 +243,7 @@ def run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
     tracker = Tracker(cfg.track, settings.tracking_uri, cfg.experiment, run_dir.name)
     tracker.params(config_to_dict(cfg))
     history: list[dict[str, Any]] = []
-    best = -1.0
+    best = -float("inf")
     start = time.perf_counter()
     try:
         for epoch in range(cfg.epochs):

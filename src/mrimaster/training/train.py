@@ -28,6 +28,7 @@ from mrimaster.data.hashing import near_duplicate_groups, phash_variants
 from mrimaster.data.labels import CLASSES
 from mrimaster.data.splits import SPLIT_NAMES, SplitTable, grouped_stratified_split
 from mrimaster.data.transforms import SliceDataset, normalize, train_transform
+from mrimaster.device import resolve_device
 from mrimaster.errors import ConfigError, DataError
 from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.inference.predict import predict_logits, softmax
@@ -126,15 +127,6 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA GPU is available", "use device=cpu")
-    return torch.device(name)
 
 
 def _seed_everything(seed: int) -> None:
