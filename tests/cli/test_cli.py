@@ -32,16 +32,61 @@ def test_predict_formats(trained: tuple[Path, Path], tmp_path: Path,
                  "--format", "json", "--output", str(tmp_path / "p.json")]) == 0
     rows = json.loads((tmp_path / "p.json").read_text())
     assert len(rows) == 7
-    for row in rows:
+    shown = [row for row in rows if row["status"] != "reject"]
+    assert shown  # synthetic slices pass the input checks
+    for row in shown:
         probs = [row[f"p_{c}"] for c in ("glioma", "meningioma", "no_tumor", "pituitary")]
         assert sum(probs) == pytest.approx(1.0, abs=1e-6)
         assert row["confidence"] == pytest.approx(max(probs))
+        assert row["status"] in ("ok", "refer") and row["referred"] == (row["status"] != "ok")
     capsys.readouterr()
     assert main(["predict", "--model", str(run), str(one), "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith(
-        "path,prediction,confidence,uncertainty,referred,p_glioma")
+        "path,status,reason,prediction,confidence,uncertainty,distance,referred,p_glioma")
     assert main(["predict", "--model", str(run), str(one)]) == 0
     assert "prediction" in capsys.readouterr().out
+
+
+def test_predict_rejects_a_colour_photo_and_a_one_pixel_image(
+        trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    _, run = trained
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (128, 128, 3), np.uint8)).save(tmp_path / "c.png")
+    Image.fromarray(np.zeros((1, 1), np.uint8)).save(tmp_path / "one.png")
+    assert main(["predict", "--model", str(run), str(tmp_path), "--format", "json"]) == 0
+    rows = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["c.png"]["status"] == "reject" and "colour" in rows["c.png"]["reason"]
+    assert rows["one.png"]["status"] == "reject" and "too small" in rows["one.png"]["reason"]
+    assert rows["one.png"]["prediction"] is None
+    assert main(["predict", "--model", str(run), str(tmp_path / "one.png")]) == 0
+    assert "REJECT" in capsys.readouterr().out
+
+
+def test_evaluate_a_presence_only_folder_with_boxes(trained: tuple[Path, Path], tmp_path: Path
+                                                    ) -> None:
+    from PIL import Image
+
+    from tests.conftest import synthetic_slice
+
+    _, run = trained
+    root = tmp_path / "tumours"
+    (root / "images").mkdir(parents=True)
+    rows = ["file,width,height,x_center,y_center,box_width,box_height"]
+    for i in range(5):
+        Image.fromarray(synthetic_slice(50 + i, 96, i % 4)).save(root / "images" / f"y{i}.png")
+        rows.append(f"y{i}.png,96,96,0.5,0.5,0.6,0.6")
+    (root / "boxes.csv").write_text("\n".join(rows) + "\n")
+    assert main(["evaluate", "--model", str(run), "--data", str(root), "--out",
+                 str(tmp_path / "ev")]) == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["n"] == 5 and 0 <= metrics["sensitivity"] <= 1
+    assert metrics["pointing_game"]["n"] == 5
+    assert sum(metrics["status"].values()) == 5
+    for name in ("report.md", "predictions.csv", "missed_gradcam.png", "pointing_gradcam.png"):
+        assert (tmp_path / "ev" / name).is_file()
 
 
 @pytest.mark.parametrize("case", ["text_as_jpg", "corrupt_jpeg", "empty_folder", "unknown_class",

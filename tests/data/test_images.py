@@ -41,3 +41,18 @@ def test_foreground_box_and_prepare_slice_remove_borders() -> None:
     # the 80-px-wide head fills the width but for the small margin
     cols = np.flatnonzero((out > 100).any(axis=0))
     assert cols[0] <= 4 and cols[-1] >= 59
+
+
+def test_maps_return_to_the_original_pixels() -> None:
+    from mrimaster.data.images import prepare_slice, slice_geometry, to_original_grid
+
+    gray = np.zeros((300, 200), np.uint8)
+    gray[50:250, 40:160] = 120  # the "head": a 200 x 120 box
+    gray[100:110, 60:70] = 255  # a bright spot inside it
+    size = 128
+    model_input = prepare_slice(gray, size).astype(np.float32)
+    back = to_original_grid(model_input, slice_geometry(gray), gray.shape)
+    assert back.shape == gray.shape
+    y, x = np.unravel_index(np.argmax(back), back.shape)
+    assert 98 <= y <= 112 and 58 <= x <= 72  # the spot's maximum lands on the spot
+    assert back[:45].max() == 0 and back[:, :35].max() == 0  # nothing outside the head box

@@ -40,18 +40,87 @@ def test_split_table_round_trip(tmp_path: Path) -> None:
     assert SplitTable.load(tmp_path / "split.csv") == table
 
 
+def test_make_split_keeps_groups_whole_and_holds_out_whole_style_clusters(tmp_path: Path
+                                                                          ) -> None:
+    from PIL import Image
+
+    from mrimaster.data.splits import SHIFT_PART, SplitConfig, make_split
+    from tests.conftest import synthetic_slice
+
+    root = tmp_path / "d"
+    for k, name in enumerate(("glioma", "meningioma", "no_tumor", "pituitary")):
+        (root / name).mkdir(parents=True)
+        for i in range(30):
+            img = synthetic_slice(100 * k + i, 96 if i % 3 else 160, k)
+            Image.fromarray(img).save(root / name / f"{i}.png")
+        # an exact copy and a re-encoded copy: near-duplicates of image 0
+        Image.fromarray(synthetic_slice(100 * k, 160, k)).save(root / name / "copy.png")
+        Image.fromarray(synthetic_slice(100 * k, 160, k)).save(root / name / "copy.jpg",
+                                                               quality=80)
+    table, info = make_split(root, SplitConfig(style_clusters=2, shift_share=0.1,
+                                               max_cluster_share=0.9), progress=False)
+    assert len(table.paths) == 128 and set(info["parts"]) >= {"train", "val", "test"}
+    parts = np.array(table.splits)
+    groups = np.array(table.groups)
+    for g in np.unique(groups):
+        assert len(set(parts[groups == g])) == 1
+    for name in ("glioma", "pituitary"):
+        members = [table.paths.index(f"{name}/{f}") for f in ("0.png", "copy.png", "copy.jpg")]
+        assert len({table.groups[i] for i in members}) == 1
+    held = info["held_out_clusters"]
+    clusters = np.array(table.clusters)
+    if held:  # each held-out cluster went (almost) whole to the shift part
+        shift = parts == SHIFT_PART
+        assert shift.any() and np.isin(clusters[shift], held).mean() > 0.5
+
+
+def _cross_side_pairs(table: SplitTable, root: Path, threshold: int) -> list[tuple[str, str, int]]:
+    from mrimaster.data.hashing import min_hamming
+
+    hashes = np.stack([phash_variants(load_grayscale(root / p)) for p in table.paths])
+    dist = min_hamming(hashes, hashes)
+    dist = np.minimum(dist, dist.T)
+    parts = np.array(table.splits)
+    i, j = np.nonzero(np.triu(dist <= threshold, k=1))
+    cross = parts[i] != parts[j]
+    return [(table.paths[a], table.paths[b], int(dist[a, b]))
+            for a, b in zip(i[cross], j[cross], strict=True)]
+
+
 @pytest.mark.realdata
-def test_real_split_keeps_every_near_duplicate_group_on_one_side(data_root: Path) -> None:
+@pytest.mark.parametrize("split_file", ["splits/sartaj-training.csv",
+                                        "models/default/split.csv"])
+def test_shipped_split_has_no_near_duplicate_across_sides(data_root: Path, split_file: str
+                                                          ) -> None:
+    """Recomputed from the raw files, not read from the split's own group column."""
+    from mrimaster.data.hashing import DEFAULT_THRESHOLD
+
+    repo = Path(__file__).resolve().parents[2]
+    table = SplitTable.load(repo / split_file)
+    root = data_root / "sartaj-training"
+    assert len(table.paths) == len(scan_class_folders(root).paths) == 2870
+    assert {"train", "val", "test", "shift"} <= set(table.splits)
+    crossing = _cross_side_pairs(table, root, DEFAULT_THRESHOLD)
+    assert crossing == [], f"{len(crossing)} near-duplicate pairs cross sides: {crossing[:5]}"
+    # exact byte copies are on one side too
+    byte_groups: dict[bytes, set[str]] = {}
+    for path, part in zip(table.paths, table.splits, strict=True):
+        byte_groups.setdefault((root / path).read_bytes(), set()).add(part)
+    assert all(len(parts) == 1 for parts in byte_groups.values())
+
+
+@pytest.mark.realdata
+def test_the_old_resized_hash_split_would_fail_the_check(data_root: Path) -> None:
+    """The check can fail: a split grouped on resized slices at 44 bits leaks across sides."""
+    from mrimaster.data.images import prepare_slice
+
     scan = scan_class_folders(data_root / "sartaj-training")
-    hashes = np.stack([phash_variants(load_grayscale(p)) for p in scan.paths])
-    groups = near_duplicate_groups(hashes)
+    hashes = np.stack([phash_variants(prepare_slice(load_grayscale(p), 192))
+                       for p in scan.paths])
+    groups = near_duplicate_groups(hashes, 44)
     labels = np.array([sorted(set(scan.labels)).index(lab) for lab in scan.labels])
     split = grouped_stratified_split(labels, groups, seed=0)
-    byte_groups: dict[bytes, list[int]] = {}
-    for i, p in enumerate(scan.paths):
-        byte_groups.setdefault(p.read_bytes(), []).append(i)
-    for members in byte_groups.values():  # exact copies are on one side
-        assert len({split[i] for i in members}) == 1
-    for g in np.unique(groups):  # and so is every near-duplicate group
-        assert len(set(split[groups == g])) == 1
-    assert len(np.unique(groups)) < len(groups) - 93  # more than the exact copies were grouped
+    rel = [p.relative_to(data_root / "sartaj-training").as_posix() for p in scan.paths]
+    table = SplitTable(rel, list(scan.labels), [int(g) for g in groups],
+                       [("train", "val", "test")[k] for k in split])
+    assert len(_cross_side_pairs(table, data_root / "sartaj-training", 52)) > 0

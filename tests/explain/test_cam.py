@@ -87,7 +87,63 @@ def test_every_conv_layer_of_registered_models(name: str) -> None:
 
 
 def test_bad_layer_names_list_the_choices(seed_cnn: nn.Module) -> None:
-    with pytest.raises(MRIMasterError, match="does not exist.*\n.*features.0, features.3"):
+    with pytest.raises(MRIMasterError, match="does not exist.*\n.*features.10, features.0"):
         GradCAM(seed_cnn, "features.99")
-    with pytest.raises(MRIMasterError, match="is not a convolutional layer"):
-        GradCAM(seed_cnn, "classifier.1")
+    with pytest.raises(MRIMasterError, match="does not output feature maps"), \
+            GradCAM(seed_cnn, "classifier.1") as cam:
+        cam(torch.randn(1, 3, 64, 64))
+
+
+class _GapNet(nn.Module):
+    """conv -> BN -> ReLU (a module: the CAM target) -> global average pool -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 5, 3, padding=1)
+        self.bn = nn.BatchNorm2d(5)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.bn(self.conv(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("size", [4, 7])
+def test_gradcam_plus_plus_against_a_derivation_for_a_gap_linear_head(size: int) -> None:
+    """Independent reference (derived, not copied): with y^c = sum_k w_ck mean_ij A^k_ij, the
+    gradient is the constant g_k = w_ck / Z (Z = h w). Then Grad-CAM weighs channel k by
+    w_ck / Z (CAM, Zhou et al. 2016, up to 1/Z), and Grad-CAM++ (Eq. 19) by
+    sum_ij g^2 / (2 g^2 + S_k g^3) ReLU(g) = Z ReLU(g_k) / (2 + S_k g_k), S_k = sum_ij A^k_ij.
+    """
+    torch.manual_seed(size)
+    net = _GapNet().eval()
+    with torch.no_grad():
+        net.bn.running_mean.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        acts = net.act(net.bn(net.conv(x))).numpy()  # (B, K, h, w)
+    z = size * size
+    for cls in range(3):
+        g = net.fc.weight[cls].detach().numpy() / z  # (K,)
+        s_k = acts.sum((2, 3))  # (B, K)
+        w_pp = z * np.maximum(g, 0) / np.where(2 + s_k * g != 0, 2 + s_k * g, 1)
+        want_pp = np.maximum((w_pp[:, :, None, None] * acts).sum(1), 0)
+        want = np.maximum((g[None, :, None, None] * acts).sum(1), 0)
+        with GradCAMPlusPlus(net, "act") as cam:
+            np.testing.assert_allclose(cam(x, cls).maps, want_pp, rtol=1e-4, atol=1e-6)
+        with GradCAM(net, "act") as cam:
+            np.testing.assert_allclose(cam(x, cls).maps, want, rtol=1e-4, atol=1e-7)
+
+
+def test_default_layer_is_the_rectified_head_for_efficientnet() -> None:
+    from mrimaster.explain.cam import default_layer, resolve_layer
+
+    net = build_model("efficientnet-lite0", 4, pretrained=False, image_size=64).eval()
+    assert default_layer(net) == "_act_head"
+    name, module = resolve_layer(net, None)
+    assert isinstance(module, nn.ReLU6)
+    with GradCAM(net) as cam:  # any module works, here a block and the activation
+        r = cam(torch.randn(2, 3, 64, 64))
+    assert r.maps.shape == (2, 2, 2) and (r.maps >= 0).all()
+    with GradCAM(net, "_blocks.10") as cam:
+        assert cam(torch.randn(1, 3, 64, 64)).maps.shape == (1, 4, 4)

@@ -25,8 +25,8 @@ def test_explain_all_layers_writes_maps_and_figures(trained: tuple[Path, Path],
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--layer", "classifier.2"], "is not a convolutional layer"),
-    (["--layer", "nope"], "choose one of: features.0"),
+    (["--layer", "classifier.2"], "does not output feature maps"),
+    (["--layer", "nope"], "choose a module name"),
     (["--class", "astrocytoma"], "unknown class"),
 ])
 def test_explain_bad_input(trained: tuple[Path, Path], tmp_path: Path, args: list[str],

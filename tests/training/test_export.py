@@ -14,7 +14,7 @@ def test_export_writes_model_folder_and_card(trained: tuple[Path, Path], tmp_pat
     card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"macro F1 **{metrics['test']['macro_f1']:.4f}**" in card
-    assert "`cmd x`" in card and "Temperature scaling" in card
+    assert "`cmd x`" in card and "Temperature: fitted on validation" in card
     for name in ("model.pt", "split.csv", "config.yaml", "calibration.json"):
         assert (tmp_path / "m" / name).is_file()
 

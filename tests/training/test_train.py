@@ -66,3 +66,46 @@ def test_mlflow_tracks_params_metrics_and_artifacts(small_data: Path, tmp_path: 
     assert len(client.get_metric_history(found.info.run_id, "val_macro_f1")) == 2
     artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
     assert {"model.pt", "curves.png", "split.csv", "config.yaml"} <= artifacts
+
+
+def test_mixed_loss_by_hand() -> None:
+    import math
+
+    from mrimaster.training.train import mixed_loss
+
+    logits = torch.tensor([[2.0, 0.0, 1.0, 0.0], [0.0, 1.0, 3.0, 0.0]])
+    y = torch.tensor([0, -1])  # a labelled glioma, and a tumour of unknown type
+    z0, z1 = logits[0], logits[1]
+    ce = -(z0[0] - torch.logsumexp(z0, 0))
+    p_tumour = (math.exp(0) + math.exp(1) + math.exp(0)) / sum(math.exp(v) for v in z1.tolist())
+    want = (ce.item() - 0.5 * math.log(p_tumour)) / 2
+    got = mixed_loss(logits, y, label_smoothing=0.0, presence_weight=0.5, no_tumor=2)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+    # the presence loss only pushes P(no tumour) down: it is 0 when P(no tumour) -> 0
+    far = mixed_loss(torch.tensor([[5.0, 5.0, -50.0, 5.0]]), torch.tensor([-1]), 0.0, 1.0, 2)
+    assert far.item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_shift_augmentation_keeps_shape_and_range() -> None:
+    import numpy as np
+
+    from mrimaster.data.transforms import (
+        RandomIntensityCurve,
+        RandomJPEG,
+        train_transform,
+    )
+    from tests.conftest import synthetic_slice
+
+    torch.manual_seed(0)
+    img = torch.from_numpy(synthetic_slice(0, 96))[None]
+    t = train_transform("shift", 64)
+    for _ in range(20):
+        out = t(img)
+        assert out.shape == (1, 64, 64) and out.dtype == torch.float32
+        assert out.min() >= 0 and out.max() <= 1
+    x = torch.linspace(0, 1, 101)[None, None].repeat(1, 4, 1)
+    curve = RandomIntensityCurve()(x)
+    assert curve[0, 0, 0] == 0 and curve[0, 0, -1] == pytest.approx(1)  # black stays black
+    assert (curve[0, 0].diff() >= -1e-6).all()  # monotone
+    jpeg = RandomJPEG(90, 90)(img)
+    assert jpeg.shape == img.shape and np.abs(jpeg.numpy().astype(int) - img.numpy()).mean() < 8

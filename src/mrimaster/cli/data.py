@@ -28,6 +28,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     au.add_argument("--threshold", type=int, help="near-duplicate Hamming threshold (of 256)")
     au.add_argument("--json", action="store_true", help="print JSON instead of the report")
     au.set_defaults(handler=run_audit)
+    sp = data_sub.add_parser("split", help="leakage-free split of a dataset, saved as a file "
+                             "that training configs point at")
+    sp.add_argument("folder", type=Path, help="class-per-folder or presence-only dataset")
+    sp.add_argument("--out", type=Path, required=True, help="split CSV to write")
+    sp.add_argument("--threshold", type=int, help="near-duplicate Hamming threshold (of 256)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--clusters", type=int, help="acquisition-style clusters (0: no shift part)")
+    sp.set_defaults(handler=run_split)
 
 
 def run_download(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,9 +55,32 @@ def run_audit(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.data.hashing import DEFAULT_THRESHOLD
 
     report = run_audit(args.folder, args.against, args.threshold or DEFAULT_THRESHOLD,
-                       progress=sys.stderr.isatty())
+                       progress=sys.stderr.isatty(),
+                       figure=args.out / "pair_distances.png" if args.out else None)
     if args.out:
         json_path, md_path = write_audit(report, args.out)
         print(f"wrote {json_path} and {md_path}", file=sys.stderr)
     print(json.dumps(report, indent=2) if args.json else format_audit(report))
+    return 0
+
+
+def run_split(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from mrimaster.data.splits import SplitConfig, make_split
+
+    cfg = SplitConfig(seed=args.seed)
+    if args.threshold is not None:
+        cfg.threshold = args.threshold
+    if args.clusters is not None:
+        cfg.style_clusters = args.clusters
+    table, info = make_split(args.folder, cfg, progress=sys.stderr.isatty())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.save(args.out)
+    info_path = args.out.with_suffix(".json")
+    info_path.write_text(json.dumps(info, indent=2))
+    for part, counts in info["parts"].items():
+        print(f"{part:>7}: {sum(counts.values()):5d}  " + ", ".join(
+            f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"wrote {args.out} and {info_path}", file=sys.stderr)
     return 0

@@ -1,4 +1,4 @@
-"""``mrimaster explain`` and ``mrimaster calibrate``."""
+"""``mrimaster explain``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="Grad-CAM maps, overlays and the layer-by-layer figure")
     p.add_argument("--model", default="default", help="run folder, model.pt, or 'default'")
     p.add_argument("images", nargs="+", type=Path, help="image files")
-    p.add_argument("--layer", help="convolutional layer name, or 'all' (default: the last)")
+    p.add_argument("--layer", help="any module's name (a conv layer, a block, an activation), "
+                   "or 'all' for every conv layer (default: the model's rectified head)")
     p.add_argument("--class", dest="target", help="class to explain (default: predicted)")
     p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"])
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -20,14 +21,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also compare with maps of a randomly re-initialised network "
                    "(Adebayo et al. 2018); writes sanity.json")
     p.set_defaults(handler=run_explain)
-
-    c = sub.add_parser("calibrate", help="fit temperature scaling and the referral rule on the "
-                       "validation split (updates the model file)")
-    c.add_argument("--model", required=True, help="run folder or model.pt (with split.csv)")
-    c.add_argument("--data", type=Path, help="dataset the split refers to")
-    c.add_argument("--target-error", type=float, default=0.03,
-                   help="error allowed among non-referred predictions (default 0.03)")
-    c.set_defaults(handler=run_calibrate)
 
 
 def run_explain(args: argparse.Namespace, settings: Settings) -> int:
@@ -45,17 +38,4 @@ def run_explain(args: argparse.Namespace, settings: Settings) -> int:
         print(f"randomisation check: mean Spearman rank correlation trained vs random weights "
               f"{report['mean_spearman']:.3f}")
     print(f"results: {args.out}")
-    return 0
-
-
-def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
-    from mrimaster.explain.calibrate import CalibrateConfig, run_calibration
-
-    report = run_calibration(CalibrateConfig(args.model, args.data,
-                                             target_error=args.target_error), settings)
-    ref = report["referral"]
-    print(f"temperature {report['temperature']:.4f}; validation ECE "
-          f"{report['before']['ece']:.4f} -> {report['after']['ece']:.4f}; uncertainty "
-          f"{ref['method']}; refer above {ref['threshold']:.4f} "
-          f"(validation coverage {ref['val_coverage']:.1%})")
     return 0

@@ -37,13 +37,18 @@ def _render(rows: list[dict[str, Any]], fmt: str) -> str:
         return "no images\n"
     probs = [k for k in rows[0] if k.startswith("p_")]
     width = max(len("path"), *(len(r["path"]) for r in rows))
-    head = f"{'path':<{width}}  {'prediction':<11} {'conf':>5} {'uncert':>6}  " + " ".join(
-        f"{k[2:]:>10}" for k in probs) + "  referral"
+    head = f"{'path':<{width}}  {'status':<6}  {'prediction':<11} {'conf':>5} {'uncert':>6}  " \
+        + " ".join(f"{k[2:]:>10}" for k in probs) + "  why"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['path']:<{width}}  {r['prediction']:<11} {r['confidence']:5.3f} "
-                     f"{r['uncertainty']:6.3f}  " + " ".join(f"{r[k]:10.3f}" for k in probs)
-                     + ("  REFER TO A RADIOLOGIST" if r["referred"] else ""))
+        if r["status"] == "reject":
+            lines.append(f"{r['path']:<{width}}  {'REJECT':<6}  {'-':<11} {'-':>5} {'-':>6}  "
+                         + " ".join(f"{'-':>10}" for _ in probs) + f"  {r['reason']}")
+            continue
+        why = f"  REFER TO A RADIOLOGIST: {r['reason']}" if r["status"] == "refer" else ""
+        lines.append(f"{r['path']:<{width}}  {r['status']:<6}  {r['prediction']:<11} "
+                     f"{r['confidence']:5.3f} {r['uncertainty']:6.3f}  "
+                     + " ".join(f"{r[k]:10.3f}" for k in probs) + why)
     return "\n".join(lines) + "\n"
 
 

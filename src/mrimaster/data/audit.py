@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from mrimaster.data.audit_figures import plot_pair_distances
 from mrimaster.data.folders import FolderScan, scan_class_folders
 from mrimaster.data.hashing import DEFAULT_THRESHOLD, group_ids, min_hamming, phash_variants
 from mrimaster.data.images import load_grayscale
@@ -108,17 +109,27 @@ def audit_folder(root: Path, threshold: int = DEFAULT_THRESHOLD, progress: bool 
                             **_groups_summary(near, rows, root, list_limit)},
         "per_class": per_class,
     }
-    return report, {"rows": rows, "hashes": hashes}
+    return report, {"rows": rows, "hashes": hashes, "dist": dist}
 
 
 def run_audit(root: Path, against: Path | None = None, threshold: int = DEFAULT_THRESHOLD,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, figure: Path | None = None) -> dict[str, Any]:
     """Audit ``root`` and, with ``against``, the second folder and the leakage between them.
+
+    Args:
+        figure: Where to write the near-duplicate distance figure of ``root``
+            (:mod:`mrimaster.data.audit_figures`), if anywhere.
 
     Returns:
         The report (see ``audit.json`` in the README for its fields).
     """
     report, inner = audit_folder(root, threshold, progress)
+    if figure is not None:
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        plot_pair_distances([r["path"] for r in inner["rows"]],
+                            [r["label"] for r in inner["rows"]], inner["dist"], threshold,
+                            figure)
+        report["figure"] = str(figure)
     if against is None:
         return report
     other, other_inner = audit_folder(against, threshold, progress)
@@ -177,6 +188,9 @@ def _folder_lines(rep: dict[str, Any]) -> list[str]:
                      f"{c['in_near_duplicate_groups']} | {c['distinct_after_near_dedup']} |")
     for item in rep["unreadable"] + rep["skipped"]:
         lines.append(f"- skipped {item['path']}: {item['reason']}")
+    if rep.get("figure"):
+        lines += ["", "How the near-duplicate threshold was chosen (example pairs per distance "
+                  "band):", "", f"![near-duplicate distances]({Path(rep['figure']).name})"]
     return lines
 
 

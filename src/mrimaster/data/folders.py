@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from mrimaster.data.images import image_suffixes, load_grayscale, prepare_slice
+from mrimaster.data.images import RawStats, image_suffixes, load_slice_file, prepare_slice
 from mrimaster.data.labels import CLASSES, canonical_label, known_folder_names
 from mrimaster.errors import DataError, ImageLoadError
 
@@ -51,12 +51,14 @@ class SliceSet:
         paths: Source file of each image.
         labels: Canonical label per image, or ``None`` where unlabelled.
         skipped: Files that could not be used, with the reason.
+        stats: Size, contrast and colour of each decoded file (for the input checks).
     """
 
     images: np.ndarray
     paths: list[Path]
     labels: list[str | None]
     skipped: list[Skipped]
+    stats: list[RawStats] = field(default_factory=list)
 
     def label_indices(self) -> np.ndarray:
         """``(N,)`` int64 class indices into :data:`CLASSES` (all images must be labelled)."""
@@ -65,7 +67,8 @@ class SliceSet:
         return np.array([CLASSES.index(lab) for lab in self.labels if lab], dtype=np.int64)
 
 
-def _image_files(folder: Path, skipped: list[Skipped]) -> list[Path]:
+def image_files(folder: Path, skipped: list[Skipped]) -> list[Path]:
+    """Image files under ``folder`` (recursively, sorted); other files go to ``skipped``."""
     suffixes = image_suffixes()
     found = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -94,7 +97,7 @@ def scan_class_folders(root: Path) -> FolderScan:
         if label is None:
             scan.skipped.append(Skipped(sub, "unknown class folder"))
             continue
-        for path in _image_files(sub, scan.skipped):
+        for path in image_files(sub, scan.skipped):
             scan.paths.append(path)
             scan.labels.append(label)
     if not scan.paths:
@@ -113,7 +116,7 @@ def collect_image_paths(inputs: Iterable[Path]) -> tuple[list[Path], list[Skippe
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            paths.extend(_image_files(item, skipped))
+            paths.extend(image_files(item, skipped))
         elif item.is_file():
             paths.append(item)
         else:
@@ -126,20 +129,22 @@ def load_slices(paths: list[Path], labels: list[str | None] | None, size: int,
     """Decode and preprocess images; undecodable files are skipped and reported, not fatal."""
     skipped = list(skipped or [])
     labels_in: list[str | None] = list(labels) if labels is not None else [None] * len(paths)
-    images, kept_paths, kept_labels = [], [], []
+    images, kept_paths, kept_labels, stats = [], [], [], []
     for path, label in tqdm(list(zip(paths, labels_in, strict=True)), desc="decoding",
                             unit="img", disable=None if progress else True, leave=False):
         try:
-            images.append(prepare_slice(load_grayscale(path), size))
+            gray, raw = load_slice_file(path)
         except ImageLoadError as exc:
             skipped.append(Skipped(path, exc.message))
             continue
+        images.append(prepare_slice(gray, size))
+        stats.append(raw)
         kept_paths.append(path)
         kept_labels.append(label)
     for item in skipped:
         log.warning("skipped %s: %s", item.path, item.reason)
     array = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
-    return SliceSet(array, kept_paths, kept_labels, skipped)
+    return SliceSet(array, kept_paths, kept_labels, skipped, stats)
 
 
 def load_class_folders(root: Path, size: int, progress: bool = True) -> SliceSet:

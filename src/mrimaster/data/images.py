@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,57 @@ def load_grayscale(path: Path) -> np.ndarray:
     Raises:
         ImageLoadError: the file is missing, not an image, or truncated.
     """
+    return load_slice_file(path)[0]
+
+
+@dataclass(frozen=True)
+class RawStats:
+    """What the input checks need to know about a decoded file.
+
+    Attributes:
+        height, width: Pixel size as stored.
+        std: Standard deviation of the grayscale image (0-255).
+        foreground: Share of grayscale pixels above 15 (not background).
+        colourfulness: Mean ``|R - G| + |G - B|`` over pixels (0 for grayscale).
+    """
+
+    height: int
+    width: int
+    std: float
+    foreground: float
+    colourfulness: float
+
+
+def raw_stats(rgb: np.ndarray) -> RawStats:
+    """Statistics of one decoded image.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8.
+    """
+    rgb16 = rgb.astype(np.int16)
+    gray = rgb16.mean(axis=2)
+    colour = float(np.abs(rgb16[..., 0] - rgb16[..., 1]).mean()
+                   + np.abs(rgb16[..., 1] - rgb16[..., 2]).mean())
+    return RawStats(int(rgb.shape[0]), int(rgb.shape[1]), float(gray.std()),
+                    float((gray > 15).mean()), colour)
+
+
+def load_slice_file(path: Path) -> tuple[np.ndarray, RawStats]:
+    """Decode an image file to grayscale, with the statistics the input checks need.
+
+    Returns:
+        ``((H, W) uint8 grayscale, RawStats)``.
+
+    Raises:
+        ImageLoadError: as :func:`load_grayscale`.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
                 im.load()
-                return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+                rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+                gray = np.asarray(im.convert("L"), dtype=np.uint8).copy()
     except FileNotFoundError as exc:
         raise ImageLoadError(f"{path}: file not found") from exc
     except UnidentifiedImageError as exc:
@@ -46,6 +92,7 @@ def load_grayscale(path: Path) -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageLoadError(f"{path}: corrupt or truncated image ({exc})",
                              "re-export or re-download the file") from exc
+    return gray, raw_stats(rgb)
 
 
 def foreground_box(gray: np.ndarray, threshold: int = 15) -> tuple[int, int, int, int]:
@@ -59,6 +106,31 @@ def foreground_box(gray: np.ndarray, threshold: int = 15) -> tuple[int, int, int
     if rows.size == 0 or cols.size == 0:
         return 0, gray.shape[0], 0, gray.shape[1]
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+@dataclass(frozen=True)
+class SliceGeometry:
+    """Where the model's square input sits in the original image.
+
+    The head's box ``[top:bottom, left:right]`` of the original is placed at ``(y0, x0)`` in a
+    black square of side ``side``, which is resized to the model's input size.
+    """
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    side: int
+    y0: int
+    x0: int
+
+
+def slice_geometry(gray: np.ndarray, margin: float = 0.04) -> SliceGeometry:
+    """The crop-and-pad geometry of :func:`prepare_slice` for ``gray`` ``(H, W)``."""
+    top, bottom, left, right = foreground_box(gray)
+    h, w = bottom - top, right - left
+    side = int(round(max(h, w) * (1 + 2 * margin)))
+    return SliceGeometry(top, bottom, left, right, side, (side - h) // 2, (side - w) // 2)
 
 
 def prepare_slice(gray: np.ndarray, size: int, margin: float = 0.04) -> np.ndarray:
@@ -75,12 +147,30 @@ def prepare_slice(gray: np.ndarray, size: int, margin: float = 0.04) -> np.ndarr
     Returns:
         ``(size, size)`` uint8 array.
     """
-    top, bottom, left, right = foreground_box(gray)
-    crop = gray[top:bottom, left:right]
-    h, w = crop.shape
-    side = int(round(max(h, w) * (1 + 2 * margin)))
-    square = np.zeros((side, side), dtype=np.uint8)
-    y0, x0 = (side - h) // 2, (side - w) // 2
-    square[y0:y0 + h, x0:x0 + w] = crop
+    g = slice_geometry(gray, margin)
+    crop = gray[g.top:g.bottom, g.left:g.right]
+    square = np.zeros((g.side, g.side), dtype=np.uint8)
+    square[g.y0:g.y0 + crop.shape[0], g.x0:g.x0 + crop.shape[1]] = crop
     resized = Image.fromarray(square).resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(resized, dtype=np.uint8)
+
+
+def to_original_grid(values: np.ndarray, geometry: SliceGeometry, shape: tuple[int, int]
+                     ) -> np.ndarray:
+    """Map a model-input-sized array back onto the original image (undo resize, pad, crop).
+
+    Args:
+        values: ``(S, S)`` float map on the model's input grid.
+        geometry: From :func:`slice_geometry` of the original image.
+        shape: ``(H, W)`` of the original image.
+
+    Returns:
+        ``(H, W)`` float32, zero outside the head's box.
+    """
+    g = geometry
+    square = np.asarray(Image.fromarray(values.astype(np.float32), mode="F").resize(
+        (g.side, g.side), Image.Resampling.BILINEAR))
+    out = np.zeros(shape, dtype=np.float32)
+    h, w = g.bottom - g.top, g.right - g.left
+    out[g.top:g.bottom, g.left:g.right] = square[g.y0:g.y0 + h, g.x0:g.x0 + w]
+    return out

@@ -3,14 +3,20 @@
 Slices arrive already cropped to the head and resized (:func:`mrimaster.data.images.prepare_slice`).
 The ``mri`` training preset varies what differs between MRI sources: field of view and zoom
 (random resized crop), left-right orientation (flip), head tilt (rotation), and contrast,
-brightness and gamma (scanner, sequence and windowing differences). Slices are grayscale and are
+brightness and gamma (scanner, sequence and windowing differences). The ``shift`` preset adds
+what differs between *sources* and would otherwise let a network recognise the source instead of
+the tumour: random monotone intensity curves (windowing and sequence contrast), resolution loss,
+noise and JPEG re-encoding at random quality. Slices are grayscale and are
 replicated to 3 channels with ImageNet mean/std, as ImageNet-pretrained backbones expect.
 """
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
@@ -43,10 +49,91 @@ class RandomGamma(torch.nn.Module):
         return x.clamp(0, 1).pow(gamma)
 
 
+class RandomIntensityCurve(torch.nn.Module):
+    """A random monotone piecewise-linear intensity curve through (0, 0) and (1, 1).
+
+    ``knots`` inner control points have sorted uniform inputs and sorted uniform outputs, so
+    dark stays dark (background) but the contrast between tissues changes, as between
+    scanners, sequences and windowing choices.
+    """
+
+    def __init__(self, knots: int = 3) -> None:
+        super().__init__()
+        self.knots = knots
+
+    def forward(self, x: Tensor) -> Tensor:
+        xs = torch.cat([torch.zeros(1), torch.rand(self.knots).sort().values, torch.ones(1)])
+        ys = torch.cat([torch.zeros(1), torch.rand(self.knots).sort().values, torch.ones(1)])
+        flat = x.clamp(0, 1).reshape(-1)
+        idx = torch.searchsorted(xs, flat.contiguous(), right=True).clamp(1, len(xs) - 1)
+        x0, x1, y0, y1 = xs[idx - 1], xs[idx], ys[idx - 1], ys[idx]
+        out = y0 + (flat - x0) * (y1 - y0) / (x1 - x0).clamp_min(1e-6)
+        return out.reshape(x.shape)
+
+
+class RandomResolution(torch.nn.Module):
+    """Downsample by a random factor in ``[1, max_factor]`` and back (lost resolution)."""
+
+    def __init__(self, max_factor: float = 3.0) -> None:
+        super().__init__()
+        self.max_factor = max_factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        factor = float(torch.empty(1).uniform_(1.0, self.max_factor))
+        size = x.shape[-1]
+        small = max(int(size / factor), 8)
+        low = torch.nn.functional.interpolate(x[None], size=(small, small), mode="area")
+        return torch.nn.functional.interpolate(low, size=(size, size), mode="bilinear",
+                                               align_corners=False)[0]
+
+
+class RandomNoise(torch.nn.Module):
+    """Additive Gaussian noise with a random sigma in ``[0, max_sigma]``, clipped to [0, 1]."""
+
+    def __init__(self, max_sigma: float = 0.06) -> None:
+        super().__init__()
+        self.max_sigma = max_sigma
+
+    def forward(self, x: Tensor) -> Tensor:
+        sigma = float(torch.empty(1).uniform_(0, self.max_sigma))
+        return (x + sigma * torch.randn_like(x)).clamp(0, 1)
+
+
+class RandomJPEG(torch.nn.Module):
+    """Re-encode a ``(1, S, S)`` uint8 image as JPEG at a random quality in ``[lo, hi]``."""
+
+    def __init__(self, lo: int = 25, hi: int = 95) -> None:
+        super().__init__()
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x: Tensor) -> Tensor:
+        quality = int(torch.randint(self.lo, self.hi + 1, (1,)))
+        buf = io.BytesIO()
+        Image.fromarray(x[0].numpy()).save(buf, format="JPEG", quality=quality)
+        buf.seek(0)
+        return torch.from_numpy(np.asarray(Image.open(buf).convert("L")).copy())[None]
+
+
+AUGMENT_PRESETS: tuple[str, ...] = ("shift", "mri", "seed", "none")
+
+
 def train_transform(preset: str, size: int) -> v2.Transform:
     """Per-image random transform: ``(1, S, S)`` uint8 -> ``(1, size, size)`` float in [0, 1]."""
     steps: list[v2.Transform] = []
-    if preset == "mri":
+    if preset == "shift":
+        steps += [v2.RandomApply([RandomJPEG()], p=0.3),
+                  v2.RandomResizedCrop(size, scale=(0.65, 1.0), ratio=(0.85, 1.15),
+                                       antialias=True),
+                  v2.RandomHorizontalFlip(),
+                  v2.RandomApply([v2.RandomRotation(20)], p=0.7),
+                  v2.ToDtype(torch.float32, scale=True),
+                  v2.RandomApply([RandomIntensityCurve()], p=0.6),
+                  v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.3)], p=0.8),
+                  v2.RandomApply([RandomGamma(0.6, 1.7)], p=0.5),
+                  v2.RandomApply([RandomResolution()], p=0.3),
+                  v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.2),
+                  v2.RandomApply([RandomNoise()], p=0.3)]
+    elif preset == "mri":
         steps += [v2.RandomResizedCrop(size, scale=(0.75, 1.0), ratio=(0.9, 1.1), antialias=True),
                   v2.RandomHorizontalFlip(),
                   v2.RandomApply([v2.RandomRotation(15)], p=0.7),

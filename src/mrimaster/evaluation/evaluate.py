@@ -11,17 +11,19 @@ from typing import Any
 import numpy as np
 
 from mrimaster.data.folders import SliceSet, load_class_folders, load_slices
+from mrimaster.data.presence import is_presence_dataset
 from mrimaster.data.splits import SplitTable
 from mrimaster.errors import DataError
 from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.evaluation.plots import plot_confusion, plot_gallery
-from mrimaster.explain.calibrate import assess_trust
-from mrimaster.explain.calibration import plot_reliability
+from mrimaster.evaluation.presence import evaluate_presence
 from mrimaster.explain.figures import cam_gallery
-from mrimaster.explain.referral import plot_risk_coverage
-from mrimaster.inference.predict import predict_logits, softmax
 from mrimaster.models.checkpoint import load_classifier, resolve_model_path
 from mrimaster.settings import Settings
+from mrimaster.trust.calibration import plot_reliability
+from mrimaster.trust.referral import TrustRule, assess
+from mrimaster.trust.report import labelled_trust
+from mrimaster.trust.uncertainty import plot_risk_coverage
 
 
 @dataclass
@@ -35,7 +37,8 @@ class EvaluateConfig:
         batch_size: Images per forward pass.
         gallery_size: Most misclassified images to show (highest confidence first).
         split_file: Evaluate only the images of one part of this ``split.csv``.
-        part: That part (``train``, ``val`` or ``test``).
+        part: That part (``train``, ``val``, ``test``, ``shift``; ``fit``/``report`` for a
+            presence-only set).
     """
 
     model: str
@@ -94,6 +97,8 @@ def write_evaluation(out_dir: Path, metrics: dict[str, Any], probs: np.ndarray,
 def _fmt(value: Any) -> str:
     if isinstance(value, np.bool_ | bool):
         return str(int(value))
+    if isinstance(value, str):
+        return value
     return f"{value:.6f}" if isinstance(value, float | np.floating) else str(value)
 
 
@@ -105,7 +110,7 @@ def _load(cfg: EvaluateConfig, image_size: int) -> SliceSet:
     rows = table.indices(cfg.part)
     if not rows:
         raise DataError(f"{cfg.split_file} has no {cfg.part!r} images",
-                        "use --part train, val or test")
+                        "use --part train, val, test or shift")
     labels: list[str | None] = [table.labels[i] for i in rows]
     return load_slices([data_dir / table.paths[i] for i in rows], labels, image_size)
 
@@ -113,37 +118,50 @@ def _load(cfg: EvaluateConfig, image_size: int) -> SliceSet:
 def run_evaluation(cfg: EvaluateConfig, settings: Settings) -> dict[str, Any]:
     """Evaluate ``cfg.model`` on ``cfg.data_dir`` and write the results to ``cfg.out_dir``.
 
-    Besides the classification report, writes the calibration (``reliability.png``) and
-    referral (``risk_coverage.png``) figures and a Grad-CAM gallery of the misclassified images.
+    A class-per-folder dataset gets the classification report, the trust fields of every
+    prediction (status, reason, uncertainty, feature distance), calibration
+    (``reliability.png``) and selective-prediction (``risk_coverage.png``) figures and a
+    Grad-CAM gallery of the misclassified images. A presence-only dataset (all tumours, type
+    unknown) gets :func:`mrimaster.evaluation.presence.evaluate_presence` instead.
 
     Returns:
         The metrics written to ``metrics.json``.
     """
     model_path = resolve_model_path(cfg.model, settings.models_dir)
     clf = load_classifier(model_path)
+    if is_presence_dataset(Path(cfg.data_dir)):
+        metrics = evaluate_presence(clf, Path(cfg.data_dir), cfg.split_file, cfg.part,
+                                    Path(cfg.out_dir), cfg.batch_size, cfg.gallery_size)
+        metrics["model"] = str(model_path)
+        (Path(cfg.out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return metrics
     data = _load(cfg, clf.image_size)
     if not data.paths:
         raise DataError("none of the images could be read", "see the skipped files above")
-    y_true = data.label_indices()
     unknown = {lab for lab in data.labels if lab not in clf.classes}
     if unknown:
         raise DataError(f"the model does not know the classes {sorted(map(str, unknown))}")
-    y_model = np.array([clf.classes.index(data.labels[i] or "") for i in range(len(y_true))])
-    logits = predict_logits(clf.net, data.images, cfg.batch_size)
-    probs = softmax(logits, clf.temperature)
+    y_model = np.array([clf.classes.index(data.labels[i] or "") for i in range(len(data.paths))])
+    rule = TrustRule.of(clf)
+    result = assess(clf.net, rule, data.images, data.stats, cfg.batch_size)
+    probs = result.probs
     metrics = classification_metrics(y_model, probs, clf.classes)
-    trust, arrays = assess_trust(clf, data.images, y_model, logits)
+    trust, arrays = labelled_trust(result, y_model, rule.temperature)
     metrics["trust"] = trust
     metrics["model"] = str(model_path)
     metrics["data"] = str(cfg.data_dir)
+    metrics["part"] = cfg.part if cfg.split_file else "all"
     metrics["skipped"] = [{"path": str(s.path), "reason": s.reason} for s in data.skipped]
     out = Path(cfg.out_dir)
-    write_evaluation(out, metrics, probs, y_model, data.paths, data.images,
-                     clf.classes, f"{clf.arch} on {Path(cfg.data_dir).name}", cfg.gallery_size,
-                     {"uncertainty": arrays["uncertainty"], "referred": arrays["referred"]})
+    title = f"{clf.arch} on {Path(cfg.data_dir).name}" + (f" ({cfg.part})" if cfg.split_file
+                                                          else "")
+    write_evaluation(out, metrics, probs, y_model, data.paths, data.images, clf.classes, title,
+                     cfg.gallery_size, {"status": np.array(result.status, dtype=object),
+                                        "reason": np.array(result.reason, dtype=object),
+                                        "uncertainty": result.uncertainty,
+                                        "distance": result.distance})
     plot_reliability(arrays["before"], arrays["after"], clf.temperature, out / "reliability.png")
-    plot_risk_coverage({trust["uncertainty_method"]: arrays["rc"]}, out / "risk_coverage.png",
-                       f"{clf.arch} on {Path(cfg.data_dir).name}")
+    plot_risk_coverage({rule.method: arrays["rc"]}, out / "risk_coverage.png", title)
     wrong = np.flatnonzero(probs.argmax(1) != y_model)
     wrong = wrong[np.argsort(-probs[wrong].max(axis=1))][:cfg.gallery_size]
     cam_gallery(clf, data.images[wrong], y_model[wrong], probs[wrong],

@@ -6,6 +6,9 @@ before softmax) and activations ``A^k`` of a convolutional layer,
     alpha_k^c = 1/Z sum_ij d y^c / d A^k_ij                      (Eq. 1)
     L^c = ReLU(sum_k alpha_k^c A^k)                               (Eq. 2)
 
+The target layer can be any module whose output is a feature map; the default is a rectified
+block output (after normalisation and activation), where the maps are the most localised.
+
 Grad-CAM++ (Chattopadhay et al., WACV 2018, Eq. 19 with the exponential score, whose higher
 derivatives are powers of the first): with ``g = d y^c / d A^k_ij``,
 
@@ -32,21 +35,29 @@ def conv_layers(net: nn.Module) -> dict[str, nn.Conv2d]:
     return {name: m for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
 
 
-def resolve_layer(net: nn.Module, name: str | None) -> tuple[str, nn.Conv2d]:
-    """A convolutional layer by name (default: the last one).
+def default_layer(net: nn.Module) -> str:
+    """The layer explained by default: the network's ``cam_layer`` attribute (a rectified block
+    output, after normalisation and activation, as in Selvaraju et al. and pytorch-grad-cam),
+    else its last convolutional layer."""
+    name = getattr(net, "cam_layer", None)
+    return str(name) if name else list(conv_layers(net))[-1]
+
+
+def resolve_layer(net: nn.Module, name: str | None) -> tuple[str, nn.Module]:
+    """Any module with a 4D ``(B, K, h, w)`` output, by qualified name (default:
+    :func:`default_layer`).
 
     Raises:
-        MRIMasterError: the name does not exist or is not convolutional; lists valid names.
+        MRIMasterError: no module of that name; the valid names are listed.
     """
-    convs = conv_layers(net)
+    modules = dict(net.named_modules())
     if name is None:
-        name = list(convs)[-1]
-    if name not in convs:
-        modules = dict(net.named_modules())
-        what = "is not a convolutional layer" if name in modules else "does not exist"
-        raise MRIMasterError(f"layer {name!r} {what}",
-                             "choose one of: " + ", ".join(convs))
-    return name, convs[name]
+        name = default_layer(net)
+    if not name or name not in modules:
+        raise MRIMasterError(f"layer {name!r} does not exist",
+                             "choose a module name, e.g. one of: " + ", ".join(
+                                 [default_layer(net), *conv_layers(net)]))
+    return name, modules[name]
 
 
 @dataclass
@@ -76,7 +87,7 @@ class CAM:
 
     Args:
         net: A classifier returning logits ``(B, C)``; put in eval mode here.
-        layer: Name of a convolutional layer (see :func:`conv_layers`); default the last.
+        layer: Name of any module with feature-map output; default :func:`default_layer`.
     """
 
     def __init__(self, net: nn.Module, layer: str | None = None) -> None:
@@ -103,6 +114,9 @@ class CAM:
 
     def _forward_hook(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor
                       ) -> Tensor:
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            raise MRIMasterError(f"layer {self.layer_name!r} does not output feature maps "
+                                 "(B, K, h, w)", "choose a convolutional block or activation")
         self._activations = output
 
         def keep_grad(grad: Tensor) -> None:

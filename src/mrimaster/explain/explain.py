@@ -9,12 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from mrimaster.data.images import load_grayscale, prepare_slice
+from mrimaster.data.images import load_grayscale, prepare_slice, slice_geometry, to_original_grid
 from mrimaster.data.transforms import eval_batch
 from mrimaster.errors import MRIMasterError
-from mrimaster.explain.cam import conv_layers, get_cam, resolve_layer
+from mrimaster.explain.cam import conv_layers, default_layer, get_cam, resolve_layer
 from mrimaster.explain.figures import save_layer_figure, save_overlay
-from mrimaster.inference.predict import softmax
+from mrimaster.explain.sanity import randomization_check
+from mrimaster.inference.forward import softmax
 from mrimaster.models.checkpoint import load_classifier, resolve_model_path
 from mrimaster.settings import Settings
 
@@ -27,7 +28,8 @@ class ExplainConfig:
         model: Run folder, model file or ``default``.
         images: Image files.
         out_dir: Output folder.
-        layer: A convolutional layer's name, ``all``, or ``None`` for the last one.
+        layer: A module's name, ``all`` (every convolutional layer), or ``None`` for the
+            model's default (a rectified block output).
         target: Class label to explain (default: the predicted class).
         method: ``gradcam`` or ``gradcam++``.
         sanity_check: Also run the model-randomisation check (``sanity.json``).
@@ -43,21 +45,27 @@ class ExplainConfig:
 
 
 def run_explain(cfg: ExplainConfig, settings: Settings) -> list[dict[str, Any]]:
-    """For each image: ``<stem>_overlay.png`` (chosen or last layer), ``<stem>_layers.png``
+    """For each image: ``<stem>_overlay.png`` (chosen or default layer, on the original image:
+    crop, pad and resize undone), ``<stem>_map_original.npy`` (that map on the original's pixel
+    grid, float32 >= 0), ``<stem>_layers.png``
     (every conv layer with ``layer=all``, else the chosen one), ``<stem>_maps/<layer>.npy`` (raw
     maps, float32 >= 0 at the layer's own resolution). Returns one summary per image (also
     ``explain.json``)."""
     clf = load_classifier(resolve_model_path(cfg.model, settings.models_dir))
     cam_cls = get_cam(cfg.method)
-    names = list(conv_layers(clf.net)) if cfg.layer == "all" else \
-        [resolve_layer(clf.net, cfg.layer)[0]]
+    if cfg.layer == "all":  # every conv layer, then the default (rectified) layer last
+        names = [n for n in conv_layers(clf.net) if n != default_layer(clf.net)]
+        names.append(default_layer(clf.net))
+    else:
+        names = [resolve_layer(clf.net, cfg.layer)[0]]
     target = None
     if cfg.target is not None:
         if cfg.target not in clf.classes:
             raise MRIMasterError(f"unknown class {cfg.target!r}",
                                  f"choose one of: {', '.join(clf.classes)}")
         target = clf.classes.index(cfg.target)
-    images = [prepare_slice(load_grayscale(p), clf.image_size) for p in cfg.images]
+    originals = [load_grayscale(p) for p in cfg.images]
+    images = [prepare_slice(g, clf.image_size) for g in originals]
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     x = eval_batch(np.stack(images))
@@ -73,8 +81,11 @@ def run_explain(cfg: ExplainConfig, settings: Settings) -> list[dict[str, Any]]:
         title = (f"{path.name}: {clf.classes[cls]} (p = {probs[cls]:.3f}), "
                  f"{cfg.method}")
         stem = f"{i:03d}_{path.stem}"
-        save_overlay(images[i], per_layer[names[-1]].upsampled[i], out / f"{stem}_overlay.png",
+        on_original = to_original_grid(per_layer[names[-1]].upsampled[i],
+                                       slice_geometry(originals[i]), originals[i].shape)
+        save_overlay(originals[i], on_original, out / f"{stem}_overlay.png",
                      f"{title}, layer {names[-1]}")
+        np.save(out / f"{stem}_map_original.npy", on_original)
         save_layer_figure(images[i], names, [per_layer[n].maps[i] for n in names],
                           [per_layer[n].upsampled[i] for n in names], out / f"{stem}_layers.png",
                           title)
@@ -86,11 +97,10 @@ def run_explain(cfg: ExplainConfig, settings: Settings) -> list[dict[str, Any]]:
                           "probability": float(probs[cls]), "layers": names,
                           "method": cfg.method, "files": [f"{stem}_overlay.png",
                                                           f"{stem}_layers.png",
+                                                          f"{stem}_map_original.npy",
                                                           f"{stem}_maps/"]})
     (out / "explain.json").write_text(json.dumps(summaries, indent=2))
     if cfg.sanity_check:
-        from mrimaster.explain.sanity import randomization_check
-
         layer = None if cfg.layer == "all" else names[-1]
         report = randomization_check(clf.net, np.stack(images), layer, cfg.method)
         report["images"] = [str(p) for p in cfg.images]

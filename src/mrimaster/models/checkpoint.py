@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,7 +28,9 @@ class Classifier:
         temperature: Softmax temperature (1.0 = uncalibrated).
         referral: ``{"method", "threshold", "target_error", ...}``: refer an image to a
             radiologist when its uncertainty under ``method`` exceeds ``threshold``; ``None``
-            until calibrated (see :mod:`mrimaster.explain.calibrate`).
+            until calibrated (see :mod:`mrimaster.training.calibrate`).
+        ood: ``{"distance": FeatureDistance fields, "refer_above", "reject_above"}`` (see
+            :mod:`mrimaster.trust.ood`); ``None`` until calibrated.
         meta: Provenance (run, data, metrics...).
     """
 
@@ -38,6 +41,23 @@ class Classifier:
     temperature: float = 1.0
     referral: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    ood: dict[str, Any] | None = None
+
+
+def _arrays_to_tensors(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, dict):
+        return {k: _arrays_to_tensors(v) for k, v in obj.items()}
+    return obj
+
+
+def _tensors_to_arrays(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: _tensors_to_arrays(v) for k, v in obj.items()}
+    return obj
 
 
 def save_classifier(path: Path, clf: Classifier) -> None:
@@ -52,7 +72,8 @@ def save_classifier(path: Path, clf: Classifier) -> None:
              .contiguous() for k, v in clf.net.state_dict().items()}
     torch.save({"format": FORMAT, "arch": clf.arch, "classes": list(clf.classes),
                 "image_size": clf.image_size, "temperature": float(clf.temperature),
-                "referral": clf.referral, "meta": clf.meta, "state_dict": state}, path)
+                "referral": clf.referral, "meta": clf.meta, "state_dict": state,
+                "ood": _arrays_to_tensors(clf.ood)}, path)
 
 
 def load_classifier(path: Path) -> Classifier:
@@ -80,7 +101,7 @@ def load_classifier(path: Path) -> Classifier:
     net.eval()
     return Classifier(net, blob["arch"], list(blob["classes"]), int(blob["image_size"]),
                       float(blob.get("temperature", 1.0)), blob.get("referral"),
-                      dict(blob.get("meta", {})))
+                      dict(blob.get("meta", {})), _tensors_to_arrays(blob.get("ood")))
 
 
 def resolve_model_path(ref: str | Path, models_dir: Path, default: str = "default") -> Path:

@@ -82,6 +82,9 @@ class EfficientNetLite0(nn.Module):
     """EfficientNet-Lite0: input ``(B, 3, S, S)`` ImageNet-normalised float32 (S=224 native);
     output ``(B, C)`` logits. ``features`` ends at the 1280-channel head convolution."""
 
+    cam_layer = "_act_head"
+    """Grad-CAM's default target: the rectified head features ``(B, 1280, S/32, S/32)``."""
+
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2,
                  drop_connect: float = 0.2) -> None:
         super().__init__()
@@ -97,6 +100,7 @@ class EfficientNetLite0(nn.Module):
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(320, 1280, 1, bias=False)
         self._bn1 = _bn(1280)
+        self._act_head = nn.ReLU6()  # a module (no weights), so Grad-CAM can hook it
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
 
@@ -105,7 +109,7 @@ class EfficientNetLite0(nn.Module):
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return self._act_head(self._bn1(self._conv_head(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.adaptive_avg_pool2d(self.forward_features(x), 1).flatten(1)

@@ -11,6 +11,9 @@ class SeedCNN(nn.Module):
     Input ``(B, 3, 256, 256)`` float32, ImageNet-normalised; output ``(B, C)`` logits.
     """
 
+    cam_layer = "features.10"
+    """Grad-CAM's default target: the ReLU after the last convolution."""
+
     def __init__(self, num_classes: int = 4, image_size: int = 256) -> None:
         super().__init__()
         layers: list[nn.Module] = []

@@ -45,4 +45,5 @@ def build_vgg16(num_classes: int, pretrained: bool, dropout: float = 0.2) -> nn.
         for param in model.features.parameters():
             param.requires_grad = False
     model.classifier[6] = nn.Linear(4096, num_classes)
+    model.cam_layer = "features.29"  # Grad-CAM's default: the ReLU after the last convolution
     return model

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrimaster.data.hashing import DEFAULT_THRESHOLD
+from mrimaster.data.splits import SPLIT_THRESHOLD
+from mrimaster.data.transforms import AUGMENT_PRESETS
 from mrimaster.errors import ConfigError
 from mrimaster.models.registry import get_spec
 
@@ -26,13 +27,23 @@ class TrainConfig:
         warmup_epochs: Linear warm-up before the cosine decay (``schedule: cosine``).
         schedule: ``cosine`` or ``constant``.
         label_smoothing: Cross-entropy label smoothing.
-        augment: ``mri`` (crop, flip, rotation, intensity), ``seed`` (flip, rotation) or ``none``.
+        augment: ``shift`` (``mri`` plus intensity curves, resolution, noise, JPEG), ``mri``
+            (crop, flip, rotation, intensity), ``seed`` (flip, rotation) or ``none``.
         freeze: Parameter-name prefixes to keep frozen (e.g. ``_blocks.0.``).
         patience: Stop after this many epochs without a better validation macro F1 (0: never).
         seed: Seed of the split, initialisation, augmentation and batch order.
         split_fractions: Train / validation / test shares.
-        split_file: Reuse a saved ``split.csv`` instead of computing one.
-        dedup_threshold: Near-duplicate Hamming threshold (bits of 256).
+        split_file: A split made by ``mrimaster data split`` (or a run's ``split.csv``); without
+            one, the split is computed the same way for this run.
+        dedup_threshold: Near-duplicate Hamming threshold (bits of 256) when computing a split.
+        presence_dir: Presence-only tumour images (e.g. ``br35h-tumour``; relative paths are
+            under the data root) whose ``fit`` part trains P(tumour) = 1 - P(no_tumor).
+        presence_split: Split of ``presence_dir`` (``mrimaster data split``); only its ``fit``
+            part is used, ``report`` never is.
+        presence_weight: Weight of the tumour-present loss ``-log(1 - p_no_tumor)``.
+        brats_dir: BraTS cases (relative: under the data root) cut into glioma and no-tumour
+            axial slices (:mod:`mrimaster.data.brats_slices`), added to training.
+        brats_slices_per_case: Tumour slices per case and modality (half as many tumour-free).
         num_threads: Torch CPU threads (0: torch's default).
         device: ``auto`` (a CUDA GPU when there is one), ``cpu`` or ``cuda``.
         max_steps_per_epoch: Cap on steps per epoch (0: no cap; for smoke tests).
@@ -60,7 +71,12 @@ class TrainConfig:
     seed: int = 0
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     split_file: Path | None = None
-    dedup_threshold: int = DEFAULT_THRESHOLD
+    dedup_threshold: int = SPLIT_THRESHOLD
+    presence_dir: Path | None = None
+    presence_split: Path | None = None
+    presence_weight: float = 1.0
+    brats_dir: Path | None = None
+    brats_slices_per_case: int = 8
     num_threads: int = 0
     device: str = "auto"
     max_steps_per_epoch: int = 0
@@ -79,8 +95,12 @@ class TrainConfig:
                               "add pretrained=false")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"schedule {self.schedule!r} is not one of: cosine, constant")
-        if self.augment not in ("mri", "seed", "none"):
-            raise ConfigError(f"augment {self.augment!r} is not one of: mri, seed, none")
+        if self.augment not in AUGMENT_PRESETS:
+            raise ConfigError(f"augment {self.augment!r} is not one of: "
+                              f"{', '.join(AUGMENT_PRESETS)}")
+        if self.presence_dir is not None and self.presence_split is None:
+            raise ConfigError("presence_dir needs presence_split (its fit/report parts)",
+                              "make one with `mrimaster data split DIR --out FILE`")
         if self.epochs < 1 or self.batch_size < 1 or self.image_size < 32:
             raise ConfigError("epochs and batch_size must be >= 1 and image_size >= 32")
         if len(self.split_fractions) != 3:

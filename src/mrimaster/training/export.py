@@ -1,10 +1,19 @@
-"""Turn a run folder into a shipped model folder with a model card."""
+"""Turn a run folder into a shipped model folder with a model card written from its files.
+
+Every number and statement in ``MODEL_CARD.md`` comes from the run's own records:
+``config.yaml``, ``split.csv``, ``extra_training.json``, ``history.json``, ``metrics.json``,
+``calibration.json`` and ``checks.json`` (:mod:`mrimaster.training.checks`). A section whose
+file is missing is left out rather than filled in.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+from collections import Counter
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -15,94 +24,174 @@ from mrimaster.errors import ModelError
 
 SHIPPED_FILES = ("model.pt", "config.yaml", "split.csv", "history.json", "metrics.json",
                  "curves.png")
-OPTIONAL_FILES = ("calibration.json", "reliability_val.png", "risk_coverage_val.png",
-                  "explain/sanity.json")
+OPTIONAL_FILES = ("calibration.json", "checks.json", "extra_training.json",
+                  "reliability_val.png", "risk_coverage_val.png", "explain/sanity.json",
+                  "checks/presence/missed_gradcam.png", "checks/presence/pointing_gradcam.png")
 MAX_MODEL_BYTES = 10 * 1024 * 1024
 
 
-def _table(metrics: dict[str, Any]) -> list[str]:
+def _read(run_dir: Path, name: str) -> Any:
+    path = run_dir / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _class_table(metrics: dict[str, Any]) -> list[str]:
     lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for label, s in metrics["per_class"].items():
         lines.append(f"| {label} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} | "
                      f"{s['support']} |")
+    return lines + ["", "Confusion matrix (rows true, columns predicted, order as above):", "",
+                    *[f"    {row}" for row in metrics["confusion_matrix"]], ""]
+
+
+def _labelled_section(title: str, m: dict[str, Any]) -> list[str]:
+    t = m["trust"]
+    return [f"## {title}", "",
+            f"- n = {m['n']}: accuracy **{m['accuracy']:.4f}**, macro F1 **{m['macro_f1']:.4f}**",
+            f"- wrong with p > 0.95: {t['wrong_over_0.95']} ({t['wrong_over_0.95_share']:.2%} "
+            f"of images), of which not referred or rejected: {t['wrong_over_0.95_not_caught']}",
+            f"- status: {t['status']}; error among the {t['coverage']:.1%} accepted: "
+            f"{t['error_of_accepted']:.4f}", "", *_class_table(m)]
+
+
+def _calibration_rows(cal: dict[str, Any] | None, checks: dict[str, Any]) -> list[str]:
+    rows = ["| set | | ECE (15 bins) | MCE | NLL | Brier | wrong with p > 0.95 |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    sets: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    if cal:
+        sets.append(("validation (fitted on)", cal["before"], cal["after"]))
+    for key, name in (("in_source", "in-source test"), ("source_held_out", "source-held-out")):
+        if key in checks:
+            t = checks[key]["trust"]
+            sets.append((name, t["calibration_before"], t["calibration_after"]))
+    for name, b, a in sets:
+        for label, m in (("T = 1", b), ("shipped T", a)):
+            rows.append(f"| {name} | {label} | {m['ece']:.4f} | {m['mce']:.4f} | {m['nll']:.4f}"
+                        f" | {m['brier']:.4f} | {m['wrong_over_0.95']} |")
+    return rows
+
+
+def _trust_section(cal: dict[str, Any] | None, checks: dict[str, Any]) -> list[str]:
+    lines = ["## Confidence, referral and out-of-distribution refusal", ""]
+    if cal:
+        ood, ref = cal["ood"], cal["referral"]
+        lines += [f"- Temperature: fitted on validation {cal['temperature_fitted']:.4f}, shipped "
+                  f"{cal['temperature']:.4f} (rule: {cal['temperature_rule']}).",
+                  f"- Uncertainty: `{cal['chosen_method']}` (validation AURC per estimator: "
+                  + ", ".join(f"{k} {v['aurc']:.4f}" for k, v in cal["uncertainty_aurc"].items())
+                  + f"); refer when above {ref['threshold']:.4f} (target error "
+                  f"{ref['target_error']}).",
+                  f"- Feature distance (Mahalanobis, per dimension, fitted on {ood['n_fit']} "
+                  f"training images): refer above {ood['refer_above']:.2f} (validation quantile "
+                  f"{ood['refer_quantile']}), reject above {ood['reject_above']:.2f} "
+                  f"({ood['reject_factor']} x the largest distance of any training or "
+                  "validation image).", ""]
+    lines += _calibration_rows(cal, checks) + [""]
+    if "ood" in checks:
+        o = checks["ood"]
+        lines += [f"Inputs that are not brain MRI slices ({o['n']} probes): {o['status']}.", "",
+                  "| probe | status | why |", "|---|---|---|"]
+        lines += [f"| {name} | {p['status']} | {p['reason']} |" for name, p in o["probes"].items()]
+        lines.append("")
+    if "cost" in checks:
+        c = checks["cost"]
+        lines += [f"Cost on the machine that ran the checks (batch 64, best of 3): one forward "
+                  f"pass {c['forward_ms_per_image']:.1f} ms per image; the whole trust decision "
+                  f"(forward pass, input checks, uncertainty, distance) "
+                  f"{c['assess_ms_per_image']:.1f} ms, {c['ratio_to_forward']:.2f}x a forward "
+                  "pass.", ""]
     return lines
 
 
-def _trust_lines(run_dir: Path, test: dict[str, Any]) -> list[str]:
-    """Calibration, referral and sanity-check sections, where the run has them."""
-    lines: list[str] = []
-    trust = test.get("trust")
-    if trust and trust.get("referral"):
-        b, a, rc = trust["calibration_before"], trust["calibration_after"], trust["risk_coverage"]
-        ref = trust["referral"]
-        lines += [
-            "## Confidence and referral (held-out test split)", "",
-            f"Temperature scaling (Guo et al. 2017) fitted on validation: T = "
-            f"{trust['temperature']:.4f}; applied by default.", "",
-            "| | ECE (15 bins) | MCE | NLL | Brier | wrong with p > 0.95 |",
-            "|---|---:|---:|---:|---:|---:|",
-            f"| before (T = 1) | {b['ece']:.4f} | {b['mce']:.4f} | {b['nll']:.4f} | "
-            f"{b['brier']:.4f} | {b['wrong_over_0.95']} |",
-            f"| after | {a['ece']:.4f} | {a['mce']:.4f} | {a['nll']:.4f} | {a['brier']:.4f} | "
-            f"{a['wrong_over_0.95']} |", "",
-            f"Uncertainty: `{trust['uncertainty_method']}` (chosen on validation by lowest AURC "
-            "among softmax, test-time augmentation and MC dropout; see `calibration.json`). "
-            f"AURC {rc['aurc']:.4f}; error at 100% / 90% / 80% coverage "
-            f"{rc['error_at_100']:.4f} / {rc['error_at_90']:.4f} / {rc['error_at_80']:.4f}.", "",
-            f"Referral rule (threshold {ref['threshold']:.4f} on uncertainty, chosen on "
-            "validation for the target error): on test it refers "
-            f"{ref['referred']} of {test['n']} images to a radiologist; the error among the "
-            f"{1 - ref['referred'] / test['n']:.1%} it keeps is {ref['error_of_accepted']:.4f}.",
-            ""]
-    sanity = run_dir / "explain" / "sanity.json"  # from `mrimaster explain --sanity-check`
-    if sanity.is_file():
-        report = json.loads(sanity.read_text())
-        lines += [
-            "## Grad-CAM sanity check", "",
-            f"Model randomisation (Adebayo et al. 2018) on {len(report['spearman'])} test images, "
-            f"{report['method']} at the last convolutional layer: mean Spearman rank correlation "
-            f"between maps of the trained and the re-initialised network "
-            f"{report['mean_spearman']:.3f} (1 would mean the maps ignore the weights).", ""]
-    return lines
+def _presence_section(p: dict[str, Any]) -> list[str]:
+    lines = [f"## Tumours from other sources: `{Path(p['data']).name}`, part `{p['part']}` "
+             "(never trained or fitted on)", "",
+             f"- n = {p['n']}, every image shows a tumour; sensitivity (top class is a tumour) "
+             f"**{p['sensitivity']:.4f}**",
+             f"- called 'no tumour': {p['missed']}; with p > 0.95: {p['confident_misses']}, of "
+             f"which referred or rejected: {p['confident_misses_caught']}",
+             f"- status: {p['status']}; predicted classes: {p['predicted']}"]
+    if "pointing_game" in p:
+        pg = p["pointing_game"]
+        lines.append(f"- Grad-CAM pointing game (maximum inside the tumour box): "
+                     f"{pg['hits']}/{pg['n']} = **{pg['accuracy']:.3f}** (a map that always "
+                     f"points at the image centre: {pg['centre_baseline']:.3f}); "
+                     "`pointing_gradcam.png`, `missed_gradcam.png`")
+    return lines + [""]
+
+
+def _provenance() -> str:
+    try:
+        pkg = version("mrimaster")
+    except PackageNotFoundError:
+        pkg = "unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return f"mrimaster {pkg}, commit {commit}"
 
 
 def model_card(run_dir: Path, command: str) -> str:
-    """Markdown model card from a run folder's config, split, history and metrics."""
+    """Markdown model card from a run folder's files (see the module docstring)."""
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = json.loads((run_dir / "history.json").read_text())
+    metrics = _read(run_dir, "metrics.json")
+    history = _read(run_dir, "history.json")
+    cal = _read(run_dir, "calibration.json")
+    checks = _read(run_dir, "checks.json") or {}
+    extra = _read(run_dir, "extra_training.json") or {}
     split = SplitTable.load(run_dir / "split.csv")
-    counts = {s: len(split.indices(s)) for s in ("train", "val", "test")}
-    test, val = metrics["test"], metrics["val"]
+    parts = Counter(split.splits)
+    val = metrics["val"]
+    if cal and abs(cal["val_accuracy"] - val["accuracy"]) > 1e-9:
+        raise ModelError("calibration.json was fitted on other weights than model.pt "
+                         f"(validation accuracy {cal['val_accuracy']:.4f} vs "
+                         f"{val['accuracy']:.4f})", "run `mrimaster calibrate` on the run")
+    data = Path(str(cfg.get("data_dir") or "sartaj-training")).name
+    extras = ", ".join(f"{k} {v}" for k, v in sorted(extra.items())) or "none"
     lines = [
         f"# Model card: {cfg['model']} ({run_dir.name})", "",
-        f"- **Date exported:** {datetime.now(UTC).date().isoformat()}",
-        f"- **Task:** 4-class brain MRI slice classification: {', '.join(test['labels'])}.",
+        f"- **Exported:** {datetime.now(UTC).date().isoformat()} by {_provenance()}",
+        f"- **Task:** brain MRI slice classification into {', '.join(val['labels'])}, with a "
+        "trust status (ok / refer / reject) per image.",
         f"- **Architecture:** `{cfg['model']}`, {cfg['image_size']} px input, "
-        f"{'ImageNet-pretrained' if cfg['pretrained'] else 'trained from scratch'}; "
-        f"frozen: {cfg['freeze'] or 'nothing'}.",
-        "- **Training data:** the Training folder of 'Brain Tumor Classification (MRI)', "
-        "S. Bhuvaji et al., Kaggle 2020 (2,870 JPEG slices).",
-        f"- **Split:** leakage-free, stratified by class, seed {cfg['seed']}: "
-        f"{counts['train']} train / {counts['val']} validation / {counts['test']} test images. "
-        f"Near-duplicates (256-bit pHash with flips and 90-degree rotations, <= "
-        f"{cfg['dedup_threshold']} bits) are grouped and each group is on one side only. "
-        "The split is `split.csv` beside this card.",
+        f"{'ImageNet-pretrained' if cfg['pretrained'] else 'trained from scratch'}; frozen: "
+        f"{cfg['freeze'] or 'nothing'}; augmentation `{cfg['augment']}`.",
+        f"- **Data:** `{data}` split by `{cfg.get('split_file') or 'a split computed for the run'}`"
+        f" (`split.csv` here): " + ", ".join(f"{k} {v}" for k, v in sorted(parts.items()))
+        + f" images; near-duplicates (raw-image 256-bit pHash, <= {cfg['dedup_threshold']} "
+        "bits) never cross parts; `shift` holds out whole acquisition-style clusters. Extra "
+        f"training images from other sources: {extras}.",
         f"- **Command:** `{command}`",
         f"- **Epochs run:** {len(history)} (best validation macro F1 at epoch "
-        f"{metrics['summary']['best_epoch']}); curves in `curves.png`.", "",
-        "## Held-out test split (never used for training or model selection)", "",
-        f"- accuracy **{test['accuracy']:.4f}**, macro F1 **{test['macro_f1']:.4f}**, "
-        f"NLL {test['nll']:.4f}, n = {test['n']}", "", *_table(test), "",
-        "Confusion matrix (rows true, columns predicted, order as above):", "",
-        *[f"    {row}" for row in test["confusion_matrix"]], "",
-        "## Validation split (used for checkpoint selection)", "",
-        f"- accuracy {val['accuracy']:.4f}, macro F1 {val['macro_f1']:.4f}, n = {val['n']}", "",
-        *_trust_lines(run_dir, test), "## Limits", "",
-        "- Trained on one public dataset of mixed planes and sequences, without patient IDs; "
-        "near-duplicate grouping approximates patient-level separation but cannot guarantee it.",
-        "- Not a medical device. Every output is to be reviewed by a doctor.",
-    ]
+        f"{metrics['summary']['best_epoch']}); curves in `curves.png`; validation accuracy "
+        f"{val['accuracy']:.4f}, macro F1 {val['macro_f1']:.4f} (n = {val['n']}).", ""]
+    if "in_source" in checks:
+        lines += _labelled_section("In-source held-out test part", checks["in_source"])
+    else:
+        test = metrics["test"]
+        lines += ["## In-source held-out test part", "",
+                  f"- accuracy **{test['accuracy']:.4f}**, macro F1 **{test['macro_f1']:.4f}**, "
+                  f"n = {test['n']}", "", *_class_table(test)]
+    if "source_held_out" in checks:
+        lines += _labelled_section("Source-held-out part (acquisition styles never trained on)",
+                                   checks["source_held_out"])
+    if "presence" in checks:
+        lines += _presence_section(checks["presence"])
+    lines += _trust_section(cal, checks)
+    sanity = _read(run_dir, "explain/sanity.json")
+    if sanity:
+        lines += ["## Grad-CAM sanity check", "",
+                  f"Model randomisation (Adebayo et al. 2018) on {len(sanity['spearman'])} "
+                  f"images, {sanity['method']}: mean Spearman rank correlation with the "
+                  f"re-initialised network's maps {sanity['mean_spearman']:.3f}.", ""]
+    lines += ["## Limits", "",
+              f"- Trained on {sum(v for k, v in parts.items() if k == 'train')} images of "
+              f"`{data}` (no patient IDs: near-duplicate groups approximate patients) and the "
+              "extra sources above; every figure here is on public data, not a clinical "
+              "population.",
+              "- Not a medical device. Every output is to be reviewed by a doctor."]
     return "\n".join(lines) + "\n"
 
 
@@ -115,9 +204,10 @@ def export_run(run_dir: Path, out_dir: Path, command: str) -> Path:
     size = (run_dir / "model.pt").stat().st_size
     if size > MAX_MODEL_BYTES:
         raise ModelError(f"model.pt is {size / 2**20:.1f} MB; shipped models must be <= 10 MB")
+    card = model_card(run_dir, command)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED_FILES + OPTIONAL_FILES:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out_dir / Path(name).name)
-    (out_dir / "MODEL_CARD.md").write_text(model_card(run_dir, command))
+    (out_dir / "MODEL_CARD.md").write_text(card)
     return out_dir

@@ -11,7 +11,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,28 +23,58 @@ from torch import nn
 from tqdm import tqdm
 
 from mrimaster.config import config_to_dict, save_config
-from mrimaster.data.folders import SliceSet, load_class_folders
-from mrimaster.data.hashing import near_duplicate_groups, phash_variants
 from mrimaster.data.labels import CLASSES
-from mrimaster.data.splits import SPLIT_NAMES, SplitTable, grouped_stratified_split
+from mrimaster.data.splits import SHIFT_PART
 from mrimaster.data.transforms import SliceDataset, normalize, train_transform
 from mrimaster.device import resolve_device
 from mrimaster.errors import ConfigError, DataError
 from mrimaster.evaluation.metrics import classification_metrics
-from mrimaster.inference.predict import predict_logits, softmax
-from mrimaster.models.checkpoint import Classifier, save_classifier
+from mrimaster.evaluation.plots import plot_curves
+from mrimaster.inference.forward import predict_logits, softmax
+from mrimaster.models.checkpoint import Classifier, load_classifier, save_classifier
 from mrimaster.models.registry import build_model
 from mrimaster.settings import Settings
+from mrimaster.training.calibrate import CalibrateConfig, run_calibration
+from mrimaster.training.checks import run_checks
 from mrimaster.training.config import TrainConfig
+from mrimaster.training.data import SplitData, load_extra_training, load_split_data
 from mrimaster.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
 
+def mixed_loss(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float,
+               presence_weight: float, no_tumor: int) -> torch.Tensor:
+    """Mean over the batch of cross-entropy (labelled images) and the tumour-present loss.
+
+    For an image known only to show a tumour (``y == PRESENT``) the loss is
+    ``-log P(tumour) = -log(1 - p_no_tumor) = -(logsumexp(z_tumour) - logsumexp(z))``: it
+    pushes probability away from "no tumour" without choosing a tumour type.
+
+    Args:
+        logits: ``(B, C)`` float.
+        y: ``(B,)`` int64 class index, or :data:`PRESENT`.
+    """
+    known = y >= 0
+    total = logits.new_zeros(())
+    if known.any():
+        total = total + F.cross_entropy(logits[known], y[known], reduction="sum",
+                                        label_smoothing=label_smoothing)
+    if (~known).any():
+        z = logits[~known]
+        tumour = [c for c in range(z.shape[1]) if c != no_tumor]
+        log_p_tumour = torch.logsumexp(z[:, tumour], 1) - torch.logsumexp(z, 1)
+        total = total - presence_weight * log_p_tumour.sum()
+    return total / y.shape[0]
+
+
 def train_one_epoch(net: nn.Module, loader: torch.utils.data.DataLoader, optimizer:
                     torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                    label_smoothing: float, max_steps: int, desc: str) -> dict[str, float]:
-    """One pass over ``loader``; returns mean loss, accuracy and throughput."""
+                    cfg: TrainConfig, desc: str) -> dict[str, float]:
+    """One pass over ``loader``; returns mean loss, accuracy and throughput (a presence-only
+    image counts as correct when its top class is a tumour)."""
+    no_tumor = CLASSES.index("no_tumor")
+    max_steps = cfg.max_steps_per_epoch
     device = next(net.parameters()).device
     net.train()
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
@@ -55,13 +85,14 @@ def train_one_epoch(net: nn.Module, loader: torch.utils.data.DataLoader, optimiz
         x = normalize(x.to(device)).contiguous(memory_format=torch.channels_last)
         y = y.to(device)
         logits = net(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        loss = mixed_loss(logits, y, cfg.label_smoothing, cfg.presence_weight, no_tumor)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         total_loss += loss.item() * y.shape[0]
-        correct += int((logits.argmax(1) == y).sum())
+        pred = logits.argmax(1)
+        correct += int(torch.where(y >= 0, pred == y, pred != no_tumor).sum())
         seen += y.shape[0]
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
     elapsed = time.perf_counter() - start
@@ -75,43 +106,6 @@ def evaluate(net: nn.Module, images: np.ndarray, labels: np.ndarray) -> dict[str
     metrics = classification_metrics(labels, softmax(logits), CLASSES)
     metrics["loss"] = metrics["nll"]
     return metrics
-
-
-@dataclass
-class SplitData:
-    """The decoded dataset and its split."""
-
-    slices: SliceSet
-    labels: np.ndarray
-    table: SplitTable
-
-    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        idx = self.table.indices(name)
-        return self.slices.images[idx], self.labels[idx]
-
-
-def load_split_data(cfg: TrainConfig, data_dir: Path) -> SplitData:
-    """Decode the dataset and compute (or reload) the leakage-free split."""
-    slices = load_class_folders(data_dir, cfg.image_size)
-    labels = slices.label_indices()
-    rel = [p.relative_to(data_dir).as_posix() for p in slices.paths]
-    if cfg.split_file:
-        saved = SplitTable.load(cfg.split_file)
-        where = {p: i for i, p in enumerate(saved.paths)}
-        missing = [p for p in rel if p not in where]
-        if missing:
-            raise DataError(f"{len(missing)} images are not in {cfg.split_file} "
-                            f"(first: {missing[0]})", "use the dataset the split was made on")
-        order = [where[p] for p in rel]
-        table = SplitTable(rel, [saved.labels[i] for i in order], [saved.groups[i] for i in order],
-                           [saved.splits[i] for i in order])
-    else:
-        hashes = np.stack([phash_variants(im) for im in slices.images])
-        groups = near_duplicate_groups(hashes, cfg.dedup_threshold)
-        split_idx = grouped_stratified_split(labels, groups, cfg.split_fractions, cfg.seed)
-        table = SplitTable(rel, [CLASSES[i] for i in labels], [int(g) for g in groups],
-                           [SPLIT_NAMES[i] for i in split_idx])
-    return SplitData(slices, labels, table)
 
 
 def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
@@ -162,19 +156,27 @@ def run_training(cfg: TrainConfig, settings: Settings) -> Path:
     if cfg.resume and not (run_dir / "last.pt").is_file():
         raise ConfigError(f"cannot resume: {run_dir / 'last.pt'} not found")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.resume:
-        cfg.split_file = run_dir / "split.csv"
-
-    data = load_split_data(cfg, data_dir)
-    data.table.save(run_dir / "split.csv")
-    save_config(cfg, run_dir / "config.yaml")
+    # a resumed run keeps its own split; its config.yaml records the run as it was configured
+    # (with the overrides given now), not the machine path it was resumed from
+    split_cfg = replace(cfg, split_file=run_dir / "split.csv") if cfg.resume else cfg
+    data = load_split_data(split_cfg, data_dir)
+    if not cfg.resume:
+        data.table.save(run_dir / "split.csv")
+    save_config(replace(cfg, resume=None), run_dir / "config.yaml")
     x_train, y_train = data.part("train")
     x_val, y_val = data.part("val")
     if len(y_train) == 0 or len(y_val) == 0:
         raise DataError("the split left the training or validation part empty",
                         "use more images or other split_fractions")
-    log.info("data: %d train / %d val / %d test images from %s (%d skipped)", len(y_train),
-             len(y_val), len(data.table.indices("test")), data_dir, len(data.slices.skipped))
+    log.info("data: %d train / %d val / %d test / %d source-held-out images from %s (%d "
+             "skipped)", len(y_train), len(y_val), len(data.table.indices("test")),
+             len(data.table.indices(SHIFT_PART)), data_dir, len(data.slices.skipped))
+    x_extra, y_extra, extra_counts = load_extra_training(cfg, settings)
+    if extra_counts:
+        log.info("extra training images: %s", extra_counts)
+        (run_dir / "extra_training.json").write_text(json.dumps(extra_counts, indent=2))
+        x_train = np.concatenate([x_train, x_extra])
+        y_train = np.concatenate([y_train, y_extra])
 
     net = build_model(cfg.model, len(CLASSES), cfg.pretrained, cfg.image_size)
     for name, param in net.named_parameters():
@@ -210,8 +212,7 @@ def run_training(cfg: TrainConfig, settings: Settings) -> Path:
     tracker.params(config_to_dict(cfg))
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            train_stats = train_one_epoch(net, loader, optimizer, scheduler, cfg.label_smoothing,
-                                          cfg.max_steps_per_epoch,
+            train_stats = train_one_epoch(net, loader, optimizer, scheduler, cfg,
                                           f"epoch {epoch + 1}/{cfg.epochs}")
             val = evaluate(net, x_val, y_val)
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
@@ -243,19 +244,17 @@ def run_training(cfg: TrainConfig, settings: Settings) -> Path:
                 log.info("early stopping: no better validation macro F1 for %d epochs", stale)
                 break
         if cfg.calibrate:
-            from mrimaster.explain.calibrate import CalibrateConfig, run_calibration
-
             run_calibration(CalibrateConfig(str(run_dir), data_dir, run_dir / "split.csv"),
                             settings)
+            run_checks(run_dir, settings)
         run_summary = _finish(run_dir, data, history)
         tracker.metrics({f"final_{k}": v for k, v in run_summary.items()
                          if isinstance(v, float)})
         for name in ("config.yaml", "split.csv", "history.json", "metrics.json", "curves.png",
-                     "model.pt"):
-            tracker.artifact(run_dir / name)
+                     "model.pt", "calibration.json", "checks.json"):
+            if (run_dir / name).is_file():
+                tracker.artifact(run_dir / name)
         if cfg.track:
-            from mrimaster.models.checkpoint import load_classifier
-
             tracker.model(load_classifier(run_dir / "model.pt").net,
                           np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
     except BaseException:
@@ -266,11 +265,11 @@ def run_training(cfg: TrainConfig, settings: Settings) -> Path:
 
 
 def _finish(run_dir: Path, data: SplitData, history: list[dict[str, Any]]) -> dict[str, Any]:
-    """Evaluate the best model on validation and the held-out test split; plot the curves."""
-    from mrimaster.evaluation.plots import plot_curves
-    from mrimaster.explain.calibrate import assess_trust
-    from mrimaster.models.checkpoint import load_classifier
+    """Evaluate the best model on validation and the held-out test split; plot the curves.
 
+    (The trust figures of the calibrated model are in ``checks.json``, see
+    :mod:`mrimaster.training.checks`.)
+    """
     clf = load_classifier(run_dir / "model.pt")
     summary: dict[str, Any] = {"best_epoch": clf.meta.get("epoch")}
     results = {}
@@ -278,7 +277,6 @@ def _finish(run_dir: Path, data: SplitData, history: list[dict[str, Any]]) -> di
         images, labels = data.part(part)
         if len(labels):
             results[part] = evaluate(clf.net, images, labels)
-            results[part]["trust"] = assess_trust(clf, images, labels)[0]
             summary[f"{part}_macro_f1"] = results[part]["macro_f1"]
             summary[f"{part}_accuracy"] = results[part]["accuracy"]
     (run_dir / "metrics.json").write_text(json.dumps({"summary": summary, **results}, indent=2))

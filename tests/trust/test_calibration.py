@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from mrimaster.explain.calibration import calibration_metrics, fit_temperature
-from mrimaster.inference.predict import softmax
+from mrimaster.inference.forward import softmax
+from mrimaster.trust.calibration import calibration_metrics, fit_temperature
 
 
 def test_fit_temperature_recovers_the_true_temperature() -> None:

@@ -1,0 +1,1 @@
+"""Trust: calibration, uncertainty, out-of-distribution checks and referral."""

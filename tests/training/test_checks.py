@@ -1,0 +1,40 @@
+"""The run's checks and calibration on a tiny trained run (synthetic data)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrimaster.errors import ModelError
+from mrimaster.settings import load_settings
+from mrimaster.training.calibrate import CalibrateConfig, run_calibration
+from mrimaster.training.checks import ood_probes
+
+
+def test_probes_include_photos_noise_blank_and_a_single_pixel() -> None:
+    probes = ood_probes()
+    assert {"uniform_noise_gray", "blank_black", "blank_1x1", "skimage_astronaut",
+            "skimage_camera"} <= set(probes)
+    for img in probes.values():
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert probes["blank_1x1"].shape == (1, 1, 3)
+
+
+def test_trained_run_has_checks_and_a_fitted_trust_rule(trained: tuple[Path, Path]) -> None:
+    from mrimaster.models.checkpoint import load_classifier
+
+    _, run = trained
+    checks = json.loads((run / "checks.json").read_text())
+    assert checks["in_source"]["n"] == len([1 for line in (run / "split.csv").read_text()
+                                            .splitlines() if line.endswith(",test,-1")])
+    assert sum(checks["ood"]["status"].values()) == checks["ood"]["n"]
+    assert {"forward_ms_per_image", "assess_ms_per_image"} <= set(checks["cost"])
+    clf = load_classifier(run / "model.pt")
+    assert clf.ood is not None and clf.ood["reject_above"] > clf.ood["refer_above"] > 0
+    assert clf.temperature >= 1.0
+
+
+def test_calibrate_refuses_to_rewrite_the_shipped_model() -> None:
+    with pytest.raises(ModelError, match="shipped default"):
+        run_calibration(CalibrateConfig("default"), load_settings())
