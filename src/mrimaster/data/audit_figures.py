@@ -49,7 +49,7 @@ def plot_pair_distances(paths: Sequence[Path], labels: Sequence[str], dist: np.n
            title="Nearest-neighbour distances")
     ax.legend()
     upper = np.triu(np.ones_like(d, dtype=bool), 1)
-    for row, (lo, hi) in enumerate(BANDS):
+    for row, (lo, hi) in enumerate(BANDS):  # the first title of each row names its distance
         i, j = np.nonzero(upper & (d >= lo) & (d <= hi))
         pick: np.ndarray = rng.choice(len(i), min(pairs_per_band, len(i)), replace=False) \
             if len(i) else np.zeros(0, np.int64)
@@ -63,8 +63,6 @@ def plot_pair_distances(paths: Sequence[Path], labels: Sequence[str], dist: np.n
                 a.imshow(prepare_slice(load_grayscale(paths[idx]), 96), cmap="gray")
                 a.set_title(f"{int(d[i[pick[k]], j[pick[k]]])} bits, {labels[idx]}"
                             if m == 0 else labels[idx], fontsize=7)
-        fig.text(0.995, 1 - (row + 0.5) / len(BANDS), f"{lo}-{hi} bits", rotation=90,
-                 va="center", ha="right", fontsize=9)
     fig.suptitle(f"Near-duplicate pairs by distance (grouped at <= {threshold} bits)")
     fig.tight_layout()
     fig.savefig(path, dpi=70)
