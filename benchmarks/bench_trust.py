@@ -19,6 +19,7 @@ import torch
 from bench_classify import _median_time  # same folder: run as `python benchmarks/...`
 
 from mrimaster.data.folders import load_slices, scan_class_folders
+from mrimaster.errors import MRIMasterError
 from mrimaster.inference.forward import predict_logits, predict_logits_and_features, softmax
 from mrimaster.models.checkpoint import load_classifier, resolve_model_path
 from mrimaster.settings import load_settings
@@ -53,9 +54,12 @@ def main() -> None:
         rows.append(("feature distance alone", _median_time(lambda: distance.distance(feats),
                                                        args.repeats)))
     for method in UNCERTAINTY_METHODS:
-        rows.append((f"uncertainty {method} alone", _median_time(
-            lambda m=method: uncertainty(m, clf.net, images, rule.temperature, probs, feats),
-            args.repeats)))
+        try:
+            rows.append((f"uncertainty {method} alone", _median_time(
+                lambda m=method: uncertainty(m, clf.net, images, rule.temperature, probs,
+                                             feats), args.repeats)))
+        except MRIMasterError as exc:  # e.g. MC dropout on a network without dropout
+            print(f"uncertainty {method}: {exc.message}")
     rows.append((f"whole decision (assess, uncertainty {rule.method})", _median_time(
         lambda: assess(clf.net, rule, images, slices.stats), args.repeats)))
     print(f"{'step':<48} {'ms/img':>8} {'x forward':>10}")

@@ -147,3 +147,11 @@ def test_default_layer_is_the_rectified_head_for_efficientnet() -> None:
     assert r.maps.shape == (2, 2, 2) and (r.maps >= 0).all()
     with GradCAM(net, "_blocks.10") as cam:
         assert cam(torch.randn(1, 3, 64, 64)).maps.shape == (1, 4, 4)
+
+
+def test_a_module_that_runs_twice_per_pass_is_refused() -> None:
+    net = build_model("mri-cnn", 4, pretrained=False, image_size=64).eval()
+    reused = next(n for n, m in net.named_modules() if isinstance(m, nn.ReLU) and "." in n
+                  and n.endswith("relu"))
+    with pytest.raises(MRIMasterError, match="runs 2 times"), GradCAM(net, reused) as cam:
+        cam(torch.randn(1, 3, 64, 64))

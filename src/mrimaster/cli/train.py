@@ -58,7 +58,8 @@ def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
           f"{ref['val_coverage']:.1%})")
     if args.checks:
         model = Path(args.model)
-        checks = run_checks(model if model.is_dir() else model.parent, settings)
+        run_dir = model if model.is_dir() else model.parent
+        checks = run_checks(run_dir, settings, model if model.is_file() else None, args.data)
         for key in ("in_source", "source_held_out"):
             if key in checks:
                 c, t = checks[key], checks[key]["trust"]

@@ -122,9 +122,14 @@ class SplitTable:
             raise DataError(f"split file {path} not found")
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
-        return cls([r["path"] for r in rows], [r["label"] for r in rows],
-                   [int(r["group"]) for r in rows], [r["split"] for r in rows],
-                   [int(r.get("cluster") or -1) for r in rows])
+        try:
+            return cls([r["path"] for r in rows], [r["label"] for r in rows],
+                       [int(r["group"]) for r in rows], [r["split"] for r in rows],
+                       [int(r.get("cluster") or -1) for r in rows])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"{path} is not a split file ({type(exc).__name__}: {exc})",
+                            "make one with `mrimaster data split DIR --out FILE` (columns "
+                            "path,label,group,split[,cluster])") from exc
 
     def subset(self, rel_paths: list[str]) -> SplitTable:
         """The rows of ``rel_paths``, in that order.

@@ -108,6 +108,9 @@ def evaluate_presence(clf: Classifier, data_dir: Path, split_file: Path | None =
     Returns:
         The metrics (see :func:`mrimaster.trust.report.presence_trust`, plus ``pointing_game``).
     """
+    if "no_tumor" not in clf.classes:
+        raise DataError(f"the model's classes {clf.classes} have no 'no_tumor': a presence-only "
+                        "set measures how often 'no tumour' wins", "use a tumour classifier")
     scan = scan_presence(Path(data_dir))
     paths = scan.paths
     if split_file is not None:

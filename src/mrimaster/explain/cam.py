@@ -96,6 +96,7 @@ class CAM:
         self._activations: Tensor | None = None
         self._gradients: Tensor | None = None
         self._handle: torch.utils.hooks.RemovableHandle | None = None
+        self._calls = 0
 
     def __enter__(self) -> CAM:
         self._handle = self.layer.register_forward_hook(self._forward_hook)
@@ -118,6 +119,7 @@ class CAM:
             raise MRIMasterError(f"layer {self.layer_name!r} does not output feature maps "
                                  "(B, K, h, w)", "choose a convolutional block or activation")
         self._activations = output
+        self._calls += 1
 
         def keep_grad(grad: Tensor) -> None:
             self._gradients = grad
@@ -140,8 +142,13 @@ class CAM:
         if self._handle is None:
             raise RuntimeError("use the CAM as a context manager: `with GradCAM(...) as cam`")
         x = x.detach().clone().requires_grad_(True)  # gradients reach frozen layers too
+        self._calls = 0
         with torch.enable_grad():
             logits = self.net(x)
+            if self._calls != 1:  # a module reused within one pass has no single map
+                raise MRIMasterError(f"layer {self.layer_name!r} runs {self._calls} times per "
+                                     "forward pass", "choose a module that runs once, e.g. a "
+                                     "convolution or a block")
             n_classes = logits.shape[1]
             if target is None:
                 classes = logits.argmax(dim=1)

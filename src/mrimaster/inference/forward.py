@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from mrimaster.data.transforms import eval_batch
+from mrimaster.errors import ModelError
 
 
 def head_layer(net: nn.Module) -> nn.Linear:
@@ -18,7 +19,8 @@ def head_layer(net: nn.Module) -> nn.Linear:
     feature vector."""
     linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ValueError("the network has no linear classifier head")
+        raise ModelError("the network has no linear classifier head",
+                         "use a registered classifier (`mrimaster models`)")
     return linears[-1]
 
 

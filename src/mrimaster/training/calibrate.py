@@ -150,7 +150,7 @@ def run_calibration(cfg: CalibrateConfig, settings: Settings) -> dict[str, Any]:
     accepted = (uncertainties[best] <= threshold) & (d_val <= refer_above)
     clf.temperature = temperature
     clf.referral = {
-        "method": best, "threshold": threshold, "target_error": cfg.target_error,
+        "method": best, "threshold": threshold, "target_error": cfg.target_error, "mc": "head",
         "val_coverage": float(accepted.mean()),
         "val_error_accepted": float((~correct[accepted]).mean()) if accepted.any() else 0.0,
     }

@@ -14,6 +14,7 @@ The model card (:mod:`mrimaster.training.export`) is written from this file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -134,15 +135,27 @@ def measure_cost(clf: Classifier, rule: TrustRule, images: np.ndarray, repeats: 
             "ratio_to_forward": full / forward}
 
 
-def run_checks(run_dir: Path, settings: Settings) -> dict[str, Any]:
-    """Run every check on the run's calibrated ``model.pt``; write ``checks.json`` and the
-    presence-only figures under ``checks/``."""
-    clf = load_classifier(run_dir / "model.pt")
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file: ties a record to the exact model file it describes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def run_checks(run_dir: Path, settings: Settings, model_path: Path | None = None,
+               data_dir: Path | None = None) -> dict[str, Any]:
+    """Run every check on a calibrated model of the run (default ``run_dir/model.pt``); write
+    ``checks.json`` beside it (with the model file's SHA-256) and the presence-only figures
+    under ``checks/``.
+
+    Args:
+        data_dir: The dataset the run's split refers to (default: from its config).
+    """
+    model_path = Path(model_path or run_dir / "model.pt")
+    clf = load_classifier(model_path)
     rule = TrustRule.of(clf)
     cfg = load_config(TrainConfig, run_dir / "config.yaml", resume=None)
-    data_dir = Path(cfg.data_dir or settings.data_root / "sartaj-training")
+    data_dir = Path(data_dir or cfg.data_dir or settings.data_root / "sartaj-training")
     table = SplitTable.load(run_dir / "split.csv")
-    report: dict[str, Any] = {"model": str(run_dir / "model.pt")}
+    report: dict[str, Any] = {"model": str(model_path), "model_sha256": file_sha256(model_path)}
     for key, part in (("in_source", "test"), ("source_held_out", SHIFT_PART)):
         result = check_labelled(clf, rule, data_dir, table, part)
         if result is not None:

@@ -21,6 +21,7 @@ import yaml
 
 from mrimaster.data.splits import SplitTable
 from mrimaster.errors import ModelError
+from mrimaster.training.checks import file_sha256
 
 SHIPPED_FILES = ("model.pt", "config.yaml", "split.csv", "history.json", "metrics.json",
                  "curves.png")
@@ -144,6 +145,9 @@ def model_card(run_dir: Path, command: str) -> str:
     split = SplitTable.load(run_dir / "split.csv")
     parts = Counter(split.splits)
     val = metrics["val"]
+    if checks and checks.get("model_sha256") != file_sha256(run_dir / "model.pt"):
+        raise ModelError("checks.json was written for another model file than model.pt",
+                         "run `mrimaster calibrate --model RUN` again")
     if cal and abs(cal["val_accuracy"] - val["accuracy"]) > 1e-9:
         raise ModelError("calibration.json was fitted on other weights than model.pt "
                          f"(validation accuracy {cal['val_accuracy']:.4f} vs "

@@ -2,7 +2,8 @@
 
 In order, the first that applies decides:
 
-1. ``reject``: the file fails an input check (:func:`mrimaster.trust.ood.input_problem`: too
+1. ``reject``: the network's output is not a number (a damaged model), the file fails an input
+   check (:func:`mrimaster.trust.ood.input_problem`: too
    small, blank, colour), or its features are farther from every class than ``reject_above``
    (not a brain MRI slice of any kind the model knows). No class is shown.
 2. ``refer``: its features are farther than ``refer_above`` (unlike the training images: a new
@@ -20,11 +21,14 @@ import numpy as np
 from torch import nn
 
 from mrimaster.data.images import RawStats
+from mrimaster.errors import ModelError
 from mrimaster.inference.forward import predict_logits_and_features, softmax
 from mrimaster.trust.ood import FeatureDistance, input_problem
 from mrimaster.trust.uncertainty import uncertainty
 
 STATUSES: tuple[str, ...] = ("ok", "refer", "reject")
+BROKEN = ("the model produced invalid numbers (NaN or infinity) for this image: the model file "
+          "may be damaged; do not use this result")
 
 
 @dataclass
@@ -51,6 +55,10 @@ class TrustRule:
     def of(cls, clf: Any) -> TrustRule:
         """The rule stored in a :class:`~mrimaster.models.checkpoint.Classifier`."""
         referral, ood = clf.referral or {}, clf.ood
+        if referral.get("method") == "mc-dropout" and referral.get("mc") != "head":
+            raise ModelError("this model was calibrated with the earlier whole-network MC "
+                             "dropout, whose threshold does not fit today's head-only estimator",
+                             "run `mrimaster calibrate --model RUN` on its run folder")
         rule = cls(clf.temperature, referral.get("method", "softmax"), referral.get("threshold"))
         if ood:
             rule.distance = FeatureDistance.from_dict(ood["distance"])
@@ -124,8 +132,13 @@ def assess(net: nn.Module, rule: TrustRule, images: np.ndarray,
     logits, feats = predict_logits_and_features(net, images, batch_size)
     probs = softmax(logits, rule.temperature)
     unc = uncertainty(rule.method, net, images, rule.temperature, probs, feats)
-    dist = rule.distance.distance(feats) if rule.distance is not None else \
-        np.full(len(images), np.nan)
     problems = [input_problem(s) for s in stats] if stats is not None else [None] * len(images)
-    status, reason = decide(problems, np.nan_to_num(dist, nan=-np.inf), unc, rule)
+    if rule.distance is None:  # no distance check: NaN reported, never compared
+        dist = np.full(len(images), np.nan)
+        checked = np.full(len(images), -np.inf)
+    else:
+        dist = checked = rule.distance.distance(feats)
+    broken = ~(np.isfinite(probs).all(1) & np.isfinite(unc) & ~np.isnan(checked))
+    problems = [BROKEN if bad else p for p, bad in zip(problems, broken, strict=True)]
+    status, reason = decide(problems, np.nan_to_num(checked, nan=np.inf), unc, rule)
     return Assessment(logits, probs, unc, dist, status, reason)

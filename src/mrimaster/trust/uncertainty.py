@@ -120,8 +120,10 @@ def risk_coverage(unc: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
         better), ``error_at_80``/``error_at_90`` (risk at 80% / 90% coverage) and
         ``error_at_100``.
     """
+    if len(unc) == 0:
+        raise MRIMasterError("no predictions to build a risk-coverage curve from")
     order = np.argsort(unc, kind="stable")
-    errors = ~np.asarray(correct)[order]
+    errors = ~np.asarray(correct, dtype=bool)[order]
     n = len(errors)
     accepted = np.arange(1, n + 1)
     risk = np.cumsum(errors) / accepted
