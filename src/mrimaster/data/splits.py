@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,6 @@ from mrimaster.errors import DataError
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 SHIFT_PART = "shift"
 """The source-held-out part: whole acquisition-style clusters no model is trained on."""
-SPLIT_THRESHOLD = DEFAULT_THRESHOLD
-"""Near-duplicate threshold (bits of 256) for splits: the audit's (see
-:data:`mrimaster.data.hashing.DEFAULT_THRESHOLD`), so a split and the audit agree."""
 PRESENCE_PARTS: tuple[str, ...] = ("fit", "report")
 """Parts of a presence-only set: ``fit`` may be used for training or fitting, ``report`` only
 for reporting."""
@@ -96,10 +93,10 @@ class SplitTable:
     labels: list[str]
     groups: list[int]
     splits: list[str]
-    clusters: list[int] | None = None
+    clusters: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.clusters is None:
+        if not self.clusters:
             self.clusters = [-1] * len(self.paths)
 
     def indices(self, split: str) -> list[int]:
@@ -108,12 +105,11 @@ class SplitTable:
 
     def save(self, path: Path) -> None:
         """Write as CSV with columns ``path,label,group,split,cluster``."""
-        clusters = self.clusters if self.clusters is not None else [-1] * len(self.paths)
         with open(path, "w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["path", "label", "group", "split", "cluster"])
-            writer.writerows(zip(self.paths, self.labels, self.groups, self.splits, clusters,
-                                 strict=True))
+            writer.writerows(zip(self.paths, self.labels, self.groups, self.splits,
+                                 self.clusters, strict=True))
 
     @classmethod
     def load(cls, path: Path) -> SplitTable:
@@ -144,10 +140,9 @@ class SplitTable:
                             f"{missing[0]})", "use the dataset the split was made on, or "
                             "make a new split with `mrimaster data split`")
         idx = [where[p] for p in rel_paths]
-        clusters = self.clusters or [-1] * len(self.paths)
         return SplitTable(list(rel_paths), [self.labels[i] for i in idx],
                           [self.groups[i] for i in idx], [self.splits[i] for i in idx],
-                          [clusters[i] for i in idx])
+                          [self.clusters[i] for i in idx])
 
 
 @dataclass
@@ -156,7 +151,7 @@ class SplitConfig:
 
     Attributes:
         threshold: Near-duplicate Hamming threshold on the raw images' 256-bit pHash (see
-            :data:`SPLIT_THRESHOLD`).
+            :data:`mrimaster.data.hashing.DEFAULT_THRESHOLD`, the audit's, so both agree).
         fractions: Train / validation / test shares of the in-source images.
         seed: Seed of the clustering and the assignment.
         style_clusters: Number of acquisition-style clusters (0: no source-held-out part); a
@@ -167,7 +162,7 @@ class SplitConfig:
             ``report`` (never used for anything but reporting).
     """
 
-    threshold: int = SPLIT_THRESHOLD
+    threshold: int = DEFAULT_THRESHOLD
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     seed: int = 0
     style_clusters: int = 16

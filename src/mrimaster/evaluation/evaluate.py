@@ -18,10 +18,10 @@ from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.evaluation.plots import plot_confusion, plot_gallery
 from mrimaster.evaluation.presence import evaluate_presence
 from mrimaster.explain.figures import cam_gallery
-from mrimaster.models.checkpoint import load_classifier, resolve_model_path
+from mrimaster.models.checkpoint import Classifier, load_classifier, resolve_model_path
 from mrimaster.settings import Settings
 from mrimaster.trust.calibration import plot_reliability
-from mrimaster.trust.referral import TrustRule, assess
+from mrimaster.trust.referral import Assessment, TrustRule, assess
 from mrimaster.trust.report import labelled_trust
 from mrimaster.trust.uncertainty import plot_risk_coverage
 
@@ -102,17 +102,42 @@ def _fmt(value: Any) -> str:
     return f"{value:.6f}" if isinstance(value, float | np.floating) else str(value)
 
 
-def _load(cfg: EvaluateConfig, image_size: int) -> SliceSet:
-    data_dir = Path(cfg.data_dir)
-    if cfg.split_file is None:
-        return load_class_folders(data_dir, image_size)
-    table = SplitTable.load(cfg.split_file)
-    rows = table.indices(cfg.part)
+def load_part(data_dir: Path, table: SplitTable, part: str, image_size: int,
+              progress: bool = True) -> SliceSet:
+    """Decode the labelled images of one part of a split.
+
+    Raises:
+        DataError: the part is empty.
+    """
+    rows = table.indices(part)
     if not rows:
-        raise DataError(f"{cfg.split_file} has no {cfg.part!r} images",
-                        "use --part train, val, test or shift")
+        raise DataError(f"the split has no {part!r} images", "use --part train, val, test or "
+                        "shift")
     labels: list[str | None] = [table.labels[i] for i in rows]
-    return load_slices([data_dir / table.paths[i] for i in rows], labels, image_size)
+    return load_slices([Path(data_dir) / table.paths[i] for i in rows], labels, image_size,
+                       progress=progress)
+
+
+def labelled_evaluation(clf: Classifier, data: SliceSet, batch_size: int = 64
+                        ) -> tuple[dict[str, Any], Assessment, dict[str, Any]]:
+    """Classification metrics plus the trust report (``metrics["trust"]``) on labelled slices.
+
+    Returns:
+        ``(metrics, assessment, arrays)``: ``arrays`` holds the calibration and risk-coverage
+        details for plotting (see :func:`mrimaster.trust.report.labelled_trust`).
+
+    Raises:
+        DataError: a label the model does not know.
+    """
+    unknown = {lab for lab in data.labels if lab not in clf.classes}
+    if unknown:
+        raise DataError(f"the model does not know the classes {sorted(map(str, unknown))}")
+    labels = np.array([clf.classes.index(lab or "") for lab in data.labels])
+    rule = TrustRule.of(clf)
+    result = assess(clf.net, rule, data.images, data.stats, batch_size)
+    metrics = classification_metrics(labels, result.probs, clf.classes)
+    metrics["trust"], arrays = labelled_trust(result, labels, rule.temperature, rule.method)
+    return metrics, result, arrays
 
 
 def run_evaluation(cfg: EvaluateConfig, settings: Settings) -> dict[str, Any]:
@@ -135,19 +160,14 @@ def run_evaluation(cfg: EvaluateConfig, settings: Settings) -> dict[str, Any]:
         metrics["model"] = str(model_path)
         (Path(cfg.out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics
-    data = _load(cfg, clf.image_size)
+    data = load_class_folders(Path(cfg.data_dir), clf.image_size) if cfg.split_file is None \
+        else load_part(Path(cfg.data_dir), SplitTable.load(cfg.split_file), cfg.part,
+                       clf.image_size)
     if not data.paths:
         raise DataError("none of the images could be read", "see the skipped files above")
-    unknown = {lab for lab in data.labels if lab not in clf.classes}
-    if unknown:
-        raise DataError(f"the model does not know the classes {sorted(map(str, unknown))}")
-    y_model = np.array([clf.classes.index(data.labels[i] or "") for i in range(len(data.paths))])
-    rule = TrustRule.of(clf)
-    result = assess(clf.net, rule, data.images, data.stats, cfg.batch_size)
+    metrics, result, arrays = labelled_evaluation(clf, data, cfg.batch_size)
     probs = result.probs
-    metrics = classification_metrics(y_model, probs, clf.classes)
-    trust, arrays = labelled_trust(result, y_model, rule.temperature)
-    metrics["trust"] = trust
+    y_model = np.array([clf.classes.index(lab or "") for lab in data.labels])
     metrics["model"] = str(model_path)
     metrics["data"] = str(cfg.data_dir)
     metrics["part"] = cfg.part if cfg.split_file else "all"
@@ -161,7 +181,8 @@ def run_evaluation(cfg: EvaluateConfig, settings: Settings) -> dict[str, Any]:
                                         "uncertainty": result.uncertainty,
                                         "distance": result.distance})
     plot_reliability(arrays["before"], arrays["after"], clf.temperature, out / "reliability.png")
-    plot_risk_coverage({rule.method: arrays["rc"]}, out / "risk_coverage.png", title)
+    plot_risk_coverage({metrics["trust"]["uncertainty_method"]: arrays["rc"]},
+                       out / "risk_coverage.png", title)
     wrong = np.flatnonzero(probs.argmax(1) != y_model)
     wrong = wrong[np.argsort(-probs[wrong].max(axis=1))][:cfg.gallery_size]
     cam_gallery(clf, data.images[wrong], y_model[wrong], probs[wrong],

@@ -35,20 +35,23 @@ from mrimaster.trust.referral import Assessment, TrustRule, assess  # noqa: E402
 from mrimaster.trust.report import presence_trust  # noqa: E402
 
 
-def tumour_cams(clf: Classifier, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Grad-CAM (default layer) of the most probable *tumour* class, input-sized.
+def tumour_cams(clf: Classifier, images: np.ndarray, probs: np.ndarray, batch_size: int = 32
+                ) -> np.ndarray:
+    """Grad-CAM (default layer) of each image's most probable *tumour* class, input-sized.
+
+    Args:
+        probs: ``(N, C)`` the images' class probabilities (which tumour class to explain).
 
     Returns:
         ``(N, S, S)`` float32 >= 0.
     """
-    tumour = [i for i, c in enumerate(clf.classes) if c != "no_tumor"]
+    tumour = np.array([i for i, c in enumerate(clf.classes) if c != "no_tumor"])
+    targets = tumour[probs[:, tumour].argmax(1)]
     out = []
-    for start in range(0, len(images), batch_size):
-        x = eval_batch(images[start:start + batch_size])
-        with GradCAM(clf.net) as cam:
-            logits = cam(x).logits  # first pass: which tumour class to explain
-            target = [tumour[int(k)] for k in logits[:, tumour].argmax(1)]
-            out.append(cam(x, target).upsampled)
+    with GradCAM(clf.net) as cam:
+        for start in range(0, len(images), batch_size):
+            x = eval_batch(images[start:start + batch_size])
+            out.append(cam(x, [int(t) for t in targets[start:start + batch_size]]).upsampled)
     return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:], np.float32)
 
 
@@ -129,7 +132,7 @@ def evaluate_presence(clf: Classifier, data_dir: Path, split_file: Path | None =
                                "part": part if split_file else "all",
                                **presence_trust(result, clf.classes)}
     originals = [load_grayscale(p) for p in slices.paths]
-    cams = tumour_cams(clf, slices.images)
+    cams = tumour_cams(clf, slices.images, result.probs)
     maps = [to_original_grid(c, slice_geometry(g), g.shape) for c, g in zip(cams, originals,
                                                                              strict=True)]
     boxes = [scan.boxes.get(p) for p in slices.paths]

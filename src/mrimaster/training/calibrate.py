@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from mrimaster.config import load_config
-from mrimaster.data.labels import CLASSES
 from mrimaster.errors import DataError, ModelError, MRIMasterError
 from mrimaster.inference.forward import predict_logits_and_features, softmax
 from mrimaster.models.checkpoint import load_classifier, resolve_model_path, save_classifier
@@ -182,5 +181,3 @@ def run_calibration(cfg: CalibrateConfig, settings: Settings) -> dict[str, Any]:
              100 * clf.referral["val_coverage"])
     return report
 
-
-__all__ = ["CLASSES", "CalibrateConfig", "run_calibration"]

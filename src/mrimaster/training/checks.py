@@ -28,7 +28,7 @@ from mrimaster.config import load_config
 from mrimaster.data.folders import load_slices
 from mrimaster.data.images import prepare_slice, raw_stats
 from mrimaster.data.splits import SHIFT_PART, SplitTable
-from mrimaster.evaluation.metrics import classification_metrics
+from mrimaster.evaluation.evaluate import labelled_evaluation, load_part
 from mrimaster.evaluation.presence import evaluate_presence
 from mrimaster.inference.forward import predict_logits
 from mrimaster.models.checkpoint import Classifier, load_classifier
@@ -36,7 +36,7 @@ from mrimaster.settings import Settings
 from mrimaster.training.config import TrainConfig
 from mrimaster.training.data import under_root
 from mrimaster.trust.referral import TrustRule, assess
-from mrimaster.trust.report import labelled_trust, status_counts
+from mrimaster.trust.report import status_counts
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +101,6 @@ def check_ood(clf: Classifier, rule: TrustRule) -> dict[str, Any]:
     return {"n": len(per), "status": status_counts(result), "probes": per}
 
 
-def check_labelled(clf: Classifier, rule: TrustRule, data_dir: Path, table: SplitTable,
-                   part: str) -> dict[str, Any] | None:
-    """Classification and trust metrics on one part of the split (``None`` if empty)."""
-    rows = table.indices(part)
-    if not rows:
-        return None
-    slices = load_slices([data_dir / table.paths[i] for i in rows],
-                         [table.labels[i] for i in rows], clf.image_size, progress=False)
-    labels = np.array([clf.classes.index(lab or "") for lab in slices.labels])
-    result = assess(clf.net, rule, slices.images, slices.stats)
-    metrics = classification_metrics(labels, result.probs, clf.classes)
-    metrics["trust"] = labelled_trust(result, labels, rule.temperature)[0]
-    return metrics
-
-
 def measure_cost(clf: Classifier, rule: TrustRule, images: np.ndarray, repeats: int = 3
                  ) -> dict[str, float]:
     """Milliseconds per image of one forward pass and of :func:`assess` (forward pass, input
@@ -157,9 +142,9 @@ def run_checks(run_dir: Path, settings: Settings, model_path: Path | None = None
     table = SplitTable.load(run_dir / "split.csv")
     report: dict[str, Any] = {"model": str(model_path), "model_sha256": file_sha256(model_path)}
     for key, part in (("in_source", "test"), ("source_held_out", SHIFT_PART)):
-        result = check_labelled(clf, rule, data_dir, table, part)
-        if result is not None:
-            report[key] = result
+        if table.indices(part):
+            data = load_part(data_dir, table, part, clf.image_size, progress=False)
+            report[key] = labelled_evaluation(clf, data)[0]
     if cfg.presence_dir and cfg.presence_split:
         report["presence"] = evaluate_presence(
             clf, under_root(Path(cfg.presence_dir), settings), Path(cfg.presence_split),

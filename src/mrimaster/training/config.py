@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrimaster.data.splits import SPLIT_THRESHOLD
+from mrimaster.data.hashing import DEFAULT_THRESHOLD
 from mrimaster.data.transforms import AUGMENT_PRESETS
 from mrimaster.errors import ConfigError
 from mrimaster.models.registry import get_spec
@@ -71,7 +71,7 @@ class TrainConfig:
     seed: int = 0
     split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.15, 0.15])
     split_file: Path | None = None
-    dedup_threshold: int = SPLIT_THRESHOLD
+    dedup_threshold: int = DEFAULT_THRESHOLD
     presence_dir: Path | None = None
     presence_split: Path | None = None
     presence_weight: float = 1.0

@@ -25,14 +25,15 @@ def status_counts(assessment: Assessment) -> dict[str, int]:
     return {s: assessment.status.count(s) for s in STATUSES}
 
 
-def labelled_trust(assessment: Assessment, labels: np.ndarray, temperature: float
-                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+def labelled_trust(assessment: Assessment, labels: np.ndarray, temperature: float,
+                   method: str = "softmax") -> tuple[dict[str, Any], dict[str, Any]]:
     """Calibration before/after scaling, selective prediction and the referral's effect.
 
     Args:
         assessment: From :func:`mrimaster.trust.referral.assess`.
         labels: ``(N,)`` true class indices.
         temperature: The temperature the assessment used.
+        method: The uncertainty estimator it used.
 
     Returns:
         ``(report, arrays)``: the JSON-ready report, and ``before``/``after`` calibration and
@@ -49,6 +50,7 @@ def labelled_trust(assessment: Assessment, labels: np.ndarray, temperature: floa
         "temperature": temperature,
         "calibration_before": {k: v for k, v in before.items() if k != "bins"},
         "calibration_after": {k: v for k, v in after.items() if k != "bins"},
+        "uncertainty_method": method,
         "risk_coverage": strip_curve(rc),
         "status": status_counts(assessment),
         "coverage": float(kept.mean()) if len(kept) else 0.0,
