@@ -1,16 +1,18 @@
-"""Segmentation speed on this CPU: seconds per 240x240x155 case for ``seg predict`` (load,
-preprocess, sliding-window inference, writing seg.nii.gz, volumes.json and PNGs) and peak
-resident memory.
+"""Segmentation on this CPU, per runtime: ``mrimaster seg predict`` end to end (fresh process:
+imports, model load, NIfTI read, sliding window, writing seg.nii.gz, volumes.json and PNGs),
+median of ``--repeats`` cold runs, peak memory, and each runtime's Dice per region against the
+reference and against the PyTorch fp32 path's labels.
 
-    python benchmarks/bench_segment.py --case DIR [--model default] [--repeats 2]
+    MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/bench_segment.py \\
+        --case ../shared/datasets/brats-mini/deepmedic-brats2015/test/brats_2013_pat0001_1
 
-Each repeat runs in a fresh process so that peak memory is per run.
+Compare rows only within one run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -18,46 +20,64 @@ import tempfile
 import time
 from pathlib import Path
 
-CHILD = """
-import json, resource, sys, time
-from pathlib import Path
-t0 = time.perf_counter()
+import nibabel as nib
+import numpy as np
+
+from mrimaster.inference.onnx_runtime import engine_problem
 from mrimaster.segmentation.cases import find_case
-from mrimaster.segmentation.infer import segment_case
-from mrimaster.segmentation.model import load_segmenter, resolve_segmenter
-from mrimaster.settings import load_settings
-seg = load_segmenter(resolve_segmenter(sys.argv[1], load_settings().models_dir))
-t1 = time.perf_counter()
-segment_case(seg, find_case(Path(sys.argv[2])), Path(sys.argv[3]))
-t2 = time.perf_counter()
-print(json.dumps({"import_load_s": t1 - t0, "segment_s": t2 - t1,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
-"""
+from mrimaster.segmentation.labels import REGIONS, to_regions
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+
+
+def _regions(path: Path) -> np.ndarray:
+    labels = np.asarray(nib.load(str(path)).dataobj).astype(np.int16)
+    return to_regions(labels, "brats2021")[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", type=Path, required=True)
     parser.add_argument("--model", default="default")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    import torch
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; case {args.case}")
-    runs = []
-    for i in range(args.repeats):
-        with tempfile.TemporaryDirectory() as out:
-            start = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", CHILD, args.model, str(args.case), out],
-                                  capture_output=True, text=True, check=True)
-            wall = time.perf_counter() - start
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-        result["process_wall_s"] = wall
-        runs.append(result)
-        print(f"run {i + 1}: segment {result['segment_s']:.1f} s (whole process "
-              f"{wall:.1f} s), peak memory {result['peak_rss_mb']:.0f} MB", flush=True)
-    print(f"median seconds per case (segment_case): "
-          f"{statistics.median(r['segment_s'] for r in runs):.1f}")
+    case = find_case(args.case)
+    reference = None
+    if case.seg is not None:
+        ref_labels = np.asarray(nib.load(str(case.seg)).dataobj).astype(np.int16)
+        reference, known = to_regions(ref_labels, case.convention)
+    runtimes = ["torch"] + [r for r, v in (("onnx", "onnx-fp32"), ("openvino", "openvino-bf16"))
+                            if engine_problem(v) is None] + ["auto"]
+    print(f"case {args.case}; model {args.model}; {args.repeats} cold runs per runtime")
+    base = None
+    torch_regions = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for runtime in runtimes:
+            out = Path(tmp) / runtime
+            walls = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "mrimaster.cli.main", "-q", "seg",
+                                "predict", "--model", args.model, "--runtime", runtime,
+                                "--case", str(args.case), "--out", str(out)], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                walls.append(time.perf_counter() - start)
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            median = statistics.median(walls)
+            base = base or median
+            regions = _regions(out / "seg.nii.gz")
+            torch_regions = torch_regions if torch_regions is not None else regions
+            cells = []
+            for k, name in enumerate(REGIONS):
+                vs_torch = _dice(regions[k], torch_regions[k])
+                vs_ref = (f"{_dice(regions[k], reference[k]):.4f}"
+                          if reference is not None and known[k] else "-")
+                cells.append(f"{name} {vs_ref} (vs torch {vs_torch:.4f})")
+            print(f"{runtime:<9} {median:6.2f} s  x torch {base / median:5.2f}  "
+                  f"peak so far {peak:5.0f} MB  Dice: " + ", ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

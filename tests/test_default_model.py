@@ -14,8 +14,11 @@ from mrimaster.data.splits import SHIFT_PART, SplitTable
 from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.evaluation.presence import evaluate_presence
 from mrimaster.explain.sanity import randomization_check
+from mrimaster.inference.loading import load_for_inference
+from mrimaster.inference.onnx_runtime import VARIANTS, variant_problem
 from mrimaster.inference.predict import predict_files
-from mrimaster.models.checkpoint import Classifier, load_classifier, resolve_model_path
+from mrimaster.models.checkpoint import Classifier, load_classifier
+from mrimaster.models.paths import resolve_model_path
 from mrimaster.settings import load_settings
 from mrimaster.training.checks import ood_probes
 from mrimaster.trust.referral import Assessment, TrustRule, assess
@@ -41,7 +44,7 @@ def _part(clf: Classifier, data_root: Path, part: str
                          clf.image_size, progress=False)
     assert not slices.skipped
     labels = np.array([clf.classes.index(lab or "") for lab in slices.labels])
-    result = assess(clf.net, TrustRule.of(clf), slices.images, slices.stats)
+    result = assess(clf.runtime, TrustRule.of(clf), slices.images, slices.stats)
     return labels, result, labelled_trust(result, labels, clf.temperature)[0]
 
 
@@ -99,10 +102,12 @@ def _not_mri(tmp: Path) -> list[Path]:
     return paths
 
 
+@pytest.mark.parametrize("runtime", ["torch", "auto"])
 def test_photos_noise_blank_and_tiny_images_are_never_given_a_confident_class(
-        clf: Classifier, tmp_path: Path) -> None:
+        tmp_path: Path, runtime: str) -> None:
+    model = load_for_inference("default", load_settings().models_dir, runtime)
     paths = _not_mri(tmp_path)
-    rows, skipped = predict_files(clf, paths)
+    rows, skipped = predict_files(model, paths)
     assert not skipped and len(rows) == len(paths)
     accepted = [(r["path"], r["prediction"], r["confidence"]) for r in rows if r["status"] == "ok"]
     assert accepted == []
@@ -129,3 +134,32 @@ def test_default_model_gradcam_depends_on_the_weights(clf: Classifier, data_root
     report = randomization_check(clf.net, slices.images)
     assert len(report["spearman"]) == 16
     assert report["mean_spearman"] < 0.5
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_validated_fast_variant_agrees_with_torch_on_the_held_out_part(
+        variant: str, in_source: tuple, data_root: Path) -> None:
+    """What ``--runtime auto`` may run: recomputed here, not read from ``onnx.json``. A variant
+    the export did not keep has no trust file; then there is nothing to check."""
+    trust = MODEL_DIR / VARIANTS[variant].trust
+    exported = json.loads((MODEL_DIR / "onnx.json").read_text())["variants"][variant]
+    assert trust.is_file() == exported["kept"]
+    if not exported["kept"]:
+        return
+    assert variant_problem(MODEL_DIR, variant) is None
+    from mrimaster.inference.onnx_runtime import load_variant
+
+    fast = load_variant(MODEL_DIR, variant)
+    labels, torch_result, _ = in_source
+    table = SplitTable.load(MODEL_DIR / "split.csv")
+    rows = table.indices("test")
+    slices = load_slices([data_root / "sartaj-training" / table.paths[i] for i in rows], None,
+                         fast.image_size, progress=False)
+    result = assess(fast.runtime, TrustRule.of(fast), slices.images, slices.stats)
+    agree = (result.probs.argmax(1) == torch_result.probs.argmax(1)).mean()
+    assert agree >= 0.99
+    f1 = classification_metrics(labels, result.probs, fast.classes)["macro_f1"]
+    torch_f1 = classification_metrics(labels, torch_result.probs, fast.classes)["macro_f1"]
+    assert torch_f1 - f1 <= 0.005
+    assert np.mean([a == b for a, b in zip(result.status, torch_result.status, strict=True)]
+                   ) >= 0.99

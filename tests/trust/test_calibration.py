@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mrimaster.inference.forward import softmax
+from mrimaster.inference.runtime import softmax
 from mrimaster.trust.calibration import calibration_metrics, fit_temperature
 
 

@@ -28,6 +28,7 @@ def test_assess_rejects_what_a_broken_model_outputs_and_skips_checks_it_cannot_r
     from torch import nn
 
     from mrimaster.data.images import raw_stats
+    from mrimaster.inference.forward import TorchRuntime
     from mrimaster.trust.referral import BROKEN, assess
     from tests.conftest import synthetic_slice
 
@@ -42,9 +43,9 @@ def test_assess_rejects_what_a_broken_model_outputs_and_skips_checks_it_cannot_r
 
     images = np.stack([synthetic_slice(i, 64) for i in range(2)])
     stats = [raw_stats(np.repeat(im[..., None], 3, 2)) for im in images]
-    broken = assess(Net(float("nan")), TrustRule(threshold=0.5), images, stats)
+    broken = assess(TorchRuntime(Net(float("nan"))), TrustRule(threshold=0.5), images, stats)
     assert broken.status == ["reject", "reject"] and broken.reason == [BROKEN, BROKEN]
-    fine = assess(Net(1.0), TrustRule(threshold=None), images, stats)
+    fine = assess(TorchRuntime(Net(1.0)), TrustRule(threshold=None), images, stats)
     assert fine.status == ["ok", "ok"] and np.isnan(fine.distance).all()
     tiny = [raw_stats(np.zeros((8, 8, 3), np.uint8))] * 2
-    assert assess(Net(1.0), TrustRule(), images, tiny).status == ["reject", "reject"]
+    assert assess(TorchRuntime(Net(1.0)), TrustRule(), images, tiny).status == ["reject", "reject"]

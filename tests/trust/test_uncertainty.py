@@ -36,7 +36,7 @@ def test_threshold_meets_the_target_error() -> None:
 def test_uncertainty_estimators_leave_the_weights_untouched() -> None:
     import torch
 
-    from mrimaster.inference.forward import predict_logits_and_features
+    from mrimaster.inference.forward import TorchRuntime
     from mrimaster.models.registry import build_model
     from mrimaster.trust.uncertainty import UNCERTAINTY_METHODS, uncertainty
     from tests.conftest import synthetic_slice
@@ -44,10 +44,10 @@ def test_uncertainty_estimators_leave_the_weights_untouched() -> None:
     net = build_model("efficientnet-lite0", 4, pretrained=False, image_size=64).eval()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     images = np.stack([synthetic_slice(i, 64) for i in range(3)])
-    probs = np.full((3, 4), 0.25)
-    _, feats = predict_logits_and_features(net, images)
+    runtime = TorchRuntime(net)
+    logits, feats = runtime.forward(images)
     for method in UNCERTAINTY_METHODS:
-        unc = uncertainty(method, net, images, 1.0, probs, feats)
+        unc = uncertainty(method, runtime, images, 1.0, logits, feats)
         assert unc.shape == (3,) and ((unc >= 0) & (unc < 1)).all()
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -83,7 +83,7 @@ def test_threshold_is_the_largest_that_meets_the_target(seed: int) -> None:
 
 
 def test_mc_dropout_is_per_image_reproducible_and_independent_of_the_batch() -> None:
-    from mrimaster.inference.forward import predict_logits_and_features, softmax
+    from mrimaster.inference.forward import TorchRuntime
     from mrimaster.models.registry import build_model
     from mrimaster.trust.uncertainty import uncertainty
     from tests.conftest import synthetic_slice
@@ -94,12 +94,50 @@ def test_mc_dropout_is_per_image_reproducible_and_independent_of_the_batch() -> 
     torch.manual_seed(torch_seed)
     net = build_model("efficientnet-lite0", 4, pretrained=False, image_size=64).eval()
     images = np.stack([synthetic_slice(i, 64, i % 4) for i in range(5)])
-    logits, feats = predict_logits_and_features(net, images)
-    probs = softmax(logits)
-    full = uncertainty("mc-dropout", net, images, 1.0, probs, feats)
-    again = uncertainty("mc-dropout", net, images, 1.0, probs, feats)
+    runtime = TorchRuntime(net)
+    logits, feats = runtime.forward(images)
+    full = uncertainty("mc-dropout", runtime, images, 1.0, logits, feats)
+    again = uncertainty("mc-dropout", runtime, images, 1.0, logits, feats)
     np.testing.assert_array_equal(full, again)
     order = [3, 0, 4]
-    part = uncertainty("mc-dropout", net, images[order], 1.0, probs[order], feats[order])
+    part = uncertainty("mc-dropout", runtime, images[order], 1.0, logits[order], feats[order])
     np.testing.assert_allclose(part, full[order], rtol=1e-12)
     assert image_seed(images[0]) != image_seed(images[1])
+
+
+class _CountingRuntime:
+    """A runtime whose logits are a fixed function of the image, counting its passes."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.images = 0
+
+    def forward(self, images: np.ndarray, batch_size: int = 64
+                ) -> tuple[np.ndarray, np.ndarray]:
+        self.images += len(images)
+        x = images.astype(np.float64)
+        half = x.shape[2] // 2
+        left, right = x[:, :, :half].mean((1, 2)), x[:, :, half:].mean((1, 2))
+        logits = np.stack([left / 40, right / 40, 0 * left, 0 * left], 1).astype(np.float32)
+        return logits, np.ones((len(images), 8), np.float32)
+
+    def head(self) -> None:  # pragma: no cover - not used by the augmentation estimators
+        raise AssertionError
+
+
+@pytest.mark.parametrize("method", ["softmax", "flip", "tta"])
+def test_each_estimator_costs_the_passes_it_declares(method: str) -> None:
+    from mrimaster.inference.runtime import softmax
+    from mrimaster.trust.uncertainty import PASSES, uncertainty
+
+    images = np.zeros((3, 16, 16), np.uint8)
+    images[:, :, :8] = np.array([40, 120, 200], np.uint8)[:, None, None]  # bright left half
+    runtime = _CountingRuntime()
+    logits, feats = runtime.forward(images)
+    unc = uncertainty(method, runtime, images, 1.0, logits, feats)
+    assert runtime.images == PASSES[method] * len(images)
+    if method == "flip":  # mean of the image and its mirror: the two halves swap
+        mirrored, _ = runtime.forward(images[:, :, ::-1])
+        expected = 1 - ((softmax(logits) + softmax(mirrored)) / 2).max(1)
+        np.testing.assert_allclose(unc, expected)

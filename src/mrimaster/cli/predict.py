@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mrimaster.inference.runtime import RUNTIMES
 from mrimaster.settings import Settings
 
 
@@ -20,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--output", type=Path, help="write to this file instead of the screen")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="inference engine (default auto: the fastest validated ONNX variant "
+                   "whose engine is installed, else torch)")
     p.set_defaults(handler=run)
 
 
@@ -53,15 +57,17 @@ def _render(rows: list[dict[str, Any]], fmt: str) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.inference.loading import load_for_inference
     from mrimaster.inference.predict import predict_files
-    from mrimaster.models.checkpoint import load_classifier, resolve_model_path
 
-    clf = load_classifier(resolve_model_path(args.model, settings.models_dir))
-    rows, skipped = predict_files(clf, args.paths, args.batch_size)
+    clf = load_for_inference(args.model, settings.models_dir, args.runtime)
+    rows, skipped = predict_files(clf, args.paths, args.batch_size,
+                                  progress=sys.stderr.isatty())
     text = _render(rows, args.format)
     if args.output:
         args.output.write_text(text)
-        print(f"{len(rows)} predictions written to {args.output}")
+        print(f"{len(rows)} predictions written to {args.output} "
+              f"(runtime {clf.runtime.name})")
     else:
         sys.stdout.write(text)
     for item in skipped:

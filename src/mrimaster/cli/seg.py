@@ -1,11 +1,15 @@
-"""``mrimaster seg train|predict|evaluate``."""
+"""``mrimaster seg train|predict|evaluate|export|export-onnx``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from mrimaster.inference.runtime import RUNTIMES
 from mrimaster.settings import Settings
+
+RUNTIME_HELP = ("inference engine (default auto: the fastest validated variant of the model's "
+                "ONNX export whose engine is installed, else torch + MONAI)")
 
 
 def _case_args(p: argparse.ArgumentParser) -> None:
@@ -32,12 +36,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--model", default="default", help="run folder, model.pt, or 'default'")
     _case_args(pr)
     pr.add_argument("--out", type=Path, required=True)
+    pr.add_argument("--runtime", choices=RUNTIMES, default="auto", help=RUNTIME_HELP)
     pr.set_defaults(handler=run_predict)
     ev = seg_sub.add_parser("evaluate", help="Dice and HD95 per region on labelled cases")
     ev.add_argument("--model", default="default")
     _case_args(ev)
     ev.add_argument("--out", type=Path, required=True)
+    ev.add_argument("--runtime", choices=RUNTIMES, default="auto", help=RUNTIME_HELP)
     ev.set_defaults(handler=run_evaluate)
+    ox = seg_sub.add_parser("export-onnx", help="export a model folder's U-Net to ONNX and "
+                            "validate each engine on labelled cases (writes model.onnx and "
+                            "model.onnx.json into the folder)")
+    ox.add_argument("--model", required=True, help="model or run folder (not `default`)")
+    _case_args(ox)
+    ox.set_defaults(handler=run_export_onnx)
     ex = seg_sub.add_parser("export", help="copy a run and its held-out evaluation into a "
                             "shipped model folder with a model card")
     ex.add_argument("run_dir", type=Path)
@@ -73,9 +85,9 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_predict(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.segmentation.infer import segment_case
-    from mrimaster.segmentation.model import load_segmenter, resolve_segmenter
+    from mrimaster.segmentation.runtime import load_segmenter_for_inference
 
-    seg = load_segmenter(resolve_segmenter(args.model, settings.models_dir))
+    seg = load_segmenter_for_inference(args.model, settings.models_dir, args.runtime)
     cases = _cases(args)
     for case in cases:
         out = args.out if len(cases) == 1 else args.out / case.name
@@ -87,9 +99,9 @@ def run_predict(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.segmentation.evaluate import evaluate_cases, markdown_table, write_evaluation
-    from mrimaster.segmentation.model import load_segmenter, resolve_segmenter
+    from mrimaster.segmentation.runtime import load_segmenter_for_inference
 
-    seg = load_segmenter(resolve_segmenter(args.model, settings.models_dir))
+    seg = load_segmenter_for_inference(args.model, settings.models_dir, args.runtime)
     metrics = evaluate_cases(seg, _cases(args))
     write_evaluation(metrics, args.out)
     print(markdown_table(metrics), end="")
@@ -102,4 +114,21 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
 
     command = args.command or f"mrimaster seg train --config {args.run_dir / 'config.yaml'}"
     print(f"exported to {export_seg_run(args.run_dir, args.evaluation, args.out, command)}")
+    return 0
+
+
+def run_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.errors import ModelError
+    from mrimaster.segmentation.model import load_segmenter
+    from mrimaster.segmentation.onnx_export import export_segmenter
+
+    if args.model == "default":
+        raise ModelError("refusing to write into the shipped default model implicitly",
+                         "name its folder explicitly: --model models/seg-default")
+    path = Path(args.model)
+    path = path / "model.pt" if path.is_dir() else path
+    report = export_segmenter(load_segmenter(path), path, _cases(args))
+    for name, v in report["variants"].items():
+        why = v.get("why") or f"largest Dice difference {v['largest_dice_difference']:.4f}"
+        print(f"{name:<14} {'kept' if v['kept'] else 'not kept'}: {why}")
     return 0

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mrimaster.config import load_config
 from mrimaster.settings import Settings
-from mrimaster.training.config import TrainConfig
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("run_dir", type=Path, help="run folder of `mrimaster train`")
     ex.add_argument("--out", type=Path, required=True, help="model folder to write")
     ex.add_argument("--command", default="", help="training command to record in the card")
+    ex.add_argument("--no-onnx", dest="onnx", action="store_false",
+                    help="skip the ONNX export and its checks (needs the run's data)")
     ex.set_defaults(handler=run_export)
     c = sub.add_parser("calibrate", help="fit temperature, uncertainty, out-of-distribution "
                        "distance and referral on a run's own split, then run its checks "
@@ -81,12 +81,14 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command
     if not command:
         command = f"mrimaster train --config {args.run_dir / 'config.yaml'}"
-    out = export_run(args.run_dir, args.out, command)
+    out = export_run(args.run_dir, args.out, command, settings if args.onnx else None)
     print(f"exported to {out}")
     return 0
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.config import load_config
+    from mrimaster.training.config import TrainConfig
     from mrimaster.training.train import run_training
 
     config_path = args.config

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 import shutil
 import tempfile
@@ -16,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mrimaster.errors import DataError
+from mrimaster.models.paths import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,6 @@ def load_manifest(source: DatasetSource) -> dict[str, tuple[int, str]]:
     return {r["path"]: (int(r["size"]), r["sha256"]) for r in csv.DictReader(text.splitlines())}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_folder(folder: Path, manifest: dict[str, tuple[int, str]]) -> list[str]:
     """Problems found comparing ``folder`` with ``manifest`` (missing or altered files)."""
     problems = []
@@ -78,7 +70,7 @@ def verify_folder(folder: Path, manifest: dict[str, tuple[int, str]]) -> list[st
         path = folder / rel
         if not path.is_file():
             problems.append(f"missing {rel}")
-        elif path.stat().st_size != size or _sha256(path) != sha:
+        elif path.stat().st_size != size or file_sha256(path) != sha:
             problems.append(f"checksum mismatch {rel}")
     return problems
 

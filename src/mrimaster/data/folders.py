@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,23 +126,39 @@ def collect_image_paths(inputs: Iterable[Path]) -> tuple[list[Path], list[Skippe
     return paths, skipped
 
 
+def _decode(path: Path, size: int) -> tuple[np.ndarray, RawStats] | ImageLoadError:
+    try:
+        gray, raw = load_slice_file(path)
+    except ImageLoadError as exc:
+        return exc
+    return prepare_slice(gray, size), raw
+
+
 def load_slices(paths: list[Path], labels: list[str | None] | None, size: int,
-                progress: bool = True, skipped: list[Skipped] | None = None) -> SliceSet:
-    """Decode and preprocess images; undecodable files are skipped and reported, not fatal."""
+                progress: bool = True, skipped: list[Skipped] | None = None,
+                workers: int | None = None) -> SliceSet:
+    """Decode and preprocess images; undecodable files are skipped and reported, not fatal.
+
+    Files are decoded by ``workers`` threads (default: one per CPU core, at most 8): Pillow
+    and NumPy release the GIL while decoding and resizing, so both cores of a small machine
+    work. The order of the result is the order of ``paths``.
+    """
     skipped = list(skipped or [])
     labels_in: list[str | None] = list(labels) if labels is not None else [None] * len(paths)
     images, kept_paths, kept_labels, stats = [], [], [], []
-    for path, label in tqdm(list(zip(paths, labels_in, strict=True)), desc="decoding",
-                            unit="img", disable=None if progress else True, leave=False):
-        try:
-            gray, raw = load_slice_file(path)
-        except ImageLoadError as exc:
-            skipped.append(Skipped(path, exc.message))
-            continue
-        images.append(prepare_slice(gray, size))
-        stats.append(raw)
-        kept_paths.append(path)
-        kept_labels.append(label)
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        decoded = pool.map(lambda p: _decode(p, size), paths)
+        for path, label, out in tqdm(zip(paths, labels_in, decoded, strict=True),
+                                     total=len(paths), desc="decoding", unit="img",
+                                     disable=None if progress else True, leave=False):
+            if isinstance(out, ImageLoadError):
+                skipped.append(Skipped(path, out.message))
+                continue
+            images.append(out[0])
+            stats.append(out[1])
+            kept_paths.append(path)
+            kept_labels.append(label)
     for item in skipped:
         log.warning("skipped %s: %s", item.path, item.reason)
     array = np.stack(images) if images else np.zeros((0, size, size), np.uint8)

@@ -14,6 +14,22 @@ from mrimaster.errors import ImageLoadError
 Image.MAX_IMAGE_PIXELS = 100_000_000
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def model_input(images: np.ndarray) -> np.ndarray:
+    """``(B, S, S)`` uint8 prepared slices -> ``(B, 3, S, S)`` float32 network input.
+
+    Scaled to [0, 1], copied to three channels and ImageNet-normalised (the networks start from
+    ImageNet weights). NumPy only, so the ONNX Runtime path needs no torch.
+    """
+    x = np.asarray(images, dtype=np.float32)[:, None] / np.float32(255.0)
+    mean = np.asarray(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(IMAGENET_STD, np.float32).reshape(1, 3, 1, 1)
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
 def image_suffixes() -> frozenset[str]:
     """Lower-case file suffixes Pillow can read (``.jpg``, ``.png``, ``.dcm`` is not among them)."""
     Image.init()

@@ -20,8 +20,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms import v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from mrimaster.data.images import IMAGENET_MEAN, IMAGENET_STD, model_input
 
 
 def normalize(batch: Tensor) -> Tensor:
@@ -33,8 +32,7 @@ def normalize(batch: Tensor) -> Tensor:
 
 def eval_batch(images: np.ndarray) -> Tensor:
     """``(B, S, S)`` uint8 -> ``(B, 3, S, S)`` float32 model input (no randomness)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).float().div_(255.0)
-    return normalize(x)
+    return torch.from_numpy(model_input(images))
 
 
 class RandomGamma(torch.nn.Module):

@@ -18,12 +18,12 @@ from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.evaluation.plots import plot_confusion, plot_gallery
 from mrimaster.evaluation.presence import evaluate_presence
 from mrimaster.explain.figures import cam_gallery
-from mrimaster.models.checkpoint import Classifier, load_classifier, resolve_model_path
+from mrimaster.models.checkpoint import Classifier, load_classifier
+from mrimaster.models.paths import resolve_model_path
 from mrimaster.settings import Settings
-from mrimaster.trust.calibration import plot_reliability
+from mrimaster.trust.figures import plot_reliability, plot_risk_coverage
 from mrimaster.trust.referral import Assessment, TrustRule, assess
 from mrimaster.trust.report import labelled_trust
-from mrimaster.trust.uncertainty import plot_risk_coverage
 
 
 @dataclass
@@ -134,7 +134,7 @@ def labelled_evaluation(clf: Classifier, data: SliceSet, batch_size: int = 64
         raise DataError(f"the model does not know the classes {sorted(map(str, unknown))}")
     labels = np.array([clf.classes.index(lab or "") for lab in data.labels])
     rule = TrustRule.of(clf)
-    result = assess(clf.net, rule, data.images, data.stats, batch_size)
+    result = assess(clf.runtime, rule, data.images, data.stats, batch_size)
     metrics = classification_metrics(labels, result.probs, clf.classes)
     metrics["trust"], arrays = labelled_trust(result, labels, rule.temperature, rule.method)
     return metrics, result, arrays

@@ -127,7 +127,7 @@ def evaluate_presence(clf: Classifier, data_dir: Path, split_file: Path | None =
     if not slices.paths:
         raise DataError(f"none of the images in {data_dir} could be read")
     rule = TrustRule.of(clf)
-    result: Assessment = assess(clf.net, rule, slices.images, slices.stats, batch_size)
+    result: Assessment = assess(clf.runtime, rule, slices.images, slices.stats, batch_size)
     metrics: dict[str, Any] = {"data": str(data_dir), "split_file": str(split_file or ""),
                                "part": part if split_file else "all",
                                **presence_trust(result, clf.classes)}

@@ -15,8 +15,9 @@ from mrimaster.errors import MRIMasterError
 from mrimaster.explain.cam import conv_layers, default_layer, get_cam, resolve_layer
 from mrimaster.explain.figures import save_layer_figure, save_overlay
 from mrimaster.explain.sanity import randomization_check
-from mrimaster.inference.forward import softmax
-from mrimaster.models.checkpoint import load_classifier, resolve_model_path
+from mrimaster.inference.runtime import softmax
+from mrimaster.models.checkpoint import load_classifier
+from mrimaster.models.paths import resolve_model_path
 from mrimaster.settings import Settings
 
 

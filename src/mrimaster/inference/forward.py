@@ -1,7 +1,8 @@
-"""Forward passes on preprocessed slices: logits, penultimate features, softmax.
+"""PyTorch forward passes on preprocessed slices: logits and penultimate features.
 
-The lowest layer of inference: :mod:`mrimaster.trust` and :mod:`mrimaster.inference.predict`
-both build on it, so it imports neither.
+:class:`TorchRuntime` is the torch implementation of
+:class:`mrimaster.inference.runtime.Runtime`; :mod:`mrimaster.trust` builds on that interface and
+imports nothing from here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from torch import Tensor, nn
 
 from mrimaster.data.transforms import eval_batch
 from mrimaster.errors import ModelError
+from mrimaster.inference.runtime import Head
 
 
 def head_layer(net: nn.Module) -> nn.Linear:
@@ -84,9 +86,27 @@ def predict_logits_and_features(net: nn.Module, images: np.ndarray, batch_size: 
     return logits, feats
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature``; ``(N, C)`` float64 rows summing to 1."""
-    z = logits.astype(np.float64) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def head_of(net: nn.Module) -> Head:
+    """The network's :class:`~mrimaster.inference.runtime.Head` as NumPy arrays."""
+    head = head_layer(net)
+    rates = [m.p for m in net.modules() if isinstance(m, nn.Dropout)]
+    bias = (head.bias.detach().float().cpu().numpy() if head.bias is not None
+            else np.zeros(head.out_features, np.float32))
+    return Head(head.weight.detach().float().cpu().numpy(), bias,
+                float(rates[-1]) if rates else 0.0)
+
+
+class TorchRuntime:
+    """:class:`~mrimaster.inference.runtime.Runtime` running a PyTorch network (eval mode)."""
+
+    name = "torch"
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+
+    def forward(self, images: np.ndarray, batch_size: int = 64
+                ) -> tuple[np.ndarray, np.ndarray]:
+        return predict_logits_and_features(self.net, images, batch_size)
+
+    def head(self) -> Head:
+        return head_of(self.net)

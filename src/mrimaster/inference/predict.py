@@ -1,4 +1,6 @@
-"""Batched prediction on image files, with the trust fields of every prediction."""
+"""Batched prediction on image files, with the trust fields of every prediction.
+
+No torch here: the classifier runs in whichever runtime it was loaded for."""
 
 from __future__ import annotations
 
@@ -9,17 +11,11 @@ from typing import Any
 import numpy as np
 
 from mrimaster.data.folders import collect_image_paths, load_slices
-from mrimaster.inference.forward import predict_logits, softmax
-from mrimaster.models.checkpoint import Classifier
+from mrimaster.inference.runtime import ClassifierModel
 from mrimaster.trust.referral import TrustRule, assess
 
 
-def predict_probs(clf: Classifier, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """``(N, C)`` class probabilities, with the model's temperature applied."""
-    return softmax(predict_logits(clf.net, images, batch_size), clf.temperature)
-
-
-def predict_files(clf: Classifier, inputs: Sequence[Path], batch_size: int = 64,
+def predict_files(clf: ClassifierModel, inputs: Sequence[Path], batch_size: int = 64,
                   progress: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Classify image files and folders (searched recursively).
 
@@ -38,7 +34,7 @@ def predict_files(clf: Classifier, inputs: Sequence[Path], batch_size: int = 64,
     skipped_rows = [{"path": str(s.path), "reason": s.reason} for s in slices.skipped]
     if not slices.paths:
         return rows, skipped_rows
-    result = assess(clf.net, TrustRule.of(clf), slices.images, slices.stats, batch_size)
+    result = assess(clf.runtime, TrustRule.of(clf), slices.images, slices.stats, batch_size)
     for i, path in enumerate(slices.paths):
         p, shown = result.probs[i], result.status[i] != "reject"
         dist = float(result.distance[i])

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from mrimaster.errors import ModelError
+from mrimaster.inference.forward import TorchRuntime
 from mrimaster.models.registry import MODELS, build_model
 
 FORMAT = "mrimaster-classifier/1"
@@ -42,6 +43,11 @@ class Classifier:
     referral: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     ood: dict[str, Any] | None = None
+
+    @property
+    def runtime(self) -> TorchRuntime:
+        """The network as a :class:`~mrimaster.inference.runtime.Runtime`."""
+        return TorchRuntime(self.net)
 
 
 def _arrays_to_tensors(obj: Any) -> Any:
@@ -102,21 +108,3 @@ def load_classifier(path: Path) -> Classifier:
     return Classifier(net, blob["arch"], list(blob["classes"]), int(blob["image_size"]),
                       float(blob.get("temperature", 1.0)), blob.get("referral"),
                       dict(blob.get("meta", {})), _tensors_to_arrays(blob.get("ood")))
-
-
-def resolve_model_path(ref: str | Path, models_dir: Path, default: str = "default") -> Path:
-    """``default`` -> the shipped model ``models_dir/<default>/model.pt``; a run folder -> its
-    ``model.pt``; else the file itself."""
-    if str(ref) == "default":
-        path = models_dir / default / "model.pt"
-        if not path.is_file():
-            raise ModelError(f"the default model is not at {path}",
-                             f"set MRIMASTER_MODELS_DIR to the folder holding {default}/model.pt")
-        return path
-    path = Path(ref)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise ModelError(f"no model at {ref}",
-                         "pass a run folder, a model.pt file, or `default`")
-    return path

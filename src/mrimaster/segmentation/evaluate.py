@@ -10,10 +10,10 @@ from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import Case
 from mrimaster.segmentation.infer import predict_regions, prepare_inputs
 from mrimaster.segmentation.metrics import mean_scores, region_scores
-from mrimaster.segmentation.model import Segmenter
+from mrimaster.segmentation.runtime import SegModel
 
 
-def evaluate_cases(seg: Segmenter, cases: list[Case]) -> dict[str, Any]:
+def evaluate_cases(seg: SegModel, cases: list[Case]) -> dict[str, Any]:
     """Segment each labelled case and score it against its reference."""
     per_case: dict[str, dict[str, dict[str, float]]] = {}
     missing: dict[str, list[str]] = {}

@@ -1,4 +1,7 @@
-"""Segment a case: sliding-window inference, label map on the input grid, volumes, overlays."""
+"""Segment a case: sliding-window inference, label map on the input grid, volumes, overlays.
+
+No torch or MONAI here: the model runs in whichever runtime it was loaded for
+(:mod:`mrimaster.segmentation.runtime`)."""
 
 from __future__ import annotations
 
@@ -10,19 +13,17 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import torch
-from monai.inferers import sliding_window_inference
 
 from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import Case
 from mrimaster.segmentation.labels import REGIONS, regions_to_brats2021
-from mrimaster.segmentation.model import Segmenter
+from mrimaster.segmentation.runtime import SegModel
 from mrimaster.segmentation.volumes import Volume, load_volume, restore_to_input_grid
 
 log = logging.getLogger(__name__)
 
 
-def prepare_inputs(seg: Segmenter, case: Case) -> tuple[Volume, list[str]]:
+def prepare_inputs(seg: SegModel, case: Case) -> tuple[Volume, list[str]]:
     """Load the model's modalities; zero-fill missing ones if the model tolerates that.
 
     Returns:
@@ -51,17 +52,9 @@ def prepare_inputs(seg: Segmenter, case: Case) -> tuple[Volume, list[str]]:
     return volume, missing
 
 
-@torch.inference_mode()
-def predict_regions(seg: Segmenter, image: np.ndarray, overlap: float = 0.25,
-                    sw_batch_size: int = 2) -> np.ndarray:
+def predict_regions(seg: SegModel, image: np.ndarray) -> np.ndarray:
     """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` bool WT/TC/ET (hierarchy enforced)."""
-    device = next(seg.net.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
-    logits = sliding_window_inference(x, seg.patch, sw_batch_size, seg.net, overlap=overlap,
-                                      mode="gaussian")
-    assert isinstance(logits, torch.Tensor)
-    regions = (logits[0] > 0).cpu().numpy()
-    return clean_regions(regions)
+    return clean_regions(seg.logits(image) > 0)
 
 
 def clean_regions(regions: np.ndarray, keep_fraction: float = 0.1) -> np.ndarray:
@@ -99,7 +92,7 @@ class SegmentResult:
     pictures: list[Path]
 
 
-def segment_case(seg: Segmenter, case: Case, out_dir: Path) -> SegmentResult:
+def segment_case(seg: SegModel, case: Case, out_dir: Path) -> SegmentResult:
     """Segment ``case`` and write ``seg.nii.gz`` (BraTS 2021 labels on the input grid),
     ``volumes.json`` (mL per region) and overlay PNGs into ``out_dir``."""
     from mrimaster.segmentation.figures import save_overlays
@@ -115,7 +108,7 @@ def segment_case(seg: Segmenter, case: Case, out_dir: Path) -> SegmentResult:
     info: dict[str, Any] = {"case": case.name, "volumes_ml": vols,
                             "labels": "BraTS 2021: 1 NCR/NET, 2 edema, 4 enhancing",
                             "modalities_used": [m for m in seg.modalities if m not in missing],
-                            "modalities_missing": missing}
+                            "modalities_missing": missing, "runtime": seg.runtime_name}
     (out_dir / "volumes.json").write_text(json.dumps(info, indent=2))
     pictures = save_overlays(volume, regions, out_dir, case.name)
     return SegmentResult(seg_path, vols, missing, pictures)

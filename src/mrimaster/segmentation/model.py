@@ -6,12 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 from torch import nn
 
 from mrimaster.errors import ModelError
-from mrimaster.models.checkpoint import resolve_model_path
+from mrimaster.models.paths import resolve_model_path
 
 FORMAT = "mrimaster-segmenter/1"
 
@@ -48,6 +50,19 @@ class Segmenter:
     patch: tuple[int, int, int]
     modality_dropout: bool
     meta: dict[str, Any] = field(default_factory=dict)
+    runtime_name: str = "torch"
+
+    @torch.inference_mode()
+    def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
+               ) -> np.ndarray:
+        """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` float32 WT/TC/ET logits (MONAI's
+        Gaussian sliding window over :attr:`patch`)."""
+        device = next(self.net.parameters()).device
+        x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
+        out = sliding_window_inference(x, self.patch, batch_size, self.net, overlap=overlap,
+                                       mode="gaussian")
+        assert isinstance(out, torch.Tensor)
+        return out[0].float().cpu().numpy()
 
 
 def save_segmenter(path: Path, seg: Segmenter) -> None:

@@ -10,9 +10,10 @@ Rules (fixed in advance, not tuned on any check):
   ICML 2017) but never sharpens. Validation comes from the training sources, where the network
   is most accurate; a ``T < 1`` fitted there makes its mistakes on new sources more confident
   (Ovadia et al., NeurIPS 2019, found temperature scaling the least reliable under shift).
-- **Uncertainty estimator**: the cheapest of ``softmax``, ``mc-dropout`` (head only) and
-  ``tta`` (4 extra passes) whose validation AURC is within ``aurc_tolerance`` (10%) of the
-  lowest; the referral threshold is the largest that keeps the validation error of the
+- **Uncertainty estimator**: among the estimators that cost at most ``max_passes`` network
+  passes per image (2: every trust field at no more than twice a single pass), the cheapest
+  whose validation AURC is within ``aurc_tolerance`` (10%) of the lowest; all are measured and
+  reported. The referral threshold is the largest that keeps the validation error of the
   accepted images within ``target_error``.
 - **Feature distance** (:class:`mrimaster.trust.ood.FeatureDistance`): refer above the
   ``refer_quantile`` of validation distances; reject above ``reject_factor`` times the largest
@@ -34,26 +35,25 @@ import numpy as np
 
 from mrimaster.config import load_config
 from mrimaster.errors import DataError, ModelError, MRIMasterError
-from mrimaster.inference.forward import predict_logits_and_features, softmax
-from mrimaster.models.checkpoint import load_classifier, resolve_model_path, save_classifier
+from mrimaster.inference.runtime import Runtime, softmax
+from mrimaster.models.checkpoint import load_classifier, save_classifier
+from mrimaster.models.paths import resolve_model_path
 from mrimaster.settings import Settings
 from mrimaster.training.config import TrainConfig
 from mrimaster.training.data import PRESENT, load_extra_training, load_split_data
-from mrimaster.trust.calibration import calibration_metrics, fit_temperature, plot_reliability
+from mrimaster.trust.calibration import calibration_metrics, fit_temperature
+from mrimaster.trust.figures import plot_reliability, plot_risk_coverage
 from mrimaster.trust.ood import FeatureDistance
 from mrimaster.trust.report import strip_curve
 from mrimaster.trust.uncertainty import (
+    PASSES,
     UNCERTAINTY_METHODS,
     choose_threshold,
-    plot_risk_coverage,
     risk_coverage,
     uncertainty,
 )
 
 log = logging.getLogger(__name__)
-
-COST_ORDER: tuple[str, ...] = ("softmax", "mc-dropout", "tta")
-"""Uncertainty estimators from the cheapest to the dearest."""
 
 
 @dataclass
@@ -68,6 +68,8 @@ class CalibrateConfig:
         methods: Uncertainty estimators to compare.
         aurc_tolerance: A cheaper estimator is kept if its AURC is within this relative margin
             of the best one's.
+        max_passes: Most network passes per image an estimator may cost (see
+            :data:`mrimaster.trust.uncertainty.PASSES`).
         refer_quantile: Validation quantile of the feature distance above which to refer.
         reject_factor: Reject above this multiple of the largest known MRI distance.
     """
@@ -78,11 +80,12 @@ class CalibrateConfig:
     target_error: float = 0.03
     methods: list[str] = field(default_factory=lambda: list(UNCERTAINTY_METHODS))
     aurc_tolerance: float = 0.1
+    max_passes: int = 2
     refer_quantile: float = 0.99
     reject_factor: float = 1.5
 
 
-def _train_config(folder: Path, cfg: CalibrateConfig) -> TrainConfig:
+def train_config_of(folder: Path, cfg: CalibrateConfig) -> TrainConfig:
     path = folder / "config.yaml"
     if not path.is_file():
         raise ModelError(f"{folder} has no config.yaml", "calibrate a run folder of "
@@ -94,15 +97,24 @@ def _train_config(folder: Path, cfg: CalibrateConfig) -> TrainConfig:
     return train_cfg
 
 
-def run_calibration(cfg: CalibrateConfig, settings: Settings) -> dict[str, Any]:
-    """Fit and store the trust rule (see the module docstring); returns the report."""
-    if str(cfg.model) == "default":
-        raise ModelError("refusing to rewrite the shipped default model in place",
-                         "calibrate a run folder (`mrimaster train` writes one), then export it")
-    path = resolve_model_path(cfg.model, settings.models_dir)
-    folder = path.parent
-    clf = load_classifier(path)
-    train_cfg = _train_config(folder, cfg)
+@dataclass
+class CalibrationData:
+    """The run's own images for calibration: validation (labelled) and fit (train + extra)."""
+
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    """Class per fit image; :data:`PRESENT` for presence-only images."""
+    x_test: np.ndarray
+    y_test: np.ndarray
+    """The held-out test part: never fitted on, only reported (e.g. by the ONNX export)."""
+
+
+def load_calibration_data(folder: Path, cfg: CalibrateConfig, settings: Settings
+                          ) -> CalibrationData:
+    """Read the run's validation and training images (see :func:`load_split_data`)."""
+    train_cfg = train_config_of(folder, cfg)
     data_dir = Path(train_cfg.data_dir or settings.data_root / "sartaj-training")
     data = load_split_data(train_cfg, data_dir)
     x_val, y_val = data.part("val")
@@ -110,10 +122,34 @@ def run_calibration(cfg: CalibrateConfig, settings: Settings) -> dict[str, Any]:
         raise DataError(f"{train_cfg.split_file} has no validation images to calibrate on")
     x_train, y_train = data.part("train")
     x_extra, y_extra, _ = load_extra_training(train_cfg, settings)
+    x_test, y_test = data.part("test")
+    return CalibrationData(x_val, y_val, np.concatenate([x_train, x_extra]),
+                           np.concatenate([y_train, y_extra]), x_test, y_test)
 
-    logits, feats = predict_logits_and_features(clf.net, x_val)
-    train_logits, train_feats = predict_logits_and_features(
-        clf.net, np.concatenate([x_train, x_extra]))
+
+@dataclass
+class TrustFit:
+    """What :func:`fit_trust` fitted: the model fields and the report."""
+
+    temperature: float
+    referral: dict[str, Any]
+    ood: dict[str, Any]
+    report: dict[str, Any]
+    curves: dict[str, dict[str, Any]]
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+def fit_trust(runtime: Runtime, classes: list[str], data: CalibrationData,
+              cfg: CalibrateConfig) -> TrustFit:
+    """Fit temperature, estimator, referral threshold and feature distance for ``runtime``.
+
+    Raises:
+        MRIMasterError: no uncertainty method within the budget applies to the model.
+    """
+    logits, feats = runtime.forward(data.x_val)
+    train_logits, train_feats = runtime.forward(data.x_fit)
+    y_val = data.y_val
     fit_t = fit_temperature(logits, y_val)
     temperature = max(fit_t, 1.0)
     before = calibration_metrics(softmax(logits), y_val)
@@ -121,9 +157,9 @@ def run_calibration(cfg: CalibrateConfig, settings: Settings) -> dict[str, Any]:
     after = calibration_metrics(probs, y_val)
 
     # presence-only images join the tumour class the network gives them
-    train_labels = np.concatenate([y_train, y_extra])
+    train_labels = data.y_fit.copy()
     present = train_labels == PRESENT
-    tumour = [i for i, c in enumerate(clf.classes) if c != "no_tumor"]
+    tumour = [i for i, c in enumerate(classes) if c != "no_tumor"]
     train_labels[present] = np.array(tumour)[train_logits[present][:, tumour].argmax(1)]
     distance = FeatureDistance.fit(train_feats, train_labels)
     d_val, d_train = distance.distance(feats), distance.distance(train_feats)
@@ -134,36 +170,37 @@ def run_calibration(cfg: CalibrateConfig, settings: Settings) -> dict[str, Any]:
     uncertainties, curves = {}, {}
     for method in cfg.methods:
         try:
-            uncertainties[method] = uncertainty(method, clf.net, x_val, temperature, probs, feats)
+            uncertainties[method] = uncertainty(method, runtime, data.x_val, temperature,
+                                                logits, feats)
         except MRIMasterError as exc:  # e.g. MC dropout on a network without dropout
             log.info("uncertainty %s skipped: %s", method, exc.message)
             continue
         curves[method] = risk_coverage(uncertainties[method], correct)
-    if not curves:
-        raise MRIMasterError(f"none of the uncertainty methods {cfg.methods} applies to this "
-                             "model", "include softmax")
-    lowest = min(rc["aurc"] for rc in curves.values())
-    best = next(m for m in COST_ORDER if m in curves
-                and curves[m]["aurc"] <= (1 + cfg.aurc_tolerance) * lowest)
+    affordable = {m: rc for m, rc in curves.items() if PASSES[m] <= cfg.max_passes}
+    if not affordable:
+        raise MRIMasterError(f"none of the uncertainty methods {cfg.methods} within "
+                             f"{cfg.max_passes} passes applies to this model", "include softmax")
+    lowest = min(rc["aurc"] for rc in affordable.values())
+    best = min((m for m, rc in affordable.items()
+                if rc["aurc"] <= (1 + cfg.aurc_tolerance) * lowest), key=lambda m: PASSES[m])
     threshold = choose_threshold(uncertainties[best], correct, cfg.target_error)
     accepted = (uncertainties[best] <= threshold) & (d_val <= refer_above)
-    clf.temperature = temperature
-    clf.referral = {
+    referral = {
         "method": best, "threshold": threshold, "target_error": cfg.target_error, "mc": "head",
+        "passes": PASSES[best],
         "val_coverage": float(accepted.mean()),
         "val_error_accepted": float((~correct[accepted]).mean()) if accepted.any() else 0.0,
     }
-    clf.ood = {"distance": distance.to_dict(), "refer_above": refer_above,
-               "reject_above": reject_above}
-    clf.meta["calibrated_on"] = {"val": int(len(y_val)), "train_features": int(len(train_feats))}
-    save_classifier(path, clf)
+    ood = {"distance": distance.to_dict(), "refer_above": refer_above,
+           "reject_above": reject_above}
     report = {"temperature": temperature, "temperature_fitted": fit_t,
               "temperature_rule": "max(fitted on validation, 1): never sharpen",
               "n_val": int(len(y_val)), "val_accuracy": float(correct.mean()),
               "before": {k: v for k, v in before.items() if k != "bins"},
               "after": {k: v for k, v in after.items() if k != "bins"},
-              "uncertainty_aurc": {m: strip_curve(rc) for m, rc in curves.items()},
-              "chosen_method": best, "referral": clf.referral,
+              "uncertainty_aurc": {m: dict(strip_curve(rc), passes=PASSES[m])
+                                   for m, rc in curves.items()},
+              "max_passes": cfg.max_passes, "chosen_method": best, "referral": referral,
               "ood": {"refer_above": refer_above, "reject_above": reject_above,
                       "refer_quantile": cfg.refer_quantile, "reject_factor": cfg.reject_factor,
                       "n_fit": int(len(train_feats)),
@@ -171,13 +208,32 @@ def run_calibration(cfg: CalibrateConfig, settings: Settings) -> dict[str, Any]:
                                                    float(np.quantile(d_val, 0.99)),
                                                    float(d_val.max())],
                       "train_distance_max": float(d_train.max())}}
+    return TrustFit(temperature, referral, ood, report, curves, before, after)
+
+
+def run_calibration(cfg: CalibrateConfig, settings: Settings) -> dict[str, Any]:
+    """Fit and store the trust rule (see the module docstring); returns the report."""
+    if str(cfg.model) == "default":
+        raise ModelError("refusing to rewrite the shipped default model in place",
+                         "calibrate a run folder (`mrimaster train` writes one), then export it")
+    path = resolve_model_path(cfg.model, settings.models_dir)
+    folder = path.parent
+    clf = load_classifier(path)
+    data = load_calibration_data(folder, cfg, settings)
+    fit = fit_trust(clf.runtime, clf.classes, data, cfg)
+    clf.temperature, clf.referral, clf.ood = fit.temperature, fit.referral, fit.ood
+    clf.meta["calibrated_on"] = {"val": int(len(data.y_val)),
+                                 "train_features": int(len(data.y_fit))}
+    save_classifier(path, clf)
+    report = fit.report
     (folder / "calibration.json").write_text(json.dumps(report, indent=2))
-    plot_reliability(before, after, temperature, folder / "reliability_val.png")
-    plot_risk_coverage(curves, folder / "risk_coverage_val.png", "Validation split")
+    plot_reliability(fit.before, fit.after, fit.temperature, folder / "reliability_val.png")
+    plot_risk_coverage(fit.curves, folder / "risk_coverage_val.png", "Validation split")
+    best = fit.referral["method"]
     log.info("temperature %.3f (fitted %.3f): val ECE %.4f -> %.4f; uncertainty %s (AURC %.4f);"
              " refer when uncertainty > %.4f or distance > %.2f, reject when distance > %.2f "
-             "(val coverage %.1f%%)", temperature, fit_t, before["ece"], after["ece"], best,
-             curves[best]["aurc"], threshold, refer_above, reject_above,
-             100 * clf.referral["val_coverage"])
+             "(val coverage %.1f%%)", fit.temperature, report["temperature_fitted"],
+             fit.before["ece"], fit.after["ece"], best, fit.curves[best]["aurc"],
+             fit.referral["threshold"], fit.ood["refer_above"], fit.ood["reject_above"],
+             100 * fit.referral["val_coverage"])
     return report
-

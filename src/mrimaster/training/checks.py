@@ -14,7 +14,6 @@ The model card (:mod:`mrimaster.training.export`) is written from this file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -32,6 +31,7 @@ from mrimaster.evaluation.evaluate import labelled_evaluation, load_part
 from mrimaster.evaluation.presence import evaluate_presence
 from mrimaster.inference.forward import predict_logits
 from mrimaster.models.checkpoint import Classifier, load_classifier
+from mrimaster.models.paths import file_sha256
 from mrimaster.settings import Settings
 from mrimaster.training.config import TrainConfig
 from mrimaster.training.data import under_root
@@ -93,7 +93,7 @@ def check_ood(clf: Classifier, rule: TrustRule) -> dict[str, Any]:
         gray = np.asarray(Image.fromarray(img).convert("L"))
         images.append(prepare_slice(gray, clf.image_size))
         stats.append(raw_stats(img))
-    result = assess(clf.net, rule, np.stack(images), stats)
+    result = assess(clf.runtime, rule, np.stack(images), stats)
     per = {name: {"status": result.status[i], "reason": result.reason[i],
                   "prediction": clf.classes[int(result.probs[i].argmax())],
                   "confidence": float(result.probs[i].max())}
@@ -114,15 +114,10 @@ def measure_cost(clf: Classifier, rule: TrustRule, images: np.ndarray, repeats: 
         return 1000 * min(times) / len(images)
 
     forward = best(lambda: predict_logits(clf.net, images))
-    full = best(lambda: assess(clf.net, rule, images))
+    full = best(lambda: assess(clf.runtime, rule, images))
     return {"images": int(len(images)), "forward_ms_per_image": forward,
             "assess_ms_per_image": full, "trust_overhead_ms_per_image": full - forward,
             "ratio_to_forward": full / forward}
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file: ties a record to the exact model file it describes."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def run_checks(run_dir: Path, settings: Settings, model_path: Path | None = None,

@@ -21,7 +21,8 @@ import yaml
 
 from mrimaster.data.splits import SplitTable
 from mrimaster.errors import ModelError
-from mrimaster.training.checks import file_sha256
+from mrimaster.models.paths import file_sha256
+from mrimaster.settings import Settings
 
 SHIPPED_FILES = ("model.pt", "config.yaml", "split.csv", "history.json", "metrics.json",
                  "curves.png")
@@ -78,8 +79,12 @@ def _trust_section(cal: dict[str, Any] | None, checks: dict[str, Any]) -> list[s
         ood, ref = cal["ood"], cal["referral"]
         lines += [f"- Temperature: fitted on validation {cal['temperature_fitted']:.4f}, shipped "
                   f"{cal['temperature']:.4f} (rule: {cal['temperature_rule']}).",
-                  f"- Uncertainty: `{cal['chosen_method']}` (validation AURC per estimator: "
-                  + ", ".join(f"{k} {v['aurc']:.4f}" for k, v in cal["uncertainty_aurc"].items())
+                  f"- Uncertainty: `{cal['chosen_method']}` (validation AURC per estimator, "
+                  "with its cost in network passes: "
+                  + ", ".join(f"{k} {v['aurc']:.4f} ({v.get('passes', '?')})"
+                              for k, v in cal["uncertainty_aurc"].items())
+                  + (f"; chosen among those within {cal['max_passes']} passes"
+                     if "max_passes" in cal else "")
                   + f"); refer when above {ref['threshold']:.4f} (target error "
                   f"{ref['target_error']}).",
                   f"- Feature distance (Mahalanobis, per dimension, fitted on {ood['n_fit']} "
@@ -134,8 +139,33 @@ def _provenance() -> str:
     return f"mrimaster {pkg}, commit {commit}"
 
 
-def model_card(run_dir: Path, command: str) -> str:
-    """Markdown model card from a run folder's files (see the module docstring)."""
+def _runtime_section(onnx: dict[str, Any]) -> list[str]:
+    lines = ["## Inference runtimes (ONNX export)", "",
+             f"The network is exported to ONNX (opset {onnx['opset']}) and each variant is "
+             "checked against PyTorch on the validation part (decides) and the test part "
+             "(reported). `--runtime auto` uses the first kept variant whose engine is "
+             "installed, in this order, then PyTorch. A reduced-precision variant carries its "
+             "own temperature, referral threshold and feature distance, refitted on its own "
+             "outputs. Details in `onnx.json`.", "",
+             "| variant | kept | val agreement | val macro F1 (torch) | test agreement | "
+             "test macro F1 (torch) | max logit diff (val) | rule or reason |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for name, v in onnx["variants"].items():
+        if "val" not in v:
+            lines.append(f"| `{name}` | no | | | | | | {v['why']} |")
+            continue
+        val, test = v["val"], v["test"]
+        lines.append(f"| `{name}` | {'yes' if v['kept'] else 'no'} | "
+                     f"{val['top1_agreement']:.4f} | {val['macro_f1']:.4f} "
+                     f"({val['torch_macro_f1']:.4f}) | {test['top1_agreement']:.4f} | "
+                     f"{test['macro_f1']:.4f} ({test['torch_macro_f1']:.4f}) | "
+                     f"{val['max_logit_difference']:.3g} | {v['rule']} |")
+    return lines + [""]
+
+
+def model_card(run_dir: Path, command: str, onnx: dict[str, Any] | None = None) -> str:
+    """Markdown model card from a run folder's files (see the module docstring), plus the
+    ONNX export report when there is one."""
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     metrics = _read(run_dir, "metrics.json")
     history = _read(run_dir, "history.json")
@@ -184,6 +214,8 @@ def model_card(run_dir: Path, command: str) -> str:
     if "presence" in checks:
         lines += _presence_section(checks["presence"])
     lines += _trust_section(cal, checks)
+    if onnx:
+        lines += _runtime_section(onnx)
     sanity = _read(run_dir, "explain/sanity.json")
     if sanity:
         lines += ["## Grad-CAM sanity check", "",
@@ -199,8 +231,14 @@ def model_card(run_dir: Path, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_run(run_dir: Path, out_dir: Path, command: str) -> Path:
-    """Copy a run's model and records into ``out_dir`` and write ``MODEL_CARD.md``."""
+def export_run(run_dir: Path, out_dir: Path, command: str, settings: Settings | None = None
+               ) -> Path:
+    """Copy a run's model and records into ``out_dir`` and write ``MODEL_CARD.md``.
+
+    With ``settings`` (for the run's data), the network is also exported to ONNX and each
+    faster variant validated (:func:`mrimaster.inference.onnx_export.export_variants`);
+    ``onnx.json`` records the checks.
+    """
     missing = [n for n in SHIPPED_FILES if not (run_dir / n).is_file()]
     if missing:
         raise ModelError(f"run folder {run_dir} lacks {', '.join(missing)}",
@@ -208,10 +246,24 @@ def export_run(run_dir: Path, out_dir: Path, command: str) -> Path:
     size = (run_dir / "model.pt").stat().st_size
     if size > MAX_MODEL_BYTES:
         raise ModelError(f"model.pt is {size / 2**20:.1f} MB; shipped models must be <= 10 MB")
-    card = model_card(run_dir, command)
+    model_card(run_dir, command)  # refuse stale records before writing anything
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED_FILES + OPTIONAL_FILES:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out_dir / Path(name).name)
-    (out_dir / "MODEL_CARD.md").write_text(card)
+    onnx = None
+    if settings is not None:
+        onnx = _export_onnx(run_dir, out_dir, settings)
+        (out_dir / "onnx.json").write_text(json.dumps(onnx, indent=2))
+    (out_dir / "MODEL_CARD.md").write_text(model_card(run_dir, command, onnx))
     return out_dir
+
+
+def _export_onnx(run_dir: Path, out_dir: Path, settings: Settings) -> dict[str, Any]:
+    from mrimaster.inference.onnx_export import export_variants
+    from mrimaster.models.checkpoint import load_classifier
+    from mrimaster.training.calibrate import CalibrateConfig, load_calibration_data
+
+    data = load_calibration_data(run_dir, CalibrateConfig(str(run_dir)), settings)
+    clf = load_classifier(out_dir / "model.pt")
+    return export_variants(clf, out_dir / "model.pt", out_dir, data)

@@ -30,7 +30,8 @@ from mrimaster.device import resolve_device
 from mrimaster.errors import ConfigError, DataError
 from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.evaluation.plots import plot_curves
-from mrimaster.inference.forward import predict_logits, softmax
+from mrimaster.inference.forward import predict_logits
+from mrimaster.inference.runtime import softmax
 from mrimaster.models.checkpoint import Classifier, load_classifier, save_classifier
 from mrimaster.models.registry import build_model
 from mrimaster.settings import Settings

@@ -7,15 +7,10 @@ log-likelihood on the validation split. It changes confidence, never the predict
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 N_BINS = 15
 
@@ -83,28 +78,3 @@ def calibration_metrics(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_B
         "wrong_over_0.95": int(((conf > 0.95) & ~correct).sum()),
         "accuracy": float(correct.mean()), "bins": per_bin,
     }
-
-
-def plot_reliability(before: dict[str, Any], after: dict[str, Any], temperature: float,
-                     path: Path, n_bins: int = N_BINS) -> None:
-    """Reliability diagrams before and after temperature scaling, side by side."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))
-    edges = np.linspace(0, 1, n_bins + 1)
-    for ax, metrics, title in ((axes[0], before, "before (T = 1)"),
-                               (axes[1], after, f"after (T = {temperature:.3f})")):
-        for b, info in enumerate(metrics["bins"]):
-            if info is None:
-                continue
-            ax.bar(edges[b], info["accuracy"], width=1 / n_bins, align="edge",
-                   color="tab:blue", edgecolor="black", alpha=0.8)
-            ax.bar(edges[b], info["confidence"] - info["accuracy"], bottom=info["accuracy"],
-                   width=1 / n_bins, align="edge", color="tab:red", alpha=0.3)
-        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        ax.bar([], [], color="tab:blue", label="accuracy per bin")
-        ax.bar([], [], color="tab:red", alpha=0.3, label="gap to mean confidence")
-        ax.legend(loc="upper left", fontsize=8)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
-               title=f"{title}: ECE {metrics['ece']:.3f}, MCE {metrics['mce']:.3f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from mrimaster.data.images import RawStats
 from mrimaster.errors import ModelError
-from mrimaster.inference.forward import predict_logits_and_features, softmax
+from mrimaster.inference.runtime import Runtime, softmax
 from mrimaster.trust.ood import FeatureDistance, input_problem
 from mrimaster.trust.uncertainty import uncertainty
 
@@ -118,20 +117,20 @@ def decide(problems: Sequence[str | None], distance: np.ndarray, unc: np.ndarray
     return status, reason
 
 
-def assess(net: nn.Module, rule: TrustRule, images: np.ndarray,
+def assess(runtime: Runtime, rule: TrustRule, images: np.ndarray,
            stats: Sequence[RawStats] | None = None, batch_size: int = 64) -> Assessment:
     """Classify preprocessed slices and decide how far to trust each prediction.
 
     Args:
-        net: The classifier network.
+        runtime: The classifier network, in a runtime.
         rule: Its calibration, referral and OOD settings.
         images: ``(N, S, S)`` uint8 preprocessed slices.
         stats: Raw-file statistics per image for the input checks (``None``: skip them, e.g.
             for slices cut from volumes).
     """
-    logits, feats = predict_logits_and_features(net, images, batch_size)
+    logits, feats = runtime.forward(images, batch_size)
     probs = softmax(logits, rule.temperature)
-    unc = uncertainty(rule.method, net, images, rule.temperature, probs, feats)
+    unc = uncertainty(rule.method, runtime, images, rule.temperature, logits, feats)
     problems = [input_problem(s) for s in stats] if stats is not None else [None] * len(images)
     if rule.distance is None:  # no distance check: NaN reported, never compared
         dist = np.full(len(images), np.nan)

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from mrimaster.inference.forward import softmax
+from mrimaster.inference.runtime import softmax
 from mrimaster.trust.calibration import calibration_metrics
 from mrimaster.trust.referral import STATUSES, Assessment
 from mrimaster.trust.uncertainty import risk_coverage

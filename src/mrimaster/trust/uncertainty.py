@@ -1,61 +1,75 @@
 """Uncertainty beyond the softmax, and selective prediction (risk-coverage, thresholds).
 
-Three estimators, chosen per model by measurement on the validation split (lowest AURC):
+Four estimators, chosen per model by measurement on the validation split (lowest AURC among
+those within the cost budget, see :mod:`mrimaster.training.calibrate`). :data:`PASSES` gives
+the cost of each in network passes, the single pass included:
 
-- ``softmax``: 1 - max calibrated probability (the baseline).
-- ``tta``: test-time augmentation, 1 - max of the mean calibrated probability over the
-  image, its mirror and two zoomed crops (Ayhan & Berens, MIDL 2018); 4 forward passes.
+- ``softmax``: 1 - max calibrated probability (the baseline); 1 pass.
 - ``mc-dropout``: Monte-Carlo dropout (Gal & Ghahramani, ICML 2016) on the classifier head:
   1 - max of the mean calibrated probability over ``passes`` dropout masks applied to the
   penultimate features, at the rate of the network's own head dropout. The features come from
   the single forward pass, so it costs a few small matrix products, not extra passes. The
   masks of an image are drawn from a generator seeded by the image's own bytes: an image's
-  uncertainty is reproducible and does not depend on the other images in the batch.
+  uncertainty is reproducible and does not depend on the other images in the batch; 1 pass.
+- ``flip``: test-time augmentation with the left-right mirror only (brains are nearly
+  symmetric): 1 - max of the mean calibrated probability over the image and its mirror; 2 passes.
+- ``tta``: test-time augmentation (Ayhan & Berens, MIDL 2018) over the image, its mirror and
+  two zoomed crops; 4 passes.
 
-The predicted class always comes from the single calibrated pass; the estimator only ranks how
-far to trust it. The referral threshold is the largest uncertainty at which the error of the
-accepted predictions (ties included) stays within the target (selective classification,
-Geifman & El-Yaniv, NeurIPS 2017); the risk-coverage curve and its area (AURC) summarise the
-ranking.
+The predicted class always comes from the single calibrated pass (which is also the first
+augmented view); the estimator only ranks how far to trust it. The referral threshold is the
+largest uncertainty at which the error of the accepted predictions (ties included) stays
+within the target (selective classification, Geifman & El-Yaniv, NeurIPS 2017); the
+risk-coverage curve and its area (AURC) summarise the ranking.
+
+NumPy only: estimators run through a :class:`~mrimaster.inference.runtime.Runtime`.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch import nn  # noqa: E402
-
-from mrimaster.errors import MRIMasterError  # noqa: E402
-from mrimaster.inference.forward import head_layer, predict_logits, softmax  # noqa: E402
+from mrimaster.errors import MRIMasterError
+from mrimaster.inference.runtime import Runtime, softmax
 
 MC_PASSES = 32
 
 
-def _tta_views(images: np.ndarray) -> list[np.ndarray]:
-    """The image, its left-right mirror, and 90% / 80% central crops resized back."""
+def _zoomed(images: np.ndarray, frac: float) -> np.ndarray:
+    """Central ``frac`` crop of each ``(S, S)`` image, resized back to ``S`` (bilinear)."""
     size = images.shape[-1]
-    views = [images, images[:, :, ::-1]]
-    for frac in (0.9, 0.8):
-        lo = int(round(size * (1 - frac) / 2))
-        hi = size - lo
-        views.append(np.stack([np.asarray(Image.fromarray(im[lo:hi, lo:hi]).resize(
-            (size, size), Image.Resampling.BILINEAR)) for im in images]))
-    return [np.ascontiguousarray(v) for v in views]
+    lo = int(round(size * (1 - frac) / 2))
+    hi = size - lo
+    return np.stack([np.asarray(Image.fromarray(im[lo:hi, lo:hi]).resize(
+        (size, size), Image.Resampling.BILINEAR)) for im in images])
 
 
-def _tta_probs(net: nn.Module, images: np.ndarray, temperature: float,
+def _mirror(images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(images[:, :, ::-1])
+
+
+def _mean_probs(runtime: Runtime, views: list[np.ndarray], temperature: float,
+                logits: np.ndarray) -> np.ndarray:
+    """Mean calibrated probability over the single pass (``logits``) and ``views``."""
+    probs = [softmax(logits, temperature)]
+    probs += [softmax(runtime.forward(v)[0], temperature) for v in views]
+    return np.mean(probs, axis=0)
+
+
+def _flip_probs(runtime: Runtime, images: np.ndarray, temperature: float, logits: np.ndarray,
+                features: np.ndarray) -> np.ndarray:
+    return _mean_probs(runtime, [_mirror(images)], temperature, logits)
+
+
+def _tta_probs(runtime: Runtime, images: np.ndarray, temperature: float, logits: np.ndarray,
                features: np.ndarray) -> np.ndarray:
-    return np.mean([softmax(predict_logits(net, v), temperature) for v in _tta_views(images)],
-                   axis=0)
+    views = [_mirror(images), _zoomed(images, 0.9), _zoomed(images, 0.8)]
+    return _mean_probs(runtime, views, temperature, logits)
 
 
 def image_seed(image: np.ndarray) -> int:
@@ -63,25 +77,18 @@ def image_seed(image: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(image).tobytes())
 
 
-def head_dropout_rate(net: nn.Module) -> float:
-    """Rate of the last ``nn.Dropout`` of the network (the one before its head), or 0."""
-    rates = [m.p for m in net.modules() if isinstance(m, nn.Dropout)]
-    return float(rates[-1]) if rates else 0.0
-
-
-def _mc_dropout_probs(net: nn.Module, images: np.ndarray, temperature: float,
-                      features: np.ndarray, passes: int = MC_PASSES) -> np.ndarray:
+def _mc_dropout_probs(runtime: Runtime, images: np.ndarray, temperature: float,
+                      logits: np.ndarray, features: np.ndarray, passes: int = MC_PASSES
+                      ) -> np.ndarray:
     """Mean calibrated probability over ``passes`` head-dropout masks per image.
 
     Args:
         features: ``(N, D)`` penultimate features of ``images`` (one forward pass).
     """
-    rate = head_dropout_rate(net)
+    head = runtime.head()
+    rate, weight, bias = head.dropout, head.weight, head.bias
     if rate <= 0:
         raise MRIMasterError("this model has no dropout before its head for MC dropout")
-    head = head_layer(net)
-    weight = head.weight.detach().float().cpu().numpy()
-    bias = head.bias.detach().float().cpu().numpy() if head.bias is not None else 0.0
     out = np.empty((len(images), weight.shape[0]))
     for i, (image, feat) in enumerate(zip(images, features, strict=True)):
         rng = np.random.default_rng(image_seed(image))
@@ -90,25 +97,29 @@ def _mc_dropout_probs(net: nn.Module, images: np.ndarray, temperature: float,
     return out
 
 
-ProbsFn = Callable[[nn.Module, np.ndarray, float, np.ndarray], np.ndarray]
+ProbsFn = Callable[[Runtime, np.ndarray, float, np.ndarray, np.ndarray], np.ndarray]
 UNCERTAINTY_METHODS: dict[str, ProbsFn | None] = {
-    "softmax": None, "tta": _tta_probs, "mc-dropout": _mc_dropout_probs}
+    "softmax": None, "mc-dropout": _mc_dropout_probs, "flip": _flip_probs, "tta": _tta_probs}
+PASSES: dict[str, int] = {"softmax": 1, "mc-dropout": 1, "flip": 2, "tta": 4}
+"""Network passes per image of each estimator, the single pass included."""
 
 
-def uncertainty(method: str, net: nn.Module, images: np.ndarray, temperature: float,
-                single_pass_probs: np.ndarray, features: np.ndarray) -> np.ndarray:
+def uncertainty(method: str, runtime: Runtime, images: np.ndarray, temperature: float,
+                logits: np.ndarray, features: np.ndarray) -> np.ndarray:
     """``(N,)`` uncertainty in [0, 1): 1 - max probability under ``method``.
 
     Args:
+        runtime: The runtime that produced ``logits`` and ``features``.
         images: ``(N, S, S)`` uint8 preprocessed slices.
-        single_pass_probs: ``(N, C)`` calibrated probabilities of the single pass.
+        logits: ``(N, C)`` logits of the single pass.
         features: ``(N, D)`` penultimate features of the single pass.
     """
     if method not in UNCERTAINTY_METHODS:
         raise MRIMasterError(f"unknown uncertainty method {method!r}",
                              f"choose one of: {', '.join(UNCERTAINTY_METHODS)}")
     fn = UNCERTAINTY_METHODS[method]
-    probs = single_pass_probs if fn is None else fn(net, images, temperature, features)
+    probs = (softmax(logits, temperature) if fn is None
+             else fn(runtime, images, temperature, logits, features))
     return 1.0 - probs.max(axis=1)
 
 
@@ -151,19 +162,3 @@ def choose_threshold(unc: np.ndarray, correct: np.ndarray, target_error: float) 
     errors = np.cumsum(np.bincount(inverse, weights=wrong, minlength=len(values)))
     ok = np.flatnonzero(errors / accepted <= target_error + 1e-12)
     return float(values[ok[-1]]) if ok.size else -1.0
-
-
-def plot_risk_coverage(curves: dict[str, dict[str, Any]], path: Path, title: str) -> None:
-    """Risk-coverage curves of one or more estimators."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, rc in curves.items():
-        ax.plot(rc["coverage"], rc["risk"], label=f"{name} (AURC {rc['aurc']:.4f})")
-    for cov in (0.8, 0.9):
-        ax.axvline(cov, color="grey", ls=":", lw=1)
-    ax.set(xlabel="coverage (share of images not referred)", ylabel="error of accepted",
-           title=title, xlim=(0, 1), ylim=(0, None))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -1,0 +1,246 @@
+"""Export a calibrated classifier to ONNX and validate each faster variant before keeping it.
+
+Steps (:func:`export_variants`), all on the run's own split:
+
+1. **Graph**: the network with two outputs, ``logits`` and ``features`` (the head's input),
+   exported with ``torch.onnx.export`` (opset 18, dynamic batch). Weights are stored as float16
+   (exactly the values of ``model.pt``, which stores float16) and cast to float32 inside the
+   graph, which both engines fold once at load: the file stays under the 10 MB limit.
+2. **Check** of every variant (:data:`mrimaster.inference.onnx_runtime.VARIANTS`) against the
+   PyTorch model: top-1 agreement, largest logit difference, macro F1 on the validation part
+   (decides) and the test part (reported only).
+3. **Keep rule**: an fp32 variant must match PyTorch (logits within :data:`FP32_TOLERANCE`),
+   else the export fails; it uses the PyTorch model's trust rule unchanged. A
+   reduced-precision variant (``onnx-int8``: static QDQ quantisation, per-channel weights,
+   calibrated on training images; ``openvino-bf16``) is kept only when its
+   validation top-1 agreement is at least :data:`MIN_AGREEMENT` and its macro F1 is within
+   :data:`MAX_F1_DROP` of PyTorch's; its temperature, uncertainty threshold and feature
+   distance are then refitted on its own outputs (:func:`mrimaster.training.calibrate.fit_trust`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mrimaster.errors import ModelError
+from mrimaster.evaluation.metrics import classification_metrics
+from mrimaster.inference.forward import head_of
+from mrimaster.inference.onnx_runtime import (
+    VARIANTS,
+    engine_problem,
+    make_runtime,
+    write_trust_file,
+)
+from mrimaster.inference.runtime import Runtime, softmax
+from mrimaster.models.checkpoint import Classifier
+from mrimaster.models.paths import file_sha256
+from mrimaster.training.calibrate import CalibrateConfig, CalibrationData, fit_trust
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+FP32_TOLERANCE = 0.02
+"""Largest logit difference allowed between an fp32 variant and PyTorch (other convolution
+algorithms sum in another order: about 5e-3 on the shipped model's logits, which reach 20)."""
+MIN_AGREEMENT = 0.99
+"""Smallest validation top-1 agreement with PyTorch for a reduced-precision variant."""
+MAX_F1_DROP = 0.005
+"""Largest validation macro-F1 loss (0.5 point) for a reduced-precision variant."""
+INT8_CALIBRATION_IMAGES = 256
+
+
+class FeatureNet(nn.Module):
+    """``net`` with two outputs: logits and the penultimate features (the head's input)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.body = copy.deepcopy(net).eval()
+        names = [n for n, m in self.body.named_modules() if isinstance(m, nn.Linear)]
+        parent, _, attr = names[-1].rpartition(".")
+        self.head = getattr(self.body.get_submodule(parent) if parent else self.body, attr)
+        setattr(self.body.get_submodule(parent) if parent else self.body, attr, nn.Identity())
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.body(x).flatten(1)
+        return self.head(features), features
+
+
+def export_graph(net: nn.Module, path: Path, image_size: int) -> None:
+    """Write ``net`` as an fp32 ONNX graph (float32 initializers) to ``path``."""
+    wrapped = FeatureNet(net)
+    example = torch.zeros(2, 3, image_size, image_size)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(wrapped, (example,), str(path), opset_version=OPSET,
+                          input_names=["image"], output_names=["logits", "features"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"},
+                                        "features": {0: "batch"}}, dynamo=False)
+
+
+def half_storage(src: Path, dst: Path, min_size: int = 1024) -> None:
+    """Store float32 initializers of ``src`` with at least ``min_size`` values as float16,
+    each followed by a ``Cast`` back to float32, in ``dst``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    casts, kept = [], []
+    for init in graph.initializer:
+        values = numpy_helper.to_array(init)
+        if init.data_type != TensorProto.FLOAT or values.size < min_size:
+            kept.append(init)
+            continue
+        half = numpy_helper.from_array(values.astype(np.float16), init.name + "_fp16")
+        kept.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                      name=init.name + "_to_fp32"))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+
+
+def quantize_int8(src: Path, dst: Path, images: np.ndarray) -> None:
+    """Static QDQ int8 quantisation of ``src`` (fp32 initializers), per-channel weights,
+    activation ranges from ``images`` (``(N, S, S)`` uint8 training slices)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from mrimaster.data.images import model_input
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"image": model_input(images[i:i + 32])}
+                                 for i in range(0, len(images), 32)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre))
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.WARNING)  # the quantiser logs a note per rescaled layer
+        try:
+            quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
+
+
+def compare(runtime: Runtime, reference: Runtime, images: np.ndarray, labels: np.ndarray,
+            classes: list[str]) -> dict[str, float]:
+    """Top-1 agreement, largest logit difference and both macro F1 on labelled slices."""
+    logits, _ = runtime.forward(images)
+    ref, _ = reference.forward(images)
+    f1 = classification_metrics(labels, softmax(logits), classes)["macro_f1"]
+    ref_f1 = classification_metrics(labels, softmax(ref), classes)["macro_f1"]
+    return {"n": int(len(labels)),
+            "top1_agreement": float((logits.argmax(1) == ref.argmax(1)).mean()),
+            "max_logit_difference": float(np.abs(logits - ref).max()),
+            "macro_f1": float(f1), "torch_macro_f1": float(ref_f1)}
+
+
+def _kept(name: str, val: dict[str, float]) -> tuple[bool, str]:
+    if VARIANTS[name].precision == "fp32":
+        return val["max_logit_difference"] <= FP32_TOLERANCE, \
+            f"logits within {FP32_TOLERANCE} of PyTorch"
+    ok = (val["top1_agreement"] >= MIN_AGREEMENT
+          and val["torch_macro_f1"] - val["macro_f1"] <= MAX_F1_DROP)
+    return ok, (f"validation top-1 agreement >= {MIN_AGREEMENT} and macro F1 within "
+                f"{100 * MAX_F1_DROP:.1f} point of PyTorch")
+
+
+def export_variants(clf: Classifier, model_pt: Path, out_dir: Path, data: CalibrationData
+                    ) -> dict[str, Any]:
+    """Write ``out_dir``'s graphs and trust files (see the module docstring).
+
+    Args:
+        clf: The calibrated classifier, as read from ``model_pt``.
+        model_pt: Its file (its SHA-256 ties the export to it).
+        out_dir: The model folder.
+        data: The run's validation, training and test images.
+
+    Returns:
+        The export report (``onnx.json``): per variant, kept or not, why, and the checks.
+
+    Raises:
+        ModelError: the fp32 graph does not reproduce PyTorch.
+    """
+    source = file_sha256(model_pt)
+    head = head_of(clf.net)
+    torch_rt = clf.runtime
+    report: dict[str, Any] = {"opset": OPSET, "source_sha256": source, "variants": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_graph(clf.net, fp32, clf.image_size)
+        half_storage(fp32, out_dir / VARIANTS["onnx-fp32"].graph)
+        rng = np.random.default_rng(0)
+        calib = data.x_fit[rng.permutation(len(data.x_fit))[:INT8_CALIBRATION_IMAGES]]
+        if engine_problem("onnx-int8") is None:
+            quantize_int8(fp32, out_dir / VARIANTS["onnx-int8"].graph, calib)
+    for name, variant in VARIANTS.items():
+        entry: dict[str, Any] = {"engine": variant.engine, "precision": variant.precision,
+                                 "graph": variant.graph}
+        report["variants"][name] = entry
+        trust_path = out_dir / variant.trust
+        trust_path.unlink(missing_ok=True)
+        missing = engine_problem(name)
+        if missing:
+            entry.update(kept=False, why=f"not checked: {missing}")
+            continue
+        runtime = make_runtime(out_dir, name, head)
+        entry["val"] = compare(runtime, torch_rt, data.x_val, data.y_val, clf.classes)
+        entry["test"] = compare(runtime, torch_rt, data.x_test, data.y_test, clf.classes)
+        kept, rule = _kept(name, entry["val"])
+        entry.update(kept=kept, rule=rule)
+        if not kept and variant.precision == "fp32":
+            raise ModelError(f"the exported ONNX graph does not reproduce the PyTorch model "
+                             f"(logits differ by {entry['val']['max_logit_difference']:.2g})",
+                             "report this with the model's architecture")
+        if not kept:
+            log.info("%s not kept: %s", name, entry["val"])
+            if variant.graph != VARIANTS["onnx-fp32"].graph:
+                (out_dir / variant.graph).unlink(missing_ok=True)
+            continue
+        if variant.precision == "fp32":
+            temperature, referral, ood = clf.temperature, clf.referral, clf.ood
+        else:
+            target = (clf.referral or {}).get("target_error", 0.03)
+            fit = fit_trust(runtime, clf.classes, data,
+                            CalibrateConfig(str(model_pt), target_error=target))
+            temperature, referral, ood = fit.temperature, fit.referral, fit.ood
+            entry["calibration"] = fit.report
+        meta = {"arch": clf.arch, "classes": clf.classes, "image_size": clf.image_size,
+                "temperature": temperature, "referral": referral, "precision": variant.precision,
+                "source_sha256": source,
+                "graph_sha256": file_sha256(out_dir / variant.graph),
+                "check": {"val": entry["val"], "test": entry["test"], "rule": rule}}
+        write_trust_file(trust_path, meta, head, ood)
+        log.info("%s kept: validation agreement %.4f, macro F1 %.4f (torch %.4f)", name,
+                 entry["val"]["top1_agreement"], entry["val"]["macro_f1"],
+                 entry["val"]["torch_macro_f1"])
+    report["limits"] = {"fp32_tolerance": FP32_TOLERANCE, "min_agreement": MIN_AGREEMENT,
+                        "max_f1_drop": MAX_F1_DROP}
+    return report
+

@@ -1,0 +1,263 @@
+"""Run an exported classifier with ONNX Runtime or OpenVINO, without importing torch.
+
+A model folder exported by :mod:`mrimaster.inference.onnx_export` holds, beside ``model.pt``,
+one graph file and one trust file per validated *variant* (:data:`VARIANTS`):
+
+- the graph (``model.onnx``, ``model.int8.onnx``): input ``image`` ``(N, 3, S, S)`` float32
+  (see :func:`mrimaster.data.images.model_input`), outputs ``logits`` ``(N, C)`` and
+  ``features`` ``(N, D)`` (the head's input);
+- the trust file (``*.npz``): what the trust decision needs, fitted for *that* variant (a
+  reduced-precision variant has its own temperature, referral threshold and feature
+  distance): ``meta`` (JSON: classes, image size, temperature, referral, OOD thresholds, the
+  SHA-256 of ``model.pt`` and of the graph it belongs to, and the export check), the feature
+  distance's arrays and the head's weights (for MC dropout).
+
+A variant is only written when its validation check held, so a trust file on disk means
+"validated for this model".
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrimaster.data.images import model_input
+from mrimaster.errors import ModelError
+from mrimaster.inference.runtime import RUNTIMES, Head
+from mrimaster.models.paths import file_sha256
+
+FORMAT = "mrimaster-onnx/1"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run the exported graph.
+
+    Attributes:
+        engine: Python package that runs it (``onnxruntime`` or ``openvino``).
+        precision: ``fp32``, ``int8`` (static QDQ, per-channel) or ``bf16`` (OpenVINO's
+            inference precision on CPUs with bf16 instructions).
+        graph: Graph file in the model folder.
+        trust: Trust file in the model folder.
+    """
+
+    engine: str
+    precision: str
+    graph: str
+    trust: str
+
+
+VARIANTS: dict[str, Variant] = {
+    "openvino-bf16": Variant("openvino", "bf16", "model.onnx", "model.openvino-bf16.npz"),
+    "onnx-int8": Variant("onnxruntime", "int8", "model.int8.onnx", "model.int8.onnx.npz"),
+    "openvino-fp32": Variant("openvino", "fp32", "model.onnx", "model.openvino-fp32.npz"),
+    "onnx-fp32": Variant("onnxruntime", "fp32", "model.onnx", "model.onnx.npz"),
+}
+"""Variants from the fastest to the slowest on a CPU (see ``benchmarks/bench_runtime.py``)."""
+
+ENGINE_OF_RUNTIME: dict[str, tuple[str, ...]] = {
+    "auto": tuple(VARIANTS), "onnx": ("onnx-int8", "onnx-fp32"),
+    "openvino": ("openvino-bf16", "openvino-fp32")}
+"""Variants each ``--runtime`` value may use, in order of preference (``torch`` uses none)."""
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO can run bf16 on this CPU (AVX512-BF16 or AMX)."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+Graph = Callable[[np.ndarray], dict[str, np.ndarray]]
+"""A compiled graph: input ``image`` -> every output by name."""
+
+
+def open_graph(path: Path, variant: str) -> Graph:
+    """Compile ``path`` for variant ``name``'s engine and precision, on the CPU."""
+    spec = VARIANTS[variant]
+    if spec.engine == "openvino":
+        import openvino as ov
+
+        hint = {"bf16": "bf16", "fp32": "f32"}[spec.precision]
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        request = compiled.create_infer_request()
+        names = [(out, name) for out in compiled.outputs for name in out.get_names()]
+
+        def run_openvino(x: np.ndarray) -> dict[str, np.ndarray]:
+            result = request.infer({"image": x})
+            return {name: np.array(result[out]) for out, name in names}
+
+        return run_openvino
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    output_names = [out.name for out in session.get_outputs()]
+
+    def run_onnxruntime(x: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(output_names, session.run(output_names, {"image": x}), strict=True))
+
+    return run_onnxruntime
+
+
+class GraphRuntime:
+    """:class:`~mrimaster.inference.runtime.Runtime` over an exported classifier graph."""
+
+    def __init__(self, path: Path, head: Head, variant: str) -> None:
+        self.graph = open_graph(path, variant)
+        self._head = head
+        self.name = variant
+
+    def forward(self, images: np.ndarray, batch_size: int = 64
+                ) -> tuple[np.ndarray, np.ndarray]:
+        logits, feats = [], []
+        for start in range(0, len(images), batch_size):
+            out = self.graph(model_input(images[start:start + batch_size]))
+            logits.append(np.asarray(out["logits"], np.float32))
+            feats.append(np.asarray(out["features"], np.float32))
+        if not logits:
+            return (np.zeros((0, self._head.weight.shape[0]), np.float32),
+                    np.zeros((0, self._head.weight.shape[1]), np.float32))
+        return np.concatenate(logits), np.concatenate(feats)
+
+    def head(self) -> Head:
+        return self._head
+
+
+def make_runtime(folder: Path, name: str, head: Head) -> GraphRuntime:
+    """The runtime of variant ``name`` on ``folder``'s graph file."""
+    return GraphRuntime(folder / VARIANTS[name].graph, head, name)
+
+
+@dataclass
+class OnnxClassifier:
+    """A classifier loaded for ONNX Runtime; the same fields as
+    :class:`mrimaster.models.checkpoint.Classifier` without the torch network."""
+
+    runtime: GraphRuntime
+    arch: str
+    classes: list[str]
+    image_size: int
+    temperature: float = 1.0
+    referral: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    ood: dict[str, Any] | None = None
+
+
+def engine_problem(name: str) -> str | None:
+    """Why variant ``name`` cannot run on this machine at all (``None`` when it can)."""
+    variant = VARIANTS[name]
+    if importlib.util.find_spec(variant.engine) is None:
+        return f"{variant.engine} is not installed"
+    if variant.precision == "bf16" and not cpu_has_bf16():
+        return "this CPU has no bf16 instructions"
+    return None
+
+
+def variant_problem(folder: Path, name: str) -> str | None:
+    """Why variant ``name`` of ``folder`` cannot be used here (``None`` when it can).
+
+    Checks that its engine is installed (and bf16 is supported by the CPU), both files
+    exist, and the trust file belongs to the folder's current ``model.pt`` and graph (SHA-256
+    recorded at export).
+    """
+    problem = engine_problem(name)
+    if problem:
+        return problem
+    variant = VARIANTS[name]
+    graph, trust = folder / variant.graph, folder / variant.trust
+    if not graph.is_file() or not trust.is_file():
+        return f"{folder} has no validated {name} export ({variant.graph}, {variant.trust})"
+    meta = read_meta(trust)
+    if meta.get("graph_sha256") != file_sha256(graph):
+        return f"{graph} is not the graph its {variant.trust} was fitted for"
+    pt = folder / "model.pt"
+    if pt.is_file() and meta.get("source_sha256") != file_sha256(pt):
+        return f"{graph} was exported from another model.pt than the one beside it"
+    return None
+
+
+def choose_variant(folder: Path, runtime: str, candidates: tuple[str, ...],
+                   problem: Callable[[Path, str], str | None]) -> str | None:
+    """The first of ``candidates`` allowed for ``runtime`` (see :data:`ENGINE_OF_RUNTIME`) that
+    ``problem`` finds usable in ``folder``; ``None`` means PyTorch.
+
+    Raises:
+        ModelError: unknown ``runtime``; or it names an engine (``onnx``, ``openvino``) and
+            no variant of it is usable; the message lists why for each.
+    """
+    if runtime not in RUNTIMES:
+        raise ModelError(f"unknown runtime {runtime!r}", f"choose one of: {', '.join(RUNTIMES)}")
+    problems = []
+    for name in [c for c in candidates if c in ENGINE_OF_RUNTIME.get(runtime, ())]:
+        why = problem(folder, name)
+        if why is None:
+            return name
+        problems.append(f"{name}: {why}")
+    if runtime not in ("auto", "torch"):
+        raise ModelError(f"cannot run {folder} with {runtime}: " + "; ".join(problems),
+                         "install the engine with `pip install mrimaster[fast]` and export the "
+                         "model again, or use --runtime torch")
+    return None
+
+
+def read_meta(trust_path: Path) -> dict[str, Any]:
+    """The ``meta`` record of a ``model.onnx.npz``."""
+    try:
+        with np.load(trust_path, allow_pickle=False) as blob:
+            meta = json.loads(str(blob["meta"]))
+    except Exception as exc:  # zip, key and JSON errors all mean a damaged file
+        raise ModelError(f"{trust_path} is not a readable ONNX trust file "
+                         f"({type(exc).__name__})", "export the model again") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(f"{trust_path} is not an MRIMaster ONNX trust file",
+                         "export the model again")
+    return meta
+
+
+def load_variant(folder: Path, name: str) -> OnnxClassifier:
+    """Load variant ``name`` of ``folder`` (check it first with :func:`variant_problem`)."""
+    trust_path = folder / VARIANTS[name].trust
+    meta = read_meta(trust_path)
+    with np.load(trust_path, allow_pickle=False) as blob:
+        arrays = {k: blob[k] for k in blob.files if k != "meta"}
+    head = Head(arrays["head_weight"], arrays["head_bias"], float(meta["head_dropout"]))
+    ood = None
+    if meta.get("ood"):
+        ood = {"distance": {"means": arrays["ood_means"], "basis": arrays["ood_basis"],
+                            "variances": arrays["ood_variances"],
+                            "rest_variance": meta["ood"]["rest_variance"]},
+               "refer_above": meta["ood"]["refer_above"],
+               "reject_above": meta["ood"]["reject_above"]}
+    return OnnxClassifier(make_runtime(folder, name, head), meta["arch"], list(meta["classes"]),
+                          int(meta["image_size"]), float(meta["temperature"]),
+                          meta.get("referral"), {"variant": name, "check": meta.get("check")},
+                          ood)
+
+
+def write_trust_file(path: Path, meta: dict[str, Any], head: Head,
+                     ood: dict[str, Any] | None) -> None:
+    """Write ``model.onnx.npz`` (see the module docstring)."""
+    meta = dict(meta, format=FORMAT, head_dropout=head.dropout)
+    arrays: dict[str, Any] = {"head_weight": head.weight.astype(np.float32),
+                              "head_bias": head.bias.astype(np.float32)}
+    if ood:
+        dist = ood["distance"]
+        meta["ood"] = {"refer_above": float(ood["refer_above"]),
+                       "reject_above": float(ood["reject_above"]),
+                       "rest_variance": float(dist["rest_variance"])}
+        arrays.update(ood_means=np.asarray(dist["means"], np.float32),
+                      ood_basis=np.asarray(dist["basis"], np.float32),
+                      ood_variances=np.asarray(dist["variances"], np.float32))
+    else:
+        meta["ood"] = None
+    with open(path, "wb") as fh:
+        np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)

@@ -1,0 +1,36 @@
+"""Where a model reference (``default``, a run folder, a file) points, and model file
+fingerprints. No torch needed."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from mrimaster.errors import ModelError
+
+
+def resolve_model_path(ref: str | Path, models_dir: Path, default: str = "default") -> Path:
+    """``default`` -> the shipped model ``models_dir/<default>/model.pt``; a run folder -> its
+    ``model.pt``; else the file itself."""
+    if str(ref) == "default":
+        path = models_dir / default / "model.pt"
+        if not path.is_file():
+            raise ModelError(f"the default model is not at {path}",
+                             f"set MRIMASTER_MODELS_DIR to the folder holding {default}/model.pt")
+        return path
+    path = Path(ref)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise ModelError(f"no model at {ref}",
+                         "pass a run folder, a model.pt file, or `default`")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes: ties a record to the exact model file it describes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,123 @@
+"""Export a segmentation model's U-Net to ONNX and validate each variant on labelled cases.
+
+The graph takes one batch of patches (``(B, C, *patch)``, dynamic ``B``, opset 18) and returns
+the WT/TC/ET logits; the sliding window around it runs in NumPy
+(:mod:`mrimaster.segmentation.sliding_window`). Every variant of
+:data:`mrimaster.segmentation.runtime.SEG_VARIANTS` whose engine is installed segments the
+check cases; it is kept only when, for every case and region the case is labelled for, its Dice
+against the reference is within :data:`MAX_DICE_DIFFERENCE` of the PyTorch path's (bf16 and
+fp32 alike). ``model.onnx.json`` records each variant's figures and the decision.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mrimaster.errors import DataError
+from mrimaster.inference.onnx_runtime import VARIANTS, engine_problem, open_graph
+from mrimaster.models.paths import file_sha256
+from mrimaster.segmentation.cases import Case
+from mrimaster.segmentation.infer import clean_regions, prepare_inputs
+from mrimaster.segmentation.labels import REGIONS
+from mrimaster.segmentation.model import Segmenter
+from mrimaster.segmentation.runtime import FORMAT, GRAPH, META, SEG_VARIANTS, OnnxSegmenter
+
+OPSET = 18
+MAX_DICE_DIFFERENCE = 0.005
+"""Largest change of any region's Dice against the reference allowed for a kept variant."""
+
+
+def export_unet(seg: Segmenter, path: Path) -> None:
+    """Write ``seg.net`` as an ONNX graph over a dynamic batch of patches."""
+    example = torch.zeros(1, len(seg.modalities), *seg.patch)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+        torch.onnx.export(seg.net.eval(), (example,), str(path), opset_version=OPSET,
+                          input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                          dynamo=False)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+
+
+def export_segmenter(seg: Segmenter, model_pt: Path, cases: list[Case]) -> dict[str, Any]:
+    """Write ``model.onnx`` and ``model.onnx.json`` beside ``model_pt`` (see the module
+    docstring); returns the report.
+
+    Raises:
+        DataError: no check case, or a check case without a label map.
+    """
+    if not cases:
+        raise DataError("no check case given", "pass labelled cases with --case")
+    unlabelled = [c.name for c in cases if c.seg is None]
+    if unlabelled:
+        raise DataError(f"check cases without a label map: {', '.join(unlabelled)}")
+    folder = model_pt.parent
+    export_unet(seg, folder / GRAPH)
+    inputs = [prepare_inputs(seg, case)[0] for case in cases]
+    reference = [clean_regions(seg.logits(v.image) > 0) for v in inputs]
+    report: dict[str, Any] = {
+        "format": FORMAT, "modalities": seg.modalities, "patch": list(seg.patch),
+        "modality_dropout": seg.modality_dropout, "opset": OPSET,
+        "source_sha256": file_sha256(model_pt), "graph_sha256": file_sha256(folder / GRAPH),
+        "rule": f"every labelled region's Dice within {MAX_DICE_DIFFERENCE} of PyTorch's",
+        "cases": [c.name for c in cases], "variants": {}}
+    for variant in SEG_VARIANTS:
+        missing = engine_problem(variant)
+        if missing:
+            report["variants"][variant] = {"kept": False, "why": f"not checked: {missing}"}
+            continue
+        model = OnnxSegmenter(seg.modalities, seg.patch, seg.modality_dropout, variant,
+                              open_graph(folder / GRAPH, variant))
+        per_case: dict[str, Any] = {}
+        worst = 0.0
+        for case, volume, ref in zip(cases, inputs, reference, strict=True):
+            pred = clean_regions(model.logits(volume.image) > 0)
+            assert volume.regions is not None
+            scores = {}
+            for k, region in enumerate(REGIONS):
+                if not volume.known[k]:
+                    continue
+                torch_dice = _dice(ref[k], volume.regions[k])
+                dice = _dice(pred[k], volume.regions[k])
+                scores[region] = {"dice": dice, "torch_dice": torch_dice,
+                                  "agreement_dice": _dice(pred[k], ref[k])}
+                worst = max(worst, abs(dice - torch_dice))
+            per_case[case.name] = scores
+        report["variants"][variant] = {"kept": worst <= MAX_DICE_DIFFERENCE,
+                                       "largest_dice_difference": worst, "per_case": per_case,
+                                       "engine": VARIANTS[variant].engine,
+                                       "precision": VARIANTS[variant].precision}
+    (folder / META).write_text(json.dumps(report, indent=2))
+    card = folder / "MODEL_CARD.md"
+    if card.is_file():
+        text = card.read_text().split(CARD_HEADING)[0].rstrip()
+        card.write_text(text + "\n\n" + card_section(report))
+    return report
+
+
+CARD_HEADING = "## Inference runtimes (ONNX export)"
+
+
+def card_section(report: dict[str, Any]) -> str:
+    """The model card's section on the export (replaced whenever the export is redone)."""
+    lines = [CARD_HEADING, "",
+             f"The U-Net is exported to ONNX (opset {report['opset']}, `model.onnx`) and each "
+             f"engine segmented the check cases {', '.join(report['cases'])}; rule: "
+             f"{report['rule']}. `--runtime auto` uses the first kept variant whose engine is "
+             "installed, in this order, then PyTorch + MONAI. Details in `model.onnx.json`.", "",
+             "| variant | kept | largest Dice difference to PyTorch |", "|---|---|---:|"]
+    for name, v in report["variants"].items():
+        diff = v.get("largest_dice_difference")
+        lines.append(f"| `{name}` | {'yes' if v['kept'] else 'no'} | "
+                     f"{v.get('why') or f'{diff:.4f}'} |")
+    return "\n".join(lines) + "\n"

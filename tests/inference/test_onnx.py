@@ -1,0 +1,146 @@
+"""ONNX export and the torch-free runtimes: same outputs as PyTorch, stale exports refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrimaster.errors import ModelError
+from mrimaster.inference.forward import TorchRuntime
+from mrimaster.inference.onnx_runtime import VARIANTS, variant_problem
+from tests.conftest import synthetic_slice
+
+# needs the [fast] extra, which .ci/run installs: without it these tests fail, never skip
+
+
+def _classifier(arch: str, size: int):  # type: ignore[no-untyped-def]
+    import torch
+
+    from mrimaster.models.checkpoint import Classifier
+    from mrimaster.models.registry import build_model
+
+    torch.manual_seed(0)
+    net = build_model(arch, 4, pretrained=False, image_size=size).eval()
+    return Classifier(net, arch, ["glioma", "meningioma", "no_tumor", "pituitary"], size)
+
+
+@pytest.mark.parametrize(("arch", "size"), [("efficientnet-lite0", 64), ("mri-cnn", 64)])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_exported_graph_gives_the_torch_logits_and_features(
+        tmp_path: Path, arch: str, size: int, batch: int) -> None:
+    from mrimaster.inference.forward import head_of
+    from mrimaster.inference.onnx_export import export_graph, half_storage
+    from mrimaster.inference.onnx_runtime import GraphRuntime
+
+    clf = _classifier(arch, size)
+    export_graph(clf.net, tmp_path / "fp32.onnx", size)
+    half_storage(tmp_path / "fp32.onnx", tmp_path / "model.onnx")
+    assert (tmp_path / "model.onnx").stat().st_size < 0.6 * (tmp_path / "fp32.onnx").stat().st_size
+    images = np.stack([synthetic_slice(i, size, i % 4) for i in range(batch)])
+    # the model file stores float16 weights: compare with the torch net rounded the same way
+    for p in clf.net.parameters():
+        p.data = p.data.half().float()
+    want_logits, want_feats = TorchRuntime(clf.net).forward(images)
+    for variant in ("onnx-fp32", "openvino-fp32"):
+        runtime = GraphRuntime(tmp_path / "model.onnx", head_of(clf.net), variant)
+        logits, feats = runtime.forward(images)
+        assert logits.shape == (batch, 4) and feats.shape == want_feats.shape
+        np.testing.assert_allclose(logits, want_logits, atol=1e-4)
+        np.testing.assert_allclose(feats, want_feats, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A calibrated synthetic Lite0 exported with every variant this machine can run."""
+    from mrimaster.inference.onnx_export import export_variants
+    from mrimaster.models.checkpoint import save_classifier
+    from mrimaster.training.calibrate import CalibrateConfig, CalibrationData, fit_trust
+
+    folder = tmp_path_factory.mktemp("export")
+    clf = _classifier("efficientnet-lite0", 64)
+    labels = np.arange(96) % 4
+    images = np.stack([synthetic_slice(i, 64, k) for i, k in enumerate(labels)])
+    data = CalibrationData(images[:32], labels[:32], images[32:80], labels[32:80],
+                           images[80:], labels[80:])
+    fit = fit_trust(clf.runtime, clf.classes, data, CalibrateConfig("synthetic"))
+    clf.temperature, clf.referral, clf.ood = fit.temperature, fit.referral, fit.ood
+    save_classifier(folder / "model.pt", clf)
+    from mrimaster.models.checkpoint import load_classifier
+
+    report = export_variants(load_classifier(folder / "model.pt"), folder / "model.pt", folder,
+                             data)
+    return folder, report
+
+
+def test_export_keeps_fp32_and_reports_every_variant(exported: tuple[Path, dict]) -> None:
+    folder, report = exported
+    assert set(report["variants"]) == set(VARIANTS)
+    fp32 = report["variants"]["onnx-fp32"]
+    assert fp32["kept"] and fp32["val"]["top1_agreement"] == 1.0
+    for name, entry in report["variants"].items():
+        on_disk = (folder / VARIANTS[name].trust).is_file()
+        assert on_disk == entry["kept"], name  # a trust file on disk means validated
+        if entry["kept"] and VARIANTS[name].precision != "fp32":
+            assert entry["val"]["top1_agreement"] >= 0.99
+            assert entry["val"]["torch_macro_f1"] - entry["val"]["macro_f1"] <= 0.005
+
+
+def test_onnx_classifier_decides_like_torch(exported: tuple[Path, dict]) -> None:
+    from mrimaster.inference.loading import load_for_inference
+    from mrimaster.trust.referral import TrustRule, assess
+
+    folder, _ = exported
+    onnx = load_for_inference(folder, Path("."), "onnx")
+    torch_clf = load_for_inference(folder, Path("."), "torch")
+    assert onnx.runtime.name.startswith("onnx-") and torch_clf.runtime.name == "torch"
+    images = np.stack([synthetic_slice(500 + i, 64, i % 4) for i in range(12)])
+    if onnx.runtime.name == "onnx-fp32":  # same rule, same numbers: same decisions
+        a = assess(onnx.runtime, TrustRule.of(onnx), images)
+        b = assess(torch_clf.runtime, TrustRule.of(torch_clf), images)
+        assert a.status == b.status
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-4)
+        np.testing.assert_allclose(a.distance, b.distance, rtol=1e-3)
+
+
+def test_a_stale_export_is_refused_and_auto_falls_back_to_torch(
+        exported: tuple[Path, dict], tmp_path: Path) -> None:
+    import shutil
+
+    from mrimaster.inference.loading import load_for_inference
+    from mrimaster.models.checkpoint import load_classifier, save_classifier
+
+    folder = tmp_path / "model"
+    shutil.copytree(exported[0], folder)
+    clf = load_classifier(folder / "model.pt")
+    clf.temperature = 2.5  # recalibrated after the export
+    save_classifier(folder / "model.pt", clf)
+    assert "another model.pt" in (variant_problem(folder, "onnx-fp32") or "")
+    with pytest.raises(ModelError, match="another model.pt"):
+        load_for_inference(folder, Path("."), "onnx")
+    assert load_for_inference(folder, Path("."), "auto").runtime.name == "torch"
+    (folder / "model.onnx").write_bytes(b"not a graph")
+    assert "not the graph" in (variant_problem(folder, "onnx-fp32") or "")
+
+
+def test_predict_path_imports_no_torch_and_no_plotting(exported: tuple[Path, dict]) -> None:
+    folder, _ = exported
+    image = folder / "slice.png"
+    from PIL import Image
+
+    Image.fromarray(synthetic_slice(7, 128)).save(image)
+    code = (
+        "import sys\n"
+        "from mrimaster.cli.main import main\n"
+        f"assert main(['predict', '--runtime', 'onnx', '--model', {str(folder)!r}, "
+        f"{str(image)!r}, '--format', 'json']) == 0\n"
+        "heavy = sorted(m for m in ('torch', 'matplotlib', 'monai', 'mlflow', 'skimage', "
+        "'torchvision') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "HEAVY []" in out
+    assert '"status"' in out and '"uncertainty"' in out

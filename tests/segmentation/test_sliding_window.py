@@ -1,0 +1,45 @@
+"""The NumPy sliding window reproduces MONAI's Gaussian sliding-window inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data.utils import compute_importance_map
+from monai.inferers import sliding_window_inference
+
+from mrimaster.segmentation.sliding_window import gaussian_importance, sliding_window
+
+
+@pytest.mark.parametrize("patch", [(8, 8), (6, 10), (8, 8, 8), (5, 6, 7)])
+def test_importance_map_is_monai_s(patch: tuple[int, ...]) -> None:
+    want = compute_importance_map(patch, mode="gaussian", sigma_scale=0.125).numpy()
+    np.testing.assert_allclose(gaussian_importance(patch), want, rtol=1e-6, atol=1e-7)
+
+
+def _numpy_net(x: np.ndarray) -> np.ndarray:
+    """A position-dependent 'network': each patch's output depends on the whole patch."""
+    mean = x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
+    return np.concatenate([x[:, :1] * 2 + mean[:, :1], x[:, -1:] - mean[:, -1:]], axis=1)
+
+
+def _torch_net(x: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(_numpy_net(x.numpy()))
+
+
+@pytest.mark.parametrize(("shape", "patch", "overlap"), [
+    ((2, 20, 17), (8, 8), 0.25),             # 2D, uneven grid
+    ((2, 6, 30), (8, 8), 0.5),               # smaller than the patch on one axis: padded
+    ((1, 19, 16, 23), (8, 8, 8), 0.25),      # 3D
+    ((2, 12, 12, 12), (12, 12, 12), 0.25),   # exactly one patch
+    ((2, 7, 9, 30), (8, 8, 8), 0.6),
+])
+def test_sliding_window_matches_monai(shape: tuple[int, ...], patch: tuple[int, ...],
+                                      overlap: float) -> None:
+    image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    want = sliding_window_inference(torch.from_numpy(image)[None], patch, 3, _torch_net,
+                                    overlap=overlap, mode="gaussian")
+    assert isinstance(want, torch.Tensor)
+    got = sliding_window(image, patch, _numpy_net, overlap=overlap, batch_size=3)
+    assert got.shape == (2, *shape[1:])
+    np.testing.assert_allclose(got, want[0].numpy(), rtol=1e-5, atol=1e-5)
