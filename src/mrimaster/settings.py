@@ -5,7 +5,8 @@ Environment variables:
         ``~/.mrimaster/data``.
     MRIMASTER_RUNS_DIR: where run folders are written. Default ``./runs``.
     MRIMASTER_MODELS_DIR: folder of shipped models (``default/model.pt``). Default: the
-        repository's ``models/`` folder.
+        package's ``shipped/`` folder, which the wheel carries (in the repository, a link to
+        ``models/``).
     MLFLOW_TRACKING_URI / MRIMASTER_TRACKING_URI: MLflow store; default a local SQLite store
         ``sqlite:///<runs dir>/mlflow.db``.
 """
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_MODELS = Path(__file__).resolve().parent / "shipped"
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     data_root = Path(env.get("MRIMASTER_DATA_ROOT", "~/.mrimaster/data")).expanduser()
     runs_dir = Path(env.get("MRIMASTER_RUNS_DIR", "runs")).expanduser()
-    models_dir = Path(env.get("MRIMASTER_MODELS_DIR", str(_REPO_ROOT / "models"))).expanduser()
+    models_dir = Path(env.get("MRIMASTER_MODELS_DIR", str(SHIPPED_MODELS))).expanduser()
     tracking_uri = env.get("MRIMASTER_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI") or ""
     if not tracking_uri:
         tracking_uri = f"sqlite:///{(runs_dir / 'mlflow.db').resolve()}"

@@ -11,13 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mrimaster.data.images import load_grayscale, prepare_slice  # noqa: E402
+from mrimaster.data.images import load_grayscale, prepare_slice
 
 BANDS: tuple[tuple[int, int], ...] = ((30, 38), (39, 44), (45, 48), (49, 52), (53, 56),
                                       (57, 62))
@@ -38,7 +35,7 @@ def plot_pair_distances(paths: Sequence[Path], labels: Sequence[str], dist: np.n
     rng = np.random.default_rng(seed)
     d = dist.astype(float).copy()
     np.fill_diagonal(d, np.inf)
-    fig = plt.figure(figsize=(4 + 2.2 * 2 * pairs_per_band, 2.2 * len(BANDS)))
+    fig = Figure(figsize=(4 + 2.2 * 2 * pairs_per_band, 2.2 * len(BANDS)))
     grid = fig.add_gridspec(len(BANDS), 1 + 2 * pairs_per_band, width_ratios=[
         2.5 * pairs_per_band] + [1] * 2 * pairs_per_band)
     ax = fig.add_subplot(grid[:, 0])
@@ -66,4 +63,3 @@ def plot_pair_distances(paths: Sequence[Path], labels: Sequence[str], dist: np.n
     fig.suptitle(f"Near-duplicate pairs by distance (grouped at <= {threshold} bits)")
     fig.tight_layout()
     fig.savefig(path, dpi=70)
-    plt.close(fig)

@@ -6,17 +6,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
     """Loss and accuracy per epoch, training and validation, side by side."""
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    (ax_loss, ax_acc) = fig.subplots(1, 2)
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
@@ -29,14 +27,14 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: Path, title: str) -> None:
     """Counts and row-normalised colours; rows are true classes."""
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
@@ -47,14 +45,14 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: Path, title: str
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def gallery_grid(n: int, columns: int, empty_note: str) -> tuple[Any, np.ndarray]:
     """A figure with room for ``n`` captioned tiles, axes off; a note when ``n`` is 0."""
     rows = max(1, int(np.ceil(n / columns)))
     cols = columns if n >= columns else max(n, 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.7 * rows), squeeze=False)
+    fig = Figure(figsize=(2.4 * cols, 2.7 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     if n == 0:
@@ -72,4 +70,3 @@ def plot_gallery(images: Sequence[np.ndarray], captions: Sequence[str], path: Pa
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)

@@ -15,24 +15,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from mrimaster.data.folders import load_slices  # noqa: E402
-from mrimaster.data.images import load_grayscale, slice_geometry, to_original_grid  # noqa: E402
-from mrimaster.data.presence import Box, scan_presence  # noqa: E402
-from mrimaster.data.splits import SplitTable  # noqa: E402
-from mrimaster.data.transforms import eval_batch  # noqa: E402
-from mrimaster.errors import DataError  # noqa: E402
-from mrimaster.evaluation.plots import gallery_grid  # noqa: E402
-from mrimaster.explain.cam import GradCAM  # noqa: E402
-from mrimaster.models.checkpoint import Classifier  # noqa: E402
-from mrimaster.trust.referral import Assessment, TrustRule, assess  # noqa: E402
-from mrimaster.trust.report import presence_trust  # noqa: E402
+from mrimaster.data.folders import load_slices
+from mrimaster.data.images import load_grayscale, slice_geometry, to_original_grid
+from mrimaster.data.presence import Box, scan_presence
+from mrimaster.data.splits import SplitTable
+from mrimaster.data.transforms import eval_batch
+from mrimaster.errors import DataError
+from mrimaster.evaluation.plots import gallery_grid
+from mrimaster.explain.cam import GradCAM
+from mrimaster.models.checkpoint import Classifier
+from mrimaster.trust.referral import Assessment, TrustRule, assess
+from mrimaster.trust.report import presence_trust
 
 
 def tumour_cams(clf: Classifier, images: np.ndarray, probs: np.ndarray, batch_size: int = 32
@@ -92,7 +88,6 @@ def _gallery(originals: list[np.ndarray], maps: list[np.ndarray], boxes: list[Bo
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def evaluate_presence(clf: Classifier, data_dir: Path, split_file: Path | None = None,

@@ -5,19 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mrimaster.data.transforms import eval_batch  # noqa: E402
-from mrimaster.evaluation.plots import gallery_grid  # noqa: E402
-from mrimaster.explain.cam import GradCAM  # noqa: E402
-from mrimaster.models.checkpoint import Classifier  # noqa: E402
+from mrimaster.data.transforms import eval_batch
+from mrimaster.evaluation.plots import gallery_grid
+from mrimaster.explain.cam import GradCAM
+from mrimaster.models.checkpoint import Classifier
 
 
-def _show_overlay(ax: plt.Axes, image: np.ndarray, cam: np.ndarray) -> None:
+def _show_overlay(ax: Axes, image: np.ndarray, cam: np.ndarray) -> None:
     ax.imshow(image, cmap="gray", vmin=0, vmax=255)
     peak = cam.max()
     ax.imshow(cam / peak if peak > 0 else cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
@@ -26,7 +24,8 @@ def _show_overlay(ax: plt.Axes, image: np.ndarray, cam: np.ndarray) -> None:
 
 def save_overlay(image: np.ndarray, cam: np.ndarray, path: Path, title: str) -> None:
     """One slice with its input-size map on top. ``image`` (S, S) uint8, ``cam`` (S, S) >= 0."""
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    fig = Figure(figsize=(8, 4.3))
+    axes = fig.subplots(1, 2)
     axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
     axes[0].axis("off")
     axes[0].set_title("input")
@@ -35,7 +34,6 @@ def save_overlay(image: np.ndarray, cam: np.ndarray, path: Path, title: str) -> 
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def save_layer_figure(image: np.ndarray, layers: Sequence[str], maps: Sequence[np.ndarray],
@@ -46,8 +44,8 @@ def save_layer_figure(image: np.ndarray, layers: Sequence[str], maps: Sequence[n
     n = len(layers)
     blocks = int(np.ceil(n / columns))
     cols = min(n, columns)
-    fig, axes = plt.subplots(2 * blocks, cols, figsize=(max(2.2 * cols, 6.5), 4.6 * blocks),
-                             squeeze=False)
+    fig = Figure(figsize=(max(2.2 * cols, 6.5), 4.6 * blocks))
+    axes = fig.subplots(2 * blocks, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i, (name, small, big) in enumerate(zip(layers, maps, upsampled, strict=True)):
@@ -58,7 +56,6 @@ def save_layer_figure(image: np.ndarray, layers: Sequence[str], maps: Sequence[n
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def cam_gallery(clf: Classifier, images: np.ndarray, labels: np.ndarray, probs: np.ndarray,
@@ -76,4 +73,3 @@ def cam_gallery(clf: Classifier, images: np.ndarray, labels: np.ndarray, probs: 
     fig.suptitle("Misclassified, with Grad-CAM of the predicted class")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)

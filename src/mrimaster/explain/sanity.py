@@ -13,24 +13,24 @@ import copy
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.stats import spearmanr
 from torch import nn
 
 from mrimaster.data.transforms import eval_batch
 from mrimaster.explain.cam import get_cam
+from mrimaster.seeding import seeded
 
 
 def randomize_weights(net: nn.Module, seed: int = 0) -> nn.Module:
     """A copy of ``net`` with every layer re-initialised (``reset_parameters``)."""
-    torch.manual_seed(seed)
     clone = copy.deepcopy(net)
-    for module in clone.modules():
-        reset = getattr(module, "reset_parameters", None)
-        if callable(reset):
-            reset()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
+    with seeded(seed):
+        for module in clone.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
     return clone.eval()
 
 

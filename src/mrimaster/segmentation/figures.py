@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-
-from mrimaster.segmentation.labels import regions_to_brats2021  # noqa: E402
-from mrimaster.segmentation.volumes import Volume  # noqa: E402
+from mrimaster.segmentation.labels import regions_to_brats2021
+from mrimaster.segmentation.volumes import Volume
 
 # edema green, NCR/NET red, enhancing yellow (index = BraTS 2021 label)
 _COLOURS = ListedColormap([(0, 0, 0, 0), (0.9, 0.1, 0.1, 0.6), (0.1, 0.8, 0.2, 0.45),
@@ -32,7 +29,8 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
     centre = tumour.mean(axis=0).round().astype(int) if len(tumour) else \
         (np.array(labels.shape) // 2)
     n_mod = volume.image.shape[0]
-    fig, axes = plt.subplots(n_mod, 3, figsize=(10, 3.4 * n_mod), squeeze=False)
+    fig = Figure(figsize=(10, 3.4 * n_mod))
+    axes = fig.subplots(n_mod, 3, squeeze=False)
     for row in range(n_mod):
         img = volume.image[row]
         for col, (axis, name) in enumerate(((2, "axial"), (1, "coronal"), (0, "sagittal"))):
@@ -46,11 +44,11 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
     fig.tight_layout()
     planes = out_dir / "overlay_planes.png"
     fig.savefig(planes, dpi=90)
-    plt.close(fig)
 
     zs = np.unique(tumour[:, 2]) if len(tumour) else np.arange(labels.shape[2])
     picks = np.linspace(zs.min(), zs.max(), num=min(12, len(zs))).round().astype(int)
-    fig, axes = plt.subplots(2, 6, figsize=(15, 5.5), squeeze=False)
+    fig = Figure(figsize=(15, 5.5))
+    axes = fig.subplots(2, 6, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, z in zip(axes.ravel(), picks, strict=False):
@@ -61,5 +59,4 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
     fig.tight_layout()
     mosaic = out_dir / "overlay_mosaic.png"
     fig.savefig(mosaic, dpi=80)
-    plt.close(fig)
     return [planes, mosaic]

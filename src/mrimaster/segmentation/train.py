@@ -25,6 +25,7 @@ from tqdm import tqdm
 from mrimaster.config import config_to_dict, save_config
 from mrimaster.device import resolve_device
 from mrimaster.errors import ConfigError, DataError
+from mrimaster.seeding import seeded
 from mrimaster.segmentation.cases import MODALITIES, Case, find_case
 from mrimaster.segmentation.metrics import mean_scores, region_scores
 from mrimaster.segmentation.model import Segmenter, build_unet, save_segmenter
@@ -218,10 +219,15 @@ def _load_cases(root: Path, names: list[str], cfg: SegTrainConfig) -> list[Train
 
 def run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
     """Train and write the run folder: ``config.yaml``, ``model.pt`` (best mean validation
-    Dice), ``history.json``, ``metrics.json``, ``curves.png``."""
+    Dice), ``history.json``, ``metrics.json``, ``curves.png``. Global random generators are
+    seeded by ``cfg.seed`` and given back unchanged afterwards."""
+    with seeded(cfg.seed):
+        return _run_seg_training(cfg, settings)
+
+
+def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
     root = Path(cfg.data_dir) if cfg.data_dir else settings.data_root / "brats-mini"
@@ -283,13 +289,11 @@ def run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
 
 
 def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    (a, b) = fig.subplots(1, 2)
     a.plot(epochs, [r["train_loss"] for r in history], "o-")
     a.set(xlabel="epoch", ylabel="Dice + BCE", title="Training loss")
     for region in ("WT", "TC", "ET"):
@@ -302,4 +306,3 @@ def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)

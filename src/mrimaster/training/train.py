@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from mrimaster.inference.forward import predict_logits
 from mrimaster.inference.runtime import softmax
 from mrimaster.models.checkpoint import Classifier, load_classifier, save_classifier
 from mrimaster.models.registry import build_model
+from mrimaster.seeding import seeded
 from mrimaster.settings import Settings
 from mrimaster.training.calibrate import CalibrateConfig, run_calibration
 from mrimaster.training.checks import run_checks
@@ -124,12 +124,6 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int) -> Any:
     return factor
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _run_dir(cfg: TrainConfig, settings: Settings) -> Path:
     if cfg.resume:
         return Path(cfg.resume)
@@ -140,6 +134,13 @@ def _run_dir(cfg: TrainConfig, settings: Settings) -> Path:
 
 
 def run_training(cfg: TrainConfig, settings: Settings) -> Path:
+    """Train a classifier into a run folder (see :func:`_run_training`), with every global
+    random generator seeded by ``cfg.seed`` and given back unchanged afterwards."""
+    with seeded(cfg.seed):
+        return _run_training(cfg, settings)
+
+
+def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
     """Train ``cfg.model`` and write the run folder.
 
     Run folder contents: ``config.yaml`` (resolved), ``split.csv``, ``history.json`` (per-epoch
@@ -151,7 +152,6 @@ def run_training(cfg: TrainConfig, settings: Settings) -> Path:
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    _seed_everything(cfg.seed)
     data_dir = Path(cfg.data_dir) if cfg.data_dir else settings.data_root / "sartaj-training"
     run_dir = _run_dir(cfg, settings)
     if cfg.resume and not (run_dir / "last.pt").is_file():

@@ -1,0 +1,144 @@
+"""The Python API for notebooks and scripts: the same stages as the CLI, typed results.
+
+    >>> from mrimaster.api import Classifier, Segmenter
+    >>> clf = Classifier.load("default")            # fastest validated runtime
+    >>> for p in clf.predict(["slice.jpg"]):
+    ...     print(p.status, p.label, p.confidence, p.reason)
+    >>> clf.explain(["slice.jpg"], "cams/")         # Grad-CAM overlays (PyTorch)
+    >>> Segmenter.load("default").segment("case_dir/", "out/").volumes_ml
+
+The CLI commands ``predict``, ``explain`` and ``seg predict`` are thin shells over the same
+functions. Settings (data root, models folder) are read from the environment when an object is
+loaded, never at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mrimaster.inference.loading import load_for_inference
+from mrimaster.inference.predict import predict_files
+from mrimaster.inference.runtime import ClassifierModel
+from mrimaster.segmentation.runtime import SegModel, load_segmenter_for_inference
+from mrimaster.settings import Settings, load_settings
+
+PathLike = str | Path
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result with its trust fields.
+
+    Attributes:
+        path: The image file.
+        status: ``ok``, ``refer`` (to a radiologist) or ``reject`` (not a brain MRI slice the
+            model knows).
+        reason: Why it was referred or rejected (empty for ``ok``).
+        label: Predicted class (``None`` when rejected: no class is shown).
+        confidence: Calibrated probability of ``label`` in [0, 1] (``None`` when rejected).
+        uncertainty: In [0, 1), under the model's estimator.
+        distance: Feature distance to the training images, per dimension (``None`` without a
+            distance check).
+        probabilities: Calibrated probability per class (``None`` when rejected).
+    """
+
+    path: str
+    status: str
+    reason: str
+    label: str | None
+    confidence: float | None
+    uncertainty: float
+    distance: float | None
+    probabilities: dict[str, float] | None
+
+    @property
+    def referred(self) -> bool:
+        """Whether a radiologist must look (status is not ``ok``)."""
+        return self.status != "ok"
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], classes: Sequence[str]) -> Prediction:
+        probs = None if row["prediction"] is None else {c: row[f"p_{c}"] for c in classes}
+        return cls(row["path"], row["status"], row["reason"], row["prediction"],
+                   row["confidence"], row["uncertainty"], row["distance"], probs)
+
+
+def _paths(items: PathLike | Sequence[PathLike]) -> list[Path]:
+    return [Path(items)] if isinstance(items, str | Path) else [Path(p) for p in items]
+
+
+class Classifier:
+    """A brain-MRI slice classifier with its trust rule, in one runtime."""
+
+    def __init__(self, model: ClassifierModel, ref: str, settings: Settings) -> None:
+        self.model = model
+        self.ref = ref
+        self.settings = settings
+
+    @classmethod
+    def load(cls, model: str = "default", runtime: str = "auto",
+             settings: Settings | None = None) -> Classifier:
+        """Load ``model`` (``default``, a run or model folder, a ``model.pt``).
+
+        Args:
+            runtime: ``auto`` (the fastest validated engine installed), ``torch``, ``onnx`` or
+                ``openvino``.
+            settings: Default: read from the environment now.
+        """
+        settings = settings or load_settings()
+        return cls(load_for_inference(model, settings.models_dir, runtime), model, settings)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.classes)
+
+    @property
+    def runtime(self) -> str:
+        """The engine running the network (``torch``, ``openvino-fp32``, ...)."""
+        return self.model.runtime.name
+
+    def predict(self, paths: PathLike | Sequence[PathLike], batch_size: int = 64
+                ) -> list[Prediction]:
+        """Classify image files and folders (searched recursively); files that cannot be
+        decoded are left out and logged."""
+        rows, _ = predict_files(self.model, _paths(paths), batch_size)
+        return [Prediction.from_row(r, self.model.classes) for r in rows]
+
+    def explain(self, images: PathLike | Sequence[PathLike], out_dir: PathLike,
+                layer: str | None = None, method: str = "gradcam") -> list[dict[str, Any]]:
+        """Grad-CAM overlays and maps of ``images`` into ``out_dir`` (see
+        :func:`mrimaster.explain.explain.run_explain`; always PyTorch, which has gradients)."""
+        from mrimaster.explain.explain import ExplainConfig, run_explain
+
+        cfg = ExplainConfig(self.ref, _paths(images), Path(out_dir), layer, method=method)
+        return run_explain(cfg, self.settings)
+
+
+class Segmenter:
+    """A 3D tumour segmentation model (WT / TC / ET), in one runtime."""
+
+    def __init__(self, model: SegModel) -> None:
+        self.model = model
+
+    @classmethod
+    def load(cls, model: str = "default", runtime: str = "auto",
+             settings: Settings | None = None) -> Segmenter:
+        """Load ``model`` (``default``, a run or model folder, a ``model.pt``)."""
+        settings = settings or load_settings()
+        return cls(load_segmenter_for_inference(model, settings.models_dir, runtime))
+
+    @property
+    def runtime(self) -> str:
+        return self.model.runtime_name
+
+    def segment(self, case: PathLike, out_dir: PathLike) -> Any:
+        """Segment the case folder ``case`` into ``out_dir``: ``seg.nii.gz`` on the input grid,
+        ``volumes.json``, overlays. Returns a
+        :class:`mrimaster.segmentation.infer.SegmentResult` (``volumes_ml``, ``seg_path``...)."""
+        from mrimaster.segmentation.cases import find_case
+        from mrimaster.segmentation.infer import segment_case
+
+        return segment_case(self.model, find_case(Path(case)), Path(out_dir))

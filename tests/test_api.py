@@ -1,0 +1,58 @@
+"""The Python API on the shipped models: typed results with the trust fields, same answers
+in every runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mrimaster.api import Classifier, Prediction, Segmenter
+from tests.segmentation.synthetic import write_case
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def images(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("api")
+    picked = sorted((data_root / "sartaj-training" / "glioma_tumor").glob("*.jpg"))[:2]
+    photo = folder / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(photo)
+    return [*picked, photo]
+
+
+def test_predict_returns_typed_results_with_trust_fields(images: list[Path]) -> None:
+    clf = Classifier.load("default")
+    results = clf.predict(images)
+    assert [Path(p.path) for p in results] == images
+    assert all(isinstance(p, Prediction) for p in results)
+    photo = results[-1]
+    assert photo.status == "reject" and photo.label is None and photo.probabilities is None
+    assert photo.referred and photo.reason
+    for p in results[:-1]:
+        assert p.probabilities is not None and p.label in clf.classes
+        assert sum(p.probabilities.values()) == pytest.approx(1.0)
+        assert p.confidence == pytest.approx(max(p.probabilities.values()))
+
+
+def test_every_runtime_gives_the_same_labels(images: list[Path]) -> None:
+    fast, torch_clf = Classifier.load("default"), Classifier.load("default", runtime="torch")
+    assert torch_clf.runtime == "torch"
+    assert [p.label for p in fast.predict(images)] == [p.label for p in torch_clf.predict(images)]
+
+
+def test_explain_writes_overlays(images: list[Path], tmp_path: Path) -> None:
+    summaries = Classifier.load("default").explain(images[:1], tmp_path)
+    assert len(summaries) == 1
+    assert list(tmp_path.glob(f"*{images[0].stem}_overlay.png"))
+
+
+def test_segment_a_case(tmp_path: Path) -> None:
+    case = write_case(tmp_path / "case", "brats2021", seed=3)
+    result = Segmenter.load("default").segment(case, tmp_path / "out")
+    assert set(result.volumes_ml) == {"WT", "TC", "ET"}
+    assert result.seg_path.is_file()
