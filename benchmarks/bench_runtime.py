@@ -39,7 +39,7 @@ from mrimaster.inference.onnx_runtime import VARIANTS, engine_problem
 from mrimaster.models.checkpoint import load_classifier
 from mrimaster.models.paths import resolve_model_path
 from mrimaster.settings import load_settings
-from mrimaster.training.calibrate import CalibrateConfig, load_calibration_data
+from mrimaster.training.fit_trust import CalibrateConfig, load_calibration_data
 
 Route = Callable[[np.ndarray], np.ndarray]
 

@@ -73,23 +73,27 @@ def _paths(items: PathLike | Sequence[PathLike]) -> list[Path]:
 class Classifier:
     """A brain-MRI slice classifier with its trust rule, in one runtime."""
 
-    def __init__(self, model: ClassifierModel, ref: str, settings: Settings) -> None:
+    def __init__(self, model: ClassifierModel, ref: str, settings: Settings,
+                 device: str = "auto") -> None:
         self.model = model
         self.ref = ref
         self.settings = settings
+        self.device = device
 
     @classmethod
-    def load(cls, model: str = "default", runtime: str = "auto",
+    def load(cls, model: str = "default", runtime: str = "auto", device: str = "auto",
              settings: Settings | None = None) -> Classifier:
         """Load ``model`` (``default``, a run or model folder, a ``model.pt``).
 
         Args:
             runtime: ``auto`` (the fastest validated engine installed), ``torch``, ``onnx`` or
                 ``openvino``.
+            device: ``auto`` (a CUDA GPU when there is one, with PyTorch), ``cpu`` or ``cuda``.
             settings: Default: read from the environment now.
         """
         settings = settings or load_settings()
-        return cls(load_for_inference(model, settings.models_dir, runtime), model, settings)
+        return cls(load_for_inference(model, settings.models_dir, runtime, device), model,
+                   settings, device)
 
     @property
     def classes(self) -> list[str]:
@@ -113,7 +117,8 @@ class Classifier:
         :func:`mrimaster.explain.explain.run_explain`; always PyTorch, which has gradients)."""
         from mrimaster.explain.explain import ExplainConfig, run_explain
 
-        cfg = ExplainConfig(self.ref, _paths(images), Path(out_dir), layer, method=method)
+        cfg = ExplainConfig(self.ref, _paths(images), Path(out_dir), layer, method=method,
+                            device=self.device)
         return run_explain(cfg, self.settings)
 
 
@@ -124,11 +129,12 @@ class Segmenter:
         self.model = model
 
     @classmethod
-    def load(cls, model: str = "default", runtime: str = "auto",
+    def load(cls, model: str = "default", runtime: str = "auto", device: str = "auto",
              settings: Settings | None = None) -> Segmenter:
-        """Load ``model`` (``default``, a run or model folder, a ``model.pt``)."""
+        """Load ``model`` (``default``, a run or model folder, a ``model.pt``) in ``runtime``
+        on ``device``."""
         settings = settings or load_settings()
-        return cls(load_segmenter_for_inference(model, settings.models_dir, runtime))
+        return cls(load_segmenter_for_inference(model, settings.models_dir, runtime, device))
 
     @property
     def runtime(self) -> str:

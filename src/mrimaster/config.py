@@ -67,11 +67,18 @@ def load_config(cls: type[C], path: Path | None = None, overrides: list[str] | N
         if not Path(path).is_file():
             raise ConfigError(f"config file {path} not found")
         try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte "
+                              f"{exc.start})", "save the config as UTF-8 YAML") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of key: value")
+        odd = [k for k in loaded if not isinstance(k, str)]
+        if odd:
+            raise ConfigError(f"config file {path} has keys that are not names: "
+                              f"{', '.join(map(repr, odd))}", "write keys as plain words")
         raw.update(loaded)
     for item in overrides or []:
         key, sep, value = item.partition("=")

@@ -1,20 +1,52 @@
-"""Choosing the torch device for training and inference."""
+"""Choosing the device: the torch device for training, and where inference runs.
+
+torch is imported only when a GPU may be there (an NVIDIA driver is loaded), so that choosing
+``auto`` on a CPU-only machine costs nothing on the fast, torch-free inference path.
+"""
 
 from __future__ import annotations
 
-import torch
+from pathlib import Path
+from typing import Any
 
 from mrimaster.errors import ConfigError
 
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
-def resolve_device(name: str) -> torch.device:
+
+def _nvidia_driver_loaded() -> bool:
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
+def resolve_device(name: str) -> Any:
     """``auto`` -> a CUDA GPU when there is one, else the CPU; ``cpu``/``cuda`` as named.
 
+    Returns:
+        A ``torch.device``.
+
     Raises:
-        ConfigError: ``cuda`` was asked for and there is no GPU.
+        ConfigError: unknown name, or ``cuda`` was asked for and there is no GPU.
     """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA GPU is available", "use device=cpu")
-    return torch.device(name)
+    import torch
+
+    return torch.device(inference_device(name))
+
+
+def inference_device(name: str) -> str:
+    """``cpu`` or ``cuda`` for ``name`` (``auto``: a CUDA GPU when there is one).
+
+    Raises:
+        ConfigError: unknown name, or ``cuda`` was asked for and there is no GPU.
+    """
+    if name not in DEVICES:
+        raise ConfigError(f"unknown device {name!r}", f"choose one of: {', '.join(DEVICES)}")
+    if name == "cpu" or (name == "auto" and not _nvidia_driver_loaded()):
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if name == "cuda":
+        raise ConfigError("device cuda asked for, but no CUDA GPU is available",
+                          "use --device cpu (or auto)")
+    return "cpu"

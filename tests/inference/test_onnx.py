@@ -25,7 +25,7 @@ def _classifier(arch: str, size: int):  # type: ignore[no-untyped-def]
 
     torch.manual_seed(0)
     net = build_model(arch, 4, pretrained=False, image_size=size).eval()
-    return Classifier(net, arch, ["glioma", "meningioma", "no_tumor", "pituitary"], size)
+    return Classifier(arch, ["glioma", "meningioma", "no_tumor", "pituitary"], size, net=net)
 
 
 @pytest.mark.parametrize(("arch", "size"), [("efficientnet-lite0", 64), ("mri-cnn", 64)])
@@ -58,7 +58,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A calibrated synthetic Lite0 exported with every variant this machine can run."""
     from mrimaster.inference.onnx_export import export_variants
     from mrimaster.models.checkpoint import save_classifier
-    from mrimaster.training.calibrate import CalibrateConfig, CalibrationData, fit_trust
+    from mrimaster.training.fit_trust import CalibrateConfig, CalibrationData, fit_trust
 
     folder = tmp_path_factory.mktemp("export")
     clf = _classifier("efficientnet-lite0", 64)

@@ -86,3 +86,11 @@ def test_onnx_segmentation_path_imports_no_torch_or_monai(exported: Path, tmp_pa
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "HEAVY []" in out
+
+
+def test_export_onnx_refuses_the_shipped_folder_without_the_flag() -> None:
+    from mrimaster.settings import load_settings
+
+    folder = load_settings().models_dir / "seg-default"
+    with pytest.raises(ModelError, match="--write-shipped"):
+        main(["--debug", "seg", "export-onnx", "--model", str(folder), "--case", str(folder)])

@@ -47,7 +47,13 @@ def test_evaluate_and_missing_modalities(seg_run: tuple[Path, Path], tmp_path: P
     assert set(metrics["per_case"]["b"]) == {"WT"}  # WT-only labels
     assert metrics["missing_modalities"]["b"] == ["t1ce"]
     assert metrics["mean"]["WT"]["cases"] == 2
-    # a case with FLAIR only runs with a warning (trained with modality dropout) ...
+    # a case without T1-Gd (FLAIR + T1) runs with FLAIR alone (trained with modality dropout)
+    # and says what it lacked ...
+    flair_only = write_case(tmp_path / "flair_only", "wt", seed=6)
+    assert main(["seg", "predict", "--model", str(run), "--case", str(flair_only), "--out",
+                 str(tmp_path / "f")]) == 0
+    info = json.loads((tmp_path / "f" / "volumes.json").read_text())
+    assert info["modalities_used"] == ["flair"] and info["modalities_missing"] == ["t1ce"]
     only_t1 = write_case(tmp_path / "t1only", "wt", seed=5)
     (only_t1 / "FLAIR.nii.gz").unlink()
     capsys.readouterr()

@@ -8,8 +8,8 @@ import pytest
 
 from mrimaster.errors import ModelError
 from mrimaster.settings import load_settings
-from mrimaster.training.calibrate import CalibrateConfig, run_calibration
 from mrimaster.training.checks import ood_probes
+from mrimaster.training.fit_trust import CalibrateConfig, run_calibration
 
 
 def test_probes_include_photos_noise_blank_and_a_single_pixel() -> None:
@@ -38,3 +38,9 @@ def test_trained_run_has_checks_and_a_fitted_trust_rule(trained: tuple[Path, Pat
 def test_calibrate_refuses_to_rewrite_the_shipped_model() -> None:
     with pytest.raises(ModelError, match="shipped default"):
         run_calibration(CalibrateConfig("default"), load_settings())
+
+
+def test_calibrate_refuses_the_shipped_folder_by_path_too() -> None:
+    settings = load_settings()
+    with pytest.raises(ModelError, match="--write-shipped"):
+        run_calibration(CalibrateConfig(str(settings.models_dir / "default")), settings)

@@ -10,7 +10,8 @@ from mrimaster.training.export import export_run
 
 def test_export_writes_model_folder_and_card(trained: tuple[Path, Path], tmp_path: Path) -> None:
     _, run = trained
-    assert main(["export", str(run), "--out", str(tmp_path / "m"), "--command", "cmd x"]) == 0
+    assert main(["models", "export", str(run), "--out", str(tmp_path / "m"),
+                 "--command", "cmd x"]) == 0
     card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"macro F1 **{metrics['test']['macro_f1']:.4f}**" in card

@@ -37,7 +37,7 @@ def test_trust_imports_only_lower_layers_and_nothing_inside_functions() -> None:
 
 def test_users_of_trust_import_it_at_the_top() -> None:
     for rel in ("inference/predict.py", "evaluation/evaluate.py", "evaluation/presence.py",
-                "training/calibrate.py", "training/checks.py"):
+                "training/fit_trust.py", "training/checks.py"):
         top, hidden = _imports(SRC / rel)
         assert hidden == [], f"imports inside functions: {hidden}"
         assert any(m.startswith("mrimaster.trust") for m in top), rel

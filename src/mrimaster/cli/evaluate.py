@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrimaster.device import DEVICES
 from mrimaster.settings import Settings
 
 
@@ -17,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "images, optionally with boxes.csv, or the box CSV itself)")
     p.add_argument("--out", required=True, type=Path, help="folder for the results")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: a CUDA GPU when there is one (PyTorch), else the CPU")
     p.add_argument("--split", type=Path, dest="split_file",
                    help="only the images of one part of this split.csv (paths relative to --data)")
     p.add_argument("--part", default=None,
@@ -32,7 +35,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     presence = is_presence_dataset(args.data)
     part = args.part or ("report" if presence else "test")
     metrics = run_evaluation(EvaluateConfig(args.model, args.data, args.out, args.batch_size,
-                                            split_file=args.split_file, part=part), settings)
+                                            split_file=args.split_file, part=part,
+                                            device=args.device), settings)
     if presence:
         print(f"{metrics['n']} tumour images  sensitivity {metrics['sensitivity']:.4f}  "
               f"called 'no tumour' {metrics['missed']} (confident {metrics['confident_misses']},"

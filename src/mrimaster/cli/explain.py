@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrimaster.device import DEVICES
 from mrimaster.settings import Settings
 
 
@@ -16,6 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "or 'all' for every conv layer (default: the model's rectified head)")
     p.add_argument("--class", dest="target", help="class to explain (default: predicted)")
     p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"])
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: a CUDA GPU when there is one (PyTorch), else the CPU")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--sanity-check", action="store_true",
                    help="also compare with maps of a randomly re-initialised network "
@@ -27,7 +30,7 @@ def run_explain(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.explain.explain import ExplainConfig, run_explain
 
     cfg = ExplainConfig(args.model, args.images, args.out, args.layer, args.target, args.method,
-                        args.sanity_check)
+                        args.sanity_check, args.device)
     for s in run_explain(cfg, settings):
         print(f"{s['image']}: {s['class']} (p = {s['probability']:.3f}), "
               f"{len(s['layers'])} layer(s)")

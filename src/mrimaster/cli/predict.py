@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mrimaster.device import DEVICES
 from mrimaster.inference.runtime import RUNTIMES
 from mrimaster.settings import Settings
 
@@ -21,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--output", type=Path, help="write to this file instead of the screen")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto: a CUDA GPU when there is one (PyTorch), else the CPU")
     p.add_argument("--runtime", choices=RUNTIMES, default="auto",
                    help="inference engine (default auto: the fastest validated ONNX variant "
                    "whose engine is installed, else torch)")
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.inference.loading import load_for_inference
     from mrimaster.inference.predict import predict_files
 
-    clf = load_for_inference(args.model, settings.models_dir, args.runtime)
+    clf = load_for_inference(args.model, settings.models_dir, args.runtime, args.device)
     rows, skipped = predict_files(clf, args.paths, args.batch_size,
                                   progress=sys.stderr.isatty())
     text = _render(rows, args.format)

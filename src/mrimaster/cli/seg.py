@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mrimaster.device import DEVICES
 from mrimaster.inference.runtime import RUNTIMES
 from mrimaster.settings import Settings
 
+DEVICE_HELP = "auto: a CUDA GPU when there is one (PyTorch), else the CPU"
 RUNTIME_HELP = ("inference engine (default auto: the fastest validated variant of the model's "
                 "ONNX export whose engine is installed, else torch + MONAI)")
 
@@ -37,17 +39,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _case_args(pr)
     pr.add_argument("--out", type=Path, required=True)
     pr.add_argument("--runtime", choices=RUNTIMES, default="auto", help=RUNTIME_HELP)
+    pr.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
     pr.set_defaults(handler=run_predict)
     ev = seg_sub.add_parser("evaluate", help="Dice and HD95 per region on labelled cases")
     ev.add_argument("--model", default="default")
     _case_args(ev)
     ev.add_argument("--out", type=Path, required=True)
     ev.add_argument("--runtime", choices=RUNTIMES, default="auto", help=RUNTIME_HELP)
+    ev.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
     ev.set_defaults(handler=run_evaluate)
     ox = seg_sub.add_parser("export-onnx", help="export a model folder's U-Net to ONNX and "
                             "validate each engine on labelled cases (writes model.onnx and "
                             "model.onnx.json into the folder)")
     ox.add_argument("--model", required=True, help="model or run folder (not `default`)")
+    ox.add_argument("--write-shipped", action="store_true",
+                    help="allow writing into a model inside the shipped models folder")
     _case_args(ox)
     ox.set_defaults(handler=run_export_onnx)
     ex = seg_sub.add_parser("export", help="copy a run and its held-out evaluation into a "
@@ -87,7 +93,8 @@ def run_predict(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.segmentation.infer import segment_case
     from mrimaster.segmentation.runtime import load_segmenter_for_inference
 
-    seg = load_segmenter_for_inference(args.model, settings.models_dir, args.runtime)
+    seg = load_segmenter_for_inference(args.model, settings.models_dir, args.runtime,
+                                       args.device)
     cases = _cases(args)
     for case in cases:
         out = args.out if len(cases) == 1 else args.out / case.name
@@ -101,7 +108,8 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.segmentation.evaluate import evaluate_cases, markdown_table, write_evaluation
     from mrimaster.segmentation.runtime import load_segmenter_for_inference
 
-    seg = load_segmenter_for_inference(args.model, settings.models_dir, args.runtime)
+    seg = load_segmenter_for_inference(args.model, settings.models_dir, args.runtime,
+                                       args.device)
     metrics = evaluate_cases(seg, _cases(args))
     write_evaluation(metrics, args.out)
     print(markdown_table(metrics), end="")
@@ -119,6 +127,7 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.errors import ModelError
+    from mrimaster.models.paths import refuse_shipped
     from mrimaster.segmentation.model import load_segmenter
     from mrimaster.segmentation.onnx_export import export_segmenter
 
@@ -127,6 +136,7 @@ def run_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
                          "name its folder explicitly: --model models/seg-default")
     path = Path(args.model)
     path = path / "model.pt" if path.is_dir() else path
+    refuse_shipped(path, settings.models_dir, args.write_shipped)
     report = export_segmenter(load_segmenter(path), path, _cases(args))
     for name, v in report["variants"].items():
         why = v.get("why") or f"largest Dice difference {v['largest_dice_difference']:.4f}"

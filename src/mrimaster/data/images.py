@@ -14,6 +14,10 @@ from mrimaster.errors import ImageLoadError
 Image.MAX_IMAGE_PIXELS = 100_000_000
 
 
+MAX_PIXELS = 40_000_000
+"""Largest image (width x height) decoded: refused from the header, before memory is taken
+(MRI slices are a few hundred pixels a side; a 24-megapixel photo still opens)."""
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -97,17 +101,28 @@ def load_slice_file(path: Path) -> tuple[np.ndarray, RawStats]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
+                if im.width * im.height > MAX_PIXELS:
+                    raise ImageLoadError(
+                        f"{path}: the file declares an image too large to be a slice "
+                        f"({im.width}x{im.height} px)", "check the file; MRI slices are a "
+                        "few hundred pixels a side")
                 im.load()
                 rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
                 gray = np.asarray(im.convert("L"), dtype=np.uint8).copy()
     except FileNotFoundError as exc:
         raise ImageLoadError(f"{path}: file not found") from exc
+    except ImageLoadError:
+        raise
     except UnidentifiedImageError as exc:
         raise ImageLoadError(f"{path}: not an image Pillow can read",
                              "check the file is a JPEG/PNG/... image and not renamed") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageLoadError(f"{path}: corrupt or truncated image ({exc})",
-                             "re-export or re-download the file") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"{path}: the file declares an image too large to be a slice "
+                             f"({exc})", "check the file; MRI slices are a few hundred "
+                             "pixels a side") from exc
+    except Exception as exc:  # any other failure of a decoder on a user's file
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({type(exc).__name__}: "
+                             f"{exc})", "re-export or re-download the file") from exc
     return gray, raw_stats(rgb)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from mrimaster.data.folders import SliceSet, load_class_folders, load_slices
 from mrimaster.data.presence import is_presence_dataset
 from mrimaster.data.splits import SplitTable
+from mrimaster.device import inference_device
 from mrimaster.errors import DataError
 from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.evaluation.plots import plot_confusion, plot_gallery
@@ -39,6 +40,7 @@ class EvaluateConfig:
         split_file: Evaluate only the images of one part of this ``split.csv``.
         part: That part (``train``, ``val``, ``test``, ``shift``; ``fit``/``report`` for a
             presence-only set).
+        device: ``auto`` (a CUDA GPU when there is one), ``cpu`` or ``cuda``.
     """
 
     model: str
@@ -48,6 +50,7 @@ class EvaluateConfig:
     gallery_size: int = 24
     split_file: Path | None = None
     part: str = "test"
+    device: str = "auto"
 
 
 def markdown_report(metrics: dict[str, Any], title: str) -> str:
@@ -153,7 +156,7 @@ def run_evaluation(cfg: EvaluateConfig, settings: Settings) -> dict[str, Any]:
         The metrics written to ``metrics.json``.
     """
     model_path = resolve_model_path(cfg.model, settings.models_dir)
-    clf = load_classifier(model_path)
+    clf = load_classifier(model_path, inference_device(cfg.device))
     if is_presence_dataset(Path(cfg.data_dir)):
         metrics = evaluate_presence(clf, Path(cfg.data_dir), cfg.split_file, cfg.part,
                                     Path(cfg.out_dir), cfg.batch_size, cfg.gallery_size)

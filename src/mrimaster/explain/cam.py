@@ -141,7 +141,8 @@ class CAM:
         """
         if self._handle is None:
             raise RuntimeError("use the CAM as a context manager: `with GradCAM(...) as cam`")
-        x = x.detach().clone().requires_grad_(True)  # gradients reach frozen layers too
+        device = next(self.net.parameters()).device
+        x = x.detach().to(device).clone().requires_grad_(True)  # grads reach frozen layers too
         self._calls = 0
         with torch.enable_grad():
             logits = self.net(x)
@@ -156,7 +157,7 @@ class CAM:
                 wanted = [target] * x.shape[0] if isinstance(target, int) else list(target)
                 if any(not 0 <= c < n_classes for c in wanted):
                     raise MRIMasterError(f"class index {wanted} out of range 0..{n_classes - 1}")
-                classes = torch.tensor(wanted, dtype=torch.long)
+                classes = torch.tensor(wanted, dtype=torch.long, device=device)
             score = logits.gather(1, classes[:, None]).sum()  # y^c, pre-softmax
             self.net.zero_grad(set_to_none=True)
             score.backward()
@@ -167,8 +168,8 @@ class CAM:
         up = F.interpolate(maps[:, None], size=x.shape[-2:], mode="bilinear",
                            align_corners=False)[:, 0].clamp_min(0)
         self._activations = self._gradients = None
-        return CAMResult(maps.float().numpy(), up.float().numpy(), classes.numpy(),
-                         logits.detach().float().numpy())
+        return CAMResult(maps.float().cpu().numpy(), up.float().cpu().numpy(),
+                         classes.cpu().numpy(), logits.detach().float().cpu().numpy())
 
 
 class GradCAM(CAM):

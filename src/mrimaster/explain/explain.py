@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from mrimaster.data.images import load_grayscale, prepare_slice, slice_geometry, to_original_grid
 from mrimaster.data.transforms import eval_batch
+from mrimaster.device import inference_device
 from mrimaster.errors import MRIMasterError
 from mrimaster.explain.cam import conv_layers, default_layer, get_cam, resolve_layer
 from mrimaster.explain.figures import save_layer_figure, save_overlay
@@ -34,6 +36,7 @@ class ExplainConfig:
         target: Class label to explain (default: the predicted class).
         method: ``gradcam`` or ``gradcam++``.
         sanity_check: Also run the model-randomisation check (``sanity.json``).
+        device: ``auto`` (a CUDA GPU when there is one), ``cpu`` or ``cuda``.
     """
 
     model: str
@@ -43,6 +46,7 @@ class ExplainConfig:
     target: str | None = None
     method: str = "gradcam"
     sanity_check: bool = False
+    device: str = "auto"
 
 
 def run_explain(cfg: ExplainConfig, settings: Settings) -> list[dict[str, Any]]:
@@ -52,7 +56,8 @@ def run_explain(cfg: ExplainConfig, settings: Settings) -> list[dict[str, Any]]:
     (every conv layer with ``layer=all``, else the chosen one), ``<stem>_maps/<layer>.npy`` (raw
     maps, float32 >= 0 at the layer's own resolution). Returns one summary per image (also
     ``explain.json``)."""
-    clf = load_classifier(resolve_model_path(cfg.model, settings.models_dir))
+    clf = load_classifier(resolve_model_path(cfg.model, settings.models_dir),
+                          inference_device(cfg.device))
     cam_cls = get_cam(cfg.method)
     if cfg.layer == "all":  # every conv layer, then the default (rectified) layer last
         names = [n for n in conv_layers(clf.net) if n != default_layer(clf.net)]
@@ -71,11 +76,12 @@ def run_explain(cfg: ExplainConfig, settings: Settings) -> list[dict[str, Any]]:
     out.mkdir(parents=True, exist_ok=True)
     x = eval_batch(np.stack(images))
     per_layer = {}
-    for name in names:
+    for name in tqdm(names, desc="Grad-CAM layers", unit="layer", leave=False, disable=None):
         with cam_cls(clf.net, name) as cam:
             per_layer[name] = cam(x, target)
     summaries = []
-    for i, path in enumerate(cfg.images):
+    for i, path in enumerate(tqdm(cfg.images, desc="figures", unit="img", leave=False,
+                                  disable=None)):
         last = per_layer[names[-1]]
         cls = int(last.classes[i])
         probs = softmax(last.logits[i:i + 1], clf.temperature)[0]

@@ -22,7 +22,7 @@ def head_layer(net: nn.Module) -> nn.Linear:
     linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ModelError("the network has no linear classifier head",
-                         "use a registered classifier (`mrimaster models`)")
+                         "use a registered classifier (`mrimaster models list`)")
     return linears[-1]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from mrimaster.inference.onnx_runtime import (
     VARIANTS,
     choose_variant,
+    gpu_or_cpu,
     load_variant,
     variant_problem,
 )
@@ -19,8 +20,8 @@ from mrimaster.inference.runtime import ClassifierModel
 from mrimaster.models.paths import resolve_model_path
 
 
-def load_for_inference(ref: str | Path, models_dir: Path, runtime: str = "auto"
-                       ) -> ClassifierModel:
+def load_for_inference(ref: str | Path, models_dir: Path, runtime: str = "auto",
+                       device: str = "auto") -> ClassifierModel:
     """The classifier ``ref`` (``default``, run or model folder, ``model.pt``) in ``runtime``.
 
     Raises:
@@ -28,6 +29,11 @@ def load_for_inference(ref: str | Path, models_dir: Path, runtime: str = "auto"
             reason says why: engine not installed, no validated export, stale export).
     """
     path = resolve_model_path(ref, models_dir)
+    where = gpu_or_cpu(device, runtime)
+    if where != "cpu":
+        from mrimaster.models.checkpoint import load_classifier
+
+        return load_classifier(path, where)
     variant = choose_variant(path.parent, runtime, tuple(VARIANTS), variant_problem)
     if variant is not None:
         return load_variant(path.parent, variant)

@@ -15,7 +15,7 @@ Steps (:func:`export_variants`), all on the run's own split:
    calibrated on training images; ``openvino-bf16``) is kept only when its
    validation top-1 agreement is at least :data:`MIN_AGREEMENT` and its macro F1 is within
    :data:`MAX_F1_DROP` of PyTorch's; its temperature, uncertainty threshold and feature
-   distance are then refitted on its own outputs (:func:`mrimaster.training.calibrate.fit_trust`).
+   distance are then refitted on its own outputs (:func:`mrimaster.training.fit_trust.fit_trust`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from mrimaster.inference.onnx_runtime import (
 from mrimaster.inference.runtime import Runtime, softmax
 from mrimaster.models.checkpoint import Classifier
 from mrimaster.models.paths import file_sha256
-from mrimaster.training.calibrate import CalibrateConfig, CalibrationData, fit_trust
+from mrimaster.training.fit_trust import CalibrateConfig, CalibrationData, fit_trust
 
 log = logging.getLogger(__name__)
 

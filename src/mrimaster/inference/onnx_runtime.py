@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from mrimaster.data.images import model_input
+from mrimaster.device import inference_device
 from mrimaster.errors import ModelError
-from mrimaster.inference.runtime import RUNTIMES, Head
+from mrimaster.inference.runtime import RUNTIMES, ClassifierInfo, Head
 from mrimaster.models.paths import file_sha256
 
 FORMAT = "mrimaster-onnx/1"
@@ -138,18 +139,10 @@ def make_runtime(folder: Path, name: str, head: Head) -> GraphRuntime:
 
 
 @dataclass
-class OnnxClassifier:
-    """A classifier loaded for ONNX Runtime; the same fields as
-    :class:`mrimaster.models.checkpoint.Classifier` without the torch network."""
+class OnnxClassifier(ClassifierInfo):
+    """A classifier running its exported graph (keyword ``runtime``), without torch."""
 
-    runtime: GraphRuntime
-    arch: str
-    classes: list[str]
-    image_size: int
-    temperature: float = 1.0
-    referral: dict[str, Any] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    ood: dict[str, Any] | None = None
+    runtime: GraphRuntime = field(kw_only=True)
 
 
 def engine_problem(name: str) -> str | None:
@@ -176,13 +169,33 @@ def variant_problem(folder: Path, name: str) -> str | None:
     graph, trust = folder / variant.graph, folder / variant.trust
     if not graph.is_file() or not trust.is_file():
         return f"{folder} has no validated {name} export ({variant.graph}, {variant.trust})"
-    meta = read_meta(trust)
+    return export_mismatch(graph, read_meta(trust), variant.trust)
+
+
+def export_mismatch(graph: Path, meta: dict[str, Any], record: str) -> str | None:
+    """Why the record ``meta`` (file name ``record``) does not belong to ``graph`` and the
+    ``model.pt`` beside it (SHA-256 of both, written at export); ``None`` when it does."""
     if meta.get("graph_sha256") != file_sha256(graph):
-        return f"{graph} is not the graph its {variant.trust} was fitted for"
-    pt = folder / "model.pt"
+        return f"{graph} is not the graph its {record} describes"
+    pt = graph.parent / "model.pt"
     if pt.is_file() and meta.get("source_sha256") != file_sha256(pt):
         return f"{graph} was exported from another model.pt than the one beside it"
     return None
+
+
+def gpu_or_cpu(device: str, runtime: str) -> str:
+    """Where a model runs: ``cuda`` (PyTorch on the GPU) or ``cpu`` (any runtime).
+
+    Raises:
+        ModelError: a GPU was asked for with an engine that runs on the CPU here.
+    """
+    where = inference_device(device)
+    if where != "cpu" and runtime in ("onnx", "openvino"):
+        if device == "cuda":
+            raise ModelError(f"the {runtime} engine runs on the CPU in this project",
+                             "use --runtime torch (or auto) with --device cuda")
+        return "cpu"
+    return where
 
 
 def choose_variant(folder: Path, runtime: str, candidates: tuple[str, ...],
@@ -237,10 +250,10 @@ def load_variant(folder: Path, name: str) -> OnnxClassifier:
                             "rest_variance": meta["ood"]["rest_variance"]},
                "refer_above": meta["ood"]["refer_above"],
                "reject_above": meta["ood"]["reject_above"]}
-    return OnnxClassifier(make_runtime(folder, name, head), meta["arch"], list(meta["classes"]),
-                          int(meta["image_size"]), float(meta["temperature"]),
-                          meta.get("referral"), {"variant": name, "check": meta.get("check")},
-                          ood)
+    return OnnxClassifier(meta["arch"], list(meta["classes"]), int(meta["image_size"]),
+                          float(meta["temperature"]), meta.get("referral"),
+                          {"variant": name, "check": meta.get("check")}, ood,
+                          runtime=make_runtime(folder, name, head))
 
 
 def write_trust_file(path: Path, meta: dict[str, Any], head: Head,

@@ -9,7 +9,7 @@ OpenVINO, ``pip install mrimaster[fast]``). Everything above this layer (the tru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -48,6 +48,32 @@ class Runtime(Protocol):
     def head(self) -> Head:
         """The classifier head (for MC dropout on the features)."""
         ...
+
+
+@dataclass
+class ClassifierInfo:
+    """What a classifier carries besides its network, whichever runtime runs it.
+
+    Attributes:
+        arch: Registry name.
+        classes: Label of each output, in order.
+        image_size: Input side in pixels.
+        temperature: Softmax temperature (1.0 = uncalibrated).
+        referral: ``{"method", "threshold", "target_error", ...}``: refer an image to a
+            radiologist when its uncertainty under ``method`` exceeds ``threshold``; ``None``
+            until calibrated (see :mod:`mrimaster.training.fit_trust`).
+        meta: Provenance (run, data, metrics...).
+        ood: ``{"distance": FeatureDistance fields, "refer_above", "reject_above"}`` (see
+            :mod:`mrimaster.trust.ood`); ``None`` until calibrated.
+    """
+
+    arch: str
+    classes: list[str]
+    image_size: int
+    temperature: float = 1.0
+    referral: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    ood: dict[str, Any] | None = None
 
 
 class ClassifierModel(Protocol):

@@ -12,37 +12,18 @@ from torch import nn
 
 from mrimaster.errors import ModelError
 from mrimaster.inference.forward import TorchRuntime
+from mrimaster.inference.runtime import ClassifierInfo
 from mrimaster.models.registry import MODELS, build_model
 
 FORMAT = "mrimaster-classifier/1"
 
 
 @dataclass
-class Classifier:
-    """A loaded classification model.
+class Classifier(ClassifierInfo):
+    """A loaded classification model: its network (keyword ``net``, in eval mode) and what
+    :class:`~mrimaster.inference.runtime.ClassifierInfo` describes."""
 
-    Attributes:
-        net: The network, in eval mode.
-        arch: Registry name.
-        classes: Label of each output, in order.
-        image_size: Input side in pixels.
-        temperature: Softmax temperature (1.0 = uncalibrated).
-        referral: ``{"method", "threshold", "target_error", ...}``: refer an image to a
-            radiologist when its uncertainty under ``method`` exceeds ``threshold``; ``None``
-            until calibrated (see :mod:`mrimaster.training.calibrate`).
-        ood: ``{"distance": FeatureDistance fields, "refer_above", "reject_above"}`` (see
-            :mod:`mrimaster.trust.ood`); ``None`` until calibrated.
-        meta: Provenance (run, data, metrics...).
-    """
-
-    net: nn.Module
-    arch: str
-    classes: list[str]
-    image_size: int
-    temperature: float = 1.0
-    referral: dict[str, Any] | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-    ood: dict[str, Any] | None = None
+    net: nn.Module = field(kw_only=True)
 
     @property
     def runtime(self) -> TorchRuntime:
@@ -82,7 +63,7 @@ def save_classifier(path: Path, clf: Classifier) -> None:
                 "ood": _arrays_to_tensors(clf.ood)}, path)
 
 
-def load_classifier(path: Path) -> Classifier:
+def load_classifier(path: Path, device: str = "cpu") -> Classifier:
     """Read a model file written by :func:`save_classifier`.
 
     Raises:
@@ -104,7 +85,7 @@ def load_classifier(path: Path) -> Classifier:
     net = build_model(blob["arch"], len(blob["classes"]), pretrained=False,
                       image_size=blob["image_size"])
     net.load_state_dict(blob["state_dict"])
-    net.eval()
-    return Classifier(net, blob["arch"], list(blob["classes"]), int(blob["image_size"]),
+    net.to(device).eval()
+    return Classifier(blob["arch"], list(blob["classes"]), int(blob["image_size"]),
                       float(blob.get("temperature", 1.0)), blob.get("referral"),
-                      dict(blob.get("meta", {})), _tensors_to_arrays(blob.get("ood")))
+                      dict(blob.get("meta", {})), _tensors_to_arrays(blob.get("ood")), net=net)

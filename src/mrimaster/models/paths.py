@@ -34,3 +34,20 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def refuse_shipped(path: Path, models_dir: Path, allowed: bool = False) -> None:
+    """Refuse to write into a shipped model folder unless the caller asked for it explicitly.
+
+    Raises:
+        ModelError: ``path`` lies inside ``models_dir`` (the shipped models) and ``allowed`` is
+            false.
+    """
+    try:
+        inside = Path(path).resolve().is_relative_to(Path(models_dir).resolve())
+    except OSError:
+        inside = False
+    if inside and not allowed:
+        raise ModelError(f"refusing to rewrite the shipped model in {Path(path).parent}",
+                         "work on a run folder or a copy, or pass --write-shipped to update "
+                         "the shipped model on purpose")

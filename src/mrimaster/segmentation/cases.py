@@ -21,9 +21,8 @@ from pathlib import Path
 from mrimaster.errors import DataError
 
 MODALITIES: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
-"""Canonical modality names: FLAIR, pre-contrast T1, T1 with gadolinium, T2."""
-
-MSD_CHANNELS: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
+"""Canonical modality names: FLAIR, pre-contrast T1, T1 with gadolinium, T2. Also the channel
+order of the Medical Segmentation Decathlon's 4D brain images (FLAIR, T1w, T1gd, T2w)."""
 
 # (pattern on the lower-case stem, role, convention implied by a label file of that layout)
 _PATTERNS: list[tuple[str, str, str | None]] = [
@@ -45,7 +44,7 @@ class Case:
     Attributes:
         name: Folder name.
         images: ``{modality: path}`` of 3D volumes.
-        image4d: A 4D volume holding channels :data:`MSD_CHANNELS`, instead of ``images``.
+        image4d: A 4D volume holding channels :data:`MODALITIES`, instead of ``images``.
         seg: Label map, if any.
         convention: Label convention of ``seg`` (see :mod:`mrimaster.segmentation.labels`).
     """
@@ -57,7 +56,7 @@ class Case:
     convention: str | None = None
 
     def available(self) -> list[str]:
-        return list(MSD_CHANNELS) if self.image4d else [m for m in MODALITIES if m in self.images]
+        return list(MODALITIES) if self.image4d else [m for m in MODALITIES if m in self.images]
 
 
 def _stem(path: Path) -> str:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import Case
 from mrimaster.segmentation.infer import predict_regions, prepare_inputs
@@ -17,7 +19,7 @@ def evaluate_cases(seg: SegModel, cases: list[Case]) -> dict[str, Any]:
     """Segment each labelled case and score it against its reference."""
     per_case: dict[str, dict[str, dict[str, float]]] = {}
     missing: dict[str, list[str]] = {}
-    for case in cases:
+    for case in tqdm(cases, desc="cases", unit="case", leave=False, disable=None):
         if case.seg is None:
             raise DataError(f"case {case.name} has no label map to evaluate against")
         volume, lacking = prepare_inputs(seg, case)

@@ -18,7 +18,11 @@ from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import Case
 from mrimaster.segmentation.labels import REGIONS, regions_to_brats2021
 from mrimaster.segmentation.runtime import SegModel
-from mrimaster.segmentation.volumes import Volume, load_volume, restore_to_input_grid
+from mrimaster.segmentation.volumes import (
+    Volume,
+    load_channels_zero_filled,
+    restore_to_input_grid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +42,10 @@ def prepare_inputs(seg: SegModel, case: Case) -> tuple[Volume, list[str]]:
         raise DataError(f"case {case.name} lacks {', '.join(missing)}, which this model needs",
                         f"the model takes {', '.join(seg.modalities)}; found "
                         f"{', '.join(case.available()) or 'none'}")
-    present = [m for m in seg.modalities if m in have]
-    volume = load_volume(case, present)
     if missing:
         log.warning("case %s lacks %s: segmenting without it (the model was trained with "
                     "modality dropout; expect lower accuracy)", case.name, ", ".join(missing))
-        full = np.zeros((len(seg.modalities), *volume.image.shape[1:]), np.float32)
-        for i, m in enumerate(seg.modalities):
-            if m in present:
-                full[i] = volume.image[present.index(m)]
-        volume.image = full
-        volume.modalities = list(seg.modalities)
-    return volume, missing
+    return load_channels_zero_filled(case, list(seg.modalities)), missing
 
 
 def predict_regions(seg: SegModel, image: np.ndarray) -> np.ndarray:

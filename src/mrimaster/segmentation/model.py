@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ class Segmenter:
         device = next(self.net.parameters()).device
         x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
         out = sliding_window_inference(x, self.patch, batch_size, self.net, overlap=overlap,
-                                       mode="gaussian")
+                                       mode="gaussian", progress=sys.stderr.isatty())
         assert isinstance(out, torch.Tensor)
         return out[0].float().cpu().numpy()
 
@@ -72,7 +73,7 @@ def save_segmenter(path: Path, seg: Segmenter) -> None:
                 "meta": seg.meta, "state_dict": state}, path)
 
 
-def load_segmenter(path: Path) -> Segmenter:
+def load_segmenter(path: Path, device: str = "cpu") -> Segmenter:
     """Read a file written by :func:`save_segmenter` (or the ``model.pt`` of a run folder)."""
     path = resolve_model_path(path, Path("."))
     try:
@@ -83,7 +84,7 @@ def load_segmenter(path: Path) -> Segmenter:
         raise ModelError(f"{path} is not an MRIMaster segmentation model")
     net = build_unet(len(blob["modalities"]), tuple(blob["channels"]))
     net.load_state_dict(blob["state_dict"])
-    net.eval()
+    net.to(device).eval()
     patch = blob["patch"]
     return Segmenter(net, list(blob["modalities"]), tuple(blob["channels"]),
                      (int(patch[0]), int(patch[1]), int(patch[2])),

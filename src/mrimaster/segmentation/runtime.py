@@ -20,8 +20,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from mrimaster.errors import ModelError
-from mrimaster.inference.onnx_runtime import Graph, choose_variant, engine_problem, open_graph
-from mrimaster.models.paths import file_sha256
+from mrimaster.inference.onnx_runtime import (
+    Graph,
+    choose_variant,
+    engine_problem,
+    export_mismatch,
+    gpu_or_cpu,
+    open_graph,
+)
 from mrimaster.segmentation.sliding_window import sliding_window
 
 FORMAT = "mrimaster-segmenter-onnx/1"
@@ -85,12 +91,7 @@ def seg_variant_problem(folder: Path, variant: str) -> str | None:
     meta = read_seg_meta(folder)
     if not meta.get("variants", {}).get(variant, {}).get("kept"):
         return f"{variant} was not validated for this model"
-    if meta.get("graph_sha256") != file_sha256(folder / GRAPH):
-        return f"{folder / GRAPH} is not the graph its {META} describes"
-    pt = folder / "model.pt"
-    if pt.is_file() and meta.get("source_sha256") != file_sha256(pt):
-        return f"{folder / GRAPH} was exported from another model.pt than the one beside it"
-    return None
+    return export_mismatch(folder / GRAPH, meta, META)
 
 
 def load_seg_variant(folder: Path, variant: str) -> OnnxSegmenter:
@@ -102,8 +103,8 @@ def load_seg_variant(folder: Path, variant: str) -> OnnxSegmenter:
                          open_graph(folder / GRAPH, variant), meta.get("meta", {}))
 
 
-def load_segmenter_for_inference(ref: str | Path, models_dir: Path, runtime: str = "auto"
-                                 ) -> SegModel:
+def load_segmenter_for_inference(ref: str | Path, models_dir: Path, runtime: str = "auto",
+                                 device: str = "auto") -> SegModel:
     """The segmentation model ``ref`` (``default``, run or model folder, file) in ``runtime``.
 
     Raises:
@@ -112,6 +113,11 @@ def load_segmenter_for_inference(ref: str | Path, models_dir: Path, runtime: str
     from mrimaster.models.paths import resolve_model_path
 
     path = resolve_model_path(ref, models_dir, default="seg-default")
+    where = gpu_or_cpu(device, runtime)
+    if where != "cpu":
+        from mrimaster.segmentation.model import load_segmenter
+
+        return load_segmenter(path, where)
     variant = choose_variant(path.parent, runtime, SEG_VARIANTS, seg_variant_problem)
     if variant is not None:
         return load_seg_variant(path.parent, variant)

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 """``(B, C, *patch)`` float32 -> ``(B, K, *patch)`` float32."""
@@ -77,7 +78,8 @@ def sliding_window(image: np.ndarray, patch: Sequence[int], predictor: Predictor
     weights = gaussian_importance(patch)
     total: np.ndarray | None = None
     norm = np.zeros(size, np.float32)
-    for first in range(0, len(starts), batch_size):
+    for first in tqdm(range(0, len(starts), batch_size), desc="sliding window", unit="batch",
+                      leave=False, disable=None):
         group = starts[first:first + batch_size]
         boxes = [tuple(slice(s, s + roi) for s, roi in zip(start, patch, strict=True))
                  for start in group]

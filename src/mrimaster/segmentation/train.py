@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,14 @@ from tqdm import tqdm
 from mrimaster.config import config_to_dict, save_config
 from mrimaster.device import resolve_device
 from mrimaster.errors import ConfigError, DataError
+from mrimaster.provenance import portable, run_record
 from mrimaster.seeding import seeded
 from mrimaster.segmentation.cases import MODALITIES, Case, find_case
 from mrimaster.segmentation.metrics import mean_scores, region_scores
 from mrimaster.segmentation.model import Segmenter, build_unet, save_segmenter
-from mrimaster.segmentation.volumes import Volume, load_volume
+from mrimaster.segmentation.volumes import Volume, load_channels_zero_filled
 from mrimaster.settings import Settings
+from mrimaster.training.data import under_root
 from mrimaster.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -109,14 +111,9 @@ def load_training_case(case: Case, modalities: list[str], allow_missing: bool) -
         raise DataError(f"training case {case.name} lacks "
                         f"{', '.join(sorted(set(modalities) - set(present)))}",
                         "set modality_dropout > 0 to train on cases missing a modality")
-    volume = load_volume(case, present)
+    volume = load_channels_zero_filled(case, modalities)
     if volume.regions is None:
         raise DataError(f"training case {case.name} has no label map")
-    image = np.zeros((len(modalities), *volume.image.shape[1:]), np.float32)
-    for i, m in enumerate(modalities):
-        if m in present:
-            image[i] = volume.image[present.index(m)]
-    volume.image = image
     tumour = np.argwhere(volume.regions[0]) if volume.known[0] else np.zeros((0, 3), int)
     return TrainCase(volume, np.array([m in present for m in modalities]),
                      np.argwhere(volume.brain), tumour)
@@ -230,11 +227,15 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
         torch.set_num_threads(cfg.num_threads)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
-    root = Path(cfg.data_dir) if cfg.data_dir else settings.data_root / "brats-mini"
+    root = (under_root(Path(cfg.data_dir), settings) if cfg.data_dir
+            else settings.data_root / "brats-mini")
     run_dir = Path(cfg.out_dir) if cfg.out_dir else \
         settings.runs_dir / f"seg-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    # no machine paths: the dataset relative to the data root, and no run location
+    save_config(replace(cfg, out_dir=None, data_dir=portable(root, settings.data_root)),
+                run_dir / "config.yaml")
+    (run_dir / "run.json").write_text(json.dumps(run_record([root]), indent=2))
     train = _load_cases(root, cfg.train_cases, cfg)
     val = _load_cases(root, cfg.val_cases, cfg)
     log.info("segmentation: %d training / %d validation cases, modalities %s", len(train),

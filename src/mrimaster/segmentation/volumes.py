@@ -11,17 +11,16 @@ only ever reoriented and cropped (never interpolated).
 
 from __future__ import annotations
 
-import gzip
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 
 from mrimaster.errors import DataError
-from mrimaster.segmentation.cases import MSD_CHANNELS, Case
+from mrimaster.segmentation.cases import MODALITIES, Case
 from mrimaster.segmentation.labels import to_regions
 
 
@@ -53,15 +52,42 @@ class Volume:
     voxel_ml: float
 
 
+MAX_VOXELS = 2 ** 28
+"""Most voxels (all channels) a volume may declare: 268 million, e.g. 512 x 512 x 1024; a
+240 x 240 x 155 BraTS volume has 9 million. Larger declared sizes are refused before any
+memory is allocated for them."""
+
+
+def _check_declared_size(img: Any, path: Path) -> None:
+    shape = tuple(int(d) for d in img.shape)
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    if voxels > MAX_VOXELS:
+        raise DataError(f"{path}: declares a volume of {shape} ({voxels:,} voxels), far larger "
+                        "than any brain MRI volume", "check that the file is a brain MRI volume")
+    if not str(path).endswith(".gz"):
+        header = img.header
+        needed = int(header.get_data_offset()) + voxels * header.get_data_dtype().itemsize
+        if Path(path).stat().st_size < needed:
+            raise DataError(f"{path}: truncated NIfTI file ({Path(path).stat().st_size:,} "
+                            f"bytes, the header declares {needed:,})",
+                            "re-export or re-download the volume")
+
+
 def load_nifti(path: Path) -> nib.Nifti1Image:
-    """Load a NIfTI file with errors that say what is wrong."""
+    """Load a NIfTI file with errors that say what is wrong.
+
+    Raises:
+        DataError: missing, corrupt, truncated, or declaring an implausibly large volume.
+    """
     try:
         img = nib.load(str(path))
+        _check_declared_size(img, path)
         np.asarray(img.dataobj)  # type: ignore[attr-defined]  # read now: truncation fails here
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found") from exc
-    except (nib.filebasedimages.ImageFileError, EOFError, OSError, zlib.error,
-            gzip.BadGzipFile, ValueError) as exc:
+    except DataError:
+        raise
+    except Exception as exc:  # nibabel, gzip and zlib raise many types for damaged files
         raise DataError(f"{path}: corrupt or truncated NIfTI file ({type(exc).__name__}: "
                         f"{exc})", "re-export or re-download the volume") from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
@@ -69,10 +95,23 @@ def load_nifti(path: Path) -> nib.Nifti1Image:
     return img
 
 
-def _canonical(img: nib.Nifti1Image) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return np.asarray(nib.as_closest_canonical(img).dataobj, dtype=np.float32)
+def _canonical(img: nib.Nifti1Image, path: Path) -> np.ndarray:
+    """The voxels reoriented to the closest canonical (RAS) orientation, float32.
+
+    Raises:
+        DataError: the voxel-to-world matrix is not finite or is degenerate (zero spacing).
+    """
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise DataError(f"{path}: the volume's voxel-to-world matrix (affine) is degenerate "
+                        "or not finite", "re-export it with valid spacing and orientation")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(nib.as_closest_canonical(img).dataobj, dtype=np.float32)
+    except Exception as exc:  # nibabel's orientation and scaling errors on odd headers
+        raise DataError(f"{path}: cannot reorient the volume ({type(exc).__name__}: {exc})",
+                        "re-export it as a standard 3D NIfTI volume") from exc
 
 
 def _check_volume(data: np.ndarray, path: Path, what: str) -> None:
@@ -92,9 +131,9 @@ def _load_channels(case: Case, modalities: list[str]) -> tuple[list[np.ndarray],
             raise DataError(f"{case.image4d}: expected a 4D volume (MSD layout)")
         channels = []
         for m in modalities:
-            idx = MSD_CHANNELS.index(m)
+            idx = MODALITIES.index(m)
             sub = nib.Nifti1Image(np.asarray(img.dataobj[..., idx], np.float32), img.affine)
-            channels.append(_canonical(sub))
+            channels.append(_canonical(sub, case.image4d))
         ref = nib.Nifti1Image(np.zeros(img.shape[:3], np.uint8), img.affine, img.header)
         return channels, ref, [case.image4d] * len(modalities)
     paths = [case.images[m] for m in modalities]
@@ -107,7 +146,7 @@ def _load_channels(case: Case, modalities: list[str]) -> tuple[list[np.ndarray],
     if len(set(shapes.values())) > 1:
         raise DataError(f"volumes of case {case.name} have different shapes: {shapes}",
                         "resample all modalities to one grid first")
-    return [_canonical(img) for img in images], images[0], paths
+    return [_canonical(img, p) for img, p in zip(images, paths, strict=True)], images[0], paths
 
 
 def load_volume(case: Case, modalities: list[str], margin: int = 4) -> Volume:
@@ -144,7 +183,7 @@ def load_volume(case: Case, modalities: list[str], margin: int = 4) -> Volume:
         if seg_img.shape[:3] != reference.shape[:3]:
             raise DataError(f"{case.seg}: label map shape {seg_img.shape} differs from the "
                             f"images' {reference.shape[:3]}")
-        labels = _canonical(seg_img)
+        labels = _canonical(seg_img, case.seg)
         _check_volume(labels, case.seg, "label map")
         if case.convention is None:
             raise DataError(f"case {case.name}: label convention unknown", "pass --labels")
@@ -153,6 +192,27 @@ def load_volume(case: Case, modalities: list[str], margin: int = 4) -> Volume:
     zooms = reference.header.get_zooms()[:3]
     return Volume(image.astype(np.float32), list(modalities), brain_c, regions, known, box,
                   brain.shape, reference, float(np.prod(zooms)) / 1000.0)
+
+
+def load_channels_zero_filled(case: Case, modalities: list[str], margin: int = 4) -> Volume:
+    """:func:`load_volume` of the modalities ``case`` has, with a zero channel (the z-scored
+    mean) for each of ``modalities`` it lacks, in the order of ``modalities``: the input of a
+    network trained with modality dropout.
+
+    Raises:
+        DataError: as :func:`load_volume`; or ``case`` has none of ``modalities``.
+    """
+    present = [m for m in modalities if m in case.available()]
+    if not present:
+        raise DataError(f"case {case.name} has none of {', '.join(modalities)}",
+                        f"it has: {', '.join(case.available()) or 'nothing recognised'}")
+    volume = load_volume(case, present, margin)
+    image = np.zeros((len(modalities), *volume.image.shape[1:]), np.float32)
+    for i, m in enumerate(modalities):
+        if m in present:
+            image[i] = volume.image[present.index(m)]
+    volume.image, volume.modalities = image, list(modalities)
+    return volume
 
 
 def restore_to_input_grid(cropped: np.ndarray, volume: Volume) -> nib.Nifti1Image:

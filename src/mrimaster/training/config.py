@@ -16,7 +16,7 @@ class TrainConfig:
     """Everything that defines a training run; saved as ``config.yaml`` in the run folder.
 
     Attributes:
-        model: Registered model name (``mrimaster models`` lists them).
+        model: Registered model name (``mrimaster models list`` lists them).
         pretrained: Start from ImageNet weights.
         data_dir: Class-per-folder dataset; default ``<data root>/sartaj-training``.
         image_size: Input side in pixels (0: the model's default).

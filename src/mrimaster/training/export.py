@@ -26,7 +26,7 @@ from mrimaster.settings import Settings
 
 SHIPPED_FILES = ("model.pt", "config.yaml", "split.csv", "history.json", "metrics.json",
                  "curves.png")
-OPTIONAL_FILES = ("calibration.json", "checks.json", "extra_training.json",
+OPTIONAL_FILES = ("run.json", "calibration.json", "checks.json", "extra_training.json",
                   "reliability_val.png", "risk_coverage_val.png", "explain/sanity.json",
                   "checks/presence/missed_gradcam.png", "checks/presence/pointing_gradcam.png")
 MAX_MODEL_BYTES = 10 * 1024 * 1024
@@ -139,6 +139,21 @@ def _provenance() -> str:
     return f"mrimaster {pkg}, commit {commit}"
 
 
+def _run_lines(run: dict[str, Any] | None) -> list[str]:
+    """What ``run.json`` recorded when the run started (older runs have none)."""
+    if not run:
+        return []
+    git = run.get("git") or {}
+    commit = (f"commit {git['commit'][:10]}{' with uncommitted changes' if git['dirty'] else ''}"
+              if git else "outside git")
+    data = "; ".join(f"`{d['folder']}` {d['files']} files, SHA-256 {d['sha256'][:12]}"
+                     for d in run.get("data", []))
+    libs = ", ".join(f"{k} {v}" for k, v in run.get("libraries", {}).items())
+    return [f"- **Run recorded** (`run.json`): `{run['command']}`, mrimaster "
+            f"{run.get('mrimaster')}, {commit}; Python {run.get('python')}, {libs}; data: "
+            f"{data or 'none recorded'}."]
+
+
 def _runtime_section(onnx: dict[str, Any]) -> list[str]:
     lines = ["## Inference runtimes (ONNX export)", "",
              f"The network is exported to ONNX (opset {onnx['opset']}) and each variant is "
@@ -177,11 +192,11 @@ def model_card(run_dir: Path, command: str, onnx: dict[str, Any] | None = None) 
     val = metrics["val"]
     if checks and checks.get("model_sha256") != file_sha256(run_dir / "model.pt"):
         raise ModelError("checks.json was written for another model file than model.pt",
-                         "run `mrimaster calibrate --model RUN` again")
+                         "run `mrimaster models calibrate --model RUN` again")
     if cal and abs(cal["val_accuracy"] - val["accuracy"]) > 1e-9:
         raise ModelError("calibration.json was fitted on other weights than model.pt "
                          f"(validation accuracy {cal['val_accuracy']:.4f} vs "
-                         f"{val['accuracy']:.4f})", "run `mrimaster calibrate` on the run")
+                         f"{val['accuracy']:.4f})", "run `mrimaster models calibrate` on the run")
     data = Path(str(cfg.get("data_dir") or "sartaj-training")).name
     extras = ", ".join(f"{k} {v}" for k, v in sorted(extra.items())) or "none"
     lines = [
@@ -198,6 +213,7 @@ def model_card(run_dir: Path, command: str, onnx: dict[str, Any] | None = None) 
         "bits) never cross parts; `shift` holds out whole acquisition-style clusters. Extra "
         f"training images from other sources: {extras}.",
         f"- **Command:** `{command}`",
+        *_run_lines(_read(run_dir, "run.json")),
         f"- **Epochs run:** {len(history)} (best validation macro F1 at epoch "
         f"{metrics['summary']['best_epoch']}); curves in `curves.png`; validation accuracy "
         f"{val['accuracy']:.4f}, macro F1 {val['macro_f1']:.4f} (n = {val['n']}).", ""]
@@ -262,7 +278,7 @@ def export_run(run_dir: Path, out_dir: Path, command: str, settings: Settings | 
 def _export_onnx(run_dir: Path, out_dir: Path, settings: Settings) -> dict[str, Any]:
     from mrimaster.inference.onnx_export import export_variants
     from mrimaster.models.checkpoint import load_classifier
-    from mrimaster.training.calibrate import CalibrateConfig, load_calibration_data
+    from mrimaster.training.fit_trust import CalibrateConfig, load_calibration_data
 
     data = load_calibration_data(run_dir, CalibrateConfig(str(run_dir)), settings)
     clf = load_classifier(out_dir / "model.pt")

@@ -33,12 +33,18 @@ from mrimaster.inference.forward import predict_logits
 from mrimaster.inference.runtime import softmax
 from mrimaster.models.checkpoint import Classifier, load_classifier, save_classifier
 from mrimaster.models.registry import build_model
+from mrimaster.provenance import portable, run_record
 from mrimaster.seeding import seeded
 from mrimaster.settings import Settings
-from mrimaster.training.calibrate import CalibrateConfig, run_calibration
 from mrimaster.training.checks import run_checks
 from mrimaster.training.config import TrainConfig
-from mrimaster.training.data import SplitData, load_extra_training, load_split_data
+from mrimaster.training.data import (
+    SplitData,
+    load_extra_training,
+    load_split_data,
+    under_root,
+)
+from mrimaster.training.fit_trust import CalibrateConfig, run_calibration
 from mrimaster.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -152,32 +158,13 @@ def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    data_dir = Path(cfg.data_dir) if cfg.data_dir else settings.data_root / "sartaj-training"
+    data_dir = (under_root(Path(cfg.data_dir), settings) if cfg.data_dir
+                else settings.data_root / "sartaj-training")
     run_dir = _run_dir(cfg, settings)
     if cfg.resume and not (run_dir / "last.pt").is_file():
         raise ConfigError(f"cannot resume: {run_dir / 'last.pt'} not found")
     run_dir.mkdir(parents=True, exist_ok=True)
-    # a resumed run keeps its own split; its config.yaml records the run as it was configured
-    # (with the overrides given now), not the machine path it was resumed from
-    split_cfg = replace(cfg, split_file=run_dir / "split.csv") if cfg.resume else cfg
-    data = load_split_data(split_cfg, data_dir)
-    if not cfg.resume:
-        data.table.save(run_dir / "split.csv")
-    save_config(replace(cfg, resume=None), run_dir / "config.yaml")
-    x_train, y_train = data.part("train")
-    x_val, y_val = data.part("val")
-    if len(y_train) == 0 or len(y_val) == 0:
-        raise DataError("the split left the training or validation part empty",
-                        "use more images or other split_fractions")
-    log.info("data: %d train / %d val / %d test / %d source-held-out images from %s (%d "
-             "skipped)", len(y_train), len(y_val), len(data.table.indices("test")),
-             len(data.table.indices(SHIFT_PART)), data_dir, len(data.slices.skipped))
-    x_extra, y_extra, extra_counts = load_extra_training(cfg, settings)
-    if extra_counts:
-        log.info("extra training images: %s", extra_counts)
-        (run_dir / "extra_training.json").write_text(json.dumps(extra_counts, indent=2))
-        x_train = np.concatenate([x_train, x_extra])
-        y_train = np.concatenate([y_train, y_extra])
+    data, (x_train, y_train), (x_val, y_val) = _prepare_run(cfg, settings, run_dir, data_dir)
 
     net = build_model(cfg.model, len(CLASSES), cfg.pretrained, cfg.image_size)
     for name, param in net.named_parameters():
@@ -226,8 +213,9 @@ def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
             if improved:
                 best_f1 = val["macro_f1"]
                 save_classifier(run_dir / "model.pt", Classifier(
-                    net, cfg.model, list(CLASSES), cfg.image_size,
-                    meta={"run": run_dir.name, "epoch": epoch + 1, "data_dir": str(data_dir),
+                    cfg.model, list(CLASSES), cfg.image_size, net=net,
+                    meta={"run": run_dir.name, "epoch": epoch + 1,
+                          "data_dir": str(portable(data_dir, settings.data_root)),
                           "val_macro_f1": best_f1}))
             log.info("epoch %d/%d  train loss %.4f acc %.3f (%.0f img/s)  val loss %.4f acc "
                      "%.3f macro-F1 %.3f%s", epoch + 1, cfg.epochs, row["train_loss"],
@@ -248,21 +236,62 @@ def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
             run_calibration(CalibrateConfig(str(run_dir), data_dir, run_dir / "split.csv"),
                             settings)
             run_checks(run_dir, settings)
-        run_summary = _finish(run_dir, data, history)
-        tracker.metrics({f"final_{k}": v for k, v in run_summary.items()
-                         if isinstance(v, float)})
-        for name in ("config.yaml", "split.csv", "history.json", "metrics.json", "curves.png",
-                     "model.pt", "calibration.json", "checks.json"):
-            if (run_dir / name).is_file():
-                tracker.artifact(run_dir / name)
-        if cfg.track:
-            tracker.model(load_classifier(run_dir / "model.pt").net,
-                          np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
+        _log_results(tracker, cfg, run_dir, _finish(run_dir, data, history))
     except BaseException:
         tracker.close("FAILED")
         raise
     tracker.close()
     return run_dir
+
+
+def _prepare_run(cfg: TrainConfig, settings: Settings, run_dir: Path, data_dir: Path
+                 ) -> tuple[SplitData, tuple[np.ndarray, np.ndarray],
+                            tuple[np.ndarray, np.ndarray]]:
+    """Load the split and the data; write ``split.csv``, ``config.yaml``, ``run.json`` and
+    ``extra_training.json``.
+
+    Returns:
+        ``(split data, (train images, labels) with the extra sources, (val images, labels))``.
+    """
+    # a resumed run keeps its own split; its config.yaml records the run as it was configured
+    # (with the overrides given now), not the machine path it was resumed from
+    split_cfg = replace(cfg, split_file=run_dir / "split.csv") if cfg.resume else cfg
+    data = load_split_data(split_cfg, data_dir)
+    if not cfg.resume:
+        data.table.save(run_dir / "split.csv")
+    # no machine paths: the dataset relative to the data root, and no run location
+    save_config(replace(cfg, resume=None, out_dir=None,
+                        data_dir=portable(data_dir, settings.data_root)), run_dir / "config.yaml")
+    extra = [under_root(Path(d), settings) for d in (cfg.brats_dir, cfg.presence_dir) if d]
+    (run_dir / "run.json").write_text(json.dumps(run_record([data_dir, *extra]), indent=2))
+    x_train, y_train = data.part("train")
+    x_val, y_val = data.part("val")
+    if len(y_train) == 0 or len(y_val) == 0:
+        raise DataError("the split left the training or validation part empty",
+                        "use more images or other split_fractions")
+    log.info("data: %d train / %d val / %d test / %d source-held-out images from %s (%d "
+             "skipped)", len(y_train), len(y_val), len(data.table.indices("test")),
+             len(data.table.indices(SHIFT_PART)), data_dir, len(data.slices.skipped))
+    x_extra, y_extra, extra_counts = load_extra_training(cfg, settings)
+    if extra_counts:
+        log.info("extra training images: %s", extra_counts)
+        (run_dir / "extra_training.json").write_text(json.dumps(extra_counts, indent=2))
+        x_train = np.concatenate([x_train, x_extra])
+        y_train = np.concatenate([y_train, y_extra])
+    return data, (x_train, y_train), (x_val, y_val)
+
+
+def _log_results(tracker: Tracker, cfg: TrainConfig, run_dir: Path,
+                 summary: dict[str, Any]) -> None:
+    """Final metrics, the run's files and (when tracking) the model, to MLflow."""
+    tracker.metrics({f"final_{k}": v for k, v in summary.items() if isinstance(v, float)})
+    for name in ("config.yaml", "run.json", "split.csv", "history.json", "metrics.json",
+                 "curves.png", "model.pt", "calibration.json", "checks.json"):
+        if (run_dir / name).is_file():
+            tracker.artifact(run_dir / name)
+    if cfg.track:
+        tracker.model(load_classifier(run_dir / "model.pt").net,
+                      np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
 
 
 def _finish(run_dir: Path, data: SplitData, history: list[dict[str, Any]]) -> dict[str, Any]:

@@ -57,7 +57,7 @@ class TrustRule:
         if referral.get("method") == "mc-dropout" and referral.get("mc") != "head":
             raise ModelError("this model was calibrated with the earlier whole-network MC "
                              "dropout, whose threshold does not fit today's head-only estimator",
-                             "run `mrimaster calibrate --model RUN` on its run folder")
+                             "run `mrimaster models calibrate --model RUN` on its run folder")
         rule = cls(clf.temperature, referral.get("method", "softmax"), referral.get("threshold"))
         if ood:
             rule.distance = FeatureDistance.from_dict(ood["distance"])

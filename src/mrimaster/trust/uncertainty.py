@@ -1,7 +1,7 @@
 """Uncertainty beyond the softmax, and selective prediction (risk-coverage, thresholds).
 
 Four estimators, chosen per model by measurement on the validation split (lowest AURC among
-those within the cost budget, see :mod:`mrimaster.training.calibrate`). :data:`PASSES` gives
+those within the cost budget, see :mod:`mrimaster.training.fit_trust`). :data:`PASSES` gives
 the cost of each in network passes, the single pass included:
 
 - ``softmax``: 1 - max calibrated probability (the baseline); 1 pass.

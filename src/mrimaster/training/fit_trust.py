@@ -37,7 +37,7 @@ from mrimaster.config import load_config
 from mrimaster.errors import DataError, ModelError, MRIMasterError
 from mrimaster.inference.runtime import Runtime, softmax
 from mrimaster.models.checkpoint import load_classifier, save_classifier
-from mrimaster.models.paths import resolve_model_path
+from mrimaster.models.paths import refuse_shipped, resolve_model_path
 from mrimaster.settings import Settings
 from mrimaster.training.config import TrainConfig
 from mrimaster.training.data import PRESENT, load_extra_training, load_split_data
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CalibrateConfig:
-    """Inputs of ``mrimaster calibrate``.
+    """Inputs of ``mrimaster models calibrate``.
 
     Attributes:
         model: Run folder or model file (updated in place; the shipped ``default`` is refused).
@@ -70,6 +70,7 @@ class CalibrateConfig:
             of the best one's.
         max_passes: Most network passes per image an estimator may cost (see
             :data:`mrimaster.trust.uncertainty.PASSES`).
+        write_shipped: Allow ``model`` to lie in the shipped models folder.
         refer_quantile: Validation quantile of the feature distance above which to refer.
         reject_factor: Reject above this multiple of the largest known MRI distance.
     """
@@ -81,6 +82,7 @@ class CalibrateConfig:
     methods: list[str] = field(default_factory=lambda: list(UNCERTAINTY_METHODS))
     aurc_tolerance: float = 0.1
     max_passes: int = 2
+    write_shipped: bool = False
     refer_quantile: float = 0.99
     reject_factor: float = 1.5
 
@@ -217,6 +219,7 @@ def run_calibration(cfg: CalibrateConfig, settings: Settings) -> dict[str, Any]:
         raise ModelError("refusing to rewrite the shipped default model in place",
                          "calibrate a run folder (`mrimaster train` writes one), then export it")
     path = resolve_model_path(cfg.model, settings.models_dir)
+    refuse_shipped(path, settings.models_dir, cfg.write_shipped)
     folder = path.parent
     clf = load_classifier(path)
     data = load_calibration_data(folder, cfg, settings)
