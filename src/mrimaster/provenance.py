@@ -31,6 +31,11 @@ def _version(name: str) -> str | None:
         return None
 
 
+def version_or_unknown(name: str) -> str:
+    """The installed version of package ``name``, or ``unknown``."""
+    return _version(name) or "unknown"
+
+
 def git_state(where: Path) -> dict[str, Any] | None:
     """``{"commit", "dirty"}`` of the repository holding ``where``; ``None`` outside git."""
     try:

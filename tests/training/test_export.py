@@ -16,8 +16,10 @@ def test_export_writes_model_folder_and_card(trained: tuple[Path, Path], tmp_pat
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"macro F1 **{metrics['test']['macro_f1']:.4f}**" in card
     assert "`cmd x`" in card and "Temperature: fitted on validation" in card
-    for name in ("model.pt", "split.csv", "config.yaml", "calibration.json"):
+    for name in ("model.pt", "split.csv", "config.yaml", "calibration.json", "run.json"):
         assert (tmp_path / "m" / name).is_file()
+    record = json.loads((run / "run.json").read_text())
+    assert "**Run recorded**" in card and record["data"][0]["sha256"][:12] in card
 
 
 def test_export_refuses_an_unfinished_run(tmp_path: Path) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 
 from mrimaster.errors import ModelError
 from mrimaster.segmentation.evaluate import markdown_table
-from mrimaster.training.export import MAX_MODEL_BYTES
+from mrimaster.training.export import MAX_MODEL_BYTES, exported_line, run_lines
 
 
 def export_seg_run(run_dir: Path, evaluation_dir: Path, out_dir: Path, command: str) -> Path:
@@ -25,8 +24,9 @@ def export_seg_run(run_dir: Path, evaluation_dir: Path, out_dir: Path, command: 
     if (run_dir / "model.pt").stat().st_size > MAX_MODEL_BYTES:
         raise ModelError("model.pt is over 10 MB")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        shutil.copy2(run_dir / n, out_dir / n)
+    for n in (*names, "run.json"):
+        if (run_dir / n).is_file():
+            shutil.copy2(run_dir / n, out_dir / n)
     shutil.copy2(evaluation_dir / "metrics.json", out_dir / "heldout_metrics.json")
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     metrics = json.loads((evaluation_dir / "metrics.json").read_text())
@@ -35,7 +35,9 @@ def export_seg_run(run_dir: Path, evaluation_dir: Path, out_dir: Path, command: 
     held_out = list(metrics["per_case"])
     lines = [
         "# Model card: 3D U-Net tumour segmentation (seg-default)", "",
-        f"- **Date exported:** {datetime.now(UTC).date().isoformat()}",
+        exported_line(),
+        *run_lines(json.loads((run_dir / "run.json").read_text())
+                   if (run_dir / "run.json").is_file() else None),
         f"- **Inputs:** {', '.join(cfg['modalities'])} (z-scored inside the brain, cropped to "
         f"it); trained with modality dropout {cfg['modality_dropout']}, so a case missing all "
         "but one of them still runs (with a warning). Output: WT / TC / ET, written as BraTS "

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections import Counter
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import yaml
 from mrimaster.data.splits import SplitTable
 from mrimaster.errors import ModelError
 from mrimaster.models.paths import file_sha256
+from mrimaster.provenance import git_state, version_or_unknown
 from mrimaster.settings import Settings
 
 SHIPPED_FILES = ("model.pt", "config.yaml", "split.csv", "history.json", "metrics.json",
@@ -126,20 +125,15 @@ def _presence_section(p: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def _provenance() -> str:
-    try:
-        pkg = version("mrimaster")
-    except PackageNotFoundError:
-        pkg = "unknown"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return f"mrimaster {pkg}, commit {commit}"
+def exported_line() -> str:
+    """``- **Exported:** date by mrimaster version, commit``: the first line of every card."""
+    git = git_state(Path(__file__).parent)
+    commit = f"commit {git['commit'][:7]}" if git else "commit unknown"
+    return (f"- **Exported:** {datetime.now(UTC).date().isoformat()} by mrimaster "
+            f"{version_or_unknown('mrimaster')}, {commit}")
 
 
-def _run_lines(run: dict[str, Any] | None) -> list[str]:
+def run_lines(run: dict[str, Any] | None) -> list[str]:
     """What ``run.json`` recorded when the run started (older runs have none)."""
     if not run:
         return []
@@ -201,7 +195,7 @@ def model_card(run_dir: Path, command: str, onnx: dict[str, Any] | None = None) 
     extras = ", ".join(f"{k} {v}" for k, v in sorted(extra.items())) or "none"
     lines = [
         f"# Model card: {cfg['model']} ({run_dir.name})", "",
-        f"- **Exported:** {datetime.now(UTC).date().isoformat()} by {_provenance()}",
+        exported_line(),
         f"- **Task:** brain MRI slice classification into {', '.join(val['labels'])}, with a "
         "trust status (ok / refer / reject) per image.",
         f"- **Architecture:** `{cfg['model']}`, {cfg['image_size']} px input, "
@@ -213,7 +207,7 @@ def model_card(run_dir: Path, command: str, onnx: dict[str, Any] | None = None) 
         "bits) never cross parts; `shift` holds out whole acquisition-style clusters. Extra "
         f"training images from other sources: {extras}.",
         f"- **Command:** `{command}`",
-        *_run_lines(_read(run_dir, "run.json")),
+        *run_lines(_read(run_dir, "run.json")),
         f"- **Epochs run:** {len(history)} (best validation macro F1 at epoch "
         f"{metrics['summary']['best_epoch']}); curves in `curves.png`; validation accuracy "
         f"{val['accuracy']:.4f}, macro F1 {val['macro_f1']:.4f} (n = {val['n']}).", ""]
