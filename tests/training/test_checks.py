@@ -44,3 +44,27 @@ def test_calibrate_refuses_the_shipped_folder_by_path_too() -> None:
     settings = load_settings()
     with pytest.raises(ModelError, match="--write-shipped"):
         run_calibration(CalibrateConfig(str(settings.models_dir / "default")), settings)
+
+
+def test_calibrate_and_checks_find_a_dataset_named_relative_to_the_data_root(
+        trained: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run configs store the dataset relative to the data root; every stage resolves it there,
+    not against the current folder."""
+    import dataclasses
+    import shutil
+
+    import yaml
+
+    from mrimaster.training.checks import run_checks
+
+    data, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg = yaml.safe_load((copy / "config.yaml").read_text())
+    cfg["data_dir"] = data.name
+    (copy / "config.yaml").write_text(yaml.safe_dump(cfg))
+    settings = dataclasses.replace(load_settings(), data_root=data.parent)
+    monkeypatch.chdir(tmp_path)  # no folder named like the dataset here
+    report = run_calibration(CalibrateConfig(str(copy)), settings)
+    assert report["n_val"] > 0
+    assert run_checks(copy, settings)["in_source"]["n"] > 0

@@ -32,7 +32,7 @@ from mrimaster.segmentation.metrics import mean_scores, region_scores
 from mrimaster.segmentation.model import Segmenter, build_unet, save_segmenter
 from mrimaster.segmentation.volumes import Volume, load_channels_zero_filled
 from mrimaster.settings import Settings
-from mrimaster.training.data import under_root
+from mrimaster.training.data import dataset_dir
 from mrimaster.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -227,8 +227,7 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
         torch.set_num_threads(cfg.num_threads)
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
-    root = (under_root(Path(cfg.data_dir), settings) if cfg.data_dir
-            else settings.data_root / "brats-mini")
+    root = dataset_dir(cfg.data_dir, settings, "brats-mini")
     run_dir = Path(cfg.out_dir) if cfg.out_dir else \
         settings.runs_dir / f"seg-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)

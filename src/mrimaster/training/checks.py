@@ -34,7 +34,7 @@ from mrimaster.models.checkpoint import Classifier, load_classifier
 from mrimaster.models.paths import file_sha256
 from mrimaster.settings import Settings
 from mrimaster.training.config import TrainConfig
-from mrimaster.training.data import under_root
+from mrimaster.training.data import dataset_dir, under_root
 from mrimaster.trust.referral import TrustRule, assess
 from mrimaster.trust.report import status_counts
 
@@ -133,7 +133,7 @@ def run_checks(run_dir: Path, settings: Settings, model_path: Path | None = None
     clf = load_classifier(model_path)
     rule = TrustRule.of(clf)
     cfg = load_config(TrainConfig, run_dir / "config.yaml", resume=None)
-    data_dir = Path(data_dir or cfg.data_dir or settings.data_root / "sartaj-training")
+    data_dir = Path(data_dir) if data_dir else dataset_dir(cfg.data_dir, settings)
     table = SplitTable.load(run_dir / "split.csv")
     report: dict[str, Any] = {"model": str(model_path), "model_sha256": file_sha256(model_path)}
     for key, part in (("in_source", "test"), ("source_held_out", SHIFT_PART)):

@@ -51,6 +51,13 @@ def under_root(path: Path, settings: Settings) -> Path:
     return path if path.is_absolute() or path.exists() else settings.data_root / path
 
 
+def dataset_dir(value: Path | str | None, settings: Settings,
+                default: str = "sartaj-training") -> Path:
+    """The dataset folder a config names: an existing or absolute path as given, else a name
+    under the data root (how run configs store it); ``None`` -> ``default`` under the root."""
+    return under_root(Path(value), settings) if value else settings.data_root / default
+
+
 def load_extra_training(cfg: TrainConfig, settings: Settings) -> tuple[np.ndarray, np.ndarray,
                                                                        dict[str, int]]:
     """Training images from other sources: BraTS slices (labelled) and the ``fit`` part of a

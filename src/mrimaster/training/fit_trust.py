@@ -40,7 +40,7 @@ from mrimaster.models.checkpoint import load_classifier, save_classifier
 from mrimaster.models.paths import refuse_shipped, resolve_model_path
 from mrimaster.settings import Settings
 from mrimaster.training.config import TrainConfig
-from mrimaster.training.data import PRESENT, load_extra_training, load_split_data
+from mrimaster.training.data import PRESENT, dataset_dir, load_extra_training, load_split_data
 from mrimaster.trust.calibration import calibration_metrics, fit_temperature
 from mrimaster.trust.figures import plot_reliability, plot_risk_coverage
 from mrimaster.trust.ood import FeatureDistance
@@ -117,7 +117,7 @@ def load_calibration_data(folder: Path, cfg: CalibrateConfig, settings: Settings
                           ) -> CalibrationData:
     """Read the run's validation and training images (see :func:`load_split_data`)."""
     train_cfg = train_config_of(folder, cfg)
-    data_dir = Path(train_cfg.data_dir or settings.data_root / "sartaj-training")
+    data_dir = dataset_dir(train_cfg.data_dir, settings)
     data = load_split_data(train_cfg, data_dir)
     x_val, y_val = data.part("val")
     if not len(y_val):

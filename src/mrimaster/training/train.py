@@ -40,6 +40,7 @@ from mrimaster.training.checks import run_checks
 from mrimaster.training.config import TrainConfig
 from mrimaster.training.data import (
     SplitData,
+    dataset_dir,
     load_extra_training,
     load_split_data,
     under_root,
@@ -158,8 +159,7 @@ def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    data_dir = (under_root(Path(cfg.data_dir), settings) if cfg.data_dir
-                else settings.data_root / "sartaj-training")
+    data_dir = dataset_dir(cfg.data_dir, settings)
     run_dir = _run_dir(cfg, settings)
     if cfg.resume and not (run_dir / "last.pt").is_file():
         raise ConfigError(f"cannot resume: {run_dir / 'last.pt'} not found")
