@@ -34,8 +34,18 @@ import torch
 from bench_classify import _median_time  # same folder: run as `python benchmarks/...`
 
 from mrimaster.data.images import model_input
-from mrimaster.inference.onnx_export import FeatureNet, export_graph, quantize_int8
-from mrimaster.inference.onnx_runtime import VARIANTS, engine_problem
+from mrimaster.inference.onnx_export import (
+    FeatureNet,
+    export_graph,
+    int8_calibration_images,
+    quantize_int8,
+)
+from mrimaster.inference.onnx_runtime import (
+    ENGINE_OF_RUNTIME,
+    VARIANTS,
+    cpu_has_bf16,
+    engine_problem,
+)
 from mrimaster.models.checkpoint import load_classifier
 from mrimaster.models.paths import resolve_model_path
 from mrimaster.settings import load_settings
@@ -103,8 +113,7 @@ def _onnx_routes(folder: Path, net: torch.nn.Module, image_size: int, calib: np.
 
         core = ov.Core()
         for hint in ("f32", "bf16"):
-            if hint == "bf16" and "BF16" not in core.get_property(
-                    "CPU", "OPTIMIZATION_CAPABILITIES"):
+            if hint == "bf16" and not cpu_has_bf16():
                 print("OpenVINO bf16: this CPU has no bf16 instructions")
                 continue
             compiled = core.compile_model(str(shipped), "CPU",
@@ -150,8 +159,8 @@ def _cli(args: list[str]) -> float:
 
 def end_to_end(paths: list[Path], model: str, cold: int) -> None:
     print(f"\nend to end, fresh processes ({len(paths)} slices, all trust fields)")
-    runtimes = ["torch"] + [r for r in ("onnx", "openvino") if engine_problem(
-        {"onnx": "onnx-fp32", "openvino": "openvino-bf16"}[r]) is None]
+    runtimes = ["torch"] + [r for r in ("onnx", "openvino")
+                            if any(engine_problem(v) is None for v in ENGINE_OF_RUNTIME[r])]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "slices"
         folder.mkdir()
@@ -202,7 +211,7 @@ def main() -> None:
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads); model {args.model}; "
           f"{len(images)} slices of the test part")
-    calib = data.x_fit[np.random.default_rng(0).permutation(len(data.x_fit))[:256]]
+    calib = int8_calibration_images(data.x_fit)
     network_table(path, images, calib, args.repeats, args.compile)
     from mrimaster.data.folders import collect_image_paths
 

@@ -23,14 +23,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from mrimaster.inference.onnx_runtime import engine_problem
+from mrimaster.inference.onnx_runtime import ENGINE_OF_RUNTIME, engine_problem
 from mrimaster.segmentation.cases import find_case
 from mrimaster.segmentation.labels import REGIONS, to_regions
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+from mrimaster.segmentation.metrics import dice
 
 
 def _regions(path: Path) -> np.ndarray:
@@ -49,8 +45,9 @@ def main() -> None:
     if case.seg is not None:
         ref_labels = np.asarray(nib.load(str(case.seg)).dataobj).astype(np.int16)
         reference, known = to_regions(ref_labels, case.convention)
-    runtimes = ["torch"] + [r for r, v in (("onnx", "onnx-fp32"), ("openvino", "openvino-bf16"))
-                            if engine_problem(v) is None] + ["auto"]
+    runtimes = ["torch"] + [r for r in ("onnx", "openvino")
+                            if any(engine_problem(v) is None for v in ENGINE_OF_RUNTIME[r])
+                            ] + ["auto"]
     print(f"case {args.case}; model {args.model}; {args.repeats} cold runs per runtime")
     base = None
     torch_regions = None
@@ -72,8 +69,8 @@ def main() -> None:
             torch_regions = torch_regions if torch_regions is not None else regions
             cells = []
             for k, name in enumerate(REGIONS):
-                vs_torch = _dice(regions[k], torch_regions[k])
-                vs_ref = (f"{_dice(regions[k], reference[k]):.4f}"
+                vs_torch = dice(regions[k], torch_regions[k])
+                vs_ref = (f"{dice(regions[k], reference[k]):.4f}"
                           if reference is not None and known[k] else "-")
                 cells.append(f"{name} {vs_ref} (vs torch {vs_torch:.4f})")
             print(f"{runtime:<9} {median:6.2f} s  x torch {base / median:5.2f}  "

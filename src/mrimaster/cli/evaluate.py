@@ -29,15 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from mrimaster.data.presence import is_presence_dataset
     from mrimaster.evaluation.evaluate import EvaluateConfig, run_evaluation
 
-    presence = is_presence_dataset(args.data)
-    part = args.part or ("report" if presence else "test")
     metrics = run_evaluation(EvaluateConfig(args.model, args.data, args.out, args.batch_size,
-                                            split_file=args.split_file, part=part,
+                                            split_file=args.split_file, part=args.part,
                                             device=args.device), settings)
-    if presence:
+    if "sensitivity" in metrics:  # a presence-only set
         print(f"{metrics['n']} tumour images  sensitivity {metrics['sensitivity']:.4f}  "
               f"called 'no tumour' {metrics['missed']} (confident {metrics['confident_misses']},"
               f" of which caught by referral/rejection {metrics['confident_misses_caught']})")

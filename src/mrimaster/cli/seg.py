@@ -127,15 +127,14 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.errors import ModelError
-    from mrimaster.models.paths import refuse_shipped
+    from mrimaster.models.paths import refuse_shipped, resolve_model_path
     from mrimaster.segmentation.model import load_segmenter
     from mrimaster.segmentation.onnx_export import export_segmenter
 
     if args.model == "default":
         raise ModelError("refusing to write into the shipped default model implicitly",
                          "name its folder explicitly: --model models/seg-default")
-    path = Path(args.model)
-    path = path / "model.pt" if path.is_dir() else path
+    path = resolve_model_path(args.model, settings.models_dir, default="seg-default")
     refuse_shipped(path, settings.models_dir, args.write_shipped)
     report = export_segmenter(load_segmenter(path), path, _cases(args))
     for name, v in report["variants"].items():

@@ -39,7 +39,7 @@ class EvaluateConfig:
         gallery_size: Most misclassified images to show (highest confidence first).
         split_file: Evaluate only the images of one part of this ``split.csv``.
         part: That part (``train``, ``val``, ``test``, ``shift``; ``fit``/``report`` for a
-            presence-only set).
+            presence-only set). Default: ``test``, or ``report`` for a presence-only set.
         device: ``auto`` (a CUDA GPU when there is one), ``cpu`` or ``cuda``.
     """
 
@@ -49,7 +49,7 @@ class EvaluateConfig:
     batch_size: int = 64
     gallery_size: int = 24
     split_file: Path | None = None
-    part: str = "test"
+    part: str | None = None
     device: str = "auto"
 
 
@@ -157,14 +157,16 @@ def run_evaluation(cfg: EvaluateConfig, settings: Settings) -> dict[str, Any]:
     """
     model_path = resolve_model_path(cfg.model, settings.models_dir)
     clf = load_classifier(model_path, inference_device(cfg.device))
-    if is_presence_dataset(Path(cfg.data_dir)):
-        metrics = evaluate_presence(clf, Path(cfg.data_dir), cfg.split_file, cfg.part,
+    presence = is_presence_dataset(Path(cfg.data_dir))
+    part = cfg.part or ("report" if presence else "test")
+    if presence:
+        metrics = evaluate_presence(clf, Path(cfg.data_dir), cfg.split_file, part,
                                     Path(cfg.out_dir), cfg.batch_size, cfg.gallery_size)
         metrics["model"] = str(model_path)
         (Path(cfg.out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
         return metrics
     data = load_class_folders(Path(cfg.data_dir), clf.image_size) if cfg.split_file is None \
-        else load_part(Path(cfg.data_dir), SplitTable.load(cfg.split_file), cfg.part,
+        else load_part(Path(cfg.data_dir), SplitTable.load(cfg.split_file), part,
                        clf.image_size)
     if not data.paths:
         raise DataError("none of the images could be read", "see the skipped files above")
@@ -173,10 +175,10 @@ def run_evaluation(cfg: EvaluateConfig, settings: Settings) -> dict[str, Any]:
     y_model = np.array([clf.classes.index(lab or "") for lab in data.labels])
     metrics["model"] = str(model_path)
     metrics["data"] = str(cfg.data_dir)
-    metrics["part"] = cfg.part if cfg.split_file else "all"
+    metrics["part"] = part if cfg.split_file else "all"
     metrics["skipped"] = [{"path": str(s.path), "reason": s.reason} for s in data.skipped]
     out = Path(cfg.out_dir)
-    title = f"{clf.arch} on {Path(cfg.data_dir).name}" + (f" ({cfg.part})" if cfg.split_file
+    title = f"{clf.arch} on {Path(cfg.data_dir).name}" + (f" ({part})" if cfg.split_file
                                                           else "")
     write_evaluation(out, metrics, probs, y_model, data.paths, data.images, clf.classes, title,
                      cfg.gallery_size, {"status": np.array(result.status, dtype=object),

@@ -12,7 +12,6 @@ from pathlib import Path
 from mrimaster.inference.onnx_runtime import (
     VARIANTS,
     choose_variant,
-    gpu_or_cpu,
     load_variant,
     variant_problem,
 )
@@ -29,14 +28,10 @@ def load_for_inference(ref: str | Path, models_dir: Path, runtime: str = "auto",
             reason says why: engine not installed, no validated export, stale export).
     """
     path = resolve_model_path(ref, models_dir)
-    where = gpu_or_cpu(device, runtime)
-    if where != "cpu":
-        from mrimaster.models.checkpoint import load_classifier
-
-        return load_classifier(path, where)
-    variant = choose_variant(path.parent, runtime, tuple(VARIANTS), variant_problem)
+    variant, where = choose_variant(path.parent, runtime, device, tuple(VARIANTS),
+                                    variant_problem)
     if variant is not None:
         return load_variant(path.parent, variant)
     from mrimaster.models.checkpoint import load_classifier
 
-    return load_classifier(path)
+    return load_classifier(path, where)

@@ -183,43 +183,40 @@ def export_mismatch(graph: Path, meta: dict[str, Any], record: str) -> str | Non
     return None
 
 
-def gpu_or_cpu(device: str, runtime: str) -> str:
-    """Where a model runs: ``cuda`` (PyTorch on the GPU) or ``cpu`` (any runtime).
+def choose_variant(folder: Path, runtime: str, device: str, candidates: tuple[str, ...],
+                   problem: Callable[[Path, str], str | None]) -> tuple[str | None, str]:
+    """Where and how a model of ``folder`` runs: ``(variant, device)``.
+
+    ``variant`` is the first of ``candidates`` allowed for ``runtime`` (see
+    :data:`ENGINE_OF_RUNTIME`) that ``problem`` finds usable, or ``None`` for PyTorch; ``device``
+    is ``cuda`` only for PyTorch on a GPU (the exported engines run on the CPU here).
 
     Raises:
-        ModelError: a GPU was asked for with an engine that runs on the CPU here.
-    """
-    where = inference_device(device)
-    if where != "cpu" and runtime in ("onnx", "openvino"):
-        if device == "cuda":
-            raise ModelError(f"the {runtime} engine runs on the CPU in this project",
-                             "use --runtime torch (or auto) with --device cuda")
-        return "cpu"
-    return where
-
-
-def choose_variant(folder: Path, runtime: str, candidates: tuple[str, ...],
-                   problem: Callable[[Path, str], str | None]) -> str | None:
-    """The first of ``candidates`` allowed for ``runtime`` (see :data:`ENGINE_OF_RUNTIME`) that
-    ``problem`` finds usable in ``folder``; ``None`` means PyTorch.
-
-    Raises:
-        ModelError: unknown ``runtime``; or it names an engine (``onnx``, ``openvino``) and
-            no variant of it is usable; the message lists why for each.
+        ModelError: unknown ``runtime``; a GPU asked for with an engine that runs on the CPU;
+            or ``runtime`` names an engine (``onnx``, ``openvino``) and no variant of it is
+            usable (the message lists why for each).
     """
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r}", f"choose one of: {', '.join(RUNTIMES)}")
+    where = inference_device(device)
+    if where != "cpu":
+        if runtime in ("onnx", "openvino"):
+            if device == "cuda":
+                raise ModelError(f"the {runtime} engine runs on the CPU in this project",
+                                 "use --runtime torch (or auto) with --device cuda")
+        else:
+            return None, where
     problems = []
     for name in [c for c in candidates if c in ENGINE_OF_RUNTIME.get(runtime, ())]:
         why = problem(folder, name)
         if why is None:
-            return name
+            return name, "cpu"
         problems.append(f"{name}: {why}")
     if runtime not in ("auto", "torch"):
         raise ModelError(f"cannot run {folder} with {runtime}: " + "; ".join(problems),
                          "install the engine with `pip install mrimaster[fast]` and export the "
                          "model again, or use --runtime torch")
-    return None
+    return None, "cpu"
 
 
 def read_meta(trust_path: Path) -> dict[str, Any]:

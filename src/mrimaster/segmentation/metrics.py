@@ -50,6 +50,14 @@ def region_scores(pred: np.ndarray, truth: np.ndarray, known: np.ndarray,
     return out
 
 
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice overlap of two bool masks of one shape, in [0, 1]; 1.0 when both are empty (for
+    comparing two predictions; :func:`region_scores` scores against a reference by BraTS
+    conventions)."""
+    total = int(pred.sum()) + int(ref.sum())
+    return 1.0 if total == 0 else 2.0 * int((pred & ref).sum()) / total
+
+
 def mean_scores(per_case: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Mean Dice / HD95 per region over the cases that define it (with the case count)."""
     out: dict[str, dict[str, float]] = {}

@@ -89,8 +89,3 @@ def load_segmenter(path: Path, device: str = "cpu") -> Segmenter:
     return Segmenter(net, list(blob["modalities"]), tuple(blob["channels"]),
                      (int(patch[0]), int(patch[1]), int(patch[2])),
                      bool(blob["modality_dropout"]), blob.get("meta", {}))
-
-
-def resolve_segmenter(ref: str, models_dir: Path) -> Path:
-    """``default`` -> the shipped ``seg-default``; else a run folder or file."""
-    return resolve_model_path(ref, models_dir, default="seg-default")

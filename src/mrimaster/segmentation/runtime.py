@@ -25,7 +25,6 @@ from mrimaster.inference.onnx_runtime import (
     choose_variant,
     engine_problem,
     export_mismatch,
-    gpu_or_cpu,
     open_graph,
 )
 from mrimaster.segmentation.sliding_window import sliding_window
@@ -113,14 +112,10 @@ def load_segmenter_for_inference(ref: str | Path, models_dir: Path, runtime: str
     from mrimaster.models.paths import resolve_model_path
 
     path = resolve_model_path(ref, models_dir, default="seg-default")
-    where = gpu_or_cpu(device, runtime)
-    if where != "cpu":
-        from mrimaster.segmentation.model import load_segmenter
-
-        return load_segmenter(path, where)
-    variant = choose_variant(path.parent, runtime, SEG_VARIANTS, seg_variant_problem)
+    variant, where = choose_variant(path.parent, runtime, device, SEG_VARIANTS,
+                                    seg_variant_problem)
     if variant is not None:
         return load_seg_variant(path.parent, variant)
     from mrimaster.segmentation.model import load_segmenter
 
-    return load_segmenter(path)
+    return load_segmenter(path, where)
