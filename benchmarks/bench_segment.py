@@ -1,7 +1,8 @@
 """Segmentation on this CPU, per runtime: ``mrimaster seg predict`` end to end (fresh process:
 imports, model load, NIfTI read, sliding window, writing seg.nii.gz, volumes.json and PNGs),
 median of ``--repeats`` cold runs, peak memory, and each runtime's Dice per region against the
-reference and against the PyTorch fp32 path's labels.
+reference and against the PyTorch fp32 path's labels; then the fastest runtime (``auto``) with
+test-time mirroring (``--tta``, 8 passes).
 
     MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/bench_segment.py \\
         --case ../shared/datasets/brats-mini/deepmedic-brats2015/test/brats_2013_pat0001_1
@@ -12,6 +13,7 @@ Compare rows only within one run.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
 import subprocess
@@ -29,9 +31,10 @@ from mrimaster.segmentation.labels import REGIONS, to_regions
 from mrimaster.segmentation.metrics import dice
 
 
-def _regions(path: Path) -> np.ndarray:
-    labels = np.asarray(nib.load(str(path)).dataobj).astype(np.int16)
-    return to_regions(labels, "brats2021")[0]
+def _regions(out: Path) -> np.ndarray:
+    labels = np.asarray(nib.load(str(out / "seg.nii.gz")).dataobj).astype(np.int16)
+    convention = json.loads((out / "volumes.json").read_text())["label_convention"]
+    return to_regions(labels, convention)[0]
 
 
 def main() -> None:
@@ -45,27 +48,28 @@ def main() -> None:
     if case.seg is not None:
         ref_labels = np.asarray(nib.load(str(case.seg)).dataobj).astype(np.int16)
         reference, known = to_regions(ref_labels, case.convention)
-    runtimes = ["torch"] + [r for r in ("onnx", "openvino")
-                            if any(engine_problem(v) is None for v in ENGINE_OF_RUNTIME[r])
-                            ] + ["auto"]
+    runtimes = [(r, []) for r in ["torch"] + [
+        r for r in ("onnx", "openvino")
+        if any(engine_problem(v) is None for v in ENGINE_OF_RUNTIME[r])] + ["auto"]]
+    runtimes.append(("auto", ["--tta"]))
     print(f"case {args.case}; model {args.model}; {args.repeats} cold runs per runtime")
     base = None
     torch_regions = None
     with tempfile.TemporaryDirectory() as tmp:
-        for runtime in runtimes:
-            out = Path(tmp) / runtime
+        for runtime, extra in runtimes:
+            out = Path(tmp) / (runtime + "".join(extra))
             walls = []
             for _ in range(args.repeats):
                 start = time.perf_counter()
                 subprocess.run([sys.executable, "-m", "mrimaster.cli.main", "-q", "seg",
-                                "predict", "--model", args.model, "--runtime", runtime,
+                                "predict", "--model", args.model, "--runtime", runtime, *extra,
                                 "--case", str(args.case), "--out", str(out)], check=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 walls.append(time.perf_counter() - start)
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             median = statistics.median(walls)
             base = base or median
-            regions = _regions(out / "seg.nii.gz")
+            regions = _regions(out)
             torch_regions = torch_regions if torch_regions is not None else regions
             cells = []
             for k, name in enumerate(REGIONS):
@@ -73,7 +77,8 @@ def main() -> None:
                 vs_ref = (f"{dice(regions[k], reference[k]):.4f}"
                           if reference is not None and known[k] else "-")
                 cells.append(f"{name} {vs_ref} (vs torch {vs_torch:.4f})")
-            print(f"{runtime:<9} {median:6.2f} s  x torch {base / median:5.2f}  "
+            name = runtime + (" --tta" if extra else "")
+            print(f"{name:<12} {median:6.2f} s  x torch {base / median:5.2f}  "
                   f"peak so far {peak:5.0f} MB  Dice: " + ", ".join(cells), flush=True)
 
 

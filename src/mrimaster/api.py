@@ -140,11 +140,13 @@ class Segmenter:
     def runtime(self) -> str:
         return self.model.runtime_name
 
-    def segment(self, case: PathLike, out_dir: PathLike) -> Any:
+    def segment(self, case: PathLike, out_dir: PathLike, tta: bool = False) -> Any:
         """Segment the case folder ``case`` into ``out_dir``: ``seg.nii.gz`` on the input grid,
-        ``volumes.json``, overlays. Returns a
-        :class:`mrimaster.segmentation.infer.SegmentResult` (``volumes_ml``, ``seg_path``...)."""
+        ``volumes.json``, overlays (``tta``: average the 8 mirrorings). Returns a
+        :class:`mrimaster.segmentation.infer.SegmentResult` (``volumes_ml``, with ``None`` for
+        regions not assessable without T1-Gd; ``plan``: modalities used, missing, ignored;
+        ``notes``; ``seg_path``)."""
         from mrimaster.segmentation.cases import find_case
         from mrimaster.segmentation.infer import segment_case
 
-        return segment_case(self.model, find_case(Path(case)), Path(out_dir))
+        return segment_case(self.model, find_case(Path(case)), Path(out_dir), tta)

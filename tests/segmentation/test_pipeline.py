@@ -34,6 +34,12 @@ def test_segment_case_end_to_end(seg_run: tuple[Path, Path], tmp_path: Path,
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 4}
     volumes = json.loads((out / "volumes.json").read_text())
     assert set(volumes["volumes_ml"]) == {"WT", "TC", "ET"}
+    assert all(v is not None for v in volumes["volumes_ml"].values())
+    assert volumes["modalities_used"] == ["flair", "t1", "t1ce", "t2"]
+    assert volumes["label_convention"] == "brats2021" and volumes["not_assessable"] == {}
+    # the volumes are those of the written mask on the input grid (1 mm voxels)
+    written = np.asarray(seg.dataobj)
+    assert volumes["volumes_ml"]["WT"] == pytest.approx((written > 0).sum() / 1000)
     assert (out / "overlay_planes.png").is_file() and (out / "overlay_mosaic.png").is_file()
 
 
@@ -45,22 +51,39 @@ def test_evaluate_and_missing_modalities(seg_run: tuple[Path, Path], tmp_path: P
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert set(metrics["per_case"]["v"]) == {"WT", "TC", "ET"}
     assert set(metrics["per_case"]["b"]) == {"WT"}  # WT-only labels
-    assert metrics["missing_modalities"]["b"] == ["t1ce"]
+    assert metrics["missing_modalities"]["b"] == ["t1ce", "t2"]
     assert metrics["mean"]["WT"]["cases"] == 2
-    # a case without T1-Gd (FLAIR + T1) runs with FLAIR alone (trained with modality dropout)
-    # and says what it lacked ...
-    flair_only = write_case(tmp_path / "flair_only", "wt", seed=6)
-    assert main(["seg", "predict", "--model", str(run), "--case", str(flair_only), "--out",
-                 str(tmp_path / "f")]) == 0
-    info = json.loads((tmp_path / "f" / "volumes.json").read_text())
-    assert info["modalities_used"] == ["flair"] and info["modalities_missing"] == ["t1ce"]
-    only_t1 = write_case(tmp_path / "t1only", "wt", seed=5)
-    (only_t1 / "FLAIR.nii.gz").unlink()
+    assert {"volume_diff_ml", "hd95"} <= set(metrics["per_case"]["v"]["ET"])
+    # a case without T1-Gd (FLAIR + T1) runs with what it has and writes the whole tumour
+    # only: tumour core and enhancing tumour are not assessable
+    no_gd = write_case(tmp_path / "no_gd", "wt", seed=6)
     capsys.readouterr()
-    # ... but one with none of the model's modalities is a clear error
-    assert main(["seg", "predict", "--model", str(run), "--case", str(only_t1), "--out",
-                 str(tmp_path / "x")]) == 2
-    assert "lacks flair, t1ce" in capsys.readouterr().err
+    assert main(["seg", "predict", "--model", str(run), "--case", str(no_gd), "--out",
+                 str(tmp_path / "f")]) == 0
+    assert "TC not assessable without T1-Gd" in capsys.readouterr().out
+    info = json.loads((tmp_path / "f" / "volumes.json").read_text())
+    assert info["modalities_used"] == ["flair", "t1"]
+    assert info["modalities_missing"] == ["t1ce", "t2"]
+    assert info["volumes_ml"]["TC"] is None and info["volumes_ml"]["ET"] is None
+    assert info["not_assessable"] == {"TC": "not assessable without T1-Gd",
+                                      "ET": "not assessable without T1-Gd"}
+    assert info["label_convention"] == "wt"
+    written = np.asarray(nib.load(str(tmp_path / "f" / "seg.nii.gz")).dataobj)
+    assert set(np.unique(written)) <= {0, 1}  # no TC / ET label anywhere
+
+
+def test_a_case_with_part_of_a_trained_combination_runs(seg_run: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
+    """The synthetic model trained on FLAIR+T1+T1-Gd+T2 and FLAIR+T1 cases with modality
+    dropout: a T2-only case is part of the first combination, so it runs."""
+    _, run = seg_run
+    case = write_case(tmp_path / "c", "brats2021", seed=7)
+    for m in ("flair", "t1", "t1ce"):
+        (case / f"x_{m}.nii.gz").unlink()
+    assert main(["seg", "predict", "--model", str(run), "--case", str(case), "--out",
+                 str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o" / "volumes.json").read_text())["modalities_used"] == \
+        ["t2"]
 
 
 def test_region_scores_by_hand() -> None:
@@ -72,23 +95,18 @@ def test_region_scores_by_hand() -> None:
     assert set(scores) == {"WT", "TC"}
     assert scores["WT"]["dice"] == pytest.approx(2 * 32 / (64 + 32))
     assert scores["WT"]["hd95"] == pytest.approx(2.0)
+    assert scores["WT"]["volume_diff_ml"] == pytest.approx((32 - 64) / 1000)
     empty = region_scores(np.zeros_like(truth), np.zeros_like(truth), np.ones(3, bool))
-    assert empty["ET"] == {"dice": 1.0, "hd95": 0.0}
-
-
-def test_export_with_held_out_evaluation(seg_run: tuple[Path, Path], tmp_path: Path) -> None:
-    data, run = seg_run
-    assert main(["seg", "evaluate", "--model", str(run), "--case", str(data / "v"),
-                 "--out", str(tmp_path / "ev")]) == 0
-    assert main(["seg", "export", str(run), "--evaluation", str(tmp_path / "ev"), "--out",
-                 str(tmp_path / "m")]) == 0
-    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
-    assert "| v |" in card and "Dice WT" in card
-    assert (tmp_path / "m" / "model.pt").is_file()
+    assert empty["ET"]["dice"] == 1.0 and empty["ET"]["hd95"] == 0.0
+    # one mask empty: HD95 is the diagonal of the whole input grid, not of the masks' crop
+    missed = region_scores(np.zeros_like(truth), truth, np.ones(3, bool), (1.0, 1.0, 2.0),
+                           grid_shape=(240, 240, 155))
+    assert missed["WT"]["dice"] == 0.0
+    assert missed["WT"]["hd95"] == pytest.approx(np.sqrt(240**2 + 240**2 + 310**2))
 
 
 def test_clean_regions_drops_strays_and_nests_regions() -> None:
-    from mrimaster.segmentation.infer import clean_regions
+    from mrimaster.segmentation.postprocess import clean_regions
 
     regions = np.zeros((3, 20, 20, 20), bool)
     regions[0, 2:10, 2:10, 2:10] = True  # the tumour
@@ -96,7 +114,7 @@ def test_clean_regions_drops_strays_and_nests_regions() -> None:
     regions[1, 4:8, 4:8, 4:8] = True
     regions[2, 5:7, 5:7, 5:7] = True
     regions[2, 17, 17, 17] = True  # ET outside the kept tumour
-    out = clean_regions(regions)
+    out = clean_regions(regions, {"WT": 0.1})
     assert out[0].sum() == 512 and not out[0, 17:, 17:, 17:].any()
     assert not out[2, 17, 17, 17] and (out[2] <= out[1]).all() and (out[1] <= out[0]).all()
 
@@ -107,3 +125,30 @@ def test_training_without_validation_cases_still_saves_a_model(tmp_path: Path) -
                  "--no-track", "--set", "train_cases=[a]", "--set", "patch=[16, 16, 16]",
                  "--set", "channels=[8, 16]", "--set", "epochs=1", "--set", "iterations=1"]) == 0
     assert (tmp_path / "r" / "model.pt").is_file()
+
+
+def test_test_time_mirroring_is_an_option(seg_run: tuple[Path, Path], tmp_path: Path) -> None:
+    from mrimaster.segmentation.infer import MIRRORS, predict_raw
+
+    _, run = seg_run
+    case = write_case(tmp_path / "c", "brats2021", seed=8)
+    assert main(["seg", "predict", "--model", str(run), "--case", str(case), "--out",
+                 str(tmp_path / "o"), "--tta"]) == 0
+    assert json.loads((tmp_path / "o" / "volumes.json").read_text())["tta"] is True
+    assert len(MIRRORS) == 8 and len(set(MIRRORS)) == 8
+
+    class Counting:  # the network is run once per mirroring, each flipped back
+        def __init__(self) -> None:
+            self.calls = 0
+            self.image = np.zeros((4, 16, 16, 16), np.float32)
+
+        def logits(self, image: np.ndarray) -> np.ndarray:
+            self.calls += 1
+            out = np.full((3, *image.shape[1:]), -5.0, np.float32)
+            out[:, image[0] > 0] = 5.0  # "tumour" where channel 0 is positive
+            return out
+
+    fake = Counting()
+    fake.image[0, 2:5, 3:9, 1:4] = 1.0
+    raw = predict_raw(fake, fake.image, tta=True)  # type: ignore[arg-type]
+    assert fake.calls == 8 and np.array_equal(raw[0], fake.image[0] > 0)

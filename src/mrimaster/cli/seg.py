@@ -1,15 +1,21 @@
-"""``mrimaster seg train|predict|evaluate|export|export-onnx``."""
+"""``mrimaster seg train|cv|predict|evaluate|export|export-onnx``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mrimaster.device import DEVICES
 from mrimaster.inference.runtime import RUNTIMES
 from mrimaster.settings import Settings
 
+if TYPE_CHECKING:
+    from mrimaster.segmentation.infer import SegmentResult
+
 DEVICE_HELP = "auto: a CUDA GPU when there is one (PyTorch), else the CPU"
+TTA_HELP = ("test-time augmentation: average the 8 mirrorings of the volume (about 8 times "
+            "the network time)")
 RUNTIME_HELP = ("inference engine (default auto: the fastest validated variant of the model's "
                 "ONNX export whose engine is installed, else torch + MONAI)")
 
@@ -34,10 +40,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--out", type=Path, dest="out_dir")
     tr.add_argument("--no-track", dest="track", action="store_false", default=None)
     tr.set_defaults(handler=run_train)
+    cv = seg_sub.add_parser("cv", help="k-fold cross-validation of a recipe by patient, the "
+                            "post-processing chosen per region, and the final model trained on "
+                            "every case")
+    cv.add_argument("--config", type=Path, required=True,
+                    help="recipe (configs/seg-default.yaml); its train_cases are split")
+    cv.add_argument("--set", dest="overrides", action="append", default=[],
+                    metavar="KEY=VALUE", help="override a recipe key")
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--no-final", dest="final", action="store_false",
+                    help="skip training the final model on every case")
+    cv.add_argument("--data", type=Path, dest="data_dir")
+    cv.add_argument("--out", type=Path, dest="out_dir", required=True,
+                    help="run folder (an unfinished one is resumed)")
+    cv.set_defaults(handler=run_cv)
     pr = seg_sub.add_parser("predict", help="segment a case: seg.nii.gz, volumes.json, PNGs")
     pr.add_argument("--model", default="default", help="run folder, model.pt, or 'default'")
     _case_args(pr)
     pr.add_argument("--out", type=Path, required=True)
+    pr.add_argument("--tta", action="store_true", help=TTA_HELP)
     pr.add_argument("--runtime", choices=RUNTIMES, default="auto", help=RUNTIME_HELP)
     pr.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
     pr.set_defaults(handler=run_predict)
@@ -45,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--model", default="default")
     _case_args(ev)
     ev.add_argument("--out", type=Path, required=True)
+    ev.add_argument("--tta", action="store_true", help=TTA_HELP)
     ev.add_argument("--runtime", choices=RUNTIMES, default="auto", help=RUNTIME_HELP)
     ev.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
     ev.set_defaults(handler=run_evaluate)
@@ -56,13 +78,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="allow writing into a model inside the shipped models folder")
     _case_args(ox)
     ox.set_defaults(handler=run_export_onnx)
-    ex = seg_sub.add_parser("export", help="copy a run and its held-out evaluation into a "
-                            "shipped model folder with a model card")
-    ex.add_argument("run_dir", type=Path)
-    ex.add_argument("--evaluation", type=Path, required=True,
-                    help="output folder of `mrimaster seg evaluate` on held-out cases")
+    ex = seg_sub.add_parser("export", help="copy a cross-validation run's final model into a "
+                            "model folder with a model card (the cross-validation table)")
+    ex.add_argument("run_dir", type=Path, help="folder of `mrimaster seg cv`")
     ex.add_argument("--out", type=Path, required=True)
-    ex.add_argument("--command", default="", help="training command to record")
+    ex.add_argument("--command", default="", help="cross-validation command to record")
     ex.set_defaults(handler=run_export)
 
 
@@ -89,6 +109,29 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def run_cv(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.config import load_config
+    from mrimaster.segmentation.crossval import CrossValConfig, run_cross_validation
+    from mrimaster.segmentation.train import SegTrainConfig
+
+    train = load_config(SegTrainConfig, args.config, args.overrides, data_dir=args.data_dir)
+    cfg = CrossValConfig(train, args.folds, args.final, args.out_dir)
+    run = run_cross_validation(cfg, settings)
+    print((run / "cv.md").read_text(), end="")
+    print(f"run folder: {run}")
+    return 0
+
+
+def _describe(result: SegmentResult) -> str:
+    from mrimaster.segmentation.infer import NOT_ASSESSABLE
+
+    parts = [f"{k} {v:.1f} mL" if v is not None else f"{k} {NOT_ASSESSABLE}"
+             for k, v in result.volumes_ml.items()]
+    used = f"used {'+'.join(result.plan.used)}"
+    ignored = "".join(f"; {m} not used ({why})" for m, why in result.plan.ignored.items())
+    return ", ".join(parts) + f" ({used}{ignored})"
+
+
 def run_predict(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.segmentation.infer import segment_case
     from mrimaster.segmentation.runtime import load_segmenter_for_inference
@@ -98,9 +141,10 @@ def run_predict(args: argparse.Namespace, settings: Settings) -> int:
     cases = _cases(args)
     for case in cases:
         out = args.out if len(cases) == 1 else args.out / case.name
-        result = segment_case(seg, case, out)
-        vols = ", ".join(f"{k} {v:.1f} mL" for k, v in result.volumes_ml.items())
-        print(f"{case.name}: {vols} -> {result.seg_path}")
+        result = segment_case(seg, case, out, args.tta)
+        print(f"{case.name}: {_describe(result)} -> {result.seg_path}")
+        for note in result.notes:
+            print(f"  warning: {note}")
     return 0
 
 
@@ -110,7 +154,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
     seg = load_segmenter_for_inference(args.model, settings.models_dir, args.runtime,
                                        args.device)
-    metrics = evaluate_cases(seg, _cases(args))
+    metrics = evaluate_cases(seg, _cases(args), args.tta)
     write_evaluation(metrics, args.out)
     print(markdown_table(metrics), end="")
     print(f"results: {args.out}")
@@ -120,8 +164,8 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def run_export(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.segmentation.export import export_seg_run
 
-    command = args.command or f"mrimaster seg train --config {args.run_dir / 'config.yaml'}"
-    print(f"exported to {export_seg_run(args.run_dir, args.evaluation, args.out, command)}")
+    command = args.command or f"mrimaster seg cv --config CONFIG --out {args.run_dir}"
+    print(f"exported to {export_seg_run(args.run_dir, args.out, command)}")
     return 0
 
 

@@ -6,44 +6,52 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import Case
-from mrimaster.segmentation.infer import predict_regions, prepare_inputs
+from mrimaster.segmentation.infer import finish_regions, predict_raw, prepare_inputs
+from mrimaster.segmentation.labels import REGIONS
 from mrimaster.segmentation.metrics import mean_scores, region_scores
 from mrimaster.segmentation.runtime import SegModel
+from mrimaster.segmentation.volumes import to_canonical_grid
 
 
-def evaluate_cases(seg: SegModel, cases: list[Case]) -> dict[str, Any]:
-    """Segment each labelled case and score it against its reference."""
+def evaluate_cases(seg: SegModel, cases: list[Case], tta: bool = False) -> dict[str, Any]:
+    """Segment each labelled case as ``seg predict`` does and score it on the input grid
+    against its reference: the regions the reference defines, TC and ET only when T1-Gd was
+    used (without it they are not predicted)."""
     per_case: dict[str, dict[str, dict[str, float]]] = {}
     missing: dict[str, list[str]] = {}
     for case in tqdm(cases, desc="cases", unit="case", leave=False, disable=None):
         if case.seg is None:
             raise DataError(f"case {case.name} has no label map to evaluate against")
-        volume, lacking = prepare_inputs(seg, case)
-        assert volume.regions is not None
-        pred = predict_regions(seg, volume.image)
-        spacing = tuple(float(z) for z in volume.reference.header.get_zooms()[:3])
-        per_case[case.name] = region_scores(pred, volume.regions, volume.known,
-                                            spacing)  # type: ignore[arg-type]
-        missing[case.name] = lacking
+        volume, plan = prepare_inputs(seg, case)
+        assert volume.regions_input is not None
+        pred = finish_regions(predict_raw(seg, volume.image, tta), seg, plan)
+        scored = volume.known & np.array([r in plan.regions for r in REGIONS])
+        per_case[case.name] = region_scores(to_canonical_grid(pred, volume),
+                                            volume.regions_input, scored, volume.input_spacing)
+        missing[case.name] = plan.missing
     return {"per_case": per_case, "mean": mean_scores(per_case), "missing_modalities": missing}
 
 
 def markdown_table(metrics: dict[str, Any]) -> str:
-    """Cases as rows, Dice and HD95 per region as columns, means last."""
-    head = "| case | " + " | ".join(f"Dice {r} | HD95 {r}" for r in ("WT", "TC", "ET")) + " |"
-    lines = [head, "|---|" + "---:|" * 6]
+    """Cases as rows; Dice, HD95 (mm) and volume difference (predicted - reference, mL) per
+    region as columns; means last ("-": not scored)."""
+    head = "| case | " + " | ".join(f"Dice {r} | HD95 {r} | ΔV {r}" for r in REGIONS) + " |"
+    lines = [head, "|---|" + "---:|" * 9]
 
     def cells(scores: dict[str, dict[str, float]]) -> str:
         parts = []
-        for r in ("WT", "TC", "ET"):
+        for r in REGIONS:
             if r in scores:
-                parts += [f"{scores[r]['dice']:.3f}", f"{scores[r]['hd95']:.1f}"]
+                diff = scores[r].get("volume_diff_ml")
+                parts += [f"{scores[r]['dice']:.3f}", f"{scores[r]['hd95']:.1f}",
+                          "-" if diff is None else f"{diff:+.1f}"]
             else:
-                parts += ["-", "-"]
+                parts += ["-", "-", "-"]
         return " | ".join(parts)
 
     for name, scores in metrics["per_case"].items():

@@ -1,70 +1,132 @@
-"""Turn a segmentation run into a shipped model folder with a model card."""
+"""Turn a cross-validation run (``mrimaster seg cv``) into a model folder with a model card.
+
+The folder gets the final model (trained on every case, with the post-processing the
+cross-validation chose), its config, history and curves, and the cross-validation results
+(``cv.json``, ``cv.md``, ``cv.png``, ``cv.yaml``); the card states the data, the folds, the
+command and the per-case table.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from mrimaster.errors import ModelError
-from mrimaster.segmentation.evaluate import markdown_table
 from mrimaster.training.export import MAX_MODEL_BYTES, exported_line, run_lines
 
+FINAL_FILES = ("model.pt", "config.yaml", "history.json", "curves.png")
+CV_FILES = ("cv.json", "cv.md", "cv.png", "cv.yaml")
 
-def export_seg_run(run_dir: Path, evaluation_dir: Path, out_dir: Path, command: str) -> Path:
-    """Copy model, config, history and curves; write ``MODEL_CARD.md`` with the held-out
-    evaluation found in ``evaluation_dir/metrics.json`` (from ``mrimaster seg evaluate``)."""
-    names = ("model.pt", "config.yaml", "history.json", "curves.png")
-    missing = [n for n in names if not (run_dir / n).is_file()]
-    if missing or not (evaluation_dir / "metrics.json").is_file():
-        raise ModelError(f"missing {missing or 'evaluation metrics.json'}",
-                         "export a finished `mrimaster seg train` run and its evaluation")
-    if (run_dir / "model.pt").stat().st_size > MAX_MODEL_BYTES:
+
+def export_seg_run(cv_dir: Path, out_dir: Path, command: str) -> Path:
+    """Copy the final model and the cross-validation results of ``cv_dir`` into ``out_dir``
+    and write ``MODEL_CARD.md``.
+
+    Raises:
+        ModelError: the run is unfinished (no final model or no ``cv.json``) or the model is
+            over the size budget.
+    """
+    final = cv_dir / "final"
+    missing = [f"final/{n}" for n in FINAL_FILES if not (final / n).is_file()] + \
+        [n for n in CV_FILES if not (cv_dir / n).is_file()]
+    if missing:
+        raise ModelError(f"{cv_dir} is not a finished cross-validation run (missing "
+                         f"{', '.join(missing)})", "run `mrimaster seg cv` to the end first")
+    if (final / "model.pt").stat().st_size > MAX_MODEL_BYTES:
         raise ModelError("model.pt is over 10 MB")
     out_dir.mkdir(parents=True, exist_ok=True)
-    for n in (*names, "run.json"):
-        if (run_dir / n).is_file():
-            shutil.copy2(run_dir / n, out_dir / n)
-    shutil.copy2(evaluation_dir / "metrics.json", out_dir / "heldout_metrics.json")
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    metrics = json.loads((evaluation_dir / "metrics.json").read_text())
-    history = json.loads((run_dir / "history.json").read_text())
-    best = max(history, key=lambda r: r["val_score"])
-    held_out = list(metrics["per_case"])
+    for n in (*FINAL_FILES, "run.json"):
+        if (final / n).is_file():
+            shutil.copy2(final / n, out_dir / n)
+    for n in CV_FILES:
+        shutil.copy2(cv_dir / n, out_dir / n)
+    cfg = yaml.safe_load((final / "config.yaml").read_text())
+    cv = json.loads((cv_dir / "cv.json").read_text())
+    record = yaml.safe_load((cv_dir / "cv.yaml").read_text())
+    history = json.loads((final / "history.json").read_text())
+    run = json.loads((final / "run.json").read_text()) if (final / "run.json").is_file() \
+        else None
+    from mrimaster.segmentation.model import load_segmenter
+
+    seg = load_segmenter(out_dir / "model.pt")
+    if seg.postprocess != cv["postprocess"]:
+        raise ModelError("the final model's post-processing differs from the cross-validation's",
+                         "run `mrimaster seg cv` again to finish the run")
+    (out_dir / "MODEL_CARD.md").write_text(card(cfg, cv, record, history, run, command,
+                                                seg.combinations))
+    return out_dir
+
+
+def _mean_line(cv: dict[str, Any], setting: str) -> str:
+    mean = cv[setting]["mean"]
+    return ", ".join(f"{r} {m['dice']:.3f} (lowest {m['min_dice']:.3f}, {m['cases']} cases)"
+                     for r, m in mean.items())
+
+
+def card(cfg: dict[str, Any], cv: dict[str, Any], record: dict[str, Any],
+         history: list[dict[str, Any]], run: dict[str, Any] | None, command: str,
+         combinations: list[list[str]]) -> str:
+    """The model card's Markdown."""
+    from mrimaster.segmentation.crossval import markdown
+
+    trained = sorted({m for c in combinations for m in c})
+    unused = [m for m in cfg["modalities"] if m not in trained]
+    pp = cv["postprocess"]
+    search = "; ".join(f"{r}: " + ", ".join(f"{k} {v:.3f}" for k, v in t.items())
+                       for r, t in cv["postprocess_search"].items())
     lines = [
         "# Model card: 3D U-Net tumour segmentation (seg-default)", "",
-        exported_line(),
-        *run_lines(json.loads((run_dir / "run.json").read_text())
-                   if (run_dir / "run.json").is_file() else None),
-        f"- **Inputs:** {', '.join(cfg['modalities'])} (z-scored inside the brain, cropped to "
-        f"it); trained with modality dropout {cfg['modality_dropout']}, so a case missing all "
-        "but one of them still runs (with a warning). Output: WT / TC / ET, written as BraTS "
-        "2021 labels on the input grid.",
+        exported_line(), *run_lines(run),
+        f"- **Inputs:** channels {', '.join(cfg['modalities'])}, z-scored inside the brain "
+        f"and cropped to it, resampled to {cfg['spacing']} mm (the training spacing, recorded "
+        f"in the model file; outputs go back to the input grid, nearest-neighbour). Trained "
+        f"with modality dropout {cfg['modality_dropout']}: each case with the modalities it "
+        "has (combinations: " + "; ".join("+".join(c) for c in combinations) + "). "
+        "Inference feeds the largest combination of modalities seen in training that a "
+        "case has (preferring one with T1-Gd) and reports the others as not used"
+        + (f"; {', '.join(unused)} never occurs in the training data, so it is never used"
+           if unused else "") + ".",
+        "- **Outputs:** WT / TC / ET as BraTS 2021 labels on the input grid; without T1-Gd "
+        "only the whole tumour (1 = tumour) and \"not assessable without T1-Gd\" for TC and ET.",
         f"- **Network:** MONAI residual UNet, channels {cfg['channels']}, instance norm; "
         f"patches {cfg['patch']}, sliding-window inference (Gaussian blending, overlap 0.25); "
-        "whole-tumour components under 10% of the largest are removed and ET / TC are nested "
-        "inside TC / WT.",
-        "- **Data:** the shared brats-mini cases: BraTS 2015 (2013 subset) from DeepMedic's "
-        "examples (FLAIR, T1c, 4-class labels; Menze et al. 2015, Kamnitsas et al. 2017) and "
-        "BraTS 2018 from DeepVoxNet2's demo (FLAIR, whole-tumour labels only; Bakas et al. "
-        "2017, 2018).",
-        f"- **Training cases ({len(cfg['train_cases'])}):** " + ", ".join(cfg["train_cases"]),
-        "- **Validation cases (checkpoint selection):** " + ", ".join(cfg["val_cases"]),
-        f"- **Held-out cases (never seen in training or selection):** {', '.join(held_out)}",
+        "optional test-time mirroring (`--tta`, 8 passes).",
+        "- **Training:** nnU-Net-style augmentation (rotation, scaling, elastic deformation, "
+        "mirroring, gamma, brightness, noise, simulated low resolution), Dice + BCE per region "
+        "masked to the regions each case's labels define, AdamW with cosine decay, "
+        f"{cfg['epochs']} epochs x {cfg['iterations']} steps x batch {cfg['batch_size']}, "
+        f"{'bf16 autocast where supported' if cfg.get('precision') != 'fp32' else 'fp32'}; "
+        "the last epoch is kept (no selection on a case).",
+        "- **Data:** the 14 shared brats-mini patients: BraTS 2015 (2013 subset) from "
+        "DeepMedic's examples (FLAIR, T1-Gd, 4-class labels; Menze et al. 2015, Kamnitsas et "
+        "al. 2017) and BraTS 2018 from DeepVoxNet2's demo (FLAIR, T1, whole-tumour labels "
+        "only; Bakas et al. 2017, 2018). Training cases: " + ", ".join(cfg["train_cases"]),
+        f"- **Cross-validation:** {record['folds']} folds by patient (assignment in `cv.yaml`),"
+        " each fold trained with the same recipe on the other patients; every case is scored "
+        "once, by the fold that held it out, on its input grid.",
+        "- **Post-processing** chosen on the cross-validation predictions (nnU-Net's rule: "
+        "only where it raised the mean Dice): "
+        + ", ".join(f"{r} {'off' if v is None else f'drop components < {v:g} of the largest'}"
+                    for r, v in pp.items()) + f" (mean Dice per candidate: {search}).",
         f"- **Command:** `{command}`",
-        f"- **Epochs:** {len(history)}, best mean validation Dice at epoch {best['epoch']}; "
+        f"- **Final model:** {len(history)} epochs on all {len(cfg['train_cases'])} cases; "
         "`curves.png`.", "",
-        "## Held-out evaluation (Dice, HD95 in mm; BraTS conventions for empty masks)", "",
-        markdown_table(metrics), "",
-        "WT-only cases (DeepVoxNet2, BraTS 2018) are scored on WT alone; cases without T1-Gd "
-        "are segmented from FLAIR alone. "
-        "Missing modalities per case: " + json.dumps(metrics["missing_modalities"]), "",
+        "## Cross-validation (held-out Dice, HD95 in mm, volume difference in mL)", "",
+        f"Mean Dice, every modality: {_mean_line(cv, 'all')}. FLAIR alone: "
+        f"{_mean_line(cv, 'flair')}.", "",
+        "Cases without T1-Gd are scored on WT only (TC and ET are not written for them); "
+        "the DeepVoxNet2 cases only have whole-tumour labels. `cv.png` draws the table.", "",
+        markdown(cv), "",
         "## Limits", "",
-        "- Three fully labelled training cases: TC and ET are learned from very little data and "
-        "their scores vary widely between cases. WT is the dependable output.",
+        "- Six patients carry tumour-core and enhancing-tumour labels: TC and ET are learnt "
+        "from very little data and vary widely between cases. WT is the dependable output.",
+        "- No training case has T1 and T1-Gd together, or T2: on a complete BraTS case the "
+        "network reads FLAIR and T1-Gd and says that T1 and T2 were not used.",
         "- Not a medical device; every mask is to be checked by a doctor.",
     ]
-    (out_dir / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
-    return out_dir
+    return "\n".join(lines) + "\n"
+

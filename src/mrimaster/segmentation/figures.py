@@ -14,6 +14,11 @@ from mrimaster.segmentation.volumes import Volume
 # edema green, NCR/NET red, enhancing yellow (index = BraTS 2021 label)
 _COLOURS = ListedColormap([(0, 0, 0, 0), (0.9, 0.1, 0.1, 0.6), (0.1, 0.8, 0.2, 0.45),
                            (0, 0, 0, 0), (1.0, 0.9, 0.1, 0.7)])
+# whole tumour only (no T1-Gd): one colour, index 1
+_WHOLE = ListedColormap([(0, 0, 0, 0), (0.2, 0.6, 1.0, 0.5), (0, 0, 0, 0), (0, 0, 0, 0),
+                         (0, 0, 0, 0)])
+_LEGEND = "edema green, necrotic/non-enhancing core red, enhancing yellow"
+_LEGEND_WHOLE = "whole tumour blue (core and enhancing tumour not assessable without T1-Gd)"
 
 
 def _plane(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -21,26 +26,30 @@ def _plane(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
     return np.rot90(np.take(arr, index, axis=axis))
 
 
-def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str) -> list[Path]:
+def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str,
+                  shown: list[str] | None = None, whole_only: bool = False) -> list[Path]:
     """``overlay_planes.png`` (axial, coronal, sagittal through the tumour's centre, one row per
-    modality) and ``overlay_mosaic.png`` (axial slices through the tumour, first modality)."""
-    labels = regions_to_brats2021(regions)
+    modality in ``shown``: those the case has and the network used) and ``overlay_mosaic.png``
+    (axial slices through the tumour, first shown modality). With ``whole_only`` the whole
+    tumour is drawn in one colour."""
+    labels = regions[0].astype(np.uint8) if whole_only else regions_to_brats2021(regions)
+    cmap, legend = (_WHOLE, _LEGEND_WHOLE) if whole_only else (_COLOURS, _LEGEND)
+    rows = [volume.modalities.index(m) for m in (shown or volume.modalities)]
     tumour = np.argwhere(labels > 0)
     centre = tumour.mean(axis=0).round().astype(int) if len(tumour) else \
         (np.array(labels.shape) // 2)
-    n_mod = volume.image.shape[0]
-    fig = Figure(figsize=(10, 3.4 * n_mod))
-    axes = fig.subplots(n_mod, 3, squeeze=False)
-    for row in range(n_mod):
-        img = volume.image[row]
+    fig = Figure(figsize=(10, 3.4 * len(rows)))
+    axes = fig.subplots(len(rows), 3, squeeze=False)
+    for row, channel in enumerate(rows):
+        img = volume.image[channel]
         for col, (axis, name) in enumerate(((2, "axial"), (1, "coronal"), (0, "sagittal"))):
             ax = axes[row, col]
             ax.imshow(_plane(img, axis, centre[axis]), cmap="gray")
-            ax.imshow(_plane(labels, axis, centre[axis]), cmap=_COLOURS, vmin=0, vmax=4,
+            ax.imshow(_plane(labels, axis, centre[axis]), cmap=cmap, vmin=0, vmax=4,
                       interpolation="nearest")
-            ax.set_title(f"{volume.modalities[row]} {name}", fontsize=9)
+            ax.set_title(f"{volume.modalities[channel]} {name}", fontsize=9)
             ax.axis("off")
-    fig.suptitle(f"{title}: edema green, necrotic/non-enhancing core red, enhancing yellow")
+    fig.suptitle(f"{title}: {legend}", fontsize=10)
     fig.tight_layout()
     planes = out_dir / "overlay_planes.png"
     fig.savefig(planes, dpi=90)
@@ -52,10 +61,10 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
     for ax in axes.ravel():
         ax.axis("off")
     for ax, z in zip(axes.ravel(), picks, strict=False):
-        ax.imshow(_plane(volume.image[0], 2, z), cmap="gray")
-        ax.imshow(_plane(labels, 2, z), cmap=_COLOURS, vmin=0, vmax=4, interpolation="nearest")
+        ax.imshow(_plane(volume.image[rows[0]], 2, z), cmap="gray")
+        ax.imshow(_plane(labels, 2, z), cmap=cmap, vmin=0, vmax=4, interpolation="nearest")
         ax.set_title(f"axial {z}", fontsize=8)
-    fig.suptitle(f"{title}: axial slices through the tumour ({volume.modalities[0]})")
+    fig.suptitle(f"{title}: axial slices through the tumour ({volume.modalities[rows[0]]})")
     fig.tight_layout()
     mosaic = out_dir / "overlay_mosaic.png"
     fig.savefig(mosaic, dpi=80)

@@ -1,13 +1,23 @@
-"""Segment a case: sliding-window inference, label map on the input grid, volumes, overlays.
+"""Segment a case: choose the inputs, sliding-window inference, label map on the input grid,
+volumes, overlays.
 
 No torch or MONAI here: the model runs in whichever runtime it was loaded for
-(:mod:`mrimaster.segmentation.runtime`)."""
+(:mod:`mrimaster.segmentation.runtime`).
+
+Inputs (:func:`plan_inputs`): the network is fed only a combination of modalities that it was
+trained on (a training combination or, with modality dropout, part of one), the largest that
+the case has, preferring one with T1-Gd. Modalities the case has but the network does not get
+are reported with the reason. Without T1-Gd the tumour core and enhancing tumour cannot be told
+apart from the rest of the tumour (they are defined by contrast enhancement): only the whole
+tumour is written, and the outputs say "not assessable without T1-Gd".
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,94 +27,223 @@ import numpy as np
 from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import Case
 from mrimaster.segmentation.labels import REGIONS, regions_to_brats2021
+from mrimaster.segmentation.postprocess import clean_regions
 from mrimaster.segmentation.runtime import SegModel
 from mrimaster.segmentation.volumes import (
     Volume,
     load_channels_zero_filled,
     restore_to_input_grid,
+    to_canonical_grid,
 )
 
 log = logging.getLogger(__name__)
 
+NOT_ASSESSABLE = "not assessable without T1-Gd"
+"""What the outputs say for tumour core and enhancing tumour when T1-Gd is missing."""
 
-def prepare_inputs(seg: SegModel, case: Case) -> tuple[Volume, list[str]]:
-    """Load the model's modalities; zero-fill missing ones if the model tolerates that.
 
-    Returns:
-        The volume (channels in the model's order) and the modalities that were missing.
+@dataclass
+class InputPlan:
+    """Which modalities the network gets for a case, and why not the others.
+
+    Attributes:
+        used: Modalities fed to the network (the model's other channels are zero).
+        missing: Modalities the model takes that the case lacks.
+        ignored: ``{modality: reason}`` for volumes the case has that are not used.
+        regions: Regions the output includes: WT always, TC and ET only with T1-Gd.
+    """
+
+    used: list[str]
+    missing: list[str]
+    ignored: dict[str, str] = field(default_factory=dict)
+    regions: list[str] = field(default_factory=lambda: list(REGIONS))
+
+    @property
+    def not_assessable(self) -> dict[str, str]:
+        return {r: NOT_ASSESSABLE for r in REGIONS if r not in self.regions}
+
+
+def _allowed_sets(seg: SegModel) -> list[tuple[str, ...]]:
+    """Modality sets the network was trained on (with dropout: every non-empty part of a
+    training combination); empty when the model does not record its combinations."""
+    sets: set[tuple[str, ...]] = set()
+    for combo in seg.combinations:
+        if seg.modality_dropout:
+            for k in range(1, len(combo) + 1):
+                sets.update(itertools.combinations(combo, k))
+        else:
+            sets.add(tuple(combo))
+    return sorted(sets)
+
+
+def plan_inputs(seg: SegModel, case: Case) -> InputPlan:
+    """Choose the modalities the network gets for ``case`` (see the module docstring).
 
     Raises:
-        DataError: a modality is missing and the model was not trained to tolerate it.
+        DataError: the case has none of the model's modalities, or no combination the model
+            was trained on (the message lists what it has and what the model needs).
     """
-    have = set(case.available())
+    have = case.available()
+    usable = [m for m in seg.modalities if m in have]
     missing = [m for m in seg.modalities if m not in have]
-    if missing and (not seg.modality_dropout or len(missing) == len(seg.modalities)):
-        raise DataError(f"case {case.name} lacks {', '.join(missing)}, which this model needs",
-                        f"the model takes {', '.join(seg.modalities)}; found "
-                        f"{', '.join(case.available()) or 'none'}")
+    ignored = {m: "the model does not take it" for m in have if m not in seg.modalities}
+    trained = {m for combo in seg.combinations for m in combo}
+    allowed = [s for s in _allowed_sets(seg) if set(s) <= set(usable)]
+    if not usable or (seg.combinations and not allowed):
+        needs = " or ".join("+".join(c) for c in seg.combinations) or ", ".join(seg.modalities)
+        raise DataError(f"case {case.name} has {', '.join(have) or 'no recognised volume'}; "
+                        f"the model needs {needs}",
+                        "add the missing volumes (name them as in the README) or pass them "
+                        "with --flair/--t1/--t1ce/--t2")
+    if not seg.combinations:  # older model files: every combination, as trained with dropout
+        if missing and not seg.modality_dropout:
+            raise DataError(f"case {case.name} lacks {', '.join(missing)}, which this model "
+                            "needs", f"the model takes {', '.join(seg.modalities)}")
+        used = usable
+    else:
+        best = max(allowed, key=lambda s: ("t1ce" in s, len(s), [-usable.index(m) for m in s]))
+        used = [m for m in seg.modalities if m in best]
+        for m in usable:
+            if m not in used:
+                ignored[m] = ("no training case had it, so the network never learnt to read it"
+                              if m not in trained else
+                              f"never seen together with {'+'.join(used)} in training")
+    regions = list(REGIONS) if "t1ce" in used else ["WT"]
+    plan = InputPlan(used, missing, ignored, regions)
     if missing:
-        log.warning("case %s lacks %s: segmenting without it (the model was trained with "
-                    "modality dropout; expect lower accuracy)", case.name, ", ".join(missing))
-    return load_channels_zero_filled(case, list(seg.modalities)), missing
+        log.warning("case %s lacks %s: segmenting without it", case.name, ", ".join(missing))
+    for m, why in ignored.items():
+        log.warning("case %s: %s not used (%s)", case.name, m, why)
+    if "t1ce" not in used:
+        log.warning("case %s: no T1-Gd, so tumour core and enhancing tumour are %s; only the "
+                    "whole tumour is segmented", case.name, NOT_ASSESSABLE)
+    return plan
+
+
+def prepare_inputs(seg: SegModel, case: Case) -> tuple[Volume, InputPlan]:
+    """Plan the inputs (:func:`plan_inputs`) and load them: channels in the model's order, the
+    unused ones zero, resampled to the model's spacing.
+
+    Raises:
+        DataError: as :func:`plan_inputs` and
+            :func:`mrimaster.segmentation.volumes.load_volume`.
+    """
+    plan = plan_inputs(seg, case)
+    if case.image4d is None:
+        return load_channels_zero_filled(case_subset(case, plan.used), list(seg.modalities),
+                                         spacing=seg.spacing), plan
+    volume = load_channels_zero_filled(case, list(seg.modalities), spacing=seg.spacing)
+    for c, m in enumerate(seg.modalities):  # one 4D file: blank the channels not used
+        if m not in plan.used:
+            volume.image[c] = 0
+    return volume, plan
+
+
+def case_subset(case: Case, modalities: list[str]) -> Case:
+    """``case`` with only ``modalities`` (for checking what a model does without the rest)."""
+    if case.image4d is not None:
+        raise DataError("cannot take modalities out of a 4D (MSD) case",
+                        "split it into one file per modality")
+    return replace(case, images={m: p for m, p in case.images.items() if m in modalities})
+
+
+MIRRORS: tuple[tuple[int, ...], ...] = tuple(
+    axes for k in range(4) for axes in itertools.combinations((1, 2, 3), k))
+"""Test-time augmentation: the image as it is and mirrored along every combination of the
+three spatial axes (8 passes, as nnU-Net)."""
+
+
+def predict_raw(seg: SegModel, image: np.ndarray, tta: bool = False) -> np.ndarray:
+    """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` bool WT/TC/ET before any clean-up.
+
+    With ``tta``, the sigmoid probabilities of the :data:`MIRRORS` passes are averaged (each
+    mirrored back) and thresholded at 0.5.
+    """
+    if not tta:
+        return seg.logits(image) > 0
+    total = np.zeros((3, *image.shape[1:]), np.float32)
+    for axes in MIRRORS:
+        x = np.flip(image, axes) if axes else image
+        logits = seg.logits(np.ascontiguousarray(x))
+        prob = 1.0 / (1.0 + np.exp(-logits))
+        total += np.flip(prob, axes) if axes else prob
+    return total / len(MIRRORS) > 0.5
+
+
+def finish_regions(raw: np.ndarray, seg: SegModel, plan: InputPlan) -> np.ndarray:
+    """The model's post-processing, then TC / ET emptied where they are not assessable."""
+    regions = clean_regions(raw, seg.postprocess)
+    for i, name in enumerate(REGIONS):
+        if name not in plan.regions:
+            regions[i] = False
+    return regions
 
 
 def predict_regions(seg: SegModel, image: np.ndarray) -> np.ndarray:
-    """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` bool WT/TC/ET (hierarchy enforced)."""
-    return clean_regions(seg.logits(image) > 0)
+    """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` bool WT/TC/ET, the model's post-processing
+    applied (hierarchy enforced)."""
+    return clean_regions(predict_raw(seg, image), seg.postprocess)
 
 
-def clean_regions(regions: np.ndarray, keep_fraction: float = 0.1) -> np.ndarray:
-    """Enforce ET inside TC inside WT and drop small stray WT components.
-
-    WT components smaller than ``keep_fraction`` of the largest are removed (26-connectivity),
-    and TC / ET outside the kept WT with them: isolated false positives far from the tumour
-    are what inflate HD95.
-    """
-    from scipy import ndimage
-
-    out = regions.copy()
-    components, n = ndimage.label(out[0], structure=np.ones((3, 3, 3)))
-    if n > 1:
-        sizes = np.bincount(components.ravel())[1:]
-        keep = np.flatnonzero(sizes >= keep_fraction * sizes.max()) + 1
-        out[0] = np.isin(components, keep)
-    out[1] &= out[0]
-    out[2] &= out[1]
-    return out
-
-
-def region_volumes(regions: np.ndarray, voxel_ml: float) -> dict[str, float]:
-    """Millilitres per region from ``(3, ...)`` bool masks."""
-    return {name: float(regions[i].sum() * voxel_ml) for i, name in enumerate(REGIONS)}
+def region_volumes(regions: np.ndarray, voxel_ml: float, plan: InputPlan
+                   ) -> dict[str, float | None]:
+    """Millilitres per region from ``(3, ...)`` bool masks on the input grid; ``None`` for a
+    region that is not assessable."""
+    return {name: float(regions[i].sum() * voxel_ml) if name in plan.regions else None
+            for i, name in enumerate(REGIONS)}
 
 
 @dataclass
 class SegmentResult:
-    """What :func:`segment_case` wrote."""
+    """What :func:`segment_case` wrote.
+
+    Attributes:
+        seg_path: The label map (BraTS 2021 labels, or 1 = whole tumour without T1-Gd).
+        volumes_ml: mL per region on the input grid; ``None`` where not assessable.
+        plan: Inputs used, missing and ignored.
+        notes: Warnings about the input grid.
+        pictures: Overlay PNGs.
+    """
 
     seg_path: Path
-    volumes_ml: dict[str, float]
-    missing: list[str]
+    volumes_ml: dict[str, float | None]
+    plan: InputPlan
+    notes: list[str]
     pictures: list[Path]
 
+    @property
+    def missing(self) -> list[str]:
+        return self.plan.missing
 
-def segment_case(seg: SegModel, case: Case, out_dir: Path) -> SegmentResult:
-    """Segment ``case`` and write ``seg.nii.gz`` (BraTS 2021 labels on the input grid),
-    ``volumes.json`` (mL per region) and overlay PNGs into ``out_dir``."""
+
+def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False
+                 ) -> SegmentResult:
+    """Segment ``case`` and write into ``out_dir``: ``seg.nii.gz`` on the input grid (BraTS
+    2021 labels; without T1-Gd a whole-tumour mask, 1 = tumour), ``volumes.json`` (mL per
+    region, what was used, ignored and not assessable, the input grid) and overlay PNGs of the
+    modalities used."""
     from mrimaster.segmentation.figures import save_overlays
 
-    volume, missing = prepare_inputs(seg, case)
-    regions = predict_regions(seg, volume.image)
-    labels = regions_to_brats2021(regions)
+    volume, plan = prepare_inputs(seg, case)
+    regions = finish_regions(predict_raw(seg, volume.image, tta), seg, plan)
+    whole_only = "TC" not in plan.regions
+    labels = regions[0].astype(np.uint8) if whole_only else regions_to_brats2021(regions)
     out_dir.mkdir(parents=True, exist_ok=True)
-    nifti = restore_to_input_grid(labels, volume)
     seg_path = out_dir / "seg.nii.gz"
-    nib.save(nifti, str(seg_path))
-    vols = region_volumes(regions, volume.voxel_ml)
-    info: dict[str, Any] = {"case": case.name, "volumes_ml": vols,
-                            "labels": "BraTS 2021: 1 NCR/NET, 2 edema, 4 enhancing",
-                            "modalities_used": [m for m in seg.modalities if m not in missing],
-                            "modalities_missing": missing, "runtime": seg.runtime_name}
+    nib.save(restore_to_input_grid(labels, volume), str(seg_path))
+    vols = region_volumes(to_canonical_grid(regions, volume), volume.voxel_ml, plan)
+    info: dict[str, Any] = {
+        "case": case.name, "volumes_ml": vols, "not_assessable": plan.not_assessable,
+        "labels": ("whole tumour only: 1 tumour (tumour core and enhancing tumour "
+                   f"{NOT_ASSESSABLE})" if whole_only else
+                   "BraTS 2021: 1 NCR/NET, 2 edema, 4 enhancing"),
+        "label_convention": "wt" if whole_only else "brats2021",
+        "modalities_used": plan.used, "modalities_missing": plan.missing,
+        "modalities_ignored": plan.ignored,
+        "input_grid": {"spacing_mm": list(volume.input_spacing),
+                       "resampled_to_mm": list(seg.spacing) if volume.resampled else None},
+        "warnings": volume.notes, "runtime": seg.runtime_name, "tta": tta,
+        "postprocess": seg.postprocess}
     (out_dir / "volumes.json").write_text(json.dumps(info, indent=2))
-    pictures = save_overlays(volume, regions, out_dir, case.name)
-    return SegmentResult(seg_path, vols, missing, pictures)
+    pictures = save_overlays(volume, regions, out_dir, case.name, plan.used, whole_only)
+    return SegmentResult(seg_path, vols, plan, volume.notes, pictures)

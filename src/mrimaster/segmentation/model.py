@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 
 from mrimaster.errors import ModelError
 from mrimaster.models.paths import resolve_model_path
+from mrimaster.segmentation.runtime import SegInfo, info_from_dict
 
 FORMAT = "mrimaster-segmenter/1"
 
@@ -33,25 +33,12 @@ def build_unet(in_channels: int, channels: tuple[int, ...] = (16, 32, 64, 128),
 
 
 @dataclass
-class Segmenter:
-    """A loaded segmentation model.
+class Segmenter(SegInfo):
+    """A loaded segmentation model: :class:`SegInfo` plus the U-Net (in eval mode) and its
+    widths."""
 
-    Attributes:
-        net: The U-Net, in eval mode.
-        modalities: Input channels, in order.
-        channels: U-Net widths.
-        patch: Training patch size (also the sliding-window size).
-        modality_dropout: Trained to tolerate missing modalities (zero-filled).
-        meta: Provenance and metrics.
-    """
-
-    net: nn.Module
-    modalities: list[str]
-    channels: tuple[int, ...]
-    patch: tuple[int, int, int]
-    modality_dropout: bool
-    meta: dict[str, Any] = field(default_factory=dict)
-    runtime_name: str = "torch"
+    net: nn.Module = field(kw_only=True)
+    channels: tuple[int, ...] = field(default=(16, 32, 64, 128), kw_only=True)
 
     @torch.inference_mode()
     def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
@@ -68,9 +55,8 @@ class Segmenter:
 
 def save_segmenter(path: Path, seg: Segmenter) -> None:
     state = {k: v.detach().cpu() for k, v in seg.net.state_dict().items()}
-    torch.save({"format": FORMAT, "modalities": seg.modalities, "channels": list(seg.channels),
-                "patch": list(seg.patch), "modality_dropout": seg.modality_dropout,
-                "meta": seg.meta, "state_dict": state}, path)
+    torch.save({"format": FORMAT, **seg.info_dict(), "channels": list(seg.channels),
+                "state_dict": state}, path)
 
 
 def load_segmenter(path: Path, device: str = "cpu") -> Segmenter:
@@ -85,7 +71,4 @@ def load_segmenter(path: Path, device: str = "cpu") -> Segmenter:
     net = build_unet(len(blob["modalities"]), tuple(blob["channels"]))
     net.load_state_dict(blob["state_dict"])
     net.to(device).eval()
-    patch = blob["patch"]
-    return Segmenter(net, list(blob["modalities"]), tuple(blob["channels"]),
-                     (int(patch[0]), int(patch[1]), int(patch[2])),
-                     bool(blob["modality_dropout"]), blob.get("meta", {}))
+    return Segmenter(**info_from_dict(blob), net=net, channels=tuple(blob["channels"]))

@@ -26,7 +26,14 @@ from mrimaster.segmentation.infer import predict_regions, prepare_inputs
 from mrimaster.segmentation.labels import REGIONS
 from mrimaster.segmentation.metrics import dice
 from mrimaster.segmentation.model import Segmenter
-from mrimaster.segmentation.runtime import FORMAT, GRAPH, META, SEG_VARIANTS, OnnxSegmenter
+from mrimaster.segmentation.runtime import (
+    FORMAT,
+    GRAPH,
+    META,
+    SEG_VARIANTS,
+    OnnxSegmenter,
+    info_from_dict,
+)
 
 OPSET = 18
 MAX_DICE_DIFFERENCE = 0.005
@@ -61,8 +68,7 @@ def export_segmenter(seg: Segmenter, model_pt: Path, cases: list[Case]) -> dict[
     inputs = [prepare_inputs(seg, case)[0] for case in cases]
     reference = [predict_regions(seg, v.image) for v in inputs]
     report: dict[str, Any] = {
-        "format": FORMAT, "modalities": seg.modalities, "patch": list(seg.patch),
-        "modality_dropout": seg.modality_dropout, "opset": OPSET,
+        "format": FORMAT, **seg.info_dict(), "opset": OPSET,
         "source_sha256": file_sha256(model_pt), "graph_sha256": file_sha256(folder / GRAPH),
         "rule": f"every labelled region's Dice within {MAX_DICE_DIFFERENCE} of PyTorch's",
         "cases": [c.name for c in cases], "variants": {}}
@@ -71,8 +77,8 @@ def export_segmenter(seg: Segmenter, model_pt: Path, cases: list[Case]) -> dict[
         if missing:
             report["variants"][variant] = {"kept": False, "why": f"not checked: {missing}"}
             continue
-        model = OnnxSegmenter(seg.modalities, seg.patch, seg.modality_dropout, variant,
-                              open_graph(folder / GRAPH, variant))
+        model = OnnxSegmenter(**info_from_dict(seg.info_dict()), runtime_name=variant,
+                              graph=open_graph(folder / GRAPH, variant))
         per_case: dict[str, Any] = {}
         worst = 0.0
         for case, volume, ref in zip(cases, inputs, reference, strict=True):

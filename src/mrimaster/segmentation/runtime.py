@@ -36,12 +36,66 @@ SEG_VARIANTS: tuple[str, ...] = ("openvino-bf16", "openvino-fp32", "onnx-fp32")
 """Variants of the segmentation graph, fastest first (see ``benchmarks/bench_segment.py``)."""
 
 
+@dataclass
+class SegInfo:
+    """What a segmentation model carries besides its network, whichever runtime runs it.
+
+    Attributes:
+        modalities: Input channels, in order.
+        patch: Training patch size (also the sliding-window size), voxels.
+        modality_dropout: Trained to tolerate missing modalities (zero-filled channels).
+        spacing: Voxel size (mm) of the training data; inputs are resampled to it.
+        combinations: The sets of modalities the training cases had (before dropout).
+            Inference uses the largest of them (and its subsets) that a case has, so that the
+            network only ever sees combinations it was trained on; empty for models from before
+            this was recorded (every combination allowed).
+        postprocess: Per region (``WT``, ``TC``, ``ET``), the component clean-up chosen by
+            cross-validation: drop components smaller than this fraction of the largest, or
+            ``None`` for none.
+        meta: Provenance and metrics.
+        runtime_name: ``torch`` or the exported variant that runs the network.
+    """
+
+    modalities: list[str]
+    patch: tuple[int, int, int]
+    modality_dropout: bool
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    combinations: list[list[str]] = field(default_factory=list)
+    postprocess: dict[str, float | None] = field(default_factory=lambda: {"WT": 0.1})
+    meta: dict[str, Any] = field(default_factory=dict)
+    runtime_name: str = "torch"
+
+    def info_dict(self) -> dict[str, Any]:
+        """The fields saved with the model (and copied into its ONNX export)."""
+        return {"modalities": list(self.modalities), "patch": list(self.patch),
+                "modality_dropout": self.modality_dropout, "spacing": list(self.spacing),
+                "combinations": [list(c) for c in self.combinations],
+                "postprocess": dict(self.postprocess), "meta": self.meta}
+
+
+def info_from_dict(d: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :class:`SegInfo` from a saved dict (older files lack the newer
+    fields: 1 mm, every combination, WT clean-up at 0.1 as before)."""
+    patch = d["patch"]
+    spacing = d.get("spacing", (1.0, 1.0, 1.0))
+    return {"modalities": list(d["modalities"]),
+            "patch": (int(patch[0]), int(patch[1]), int(patch[2])),
+            "modality_dropout": bool(d["modality_dropout"]),
+            "spacing": (float(spacing[0]), float(spacing[1]), float(spacing[2])),
+            "combinations": [list(c) for c in d.get("combinations", [])],
+            "postprocess": dict(d.get("postprocess", {"WT": 0.1})),
+            "meta": d.get("meta", {})}
+
+
 class SegModel(Protocol):
     """What segmentation inference needs, whichever runtime runs the network."""
 
     modalities: list[str]
     patch: tuple[int, int, int]
     modality_dropout: bool
+    spacing: tuple[float, float, float]
+    combinations: list[list[str]]
+    postprocess: dict[str, float | None]
     meta: dict[str, Any]
     runtime_name: str
 
@@ -52,20 +106,17 @@ class SegModel(Protocol):
 
 
 @dataclass
-class OnnxSegmenter:
+class OnnxSegmenter(SegInfo):
     """A segmentation model running its exported graph (see the module docstring)."""
 
-    modalities: list[str]
-    patch: tuple[int, int, int]
-    modality_dropout: bool
-    runtime_name: str
-    graph: Graph
-    meta: dict[str, Any] = field(default_factory=dict)
+    graph: Graph | None = field(default=None, kw_only=True)
 
     def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
                ) -> np.ndarray:
+        graph = self.graph
+        assert graph is not None
         return sliding_window(np.ascontiguousarray(image, np.float32), self.patch,
-                              lambda x: self.graph(x)["logits"], overlap, batch_size)
+                              lambda x: graph(x)["logits"], overlap, batch_size)
 
 
 def read_seg_meta(folder: Path) -> dict[str, Any]:
@@ -96,10 +147,8 @@ def seg_variant_problem(folder: Path, variant: str) -> str | None:
 def load_seg_variant(folder: Path, variant: str) -> OnnxSegmenter:
     """Load a validated variant (check it first with :func:`seg_variant_problem`)."""
     meta = read_seg_meta(folder)
-    patch = meta["patch"]
-    return OnnxSegmenter(list(meta["modalities"]), (int(patch[0]), int(patch[1]), int(patch[2])),
-                         bool(meta["modality_dropout"]), variant,
-                         open_graph(folder / GRAPH, variant), meta.get("meta", {}))
+    return OnnxSegmenter(**info_from_dict(meta), runtime_name=variant,
+                         graph=open_graph(folder / GRAPH, variant))
 
 
 def load_segmenter_for_inference(ref: str | Path, models_dir: Path, runtime: str = "auto",

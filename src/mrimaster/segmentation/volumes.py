@@ -1,18 +1,23 @@
 """Load a case's volumes and preprocess them the same way for training and inference.
 
-Steps: reorient to the closest canonical (RAS) orientation, check shapes and values, find the
-brain (voxels that differ from the background value of any channel), crop to the brain's
-bounding box, z-score each channel inside the brain. :func:`restore_to_input_grid` undoes the
-crop and the reorientation so that outputs lie on the input's exact grid (shape and affine).
+Steps: check that every volume of the case lies on one grid
+(:func:`mrimaster.segmentation.geometry.check_same_grid`), reorient to the closest canonical
+(RAS) orientation, check values, resample to the model's spacing when the input's differs,
+find the brain (voxels that differ from the background value of any channel), crop to the
+brain's bounding box, z-score each channel inside the brain (so raw scanner intensities and
+already z-scored files give the same input). :func:`restore_to_input_grid` undoes the crop, the
+resampling and the reorientation so that outputs lie on the input's exact grid (shape and
+affine).
 
 Images and label maps are kept apart: intensity steps never touch labels, and label maps are
-only ever reoriented and cropped (never interpolated).
+only ever reoriented, cropped and resampled nearest-neighbour (never interpolated).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,16 @@ import numpy as np
 
 from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import MODALITIES, Case
+from mrimaster.segmentation.geometry import (
+    check_same_grid,
+    resample_image,
+    resample_labels,
+    warn_if_unusual,
+    working_shape,
+)
 from mrimaster.segmentation.labels import to_regions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,10 +49,16 @@ class Volume:
         brain: ``(D, H, W)`` bool brain mask (cropped).
         regions: ``(3, D, H, W)`` bool WT/TC/ET masks (cropped), or ``None`` if unlabelled.
         known: ``(3,)`` bool: which regions the label map defines.
-        box: ``(3, 2)`` int crop box in the canonical grid.
-        canonical_shape: Shape of the canonical grid.
+        box: ``(3, 2)`` int crop box in the working grid.
+        canonical_shape: Shape of the canonical (reoriented input) grid.
         reference: The first input image (its shape, affine and orientation are the output's).
-        voxel_ml: Volume of one voxel in millilitres.
+        voxel_ml: Volume of one input voxel in millilitres.
+        input_spacing: ``(3,)`` voxel size (mm) of the canonical input grid.
+        work_shape: Shape of the working grid (the canonical grid resampled to the model's
+            spacing; equal to ``canonical_shape`` when not resampled).
+        regions_input: ``(3, *canonical_shape)`` bool reference regions on the input grid
+            (for scoring what the user gets), or ``None``.
+        notes: Warnings about the input (coarse spacing, unusual field of view).
     """
 
     image: np.ndarray
@@ -50,6 +70,14 @@ class Volume:
     canonical_shape: tuple[int, ...]
     reference: nib.Nifti1Image
     voxel_ml: float
+    input_spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    work_shape: tuple[int, ...] = ()
+    regions_input: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def resampled(self) -> bool:
+        return tuple(self.work_shape) != tuple(self.canonical_shape)
 
 
 MAX_VOXELS = 2 ** 28
@@ -142,14 +170,12 @@ def _load_channels(case: Case, modalities: list[str]) -> tuple[list[np.ndarray],
         if img.ndim != 3:
             raise DataError(f"{path}: {m} has shape {img.shape}; a 3D volume is needed",
                             "pass a 3D NIfTI volume")
-    shapes = {p.name: img.shape for p, img in zip(paths, images, strict=True)}
-    if len(set(shapes.values())) > 1:
-        raise DataError(f"volumes of case {case.name} have different shapes: {shapes}",
-                        "resample all modalities to one grid first")
+    check_same_grid(images, list(modalities), case.name)
     return [_canonical(img, p) for img, p in zip(images, paths, strict=True)], images[0], paths
 
 
-def load_volume(case: Case, modalities: list[str], margin: int = 4) -> Volume:
+def load_volume(case: Case, modalities: list[str], margin: int = 4,
+                spacing: tuple[float, float, float] | None = None) -> Volume:
     """Load and preprocess ``modalities`` of ``case`` (and its labels, if any).
 
     Raises:
@@ -162,11 +188,21 @@ def load_volume(case: Case, modalities: list[str], margin: int = 4) -> Volume:
     channels, reference, paths = _load_channels(case, modalities)
     for data, path, m in zip(channels, paths, modalities, strict=True):
         _check_volume(data, path, m)
+    zooms = canonical_zooms(reference)
     stack = np.stack(channels)
+    canonical_shape = stack.shape[1:]
+    work = working_shape(canonical_shape, zooms, np.asarray(spacing)) if spacing else None
+    notes = warn_if_unusual(zooms, canonical_shape, np.asarray(spacing or (1.0, 1.0, 1.0)),
+                            case.name)
+    if work is not None:
+        stack = np.stack([resample_image(c, work) for c in stack])
     background = stack[:, 0, 0, 0][:, None, None, None]
     brain = (np.abs(stack - background) > 1e-6).any(axis=0)
     if not brain.any():
         raise DataError(f"case {case.name}: every voxel has the background value")
+    work_voxel_mm3 = float(np.prod(np.asarray(canonical_shape) * zooms / np.asarray(
+        brain.shape)))
+    notes += skull_notes(float(brain.sum()) * work_voxel_mm3 / 1000.0, case.name)
     idx = np.argwhere(brain)
     lo = np.maximum(idx.min(axis=0) - margin, 0)
     hi = np.minimum(idx.max(axis=0) + 1 + margin, brain.shape)
@@ -177,24 +213,52 @@ def load_volume(case: Case, modalities: list[str], margin: int = 4) -> Volume:
     for c in range(image.shape[0]):
         vals = image[c][brain_c]
         image[c] = np.where(brain_c, (image[c] - vals.mean()) / max(vals.std(), 1e-6), 0)
-    regions, known = None, np.zeros(3, bool)
+    regions, regions_full, known = None, None, np.zeros(3, bool)
     if case.seg is not None:
         seg_img = load_nifti(case.seg)
-        if seg_img.shape[:3] != reference.shape[:3]:
-            raise DataError(f"{case.seg}: label map shape {seg_img.shape} differs from the "
-                            f"images' {reference.shape[:3]}")
+        check_same_grid([reference, seg_img], [modalities[0], "label map"], case.name)
         labels = _canonical(seg_img, case.seg)
         _check_volume(labels, case.seg, "label map")
         if case.convention is None:
             raise DataError(f"case {case.name}: label convention unknown", "pass --labels")
         regions_full, known = to_regions(labels, case.convention)
-        regions = regions_full[(slice(None), *sl)]
-    zooms = reference.header.get_zooms()[:3]
+        on_work = regions_full if work is None else resample_labels(regions_full, work)
+        regions = on_work[(slice(None), *sl)]
+    zoom_tuple = (float(zooms[0]), float(zooms[1]), float(zooms[2]))
     return Volume(image.astype(np.float32), list(modalities), brain_c, regions, known, box,
-                  brain.shape, reference, float(np.prod(zooms)) / 1000.0)
+                  canonical_shape, reference, float(np.prod(zooms)) / 1000.0, zoom_tuple,
+                  brain.shape, regions_full, notes)
 
 
-def load_channels_zero_filled(case: Case, modalities: list[str], margin: int = 4) -> Volume:
+MAX_BRAIN_ML = 2200.0
+"""Largest foreground (non-background) volume that can be a skull-stripped brain: adult brains
+are about 1,100-1,700 mL, a whole head with skull and scalp 3,000 mL or more."""
+
+
+def skull_notes(foreground_ml: float, case: str) -> list[str]:
+    """A warning when the foreground is too large to be a skull-stripped brain."""
+    if foreground_ml <= MAX_BRAIN_ML:
+        return []
+    note = (f"case {case}: the non-background region is {foreground_ml:,.0f} mL, more than a "
+            "brain (about 1,100-1,700 mL): the volume does not look skull-stripped, and the "
+            "model was trained on skull-stripped volumes (BraTS); it may mark tissue outside "
+            "the brain. Skull-strip it first (e.g. HD-BET or SynthStrip)")
+    log.warning(note)
+    return [note]
+
+
+def canonical_zooms(img: nib.Nifti1Image) -> np.ndarray:
+    """``(3,)`` voxel size (mm) along the axes of the closest canonical (RAS) orientation."""
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    ornt = nib.orientations.io_orientation(img.affine)
+    out = np.empty(3)
+    for axis, (target, _flip) in enumerate(ornt):
+        out[int(target)] = zooms[axis]
+    return out
+
+
+def load_channels_zero_filled(case: Case, modalities: list[str], margin: int = 4,
+                              spacing: tuple[float, float, float] | None = None) -> Volume:
     """:func:`load_volume` of the modalities ``case`` has, with a zero channel (the z-scored
     mean) for each of ``modalities`` it lacks, in the order of ``modalities``: the input of a
     network trained with modality dropout.
@@ -206,7 +270,7 @@ def load_channels_zero_filled(case: Case, modalities: list[str], margin: int = 4
     if not present:
         raise DataError(f"case {case.name} has none of {', '.join(modalities)}",
                         f"it has: {', '.join(case.available()) or 'nothing recognised'}")
-    volume = load_volume(case, present, margin)
+    volume = load_volume(case, present, margin, spacing)
     image = np.zeros((len(modalities), *volume.image.shape[1:]), np.float32)
     for i, m in enumerate(modalities):
         if m in present:
@@ -215,12 +279,23 @@ def load_channels_zero_filled(case: Case, modalities: list[str], margin: int = 4
     return volume
 
 
+def to_canonical_grid(cropped: np.ndarray, volume: Volume) -> np.ndarray:
+    """``(..., d, h, w)`` bool or integer map on the cropped working grid -> the same on the
+    canonical input grid (un-cropped, resampled back nearest-neighbour if it was resampled)."""
+    lead = cropped.shape[:-3]
+    full = np.zeros((*lead, *volume.work_shape), dtype=cropped.dtype)
+    box: tuple[Any, ...] = (Ellipsis, *(slice(int(a), int(b)) for a, b in volume.box))
+    full[box] = cropped
+    if volume.resampled:
+        full = resample_labels(full, volume.canonical_shape)
+    return full
+
+
 def restore_to_input_grid(cropped: np.ndarray, volume: Volume) -> nib.Nifti1Image:
-    """Put a ``(d, h, w)`` label map computed on the cropped canonical grid back on the input's
-    grid: same shape, same affine, same orientation (nearest-neighbour: only axis flips and
-    permutations, never interpolation)."""
-    full = np.zeros(volume.canonical_shape, dtype=np.uint8)
-    full[tuple(slice(a, b) for a, b in volume.box)] = cropped
+    """Put a ``(d, h, w)`` label map computed on the cropped working grid back on the input's
+    grid: same shape, same affine, same orientation (resampled back nearest-neighbour, then
+    only axis flips and permutations, never interpolation)."""
+    full = to_canonical_grid(cropped.astype(np.uint8), volume)
     ref = volume.reference
     start = nib.orientations.io_orientation(np.diag([1.0, 1, 1, 1]))
     original = nib.orientations.io_orientation(ref.affine)

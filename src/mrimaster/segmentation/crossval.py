@@ -1,0 +1,224 @@
+"""``mrimaster seg cv``: k-fold cross-validation of a segmentation recipe, by patient.
+
+Every case of the recipe's ``train_cases`` is held out exactly once: fold ``k`` trains the
+recipe (its own run folder, ``fold_k/``) on the other cases and segments its held-out cases
+with every modality they have, and again from FLAIR alone. The post-processing is then chosen
+per region on these predictions (:mod:`mrimaster.segmentation.postprocess`), the table is
+written (``cv.json``, ``cv.md``, ``cv.png``), and, unless told not to, the recipe is trained
+once more on every case (``final/``) and given the chosen post-processing: that is the model
+to ship. Folds whose run folder already holds a finished model are not trained again, so an
+interrupted run resumes.
+
+Folds are assigned round-robin over the cases grouped by source (their first path part), so
+each fold mixes sources; cases are patients here (the shared cases are 14 distinct patients).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from mrimaster.errors import ConfigError
+from mrimaster.segmentation.cases import Case, find_case
+from mrimaster.segmentation.infer import case_subset, predict_raw, prepare_inputs
+from mrimaster.segmentation.labels import REGIONS
+from mrimaster.segmentation.metrics import mean_scores, region_scores
+from mrimaster.segmentation.postprocess import choose_postprocessing, clean_regions
+from mrimaster.segmentation.train import SegTrainConfig, run_seg_training
+from mrimaster.segmentation.volumes import to_canonical_grid
+from mrimaster.settings import Settings
+from mrimaster.training.data import dataset_dir
+
+log = logging.getLogger(__name__)
+
+SETTINGS = ("all", "flair")
+"""Inputs each held-out case is segmented from: every modality it has, FLAIR alone."""
+
+
+@dataclass
+class CrossValConfig:
+    """A cross-validation run; saved as ``cv.yaml`` (each fold saves its own training config).
+
+    Attributes:
+        train: The recipe; its ``train_cases`` are split into folds, ``val_cases`` ignored.
+        folds: Number of folds (2 to the number of cases).
+        final: Also train on every case (``final/``) and store the chosen post-processing in
+            it.
+        out_dir: Run folder.
+    """
+
+    train: SegTrainConfig
+    folds: int = 5
+    final: bool = True
+    out_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.folds <= len(self.train.train_cases):
+            raise ConfigError(f"folds={self.folds} needs 2 to {len(self.train.train_cases)}",
+                              "cross-validation holds out each case once")
+
+
+def assign_folds(cases: list[str], folds: int) -> list[int]:
+    """Fold index of each case: round-robin over the cases sorted by source, then name."""
+    order = sorted(range(len(cases)), key=lambda i: (cases[i].split("/")[0], cases[i]))
+    out = [0] * len(cases)
+    for rank, i in enumerate(order):
+        out[i] = rank % folds
+    return out
+
+
+def train_folds(cfg: CrossValConfig, settings: Settings, run_dir: Path) -> list[Path]:
+    """Train (or find, when finished earlier) each fold's model; returns the fold folders."""
+    cases = cfg.train.train_cases
+    fold_of = assign_folds(cases, cfg.folds)
+    folders = []
+    for k in range(cfg.folds):
+        folder = run_dir / f"fold_{k}"
+        folders.append(folder)
+        if (folder / "model.pt").is_file() and (folder / "metrics.json").is_file():
+            log.info("fold %d/%d: finished earlier, kept", k + 1, cfg.folds)
+            continue
+        train = [c for c, f in zip(cases, fold_of, strict=True) if f != k]
+        log.info("fold %d/%d: training on %d cases", k + 1, cfg.folds, len(train))
+        run_seg_training(replace(cfg.train, train_cases=train, val_cases=[], out_dir=folder,
+                                 track=False), settings)
+    return folders
+
+
+def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
+                     ) -> dict[str, dict[str, Any]]:
+    """Raw (un-cleaned) predictions of every case by the fold that held it out.
+
+    Returns:
+        ``{case: {"fold", "case", "volume", "raw": {setting: (3, D, H, W) bool}}}``.
+    """
+    from mrimaster.segmentation.model import load_segmenter
+
+    fold_of = assign_folds(cfg.train.train_cases, cfg.folds)
+    out: dict[str, dict[str, Any]] = {}
+    for k, folder in enumerate(folders):
+        seg = load_segmenter(folder / "model.pt")
+        for name, f in zip(cfg.train.train_cases, fold_of, strict=True):
+            if f != k:
+                continue
+            case = find_case(root / name)
+            raw = {}
+            volume = None
+            for setting in SETTINGS:
+                sub = case if setting == "all" else case_subset(case, ["flair"])
+                vol, _ = prepare_inputs(seg, sub)
+                raw[setting] = predict_raw(seg, vol.image)
+                volume = volume or vol
+            log.info("fold %d: segmented %s", k + 1, name)
+            out[name] = {"fold": k, "case": case, "volume": volume, "raw": raw}
+    return out
+
+
+def scored_regions(case: Case, setting: str, known: np.ndarray) -> np.ndarray:
+    """Regions a prediction is scored on: those the reference defines, and TC / ET only when
+    T1-Gd was among the inputs (without it they are not assessable and not predicted)."""
+    had_t1ce = "t1ce" in case.available() and setting == "all"
+    return known & np.array([True, had_t1ce, had_t1ce])
+
+
+def summarise(held_out: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Choose the post-processing on the ``all`` predictions, then score every case in every
+    setting with it: Dice, HD95 and volume difference per region."""
+    names = list(held_out)
+
+    def score(k: int, i: int, mask: np.ndarray) -> float | None:
+        item = held_out[names[k]]
+        vol = item["volume"]
+        if not scored_regions(item["case"], "all", vol.known)[i]:
+            return None
+        truth = vol.regions[i]  # the working grid: the shared cases are at the model's spacing
+        total = int(mask.sum()) + int(truth.sum())
+        return 1.0 if total == 0 else 2.0 * int((mask & truth).sum()) / total
+
+    chosen, table = choose_postprocessing([held_out[n]["raw"]["all"] for n in names], score)
+    results: dict[str, Any] = {"postprocess": chosen, "postprocess_search": table}
+    for setting in SETTINGS:
+        per_case = {}
+        for name, item in held_out.items():
+            vol = item["volume"]
+            regions = scored_regions(item["case"], setting, vol.known)
+            pred = clean_regions(item["raw"][setting], chosen)
+            pred[1:] &= regions[1:, None, None, None]  # TC / ET are not written without T1-Gd
+            per_case[name] = region_scores(to_canonical_grid(pred, vol), vol.regions_input,
+                                           regions, vol.input_spacing)
+        results[setting] = {"per_case": per_case, "mean": mean_scores(per_case)}
+    results["folds"] = {n: item["fold"] for n, item in held_out.items()}
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The cross-validation tables (every modality; FLAIR alone) as Markdown."""
+    from mrimaster.segmentation.evaluate import markdown_table
+
+    pp = ", ".join(f"{r} {'off' if v is None else f'components < {v:g} of the largest removed'}"
+                   for r, v in results["postprocess"].items())
+    return ("### Every modality each case has\n\n" + markdown_table(results["all"]) +
+            "\n### FLAIR alone (every other modality removed; WT only)\n\n" +
+            markdown_table(results["flair"]) + f"\nPost-processing chosen: {pp}.\n")
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Per-case Dice bars: WT / TC / ET from every modality, WT from FLAIR alone."""
+    from matplotlib.figure import Figure
+
+    names = list(results["all"]["per_case"])
+    fig = Figure(figsize=(max(8, 0.7 * len(names)), 4.5))
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    series = [("all", r) for r in REGIONS] + [("flair", "WT")]
+    width = 0.8 / len(series)
+    for j, (setting, region) in enumerate(series):
+        vals = [results[setting]["per_case"][n].get(region, {}).get("dice", np.nan)
+                for n in names]
+        ax.bar(x + j * width, vals, width, label=f"{region} ({setting})")
+    ax.set_xticks(x + 0.4 - width / 2, [n.split("_")[-2] if n.startswith("brats") else n
+                                        for n in names], rotation=45, fontsize=8)
+    ax.set(ylabel="Dice", ylim=(0, 1), title="Cross-validation: held-out Dice per case")
+    ax.axhline(0.6, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=8, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def run_cross_validation(cfg: CrossValConfig, settings: Settings) -> Path:
+    """Train the folds, segment the held-out cases, choose the post-processing, write the
+    tables and figure, and train the final model; returns the run folder."""
+    from mrimaster.config import config_to_dict
+    from mrimaster.segmentation.model import load_segmenter, save_segmenter
+
+    root = dataset_dir(cfg.train.data_dir, settings, "brats-mini")
+    run_dir = Path(cfg.out_dir) if cfg.out_dir else settings.runs_dir / "seg-cv"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cases = cfg.train.train_cases
+    record = {"folds": cfg.folds, "final": cfg.final,
+              "assignment": dict(zip(cases, assign_folds(cases, cfg.folds), strict=True)),
+              "train": {k: v for k, v in config_to_dict(cfg.train).items()
+                        if k not in ("out_dir", "data_dir", "val_cases")}}
+    (run_dir / "cv.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    folders = train_folds(cfg, settings, run_dir)
+    results = summarise(segment_held_out(folders, cfg, root))
+    (run_dir / "cv.json").write_text(json.dumps(results, indent=2))
+    (run_dir / "cv.md").write_text(markdown(results))
+    plot(results, run_dir / "cv.png")
+    log.info("cross-validation:\n%s", markdown(results))
+    if cfg.final:
+        final = run_dir / "final"
+        if not ((final / "model.pt").is_file() and (final / "metrics.json").is_file()):
+            run_seg_training(replace(cfg.train, val_cases=[], out_dir=final, track=False),
+                             settings)
+        seg = load_segmenter(final / "model.pt")
+        seg.postprocess = dict(results["postprocess"])
+        seg.meta["postprocess_from"] = "cross-validation"
+        save_segmenter(final / "model.pt", seg)
+    return run_dir

@@ -1,0 +1,136 @@
+"""Voxel grids: do a case's volumes share one, and resampling to and from the model's spacing.
+
+A case's modalities must lie on one grid (same shape and voxel-to-world affine, within
+:data:`AFFINE_TOLERANCE`); otherwise voxel ``(i, j, k)`` of one image is not the same place in
+the head as in another, and the error says what differs. Volumes whose spacing differs from the
+model's training spacing are resampled to it (images linearly, label maps nearest-neighbour)
+and the result is brought back to the input grid, nearest-neighbour. The resampled grid keeps
+the field of view exactly: its spacing is the training spacing rounded so that a whole number of
+voxels spans the input's extent (within half a voxel of the training spacing).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import nibabel as nib
+import numpy as np
+
+from mrimaster.errors import DataError
+
+log = logging.getLogger(__name__)
+
+AFFINE_TOLERANCE = 1e-2
+"""Largest difference allowed between two modalities' affines (mm, and spacing-scaled
+direction cosines): float rounding in converters stays far below it, real misregistration
+far above."""
+
+SPACING_TOLERANCE = 0.05
+"""Relative spacing difference under which a volume is used as it is (not resampled)."""
+
+FAR_SPACING = 2.0
+"""A voxel side more than this many times the training spacing gets a warning: the model
+sees interpolated slices, and thin structures may be missed."""
+
+FOV_RANGE_MM = (120.0, 320.0)
+"""Fields of view (per axis, mm) outside this range get a warning: the training volumes
+(BraTS, 240 x 240 x 155 mm) cover the whole head; a partial or much larger field of view is
+unlike them."""
+
+
+def _mm(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
+
+
+def describe_difference(a: nib.Nifti1Image, b: nib.Nifti1Image) -> str:
+    """What differs between two images' grids, in words (shape, spacing, orientation,
+    origin)."""
+    parts = []
+    if a.shape[:3] != b.shape[:3]:
+        parts.append(f"shape {a.shape[:3]} vs {b.shape[:3]}")
+    za, zb = np.asarray(a.header.get_zooms()[:3]), np.asarray(b.header.get_zooms()[:3])
+    if not np.allclose(za, zb, atol=1e-3):
+        parts.append(f"spacing {_mm(za)} vs {_mm(zb)} mm")
+    oa, ob = nib.aff2axcodes(a.affine), nib.aff2axcodes(b.affine)
+    if oa != ob:
+        parts.append(f"orientation {''.join(map(str, oa))} vs {''.join(map(str, ob))}")
+    elif not np.allclose(a.affine[:3, :3], b.affine[:3, :3], atol=AFFINE_TOLERANCE):
+        parts.append("direction cosines differ (the volumes are rotated against each other)")
+    shift = np.asarray(a.affine[:3, 3]) - np.asarray(b.affine[:3, 3])
+    if np.abs(shift).max() > AFFINE_TOLERANCE:
+        parts.append(f"origin shifted by {_mm(shift)} mm")
+    return "; ".join(parts) or "affines differ"
+
+
+def check_same_grid(images: list[nib.Nifti1Image], names: list[str], case: str) -> None:
+    """Raise when the volumes do not share one grid.
+
+    Args:
+        images: The case's volumes (3D, or 4D whose first three axes are the grid).
+        names: What each is (``flair``, ``label map``, ...), for the message.
+        case: The case's name.
+
+    Raises:
+        DataError: shapes or affines differ beyond :data:`AFFINE_TOLERANCE`; says which volume
+            and how.
+    """
+    ref = images[0]
+    for img, name in zip(images[1:], names[1:], strict=True):
+        same_shape = img.shape[:3] == ref.shape[:3]
+        same_affine = np.allclose(img.affine, ref.affine, atol=AFFINE_TOLERANCE, rtol=0)
+        if not (same_shape and same_affine):
+            raise DataError(f"case {case}: {name} is not on the grid of {names[0]} "
+                            f"({describe_difference(img, ref)})",
+                            "register and resample every modality onto one grid (for example "
+                            "the FLAIR's) before segmenting")
+
+
+def working_shape(shape: tuple[int, ...], zooms: np.ndarray, spacing: np.ndarray
+                  ) -> tuple[int, int, int] | None:
+    """The grid shape at ``spacing`` covering the same extent, or ``None`` when the input's
+    ``zooms`` are within :data:`SPACING_TOLERANCE` of it (no resampling)."""
+    if np.all(np.abs(zooms - spacing) <= SPACING_TOLERANCE * spacing):
+        return None
+    out = np.maximum(np.round(np.asarray(shape[:3]) * zooms / spacing), 8).astype(int)
+    return int(out[0]), int(out[1]), int(out[2])
+
+
+def warn_if_unusual(zooms: np.ndarray, shape: tuple[int, ...], spacing: np.ndarray,
+                    case: str) -> list[str]:
+    """Log and return warnings for a spacing or field of view far from the training data."""
+    notes = []
+    coarse = zooms > FAR_SPACING * spacing
+    if coarse.any():
+        notes.append(f"case {case}: voxels of {_mm(zooms)} mm are much coarser than the "
+                     f"training data's {_mm(spacing)} mm; the volume is resampled, "
+                     "but thin structures and small lesions may be missed")
+    fov = np.asarray(shape[:3]) * zooms
+    lo, hi = FOV_RANGE_MM
+    if (fov < lo).any() or (fov > hi).any():
+        notes.append(f"case {case}: field of view {_mm(np.round(fov))} mm is "
+                     f"unlike the training volumes' (whole head, about 240 x 240 x 155 mm); "
+                     "check that the whole brain is covered")
+    for note in notes:
+        log.warning(note)
+    return notes
+
+
+def resample_image(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``(D, H, W)`` float -> ``shape``, trilinear, voxel edges aligned (same extent)."""
+    from scipy import ndimage
+
+    factors = [o / i for o, i in zip(shape, data.shape, strict=True)]
+    return ndimage.zoom(data, factors, order=1, mode="nearest", grid_mode=True).astype(
+        np.float32)
+
+
+def resample_labels(data: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``(..., D, H, W)`` integer or bool label map -> ``shape`` (last three axes),
+    nearest-neighbour (label values are never blended)."""
+    from scipy import ndimage
+
+    lead = data.ndim - 3
+    factors = [1.0] * lead + [o / i for o, i in zip(shape, data.shape[lead:], strict=True)]
+    out = ndimage.zoom(data.astype(np.uint8), factors, order=0, mode="nearest", grid_mode=True)
+    assert out.shape[lead:] == tuple(shape), (out.shape, shape)
+    return out.astype(data.dtype)

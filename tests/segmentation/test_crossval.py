@@ -1,0 +1,90 @@
+"""Cross-validation end to end on synthetic cases: folds, post-processing, final model,
+export with the table in the card, and resuming."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mrimaster.cli.main import main
+from mrimaster.segmentation.crossval import assign_folds
+from mrimaster.segmentation.model import load_segmenter
+from mrimaster.segmentation.postprocess import CANDIDATES, choose_postprocessing
+
+TINY = ["--set", "patch=[16, 16, 16]", "--set", "channels=[8, 16]", "--set", "epochs=1",
+        "--set", "iterations=2", "--set", "num_threads=2"]
+
+
+def test_folds_hold_out_every_case_once_and_mix_sources() -> None:
+    cases = [f"a/{i}" for i in range(6)] + [f"b/{i}" for i in range(8)]
+    folds = assign_folds(cases, 5)
+    assert sorted(set(folds)) == [0, 1, 2, 3, 4]
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= 1
+    # each source is spread over the folds, not stacked in one
+    assert len({f for c, f in zip(cases, folds, strict=True) if c.startswith("a/")}) == 5
+
+
+def test_cross_validation_run_and_export(seg_run: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = seg_run
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump({"train_cases": ["a", "b", "v"]}))
+    out = tmp_path / "cv"
+    args = ["seg", "cv", "--config", str(config), "--folds", "3", "--data", str(data),
+            "--out", str(out), *TINY]
+    assert main(args) == 0
+    cv = json.loads((out / "cv.json").read_text())
+    assert set(cv["all"]["per_case"]) == {"a", "b", "v"}
+    assert cv["folds"] == {"a": 0, "b": 1, "v": 2} or len(set(cv["folds"].values())) == 3
+    assert set(cv["flair"]["per_case"]["a"]) == {"WT"}  # FLAIR alone: WT only
+    assert set(cv["all"]["per_case"]["b"]) == {"WT"}  # no T1-Gd, WT labels
+    assert set(cv["all"]["per_case"]["a"]) == {"WT", "TC", "ET"}
+    assert set(cv["postprocess"]) == {"WT", "TC", "ET"}
+    assert all(v in CANDIDATES for v in cv["postprocess"].values())
+    assert (out / "cv.png").is_file() and "FLAIR alone" in (out / "cv.md").read_text()
+    final = load_segmenter(out / "final" / "model.pt")
+    assert final.postprocess == cv["postprocess"]
+    assert ["flair", "t1"] in final.combinations and final.spacing == (1.0, 1.0, 1.0)
+    # resuming: finished folds are not trained again
+    stamp = (out / "fold_0" / "model.pt").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (out / "fold_0" / "model.pt").stat().st_mtime_ns == stamp
+    # export: the final model and the table in the card
+    assert main(["seg", "export", str(out), "--out", str(tmp_path / "m")]) == 0
+    card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
+    assert "| a |" in card and "Dice WT" in card and "FLAIR alone" in card
+    assert (tmp_path / "m" / "model.pt").is_file() and (tmp_path / "m" / "cv.json").is_file()
+
+
+def test_export_refuses_an_unfinished_run(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "cv").mkdir()
+    assert main(["seg", "export", str(tmp_path / "cv"), "--out", str(tmp_path / "m")]) == 2
+    assert "not a finished cross-validation run" in capsys.readouterr().err
+
+
+def test_postprocessing_is_chosen_only_where_it_helps() -> None:
+    """WT: every case has a far stray blob the reference lacks -> a clean-up wins. TC: the
+    second blob is real tumour -> clean-up would hurt, stays off."""
+    raw, truth = [], []
+    for _ in range(3):
+        pred = np.zeros((3, 30, 30, 30), bool)
+        pred[:, 5:15, 5:15, 5:15] = True
+        pred[0, 25:27, 25:27, 25:27] = True  # stray WT blob, false positive
+        pred[1, 19:23, 19:23, 19:23] = True  # TC satellite (64 voxels), real
+        pred[0, 19:23, 19:23, 19:23] = True
+        ref = pred.copy()
+        ref[0, 25:27, 25:27, 25:27] = False
+        raw.append(pred)
+        truth.append(ref)
+
+    def score(k: int, i: int, mask: np.ndarray) -> float | None:
+        t = truth[k][i]
+        return 2 * float((mask & t).sum()) / float(mask.sum() + t.sum())
+
+    chosen, table = choose_postprocessing(raw, score)
+    assert chosen["WT"] == 0.05  # the only setting that drops the stray, keeps the satellite
+    assert chosen["TC"] is None
+    assert table["WT"][f"{chosen['WT']:g}"] > table["WT"]["off"]
