@@ -2,8 +2,10 @@
 export with the table in the card, and resuming."""
 
 import json
+import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import yaml
@@ -12,6 +14,7 @@ from mrimaster.cli.main import main
 from mrimaster.segmentation.crossval import assign_folds
 from mrimaster.segmentation.model import load_segmenter
 from mrimaster.segmentation.postprocess import CANDIDATES, choose_postprocessing
+from tests.segmentation.synthetic import write_case
 
 TINY = ["--set", "patch=[16, 16, 16]", "--set", "channels=[8, 16]", "--set", "epochs=1",
         "--set", "iterations=2", "--set", "num_threads=2"]
@@ -28,16 +31,23 @@ def test_folds_hold_out_every_case_once_and_mix_sources() -> None:
 
 
 def test_cross_validation_run_and_export(seg_run: tuple[Path, Path], tmp_path: Path) -> None:
-    data, _ = seg_run
+    data = tmp_path / "data"
+    shutil.copytree(seg_run[0], data)
+    # a case whose FLAIR covers less than its T1-Gd: FLAIR alone has another brain box
+    d = write_case(data / "d", "brats2015", seed=9)
+    flair = nib.load(str(d / "Flair_subtrMeanDivStd.nii.gz"))
+    short = np.asarray(flair.dataobj).copy()
+    short[:6] = 0
+    nib.save(nib.Nifti1Image(short, flair.affine), str(d / "Flair_subtrMeanDivStd.nii.gz"))
     config = tmp_path / "recipe.yaml"
-    config.write_text(yaml.safe_dump({"train_cases": ["a", "b", "v"]}))
+    config.write_text(yaml.safe_dump({"train_cases": ["a", "b", "v", "d"]}))
     out = tmp_path / "cv"
     args = ["seg", "cv", "--config", str(config), "--folds", "3", "--data", str(data),
             "--out", str(out), *TINY]
     assert main(args) == 0
     cv = json.loads((out / "cv.json").read_text())
-    assert set(cv["all"]["per_case"]) == {"a", "b", "v"}
-    assert cv["folds"] == {"a": 0, "b": 1, "v": 2} or len(set(cv["folds"].values())) == 3
+    assert set(cv["all"]["per_case"]) == set(cv["flair"]["per_case"]) == {"a", "b", "v", "d"}
+    assert len(set(cv["folds"].values())) == 3
     assert set(cv["flair"]["per_case"]["a"]) == {"WT"}  # FLAIR alone: WT only
     assert set(cv["all"]["per_case"]["b"]) == {"WT"}  # no T1-Gd, WT labels
     assert set(cv["all"]["per_case"]["a"]) == {"WT", "TC", "ET"}

@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from mrimaster.errors import ConfigError
-from mrimaster.segmentation.cases import Case, find_case
-from mrimaster.segmentation.infer import case_subset, predict_raw, prepare_inputs
+from mrimaster.errors import ConfigError, DataError
+from mrimaster.segmentation.cases import find_case
+from mrimaster.segmentation.infer import InputPlan, case_subset, predict_raw, prepare_inputs
 from mrimaster.segmentation.labels import REGIONS
-from mrimaster.segmentation.metrics import mean_scores, region_scores
+from mrimaster.segmentation.metrics import dice, mean_scores, region_scores
 from mrimaster.segmentation.postprocess import choose_postprocessing, clean_regions
 from mrimaster.segmentation.train import SegTrainConfig, run_seg_training
-from mrimaster.segmentation.volumes import to_canonical_grid
+from mrimaster.segmentation.volumes import Volume, to_canonical_grid
 from mrimaster.settings import Settings
 from mrimaster.training.data import dataset_dir
 
@@ -96,7 +96,8 @@ def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
     """Raw (un-cleaned) predictions of every case by the fold that held it out.
 
     Returns:
-        ``{case: {"fold", "case", "volume", "raw": {setting: (3, D, H, W) bool}}}``.
+        ``{case: {"fold", "settings": {setting: (volume, plan, (3, D, H, W) bool)}}}``; a
+        setting the model cannot run on a case (no trained combination in it) is left out.
     """
     from mrimaster.segmentation.model import load_segmenter
 
@@ -108,48 +109,50 @@ def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
             if f != k:
                 continue
             case = find_case(root / name)
-            raw = {}
-            volume = None
+            settings = {}
             for setting in SETTINGS:
                 sub = case if setting == "all" else case_subset(case, ["flair"])
-                vol, _ = prepare_inputs(seg, sub)
-                raw[setting] = predict_raw(seg, vol.image)
-                volume = volume or vol
+                try:
+                    vol, plan = prepare_inputs(seg, sub)
+                except DataError as exc:
+                    log.warning("fold %d: %s not segmented from %s: %s", k + 1, name, setting,
+                                exc)
+                    continue
+                settings[setting] = (vol, plan, predict_raw(seg, vol.image))
             log.info("fold %d: segmented %s", k + 1, name)
-            out[name] = {"fold": k, "case": case, "volume": volume, "raw": raw}
+            out[name] = {"fold": k, "settings": settings}
     return out
 
 
-def scored_regions(case: Case, setting: str, known: np.ndarray) -> np.ndarray:
-    """Regions a prediction is scored on: those the reference defines, and TC / ET only when
-    T1-Gd was among the inputs (without it they are not assessable and not predicted)."""
-    had_t1ce = "t1ce" in case.available() and setting == "all"
-    return known & np.array([True, had_t1ce, had_t1ce])
+def scored(volume: Volume, plan: InputPlan) -> np.ndarray:
+    """``(3,)`` bool regions a prediction is scored on: those the reference defines and the
+    output includes (TC / ET only when T1-Gd was used; without it they are not written)."""
+    return volume.known & np.array([r in plan.regions for r in REGIONS])
 
 
 def summarise(held_out: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Choose the post-processing on the ``all`` predictions, then score every case in every
-    setting with it: Dice, HD95 and volume difference per region."""
-    names = list(held_out)
+    setting with it on its input grid: Dice, HD95 and volume difference per region."""
+    names = [n for n, item in held_out.items() if "all" in item["settings"]]
 
     def score(k: int, i: int, mask: np.ndarray) -> float | None:
-        item = held_out[names[k]]
-        vol = item["volume"]
-        if not scored_regions(item["case"], "all", vol.known)[i]:
+        vol, plan, _ = held_out[names[k]]["settings"]["all"]
+        if not scored(vol, plan)[i]:
             return None
-        truth = vol.regions[i]  # the working grid: the shared cases are at the model's spacing
-        total = int(mask.sum()) + int(truth.sum())
-        return 1.0 if total == 0 else 2.0 * int((mask & truth).sum()) / total
+        return dice(mask, vol.regions[i])  # working grid: the shared cases are at 1 mm
 
-    chosen, table = choose_postprocessing([held_out[n]["raw"]["all"] for n in names], score)
+    chosen, table = choose_postprocessing(
+        [held_out[n]["settings"]["all"][2] for n in names], score)
     results: dict[str, Any] = {"postprocess": chosen, "postprocess_search": table}
     for setting in SETTINGS:
         per_case = {}
         for name, item in held_out.items():
-            vol = item["volume"]
-            regions = scored_regions(item["case"], setting, vol.known)
-            pred = clean_regions(item["raw"][setting], chosen)
-            pred[1:] &= regions[1:, None, None, None]  # TC / ET are not written without T1-Gd
+            if setting not in item["settings"]:
+                continue
+            vol, plan, raw = item["settings"][setting]
+            regions = scored(vol, plan)
+            pred = clean_regions(raw, chosen)
+            pred[~regions] = False  # regions not written for this input are not scored
             per_case[name] = region_scores(to_canonical_grid(pred, vol), vol.regions_input,
                                            regions, vol.input_spacing)
         results[setting] = {"per_case": per_case, "mean": mean_scores(per_case)}

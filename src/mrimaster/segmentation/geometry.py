@@ -1,12 +1,13 @@
 """Voxel grids: do a case's volumes share one, and resampling to and from the model's spacing.
 
-A case's modalities must lie on one grid (same shape and voxel-to-world affine, within
-:data:`AFFINE_TOLERANCE`); otherwise voxel ``(i, j, k)`` of one image is not the same place in
-the head as in another, and the error says what differs. Volumes whose spacing differs from the
-model's training spacing are resampled to it (images linearly, label maps nearest-neighbour)
-and the result is brought back to the input grid, nearest-neighbour. The resampled grid keeps
-the field of view exactly: its spacing is the training spacing rounded so that a whole number of
-voxels spans the input's extent (within half a voxel of the training spacing).
+A case's modalities must lie on one grid (same shape, and affines that put every corner of the
+grid within :data:`GRID_TOLERANCE` of a voxel of each other); otherwise voxel ``(i, j, k)`` of
+one image is not the same place in the head as in another, and the error says what differs.
+Volumes whose spacing differs from the model's training spacing are resampled to it (images
+linearly, label maps nearest-neighbour) and the result is brought back to the input grid,
+nearest-neighbour. The resampled grid keeps the field of view exactly: its spacing is the
+training spacing rounded so that a whole number of voxels spans the input's extent (within half
+a voxel of the training spacing).
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from mrimaster.errors import DataError
 log = logging.getLogger(__name__)
 
 AFFINE_TOLERANCE = 1e-2
-"""Largest difference allowed between two modalities' affines (mm, and spacing-scaled
-direction cosines): float rounding in converters stays far below it, real misregistration
-far above."""
+"""Direction-cosine and origin differences (mm) below which two affines are described as the
+same in :func:`describe_difference`."""
+
+GRID_TOLERANCE = 0.1
+"""Largest distance, in voxels (the smallest voxel side of the two grids), between where two
+volumes put any corner of the grid: float rounding in converters stays far below it; a
+misregistration, or a series slightly rotated or rescaled against another, far above."""
 
 SPACING_TOLERANCE = 0.05
 """Relative spacing difference under which a volume is used as it is (not resampled)."""
@@ -48,18 +53,21 @@ def describe_difference(a: nib.Nifti1Image, b: nib.Nifti1Image) -> str:
     parts = []
     if a.shape[:3] != b.shape[:3]:
         parts.append(f"shape {a.shape[:3]} vs {b.shape[:3]}")
-    za, zb = np.asarray(a.header.get_zooms()[:3]), np.asarray(b.header.get_zooms()[:3])
+    za, zb = voxel_sizes(a), voxel_sizes(b)
     if not np.allclose(za, zb, atol=1e-3):
         parts.append(f"spacing {_mm(za)} vs {_mm(zb)} mm")
     oa, ob = nib.aff2axcodes(a.affine), nib.aff2axcodes(b.affine)
     if oa != ob:
         parts.append(f"orientation {''.join(map(str, oa))} vs {''.join(map(str, ob))}")
-    elif not np.allclose(a.affine[:3, :3], b.affine[:3, :3], atol=AFFINE_TOLERANCE):
+    elif not np.allclose(a.affine[:3, :3], b.affine[:3, :3], atol=1e-6, rtol=0) and \
+            np.allclose(za, zb, atol=1e-3):
         parts.append("direction cosines differ (the volumes are rotated against each other)")
     shift = np.asarray(a.affine[:3, 3]) - np.asarray(b.affine[:3, 3])
     if np.abs(shift).max() > AFFINE_TOLERANCE:
         parts.append(f"origin shifted by {_mm(shift)} mm")
-    return "; ".join(parts) or "affines differ"
+    if a.shape[:3] == b.shape[:3]:
+        parts.append(f"grid corners up to {corner_distance(a, b):.2g} mm apart")
+    return "; ".join(parts)
 
 
 def check_same_grid(images: list[nib.Nifti1Image], names: list[str], case: str) -> None:
@@ -71,18 +79,33 @@ def check_same_grid(images: list[nib.Nifti1Image], names: list[str], case: str) 
         case: The case's name.
 
     Raises:
-        DataError: shapes or affines differ beyond :data:`AFFINE_TOLERANCE`; says which volume
-            and how.
+        DataError: shapes differ, or grid corners more than :data:`GRID_TOLERANCE` of a voxel
+            apart; says which volume and how.
     """
     ref = images[0]
     for img, name in zip(images[1:], names[1:], strict=True):
-        same_shape = img.shape[:3] == ref.shape[:3]
-        same_affine = np.allclose(img.affine, ref.affine, atol=AFFINE_TOLERANCE, rtol=0)
-        if not (same_shape and same_affine):
+        tolerance = GRID_TOLERANCE * min(voxel_sizes(img).min(), voxel_sizes(ref).min())
+        if img.shape[:3] != ref.shape[:3] or corner_distance(img, ref) > tolerance:
             raise DataError(f"case {case}: {name} is not on the grid of {names[0]} "
                             f"({describe_difference(img, ref)})",
                             "register and resample every modality onto one grid (for example "
                             "the FLAIR's) before segmenting")
+
+
+def voxel_sizes(img: nib.Nifti1Image) -> np.ndarray:
+    """``(3,)`` voxel sizes (mm) along the file's axes, from the affine (not the header's
+    pixdim, which a converter may leave inconsistent)."""
+    return np.asarray(nib.affines.voxel_sizes(np.asarray(img.affine, np.float64)))
+
+
+def corner_distance(a: nib.Nifti1Image, b: nib.Nifti1Image) -> float:
+    """Largest distance (mm) between where ``a``'s and ``b``'s affines put the 8 corners of
+    ``a``'s voxel grid."""
+    n = np.asarray(a.shape[:3], np.float64) - 1
+    corners = np.array([[i * n[0], j * n[1], k * n[2], 1.0]
+                        for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    diff = corners @ (np.asarray(a.affine, np.float64) - np.asarray(b.affine, np.float64)).T
+    return float(np.linalg.norm(diff[:, :3], axis=1).max())
 
 
 def working_shape(shape: tuple[int, ...], zooms: np.ndarray, spacing: np.ndarray

@@ -26,6 +26,7 @@ import numpy as np
 
 from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import Case
+from mrimaster.segmentation.geometry import voxel_sizes
 from mrimaster.segmentation.labels import REGIONS, regions_to_brats2021
 from mrimaster.segmentation.postprocess import clean_regions
 from mrimaster.segmentation.runtime import SegModel
@@ -240,7 +241,7 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False
         "label_convention": "wt" if whole_only else "brats2021",
         "modalities_used": plan.used, "modalities_missing": plan.missing,
         "modalities_ignored": plan.ignored,
-        "input_grid": {"spacing_mm": list(volume.input_spacing),
+        "input_grid": {"spacing_mm": [float(z) for z in voxel_sizes(volume.reference)],
                        "resampled_to_mm": list(seg.spacing) if volume.resampled else None},
         "warnings": volume.notes, "runtime": seg.runtime_name, "tta": tta,
         "postprocess": seg.postprocess}

@@ -30,6 +30,7 @@ from mrimaster.segmentation.geometry import (
     check_same_grid,
     resample_image,
     resample_labels,
+    voxel_sizes,
     warn_if_unusual,
     working_shape,
 )
@@ -248,8 +249,9 @@ def skull_notes(foreground_ml: float, case: str) -> list[str]:
 
 
 def canonical_zooms(img: nib.Nifti1Image) -> np.ndarray:
-    """``(3,)`` voxel size (mm) along the axes of the closest canonical (RAS) orientation."""
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    """``(3,)`` voxel size (mm) along the axes of the closest canonical (RAS) orientation
+    (from the affine)."""
+    zooms = voxel_sizes(img)
     ornt = nib.orientations.io_orientation(img.affine)
     out = np.empty(3)
     for axis, (target, _flip) in enumerate(ornt):
