@@ -25,11 +25,17 @@ import numpy as np
 import yaml
 
 from mrimaster.errors import ConfigError, DataError
-from mrimaster.segmentation.cases import find_case
-from mrimaster.segmentation.infer import InputPlan, case_subset, predict_raw, prepare_inputs
+from mrimaster.segmentation.cases import Case, find_case
+from mrimaster.segmentation.infer import (
+    InputPlan,
+    case_subset,
+    plan_inputs,
+    predict_raw,
+    prepare_inputs,
+)
 from mrimaster.segmentation.labels import REGIONS
 from mrimaster.segmentation.metrics import dice, mean_scores, region_scores
-from mrimaster.segmentation.postprocess import choose_postprocessing, clean_regions
+from mrimaster.segmentation.postprocess import choose_postprocessing, clean_regions, describe
 from mrimaster.segmentation.train import SegTrainConfig, run_seg_training
 from mrimaster.segmentation.volumes import Volume, to_canonical_grid
 from mrimaster.settings import Settings
@@ -38,7 +44,12 @@ from mrimaster.training.data import dataset_dir
 log = logging.getLogger(__name__)
 
 SETTINGS = ("all", "flair")
-"""Inputs each held-out case is segmented from: every modality it has, FLAIR alone."""
+"""What the tables report: every modality each case has (as the shipped pipeline uses them),
+FLAIR alone."""
+
+DROPPABLE = ("t1", "t2")
+"""Modalities that cross-validation may decide to leave out at inference (T1-Gd never: it is
+the only source of tumour core and enhancing tumour; FLAIR never: it is the base input)."""
 
 
 @dataclass
@@ -109,9 +120,8 @@ def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
             if f != k:
                 continue
             case = find_case(root / name)
-            settings = {}
-            for setting in SETTINGS:
-                sub = case if setting == "all" else case_subset(case, ["flair"])
+            settings: dict[str, Any] = {}
+            for setting, sub in _inputs(case, seg):
                 try:
                     vol, plan = prepare_inputs(seg, sub)
                 except DataError as exc:
@@ -124,39 +134,112 @@ def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
     return out
 
 
+def _inputs(case: Case, seg: Any) -> list[tuple[str, Case]]:
+    """The inputs a held-out case is segmented from: every modality it has, FLAIR alone, and
+    each of :data:`DROPPABLE` that the model would use for it left out."""
+    out = [("all", case), ("flair", case_subset(case, ["flair"]))]
+    used = plan_inputs(seg, case).used if case.image4d is None else []
+    for m in DROPPABLE:
+        rest = [x for x in used if x != m]
+        if m in used and rest:
+            out.append((f"without_{m}", case_subset(case, rest)))
+    return out
+
+
 def scored(volume: Volume, plan: InputPlan) -> np.ndarray:
     """``(3,)`` bool regions a prediction is scored on: those the reference defines and the
     output includes (TC / ET only when T1-Gd was used; without it they are not written)."""
     return volume.known & np.array([r in plan.regions for r in REGIONS])
 
 
-def summarise(held_out: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Choose the post-processing on the ``all`` predictions, then score every case in every
-    setting with it on its input grid: Dice, HD95 and volume difference per region."""
-    names = [n for n, item in held_out.items() if "all" in item["settings"]]
+def _effective(held_out: dict[str, dict[str, Any]], excluded: str | None
+               ) -> dict[str, tuple[Any, ...]]:
+    """Per case, the prediction the pipeline makes with ``excluded`` left out."""
+    out = {}
+    for name, item in held_out.items():
+        key = f"without_{excluded}"
+        setting = key if excluded and key in item["settings"] else "all"
+        if setting in item["settings"]:
+            out[name] = item["settings"][setting]
+    return out
+
+
+def _choose_postprocessing(chosen_inputs: dict[str, tuple[Any, ...]]
+                           ) -> tuple[dict[str, float | None], dict[str, dict[str, float]]]:
+    names = list(chosen_inputs)
 
     def score(k: int, i: int, mask: np.ndarray) -> float | None:
-        vol, plan, _ = held_out[names[k]]["settings"]["all"]
+        vol, plan, _ = chosen_inputs[names[k]]
         if not scored(vol, plan)[i]:
             return None
         return dice(mask, vol.regions[i])  # working grid: the shared cases are at 1 mm
 
-    chosen, table = choose_postprocessing(
-        [held_out[n]["settings"]["all"][2] for n in names], score)
-    results: dict[str, Any] = {"postprocess": chosen, "postprocess_search": table}
-    for setting in SETTINGS:
+    return choose_postprocessing([chosen_inputs[n][2] for n in names], score)
+
+
+def _best_wt(chosen: dict[str, float | None], table: dict[str, dict[str, float]]) -> float:
+    value = chosen.get("WT")
+    return table["WT"]["off" if value is None else f"{value:g}"]
+
+
+def choose_inputs(held_out: dict[str, dict[str, Any]]
+                  ) -> tuple[dict[str, str], dict[str, float | None], dict[str, Any]]:
+    """Whether to leave one of :data:`DROPPABLE` out at inference, and the post-processing.
+
+    For each option (leave nothing out, or one droppable modality), the post-processing is
+    chosen on the predictions that option gives; the option with the highest mean
+    whole-tumour Dice after its post-processing wins, leaving nothing out unless another
+    beats it.
+
+    Returns:
+        ``(excluded, postprocess, search)``: ``{modality: reason}`` (empty or one entry),
+        the chosen post-processing, and every option's post-processing table.
+    """
+    options: dict[str | None, tuple[float, dict[str, float | None], Any]] = {}
+    for m in (None, *DROPPABLE):
+        if m is not None and not any(f"without_{m}" in it["settings"]
+                                     for it in held_out.values()):
+            continue
+        chosen, table = _choose_postprocessing(_effective(held_out, m))
+        options[m] = (_best_wt(chosen, table), chosen, table)
+    best = max(options, key=lambda m: (options[m][0], m is None))
+    if options[best][0] <= options[None][0]:
+        best = None
+    excluded = {} if best is None else {best: (
+        f"cross-validation: whole-tumour Dice {options[None][0]:.3f} with it, "
+        f"{options[best][0]:.3f} without it")}
+    search = {"none" if m is None else f"without_{m}": v[2] for m, v in options.items()}
+    return excluded, options[best][1], search
+
+
+def summarise(held_out: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Choose the inputs and the post-processing (:func:`choose_inputs`), then score every
+    case in every setting on its input grid: Dice, HD95 and volume difference per region.
+    ``all`` is what the shipped pipeline does (every modality each case has, less an excluded
+    one); ``every_modality`` feeds them all."""
+    excluded, chosen, search = choose_inputs(held_out)
+    effective = _effective(held_out, next(iter(excluded), None))
+    for name, item in held_out.items():
+        item["settings"]["every_modality"] = item["settings"].get("all")
+        if name in effective:
+            item["settings"]["all"] = effective[name]
+    results: dict[str, Any] = {"postprocess": chosen, "excluded": excluded,
+                               "postprocess_search": search["none" if not excluded else
+                                                            f"without_{next(iter(excluded))}"],
+                               "input_search": search}
+    for setting in (*SETTINGS, "every_modality"):
         per_case = {}
         for name, item in held_out.items():
-            if setting not in item["settings"]:
+            if item["settings"].get(setting) is None:
                 continue
             vol, plan, raw = item["settings"][setting]
             regions = scored(vol, plan)
             pred = clean_regions(raw, chosen)
             pred[~regions] = False  # regions not written for this input are not scored
-            per_case[name] = region_scores(to_canonical_grid(pred, vol), vol.regions_input,
-                                           regions, vol.input_spacing)
+            per_case[name.split("/")[-1]] = region_scores(
+                to_canonical_grid(pred, vol), vol.regions_input, regions, vol.input_spacing)
         results[setting] = {"per_case": per_case, "mean": mean_scores(per_case)}
-    results["folds"] = {n: item["fold"] for n, item in held_out.items()}
+    results["folds"] = {n.split("/")[-1]: item["fold"] for n, item in held_out.items()}
     return results
 
 
@@ -164,11 +247,16 @@ def markdown(results: dict[str, Any]) -> str:
     """The cross-validation tables (every modality; FLAIR alone) as Markdown."""
     from mrimaster.segmentation.evaluate import markdown_table
 
-    pp = ", ".join(f"{r} {'off' if v is None else f'components < {v:g} of the largest removed'}"
-                   for r, v in results["postprocess"].items())
-    return ("### Every modality each case has\n\n" + markdown_table(results["all"]) +
+    pp = ", ".join(f"{r} {describe(v)}" for r, v in results["postprocess"].items())
+    excluded = "".join(f"{m} not used ({why}); " for m, why in results["excluded"].items())
+    every = results["every_modality"]["mean"]
+    return ("### Every modality each case has, as the model uses them\n\n" +
+            markdown_table(results["all"]) +
             "\n### FLAIR alone (every other modality removed; WT only)\n\n" +
-            markdown_table(results["flair"]) + f"\nPost-processing chosen: {pp}.\n")
+            markdown_table(results["flair"]) +
+            f"\nInputs chosen: {excluded or 'every modality used; '}with every modality fed, "
+            "mean Dice " + ", ".join(f"{r} {m['dice']:.3f}" for r, m in every.items()) +
+            f". Post-processing chosen: {pp}.\n")
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -222,6 +310,7 @@ def run_cross_validation(cfg: CrossValConfig, settings: Settings) -> Path:
                              settings)
         seg = load_segmenter(final / "model.pt")
         seg.postprocess = dict(results["postprocess"])
+        seg.excluded = dict(results["excluded"])
         seg.meta["postprocess_from"] = "cross-validation"
         save_segmenter(final / "model.pt", seg)
     return run_dir

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from mrimaster.errors import ModelError
+from mrimaster.segmentation.postprocess import describe
 from mrimaster.training.export import MAX_MODEL_BYTES, exported_line, run_lines
 
 FINAL_FILES = ("model.pt", "config.yaml", "history.json", "curves.png")
@@ -53,8 +54,9 @@ def export_seg_run(cv_dir: Path, out_dir: Path, command: str) -> Path:
     from mrimaster.segmentation.model import load_segmenter
 
     seg = load_segmenter(out_dir / "model.pt")
-    if seg.postprocess != cv["postprocess"]:
-        raise ModelError("the final model's post-processing differs from the cross-validation's",
+    if seg.postprocess != cv["postprocess"] or seg.excluded != cv["excluded"]:
+        raise ModelError("the final model's post-processing or inputs differ from the "
+                         "cross-validation's choice",
                          "run `mrimaster seg cv` again to finish the run")
     (out_dir / "MODEL_CARD.md").write_text(card(cfg, cv, record, history, run, command,
                                                 seg.combinations))
@@ -89,7 +91,9 @@ def card(cfg: dict[str, Any], cv: dict[str, Any], record: dict[str, Any],
         "Inference feeds the largest combination of modalities seen in training that a "
         "case has (preferring one with T1-Gd) and reports the others as not used"
         + (f"; {', '.join(unused)} never occurs in the training data, so it is never used"
-           if unused else "") + ".",
+           if unused else "")
+        + "".join(f"; {m} is not used either ({why})" for m, why in cv["excluded"].items())
+        + ".",
         "- **Outputs:** WT / TC / ET as BraTS 2021 labels on the input grid; without T1-Gd "
         "only the whole tumour (1 = tumour) and \"not assessable without T1-Gd\" for TC and ET.",
         f"- **Network:** MONAI residual UNet, channels {cfg['channels']}, instance norm; "
@@ -110,18 +114,27 @@ def card(cfg: dict[str, Any], cv: dict[str, Any], record: dict[str, Any],
         "once, by the fold that held it out, on its input grid.",
         "- **Post-processing** chosen on the cross-validation predictions (nnU-Net's rule: "
         "only where it raised the mean Dice): "
-        + ", ".join(f"{r} {'off' if v is None else f'drop components < {v:g} of the largest'}"
-                    for r, v in pp.items()) + f" (mean Dice per candidate: {search}).",
+        + ", ".join(f"{r} {describe(v)}" for r, v in pp.items())
+        + f" (mean Dice per candidate: {search}). The inputs were chosen the same way: a "
+        "modality is left out only where that raised the mean whole-tumour Dice. Both choices "
+        "were made on the same predictions that the table reports, so its means are slightly "
+        "optimistic.",
         f"- **Command:** `{command}`",
         f"- **Final model:** {len(history)} epochs on all {len(cfg['train_cases'])} cases; "
         "`curves.png`.", "",
         "## Cross-validation (held-out Dice, HD95 in mm, volume difference in mL)", "",
-        f"Mean Dice, every modality: {_mean_line(cv, 'all')}. FLAIR alone: "
-        f"{_mean_line(cv, 'flair')}.", "",
+        f"Mean Dice, every modality each case has as the model uses them: "
+        f"{_mean_line(cv, 'all')}. FLAIR alone: {_mean_line(cv, 'flair')}. Every modality "
+        f"fed (no input left out): {_mean_line(cv, 'every_modality')}.", "",
         "Cases without T1-Gd are scored on WT only (TC and ET are not written for them); "
         "the DeepVoxNet2 cases only have whole-tumour labels. `cv.png` draws the table.", "",
         markdown(cv), "",
         "## Limits", "",
+        "- Cases under 0.60 whole-tumour Dice in cross-validation: "
+        + (", ".join(f"{n} ({v['WT']['dice']:.3f}, {v['WT']['volume_diff_ml']:+.0f} mL)"
+                     for n, v in cv["all"]["per_case"].items() if v["WT"]["dice"] < 0.6)
+           or "none") + ". Large over-segmentation of this kind is what a reviewer must look "
+        "for: compare the overlay with the FLAIR.",
         "- Six patients carry tumour-core and enhancing-tumour labels: TC and ET are learnt "
         "from very little data and vary widely between cases. WT is the dependable output.",
         "- No training case has T1 and T1-Gd together, or T2: on a complete BraTS case the "

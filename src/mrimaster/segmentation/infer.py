@@ -7,9 +7,11 @@ No torch or MONAI here: the model runs in whichever runtime it was loaded for
 Inputs (:func:`plan_inputs`): the network is fed only a combination of modalities that it was
 trained on (a training combination or, with modality dropout, part of one), the largest that
 the case has, preferring one with T1-Gd. Modalities the case has but the network does not get
-are reported with the reason. Without T1-Gd the tumour core and enhancing tumour cannot be told
-apart from the rest of the tumour (they are defined by contrast enhancement): only the whole
-tumour is written, and the outputs say "not assessable without T1-Gd".
+are reported with the reason; so are modalities the model's cross-validation found to lower
+the Dice (its ``excluded``), which are not fed. Without T1-Gd the tumour core and enhancing
+tumour cannot be told apart from the rest of the tumour (they are defined by contrast
+enhancement): only the whole tumour is written, and the outputs say "not assessable without
+T1-Gd".
 """
 
 from __future__ import annotations
@@ -85,9 +87,11 @@ def plan_inputs(seg: SegModel, case: Case) -> InputPlan:
             was trained on (the message lists what it has and what the model needs).
     """
     have = case.available()
-    usable = [m for m in seg.modalities if m in have]
+    takes = [m for m in seg.modalities if m in have]
+    usable = [m for m in takes if m not in seg.excluded] or takes
     missing = [m for m in seg.modalities if m not in have]
     ignored = {m: "the model does not take it" for m in have if m not in seg.modalities}
+    ignored.update({m: seg.excluded[m] for m in takes if m not in usable})
     trained = {m for combo in seg.combinations for m in combo}
     allowed = [s for s in _allowed_sets(seg) if set(s) <= set(usable)]
     if not usable or (seg.combinations and not allowed):

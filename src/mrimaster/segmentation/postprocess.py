@@ -19,6 +19,15 @@ CANDIDATES: tuple[float | None, ...] = (None, 0.05, 0.1, 0.25, 1.0)
 largest component."""
 
 
+def describe(keep_fraction: float | None) -> str:
+    """A clean-up setting in words."""
+    if keep_fraction is None:
+        return "off"
+    if keep_fraction >= 1.0:
+        return "only the largest component kept"
+    return f"components under {keep_fraction:g} of the largest removed"
+
+
 def drop_small_components(mask: np.ndarray, keep_fraction: float | None) -> np.ndarray:
     """``(D, H, W)`` bool -> the mask without components (26-connected) smaller than
     ``keep_fraction`` of its largest; unchanged when ``keep_fraction`` is ``None``."""

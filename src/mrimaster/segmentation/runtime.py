@@ -52,6 +52,8 @@ class SegInfo:
         postprocess: Per region (``WT``, ``TC``, ``ET``), the component clean-up chosen by
             cross-validation: drop components smaller than this fraction of the largest, or
             ``None`` for none.
+        excluded: ``{modality: reason}``: modalities cross-validation found to lower the Dice;
+            not fed even when a case has them (unless nothing else usable is left).
         meta: Provenance and metrics.
         runtime_name: ``torch`` or the exported variant that runs the network.
     """
@@ -62,6 +64,7 @@ class SegInfo:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     combinations: list[list[str]] = field(default_factory=list)
     postprocess: dict[str, float | None] = field(default_factory=lambda: {"WT": 0.1})
+    excluded: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     runtime_name: str = "torch"
 
@@ -70,7 +73,8 @@ class SegInfo:
         return {"modalities": list(self.modalities), "patch": list(self.patch),
                 "modality_dropout": self.modality_dropout, "spacing": list(self.spacing),
                 "combinations": [list(c) for c in self.combinations],
-                "postprocess": dict(self.postprocess), "meta": self.meta}
+                "postprocess": dict(self.postprocess), "excluded": dict(self.excluded),
+                "meta": self.meta}
 
 
 def info_from_dict(d: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +88,7 @@ def info_from_dict(d: dict[str, Any]) -> dict[str, Any]:
             "spacing": (float(spacing[0]), float(spacing[1]), float(spacing[2])),
             "combinations": [list(c) for c in d.get("combinations", [])],
             "postprocess": dict(d.get("postprocess", {"WT": 0.1})),
-            "meta": d.get("meta", {})}
+            "excluded": dict(d.get("excluded", {})), "meta": d.get("meta", {})}
 
 
 class SegModel(Protocol):
@@ -96,6 +100,7 @@ class SegModel(Protocol):
     spacing: tuple[float, float, float]
     combinations: list[list[str]]
     postprocess: dict[str, float | None]
+    excluded: dict[str, str]
     meta: dict[str, Any]
     runtime_name: str
 
