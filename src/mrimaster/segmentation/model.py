@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,8 +56,9 @@ class Segmenter(SegInfo):
 
 def save_segmenter(path: Path, seg: Segmenter) -> None:
     state = {k: v.detach().cpu() for k, v in seg.net.state_dict().items()}
-    torch.save({"format": FORMAT, **seg.info_dict(), "channels": list(seg.channels),
-                "state_dict": state}, path)
+    blob: dict[str, Any] = {"format": FORMAT, **seg.info_dict(), "channels": list(seg.channels),
+                            "state_dict": state}
+    torch.save(blob, path)
 
 
 def load_segmenter(path: Path, device: str = "cpu") -> Segmenter:
