@@ -26,18 +26,17 @@ import yaml
 
 from mrimaster.errors import ConfigError, DataError
 from mrimaster.segmentation.cases import Case, find_case
+from mrimaster.segmentation.evaluate import score_prediction, scored_regions
 from mrimaster.segmentation.infer import (
-    InputPlan,
     case_subset,
     plan_inputs,
     predict_raw,
     prepare_inputs,
 )
 from mrimaster.segmentation.labels import REGIONS
-from mrimaster.segmentation.metrics import dice, mean_scores, region_scores
+from mrimaster.segmentation.metrics import dice, mean_scores
 from mrimaster.segmentation.postprocess import choose_postprocessing, clean_regions, describe
 from mrimaster.segmentation.train import SegTrainConfig, run_seg_training
-from mrimaster.segmentation.volumes import Volume, to_canonical_grid
 from mrimaster.settings import Settings
 from mrimaster.training.data import dataset_dir
 
@@ -146,12 +145,6 @@ def _inputs(case: Case, seg: Any) -> list[tuple[str, Case]]:
     return out
 
 
-def scored(volume: Volume, plan: InputPlan) -> np.ndarray:
-    """``(3,)`` bool regions a prediction is scored on: those the reference defines and the
-    output includes (TC / ET only when T1-Gd was used; without it they are not written)."""
-    return volume.known & np.array([r in plan.regions for r in REGIONS])
-
-
 def _effective(held_out: dict[str, dict[str, Any]], excluded: str | None
                ) -> dict[str, tuple[Any, ...]]:
     """Per case, the prediction the pipeline makes with ``excluded`` left out."""
@@ -170,7 +163,7 @@ def _choose_postprocessing(chosen_inputs: dict[str, tuple[Any, ...]]
 
     def score(k: int, i: int, mask: np.ndarray) -> float | None:
         vol, plan, _ = chosen_inputs[names[k]]
-        if not scored(vol, plan)[i]:
+        if not scored_regions(vol, plan)[i]:
             return None
         return dice(mask, vol.regions[i])  # working grid: the shared cases are at 1 mm
 
@@ -233,11 +226,8 @@ def summarise(held_out: dict[str, dict[str, Any]]) -> dict[str, Any]:
             if item["settings"].get(setting) is None:
                 continue
             vol, plan, raw = item["settings"][setting]
-            regions = scored(vol, plan)
-            pred = clean_regions(raw, chosen)
-            pred[~regions] = False  # regions not written for this input are not scored
-            per_case[name.split("/")[-1]] = region_scores(
-                to_canonical_grid(pred, vol), vol.regions_input, regions, vol.input_spacing)
+            per_case[name.split("/")[-1]] = score_prediction(clean_regions(raw, chosen), vol,
+                                                             plan)
         results[setting] = {"per_case": per_case, "mean": mean_scores(per_case)}
     results["folds"] = {n.split("/")[-1]: item["fold"] for n, item in held_out.items()}
     return results

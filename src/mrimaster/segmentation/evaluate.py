@@ -11,11 +11,28 @@ from tqdm import tqdm
 
 from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import Case
-from mrimaster.segmentation.infer import finish_regions, predict_raw, prepare_inputs
+from mrimaster.segmentation.infer import InputPlan, finish_regions, predict_raw, prepare_inputs
 from mrimaster.segmentation.labels import REGIONS
 from mrimaster.segmentation.metrics import mean_scores, region_scores
 from mrimaster.segmentation.runtime import SegModel
-from mrimaster.segmentation.volumes import to_canonical_grid
+from mrimaster.segmentation.volumes import Volume, to_canonical_grid
+
+
+def scored_regions(volume: Volume, plan: InputPlan) -> np.ndarray:
+    """``(3,)`` bool regions a prediction is scored on: those the reference defines and the
+    output includes (TC / ET only when T1-Gd was used; without it they are not written)."""
+    return volume.known & np.array([r in plan.regions for r in REGIONS])
+
+
+def score_prediction(pred: np.ndarray, volume: Volume, plan: InputPlan
+                     ) -> dict[str, dict[str, float]]:
+    """Score ``(3, d, h, w)`` bool regions on the cropped working grid against the reference
+    on the input grid (:func:`mrimaster.segmentation.metrics.region_scores`), over
+    :func:`scored_regions`; regions not scored are emptied first."""
+    assert volume.regions_input is not None
+    regions = scored_regions(volume, plan)
+    full = to_canonical_grid(pred & regions[:, None, None, None], volume)
+    return region_scores(full, volume.regions_input, regions, volume.input_spacing)
 
 
 def evaluate_cases(seg: SegModel, cases: list[Case], tta: bool = False) -> dict[str, Any]:
@@ -28,11 +45,8 @@ def evaluate_cases(seg: SegModel, cases: list[Case], tta: bool = False) -> dict[
         if case.seg is None:
             raise DataError(f"case {case.name} has no label map to evaluate against")
         volume, plan = prepare_inputs(seg, case)
-        assert volume.regions_input is not None
         pred = finish_regions(predict_raw(seg, volume.image, tta), seg, plan)
-        scored = volume.known & np.array([r in plan.regions for r in REGIONS])
-        per_case[case.name] = region_scores(to_canonical_grid(pred, volume),
-                                            volume.regions_input, scored, volume.input_spacing)
+        per_case[case.name] = score_prediction(pred, volume, plan)
         missing[case.name] = plan.missing
     return {"per_case": per_case, "mean": mean_scores(per_case), "missing_modalities": missing}
 

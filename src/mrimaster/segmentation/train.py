@@ -285,17 +285,17 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
                                    device, bf16, f"epoch {epoch + 1}/{cfg.epochs}")
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss,
                                    "elapsed_s": time.perf_counter() - start}
+            score: float | None = None
             if val:
                 scores = validate(seg, val)["mean"]
                 row.update({f"val_dice_{r}": s["dice"] for r, s in scores.items()})
                 score = float(np.mean([s["dice"] for s in scores.values()]))
-            else:  # no selection: the last epoch is kept
-                score = float(epoch)
-            row["val_score"] = score
+                row["val_score"] = score
             history.append(row)
-            improved = score > best
+            # without validation cases the last epoch is kept
+            improved = score is None or score > best
             if improved:
-                best = score
+                best = best if score is None else score
                 seg.meta.update({"epoch": epoch + 1, "val_score": score})
                 save_segmenter(run_dir / "model.pt", seg)
             tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
@@ -305,7 +305,7 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
             (run_dir / "history.json").write_text(json.dumps(history, indent=2))
         _plot_history(history, run_dir / "curves.png")
         (run_dir / "metrics.json").write_text(json.dumps(
-            {"best_epoch": seg.meta.get("epoch"), "best_val_score": best,
+            {"best_epoch": seg.meta.get("epoch"), "best_val_score": best if val else None,
              "last": history[-1]}, indent=2))
         for name in ("config.yaml", "history.json", "metrics.json", "curves.png", "model.pt"):
             tracker.artifact(run_dir / name)
