@@ -87,16 +87,16 @@ def test_outputs_lie_on_the_input_grid_whatever_its_spacing(tmp_path: Path,
     """A coarse grid is resampled to 1 mm and the label map written back on the input grid,
     with the reference labels where nothing was predicted differently (round trip)."""
     affine = np.diag([*zooms, 1.0])
-    folder = write_case(tmp_path / "c", "brats2021", affine=affine, shape=(44, 44, 16))
+    folder = write_case(tmp_path / "c", "brats2021", affine=affine, shape=(44, 44, 36))
     volume = load_volume(find_case(folder), ["flair", "t1ce"], spacing=(1.0, 1.0, 1.0))
     assert volume.resampled == (zooms != (1.0, 1.0, 1.0))
     assert volume.input_spacing == pytest.approx(zooms)
     assert volume.regions is not None and volume.regions_input is not None
     if volume.resampled:
-        assert volume.work_shape == (40, 40, 48)
+        assert volume.work_shape == (40, 40, 108)
         assert any("much coarser" in n for n in volume.notes)
     out = restore_to_input_grid(volume.regions[0].astype(np.uint8), volume)
-    assert out.shape == (44, 44, 16) and np.allclose(out.affine, affine)
+    assert out.shape == (44, 44, 36) and np.allclose(out.affine, affine)
     back = np.asarray(out.dataobj).astype(bool)
     inter = (back & volume.regions_input[0]).sum()
     assert 2 * inter / (back.sum() + volume.regions_input[0].sum()) > 0.95
@@ -109,3 +109,10 @@ def test_a_volume_that_is_not_skull_stripped_gets_a_warning(tmp_path: Path) -> N
     assert any("does not look skull-stripped" in n for n in volume.notes)
     brain = write_case(tmp_path / "b", "brats2021", affine=np.diag([3.0, 3.0, 3.0, 1.0]))
     assert not any("skull" in n for n in load_volume(find_case(brain), ["flair"]).notes)
+
+
+def test_a_slab_too_thin_to_hold_a_brain_is_refused(tmp_path: Path) -> None:
+    """A 2D picture stacked into 20 slices of 1 mm got a 175 mL 'tumour' before this check."""
+    folder = write_case(tmp_path / "slab", "brats2021", shape=(40, 44, 20))
+    with pytest.raises(DataError, match="too little along an axis to hold a brain"):
+        load_volume(find_case(folder), ["flair"])

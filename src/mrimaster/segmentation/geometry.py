@@ -37,6 +37,12 @@ FAR_SPACING = 2.0
 """A voxel side more than this many times the training spacing gets a warning: the model
 sees interpolated slices, and thin structures may be missed."""
 
+MIN_EXTENT_MM = 30.0
+"""A volume shorter than this along any axis is far from holding a brain (about 140 x 170 x
+120 mm) and is refused: a slab of a few slices, or a 2D picture stacked into a volume, would
+get tumour masks the model has no basis for. Between this and :data:`FOV_RANGE_MM` a warning
+is given."""
+
 FOV_RANGE_MM = (120.0, 320.0)
 """Fields of view (per axis, mm) outside this range get a warning: the training volumes
 (BraTS, 240 x 240 x 155 mm) cover the whole head; a partial or much larger field of view is
@@ -120,14 +126,23 @@ def working_shape(shape: tuple[int, ...], zooms: np.ndarray, spacing: np.ndarray
 
 def warn_if_unusual(zooms: np.ndarray, shape: tuple[int, ...], spacing: np.ndarray,
                     case: str) -> list[str]:
-    """Log and return warnings for a spacing or field of view far from the training data."""
+    """Log and return warnings for a spacing or field of view far from the training data.
+
+    Raises:
+        DataError: the volume is shorter than :data:`MIN_EXTENT_MM` along an axis.
+    """
+    fov = np.asarray(shape[:3]) * zooms
+    if (fov < MIN_EXTENT_MM).any():
+        raise DataError(f"case {case}: the volume covers only {_mm(np.round(fov))} mm, too "
+                        f"little along an axis to hold a brain (under {MIN_EXTENT_MM:g} mm)",
+                        "segment a 3D volume of the whole brain (the model was trained on "
+                        "whole-brain BraTS volumes)")
     notes = []
     coarse = zooms > FAR_SPACING * spacing
     if coarse.any():
         notes.append(f"case {case}: voxels of {_mm(zooms)} mm are much coarser than the "
                      f"training data's {_mm(spacing)} mm; the volume is resampled, "
                      "but thin structures and small lesions may be missed")
-    fov = np.asarray(shape[:3]) * zooms
     lo, hi = FOV_RANGE_MM
     if (fov < lo).any() or (fov > hi).any():
         notes.append(f"case {case}: field of view {_mm(np.round(fov))} mm is "
