@@ -1,0 +1,46 @@
+"""``mrimaster serve``: the doctors' web app and its JSON API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from mrimaster.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="start the web app and its JSON API",
+                       description="Start the web app (worklist, uploads, AI reads, review) "
+                       "on an SQLite database under the data root, or on the database "
+                       "MRIMASTER_DATABASE_URL names. The first start creates the admin "
+                       "account (MRIMASTER_ADMIN_PASSWORD, else a one-time password is "
+                       "printed).")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                   "127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from mrimaster.serving.accounts import ensure_admin
+    from mrimaster.serving.app import create_app
+    from mrimaster.serving.config import load_serve_config
+    from mrimaster.serving.context import build_context
+
+    config = load_serve_config()
+    ctx = build_context(config)
+    password = ensure_admin(ctx)
+    if password:
+        print(f"first start: created the admin account {config.admin_user!r} with the "
+              f"one-time password {password}\n  change it, or set MRIMASTER_ADMIN_PASSWORD "
+              "before the first start", flush=True)
+    db_kind = config.database_url.split(":", 1)[0]
+    print(f"MRIMaster on http://{args.host}:{args.port}  (database: {db_kind}, files: "
+          f"{config.app_dir}, classifier {ctx.models.version if ctx.models else '-'})",
+          flush=True)
+    uvicorn.run(create_app(ctx), host=args.host, port=args.port, log_level="info")
+    return 0

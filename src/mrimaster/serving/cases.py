@@ -1,0 +1,206 @@
+"""Cases: storing an uploaded 2D slice with its AI read and Grad-CAM maps, and reviews."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import secrets
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from mrimaster.data.dicom import dicom_to_gray, is_dicom, read_dicom
+from mrimaster.data.images import load_slice_file, prepare_slice, slice_geometry, to_original_grid
+from mrimaster.errors import ImageLoadError, MRIMasterError
+from mrimaster.serving.context import AppContext
+from mrimaster.storage import repository as repo
+from mrimaster.storage.deid import deidentify, pseudonym
+from mrimaster.storage.tables import Case, User
+
+log = logging.getLogger(__name__)
+
+
+class UploadError(MRIMasterError):
+    """An upload the app refuses; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, hint: str | None = None, status: int = 400) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+def error_status(exc: MRIMasterError) -> int:
+    """The HTTP status of a refused request: 413 too large, 415 not a decodable image, the
+    upload error's own status, else 400."""
+    from mrimaster.storage.filestore import UploadTooLarge
+
+    if isinstance(exc, UploadError):
+        return exc.status
+    if isinstance(exc, UploadTooLarge):
+        return 413
+    if isinstance(exc, ImageLoadError):
+        return 415
+    return 400
+
+
+def patient_pseudonym(ctx: AppContext, reference: str) -> str:
+    """The pseudonym of a patient reference typed by the user (the reference itself is never
+    stored); an empty reference is a new anonymous patient."""
+    ref = reference.strip()
+    return pseudonym(ctx.key, ref) if ref else "P-anon-" + secrets.token_hex(4)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """``(H, W)`` uint8 or ``(H, W, 4)`` uint8 RGBA -> PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def heatmap_rgba(cam: np.ndarray) -> np.ndarray:
+    """A Grad-CAM map as a transparent colour overlay.
+
+    Args:
+        cam: ``(H, W)`` float >= 0 on the original image's grid.
+
+    Returns:
+        ``(H, W, 4)`` uint8: the jet colour map of ``cam / max``, alpha rising with the value
+        (weak evidence is see-through).
+    """
+    from matplotlib import colormaps
+
+    peak = float(cam.max())
+    v = cam / peak if peak > 0 else np.zeros_like(cam)
+    rgba = colormaps["jet"](v)
+    rgba[..., 3] = np.clip(v * 1.2, 0, 1) * 0.85
+    return (rgba * 255).round().astype(np.uint8)
+
+
+def decode_upload(ctx: AppContext, path: Path, filename: str, reference: str
+                  ) -> tuple[np.ndarray, str, dict[str, str]]:
+    """Decode and check an uploaded slice and store what is kept of it.
+
+    DICOM is de-identified and stored as such, its patient's pseudonym taken from its tags;
+    other images are stored re-encoded as PNG (metadata dropped).
+
+    Returns:
+        ``(gray (H, W) uint8, pseudonym, files role -> SHA-256)``.
+
+    Raises:
+        UploadError: empty, not an image, truncated, too large, a DICOM without pixels.
+    """
+    if path.stat().st_size == 0:
+        raise UploadError(f"{filename}: the file is empty", "choose the image file again")
+    if is_dicom(path):
+        ds = read_dicom(path)
+        gray = dicom_to_gray(ds, filename)
+        alias = deidentify(ds, ctx.key)
+        buf = io.BytesIO()
+        ds.save_as(buf)
+        files = {"dicom": ctx.store.put_bytes(buf.getvalue())}
+    else:
+        try:
+            gray, _ = load_slice_file(path)
+        except ImageLoadError as exc:  # name the user's file, not the server's temporary one
+            raise ImageLoadError(exc.message.replace(str(path), filename), exc.hint) from exc
+        alias = patient_pseudonym(ctx, reference)
+        files = {}
+    if min(gray.shape) < 32:
+        raise UploadError(f"{filename}: {gray.shape[1]}x{gray.shape[0]} pixels is too small "
+                          "to be an MRI slice", "upload the full-resolution slice")
+    files["image"] = ctx.store.put_bytes(png_bytes(gray))
+    return gray, alias, files
+
+
+def grad_cam_files(ctx: AppContext, gray: np.ndarray
+                   ) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """Grad-CAM maps of the predicted class at the layers of the selector, stored as overlays
+    on the original image's grid; returns ``(files, layers)``."""
+    import torch
+
+    from mrimaster.data.transforms import eval_batch
+    from mrimaster.explain.cam import GradCAM
+
+    clf, layers = ctx.models_or_fail().cam_model()
+    x = eval_batch(prepare_slice(gray, clf.image_size)[None])
+    geometry = slice_geometry(gray)
+    files, shown = {}, []
+    with torch.enable_grad():
+        for layer in layers:
+            with GradCAM(clf.net, layer.name) as cam:
+                result = cam(x)
+            on_original = to_original_grid(result.upsampled[0], geometry, gray.shape)
+            files[f"cam/{layer.name}"] = ctx.store.put_bytes(png_bytes(heatmap_rgba(on_original)))
+            shown.append({"name": layer.name, "label": layer.label})
+    return files, shown
+
+
+def classify_upload(ctx: AppContext, db: Session, user: User, path: Path, filename: str,
+                    reference: str = "") -> Case:
+    """Store an uploaded 2D slice as a case with its AI read.
+
+    The prediction carries every trust field (status, reason, calibrated probabilities,
+    uncertainty); the Grad-CAM maps are made unless the image is rejected (a map of an image
+    the model does not know would look like evidence). The case row is written only after
+    every file is in the store.
+
+    Raises:
+        UploadError, ImageLoadError: the upload is refused (nothing is stored for a case).
+    """
+    models = ctx.models_or_fail()
+    gray, alias, files = decode_upload(ctx, path, filename, reference)
+    with ctx.store.temporary(".png") as tmp:
+        # the input checks see the file as uploaded (colour included); DICOM as displayed
+        if "dicom" in files:
+            tmp.write_bytes(png_bytes(gray))
+        else:  # under a suffix the file finder accepts: Pillow reads by content
+            os.link(path, tmp)
+        with ctx.infer_lock:
+            predictions = models.classifier.predict([tmp])
+    if not predictions:
+        raise UploadError(f"{filename}: the image could not be read by the classifier")
+    p = predictions[0]
+    result: dict[str, Any] = {k: v for k, v in asdict(p).items() if k != "path"}
+    result["runtime"] = models.classifier.runtime
+    result["layers"] = []
+    if p.status != "reject":
+        with ctx.infer_lock:
+            cam_files, result["layers"] = grad_cam_files(ctx, gray)
+        files.update(cam_files)
+    status = "ai-read" if p.status == "ok" else "referred"
+    case = repo.add_case(db, "2d", alias, user, files, result, status, p.label, models.version,
+                         note=f"uploaded as {Path(filename).name[:200]}")
+    repo.audit(db, user.username, "upload-2d", f"case {case.id}",
+               f"AI {p.status}: {p.label} ({p.confidence})")
+    db.commit()
+    return case
+
+
+def review_case(db: Session, case: Case, user: User, label: str | None, agrees: bool,
+                mask_ok: bool | None, comment: str, classes: list[str]) -> None:
+    """Record the doctor's decision; the case becomes reviewed.
+
+    Raises:
+        MRIMasterError: a label that is not a class of the model; a 2D correction without one.
+    """
+    if label is not None and label not in classes:
+        raise UploadError(f"unknown class {label!r}", f"choose one of: {', '.join(classes)}",
+                          status=422)
+    if case.kind == "2d":
+        if agrees:
+            if case.ai_label is None:
+                raise UploadError("the AI gave no class to confirm",
+                                  "choose the class yourself", status=422)
+            label = case.ai_label
+        elif label is None:
+            raise UploadError("a correction needs the right class", "choose a class",
+                              status=422)
+    repo.add_review(db, case, user, label, agrees, mask_ok, comment.strip()[:4000])
+    repo.audit(db, user.username, "review", f"case {case.id}",
+               f"{'confirmed' if agrees else 'corrected'} {label or ''}"
+               + ("" if mask_ok is None else f", mask {'good' if mask_ok else 'wrong'}"))
+    db.commit()

@@ -1,0 +1,189 @@
+"""The JSON API (``/api``): thin routes over the services; bearer tokens or the session
+cookie (with its CSRF header for changes)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, Header, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
+
+from mrimaster.serving import accounts, cases, exports, report
+from mrimaster.serving.context import AppContext
+from mrimaster.serving.deps import (
+    Auth,
+    check_csrf,
+    client_address,
+    get_auth,
+    get_ctx,
+    get_db,
+    require_admin,
+)
+from mrimaster.serving.uploads import received
+from mrimaster.serving.views import case_view, review_view, user_view
+from mrimaster.storage import repository as repo
+from mrimaster.storage.tables import CASE_KINDS, CASE_STATUSES, Case, utcnow
+
+router = APIRouter(prefix="/api", tags=["api"])
+
+
+class Credentials(BaseModel):
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=256)
+
+
+class NewUser(Credentials):
+    role: str = "radiologist"
+
+
+class ReviewIn(BaseModel):
+    agrees: bool
+    label: str | None = None
+    mask_ok: bool | None = None
+    comment: str = Field(default="", max_length=4000)
+
+
+@router.post("/auth/token", summary="Log in: a bearer token for the API")
+def token(body: Credentials, request: Request, ctx: AppContext = Depends(get_ctx),
+          db: Session = Depends(get_db)) -> dict[str, Any]:
+    login = accounts.log_in(ctx, db, body.username, body.password, client_address(request),
+                            "api")
+    return {"token": login.token, "token_type": "bearer", "user": user_view(login.user),
+            "expires_at": (utcnow() + timedelta(hours=ctx.config.session_hours)).isoformat()}
+
+
+@router.post("/auth/logout", summary="End this token's or cookie's session")
+def logout(auth: Auth = Depends(get_auth), db: Session = Depends(get_db),
+           x_csrf_token: str | None = Header(default=None)) -> dict[str, str]:
+    check_csrf(auth, x_csrf_token)
+    accounts.log_out(db, auth.token, auth.user)
+    return {"status": "logged out"}
+
+
+@router.get("/me")
+def me(auth: Auth = Depends(get_auth)) -> dict[str, Any]:
+    return user_view(auth.user)
+
+
+def _case(db: Session, case_id: int) -> Case:
+    case = repo.get_case(db, case_id)
+    if case is None:
+        raise cases.UploadError(f"there is no case {case_id}", "check the worklist", 404)
+    return case
+
+
+def full_case(db: Session, case: Case) -> dict[str, Any]:
+    reviews = []
+    for r in repo.reviews_of(db, case.id):
+        reviewer = repo.user_by_id(db, r.reviewer_id)
+        reviews.append(review_view(r, reviewer.username if reviewer else "?"))
+    return case_view(case, reviews)
+
+
+@router.get("/cases", summary="The worklist: filters, search and paging")
+def list_cases(q: str = "", status: str = "", kind: str = "", page: int = 1,
+               per_page: int = 25, auth: Auth = Depends(get_auth),
+               db: Session = Depends(get_db)) -> dict[str, Any]:
+    if status and status not in CASE_STATUSES or kind and kind not in CASE_KINDS:
+        raise cases.UploadError("unknown status or kind",
+                                f"status: {', '.join(CASE_STATUSES)}; kind: "
+                                f"{', '.join(CASE_KINDS)}", 422)
+    rows, total = repo.list_cases(db, repo.CaseFilter(q, status, kind, max(page, 1),
+                                                      min(max(per_page, 1), 200)))
+    return {"total": total, "page": page, "cases": [case_view(c) for c in rows]}
+
+
+@router.post("/cases/2d", summary="Upload a 2D slice (JPEG, PNG or DICOM): AI read + Grad-CAM")
+def upload_2d(file: UploadFile = File(...), patient: str = Form(default=""),
+              auth: Auth = Depends(get_auth), ctx: AppContext = Depends(get_ctx),
+              db: Session = Depends(get_db),
+              x_csrf_token: str | None = Header(default=None)) -> dict[str, Any]:
+    check_csrf(auth, x_csrf_token)
+    with received(ctx, file) as path:
+        case = cases.classify_upload(ctx, db, auth.user, path, file.filename or "upload",
+                                     patient)
+    return full_case(db, case)
+
+
+@router.get("/cases/{case_id}")
+def get_case(case_id: int, auth: Auth = Depends(get_auth),
+             db: Session = Depends(get_db)) -> dict[str, Any]:
+    case = _case(db, case_id)
+    repo.audit(db, auth.user.username, "view", f"case {case_id}")
+    db.commit()
+    return full_case(db, case)
+
+
+@router.post("/cases/{case_id}/review", summary="The doctor's decision on a case")
+def review(case_id: int, body: ReviewIn, auth: Auth = Depends(get_auth),
+           ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db),
+           x_csrf_token: str | None = Header(default=None)) -> dict[str, Any]:
+    check_csrf(auth, x_csrf_token)
+    case = _case(db, case_id)
+    cases.review_case(db, case, auth.user, body.label, body.agrees, body.mask_ok, body.comment,
+                      ctx.models_or_fail().classifier.classes)
+    return full_case(db, case)
+
+
+FILE_TYPES = {"image": "image/png", "dicom": "application/dicom"}
+
+
+@router.get("/cases/{case_id}/files/{role:path}", summary="A stored file of a case")
+def case_file(case_id: int, role: str, auth: Auth = Depends(get_auth),
+              ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)) -> Response:
+    case = _case(db, case_id)
+    digest = case.files.get(role)
+    if not isinstance(digest, str):
+        raise cases.UploadError(f"case {case_id} has no file {role!r}",
+                                f"it has: {', '.join(sorted(case.files))}", 404)
+    media = FILE_TYPES.get(role, "application/gzip" if role.endswith(".nii.gz") else "image/png")
+    return Response(ctx.store.read(digest), media_type=media,
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/cases/{case_id}/report.pdf", summary="The case's PDF report")
+def case_report(case_id: int, auth: Auth = Depends(get_auth),
+                ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)) -> Response:
+    case = _case(db, case_id)
+    pdf = report.case_pdf(ctx, case, full_case(db, case))
+    repo.audit(db, auth.user.username, "report", f"case {case_id}")
+    db.commit()
+    return Response(pdf, media_type="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="case-{case_id}.pdf"'})
+
+
+@router.get("/export/reviewed.zip",
+            summary="Reviewed 2D cases as a class-per-folder dataset for `mrimaster train`")
+def export_reviewed(auth: Auth = Depends(get_auth), ctx: AppContext = Depends(get_ctx),
+                    db: Session = Depends(get_db)) -> Response:
+    data, count = exports.reviewed_zip(ctx, db)
+    repo.audit(db, auth.user.username, "export-reviewed", detail=f"{count} cases")
+    db.commit()
+    return Response(data, media_type="application/zip", headers={
+        "Content-Disposition": 'attachment; filename="mrimaster-reviewed.zip"'})
+
+
+@router.get("/users", summary="Accounts (admins only)")
+def users(auth: Auth = Depends(require_admin), db: Session = Depends(get_db)
+          ) -> list[dict[str, Any]]:
+    return [user_view(u) for u in repo.list_users(db)]
+
+
+@router.post("/users", summary="Create an account (admins only)")
+def create_user(body: NewUser, auth: Auth = Depends(require_admin),
+                db: Session = Depends(get_db),
+                x_csrf_token: str | None = Header(default=None)) -> dict[str, Any]:
+    check_csrf(auth, x_csrf_token)
+    return user_view(accounts.create_user(db, auth.user, body.username, body.password,
+                                          body.role))
+
+
+@router.get("/audit", summary="The audit log, newest first (admins only)")
+def audit_log(limit: int = 200, auth: Auth = Depends(require_admin),
+              db: Session = Depends(get_db)) -> list[dict[str, Any]]:
+    return [{"at": e.at.isoformat(), "user": e.username, "action": e.action,
+             "target": e.target, "detail": e.detail}
+            for e in repo.audit_events(db, min(max(limit, 1), 1000))]

@@ -1,0 +1,177 @@
+"""The HTML pages: thin routes over the same services as the API; forms carry the session's
+CSRF token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+
+from mrimaster.errors import MRIMasterError
+from mrimaster.serving import accounts, cases, security
+from mrimaster.serving.context import AppContext
+from mrimaster.serving.deps import (
+    COOKIE,
+    Auth,
+    check_csrf,
+    client_address,
+    get_auth,
+    get_ctx,
+    get_db,
+    require_admin,
+)
+from mrimaster.serving.routes_api import _case, full_case
+from mrimaster.serving.uploads import received
+from mrimaster.storage import repository as repo
+from mrimaster.storage.tables import CASE_KINDS, CASE_STATUSES
+
+router = APIRouter(include_in_schema=True, tags=["pages"])
+templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
+LOGIN_CSRF = "mrimaster_login_csrf"
+
+
+def page(request: Request, name: str, auth: Auth | None, code: int = 200,
+         **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, {"auth": auth, **context},
+                                      status_code=code)
+
+
+def _login_page(request: Request, error: str = "", status: int = 200) -> HTMLResponse:
+    token = security.new_secret()
+    response = page(request, "login.html", None, status, error=error, csrf=token,
+                    next=request.query_params.get("next", "/"))
+    response.set_cookie(LOGIN_CSRF, token, httponly=True, samesite="strict", max_age=3600)
+    return response
+
+
+@router.get("/login", response_class=HTMLResponse, summary="Log-in page")
+def login_form(request: Request) -> HTMLResponse:
+    return _login_page(request)
+
+
+@router.post("/login", summary="Log in (form)")
+def login(request: Request, username: str = Form(...), password: str = Form(...),
+          csrf: str = Form(...), next: str = Form(default="/"),
+          ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)) -> Response:
+    if not security.same(csrf, request.cookies.get(LOGIN_CSRF, "")):
+        return _login_page(request, "the form expired; log in again", 403)
+    try:
+        login = accounts.log_in(ctx, db, username, password, client_address(request), "cookie")
+    except accounts.AuthError as exc:
+        status = 429 if exc.retry_after else 401
+        return _login_page(request, str(exc).replace("\n  hint:", ";"), status)
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(COOKIE, login.token, httponly=True, samesite="lax",
+                        secure=ctx.config.cookie_secure,
+                        max_age=int(ctx.config.session_hours * 3600))
+    response.delete_cookie(LOGIN_CSRF)
+    return response
+
+
+@router.post("/logout", summary="Log out (form)")
+def logout(csrf: str = Form(default=""), auth: Auth = Depends(get_auth),
+           db: Session = Depends(get_db)) -> Response:
+    check_csrf(auth, csrf)
+    accounts.log_out(db, auth.token, auth.user)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
+
+
+@router.get("/", response_class=HTMLResponse, summary="Worklist page")
+def worklist(request: Request, q: str = "", status: str = "", kind: str = "", page_no: int = 1,
+             auth: Auth = Depends(get_auth), db: Session = Depends(get_db)) -> HTMLResponse:
+    status = status if status in CASE_STATUSES else ""
+    kind = kind if kind in CASE_KINDS else ""
+    per_page = 20
+    rows, total = repo.list_cases(db, repo.CaseFilter(q, status, kind, max(page_no, 1),
+                                                      per_page))
+    pages = max((total + per_page - 1) // per_page, 1)
+    base = f"/?q={quote(q)}&status={status}&kind={kind}"
+    return page(request, "worklist.html", auth, 200, cases=rows, total=total, q=q,
+                status=status,
+                kind=kind, page_no=page_no, pages=pages, base=base, statuses=CASE_STATUSES,
+                kinds=CASE_KINDS)
+
+
+@router.get("/cases/new", response_class=HTMLResponse, summary="Upload page")
+def upload_form(request: Request, auth: Auth = Depends(get_auth)) -> HTMLResponse:
+    return page(request, "upload.html", auth)
+
+
+@router.post("/cases/new", summary="Upload a 2D slice (form)")
+def upload(request: Request, file: UploadFile = File(...), patient: str = Form(default=""),
+           csrf: str = Form(default=""), auth: Auth = Depends(get_auth),
+           ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)) -> Response:
+    check_csrf(auth, csrf)
+    try:
+        with received(ctx, file) as path:
+            case = cases.classify_upload(ctx, db, auth.user, path, file.filename or "upload",
+                                         patient)
+    except MRIMasterError as exc:
+        db.rollback()
+        return page(request, "upload.html", auth, cases.error_status(exc), error=str(exc))
+    return RedirectResponse(f"/cases/{case.id}", status_code=303)
+
+
+@router.get("/cases/{case_id}", response_class=HTMLResponse, summary="Case page")
+def case_page(request: Request, case_id: int, auth: Auth = Depends(get_auth),
+              ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)
+              ) -> HTMLResponse:
+    case = _case(db, case_id)
+    view = full_case(db, case)
+    repo.audit(db, auth.user.username, "view", f"case {case_id}")
+    db.commit()
+    classes = ctx.models.classifier.classes if ctx.models else []
+    return page(request, "case.html", auth, case=view, classes=classes)
+
+
+@router.post("/cases/{case_id}/review", summary="Review a case (form)")
+def review(request: Request, case_id: int, decision: str = Form(...),
+           label: str = Form(default=""), mask: str = Form(default=""),
+           comment: str = Form(default=""), csrf: str = Form(default=""),
+           auth: Auth = Depends(get_auth), ctx: AppContext = Depends(get_ctx),
+           db: Session = Depends(get_db)) -> Response:
+    check_csrf(auth, csrf)
+    case = _case(db, case_id)
+    mask_ok = {"good": True, "wrong": False}.get(mask)
+    try:
+        cases.review_case(db, case, auth.user, label or None, decision == "confirm", mask_ok,
+                          comment, ctx.models_or_fail().classifier.classes)
+    except MRIMasterError as exc:
+        db.rollback()
+        return page(request, "case.html", auth, 422, case=full_case(db, case),
+                    classes=ctx.models_or_fail().classifier.classes, error=str(exc))
+    return RedirectResponse(f"/cases/{case_id}", status_code=303)
+
+
+@router.get("/admin/users", response_class=HTMLResponse, summary="Accounts page (admins)")
+def users_page(request: Request, auth: Auth = Depends(require_admin),
+               db: Session = Depends(get_db)) -> HTMLResponse:
+    return page(request, "users.html", auth, users=repo.list_users(db))
+
+
+@router.post("/admin/users", summary="Create an account (form, admins)")
+def add_user(request: Request, username: str = Form(...), password: str = Form(...),
+             role: str = Form(default="radiologist"), csrf: str = Form(default=""),
+             auth: Auth = Depends(require_admin), db: Session = Depends(get_db)) -> Response:
+    check_csrf(auth, csrf)
+    try:
+        accounts.create_user(db, auth.user, username, password, role)
+    except MRIMasterError as exc:
+        db.rollback()
+        return page(request, "users.html", auth, 422, users=repo.list_users(db),
+                    error=str(exc))
+    return RedirectResponse("/admin/users", status_code=303)
+
+
+@router.get("/admin/audit", response_class=HTMLResponse, summary="Audit log page (admins)")
+def audit_page(request: Request, auth: Auth = Depends(require_admin),
+               db: Session = Depends(get_db)) -> HTMLResponse:
+    return page(request, "audit.html", auth, events=repo.audit_events(db, 500))

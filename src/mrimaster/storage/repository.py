@@ -1,0 +1,149 @@
+"""Reading and writing the app's rows: the only module the services use to reach the database.
+
+Every function takes an open :class:`sqlalchemy.orm.Session`; the caller commits, so one
+request's changes (a case and its audit event) land together or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from mrimaster.storage.tables import AuditEvent, Case, LoginSession, Review, User, utcnow
+
+
+def get_user(db: Session, username: str) -> User | None:
+    return db.scalar(select(User).where(User.username == username))
+
+
+def user_by_id(db: Session, user_id: int) -> User | None:
+    return db.get(User, user_id)
+
+
+def list_users(db: Session) -> list[User]:
+    return list(db.scalars(select(User).order_by(User.username)))
+
+
+def add_user(db: Session, username: str, password_hash: str, role: str) -> User:
+    user = User(username=username, password_hash=password_hash, role=role, active=True)
+    db.add(user)
+    db.flush()
+    return user
+
+
+def count_users(db: Session) -> int:
+    return int(db.scalar(select(func.count()).select_from(User)) or 0)
+
+
+def add_session(db: Session, token_hash: str, user: User, kind: str, csrf: str,
+                expires_at: datetime) -> None:
+    db.add(LoginSession(token_hash=token_hash, user_id=user.id, kind=kind, csrf=csrf,
+                        expires_at=expires_at))
+
+
+def get_session(db: Session, token_hash: str, kind: str) -> tuple[LoginSession, User] | None:
+    """The live session of ``token_hash`` and its (active) user, or ``None``."""
+    row = db.get(LoginSession, token_hash)
+    if row is None or row.kind != kind:
+        return None
+    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(
+        tzinfo=utcnow().tzinfo)
+    if expires <= utcnow():
+        db.delete(row)
+        return None
+    user = db.get(User, row.user_id)
+    if user is None or not user.active:
+        return None
+    return row, user
+
+
+def drop_session(db: Session, token_hash: str) -> None:
+    db.execute(delete(LoginSession).where(LoginSession.token_hash == token_hash))
+
+
+def audit(db: Session, username: str, action: str, target: str = "", detail: str = "") -> None:
+    """Record who did what to what (the audit log)."""
+    db.add(AuditEvent(username=username, action=action, target=target, detail=detail[:2000]))
+
+
+def audit_events(db: Session, limit: int = 200) -> list[AuditEvent]:
+    return list(db.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)))
+
+
+def add_case(db: Session, kind: str, pseudonym: str, user: User, files: dict[str, Any],
+             result: dict[str, Any] | None, status: str, ai_label: str | None, model: str,
+             note: str = "") -> Case:
+    case = Case(kind=kind, pseudonym=pseudonym, status=status, created_by=user.id, files=files,
+                result=result, ai_label=ai_label, model=model, note=note)
+    db.add(case)
+    db.flush()
+    return case
+
+
+def get_case(db: Session, case_id: int) -> Case | None:
+    return db.get(Case, case_id)
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """Worklist filters: free-text search (pseudonym or AI label), status, kind; paging."""
+
+    search: str = ""
+    status: str = ""
+    kind: str = ""
+    page: int = 1
+    per_page: int = 25
+
+
+def list_cases(db: Session, f: CaseFilter) -> tuple[list[Case], int]:
+    """One page of cases, newest first, and the number of matching cases."""
+    q = select(Case)
+    if f.search:
+        like = f"%{f.search.lower()}%"
+        q = q.where(or_(func.lower(Case.pseudonym).like(like),
+                        func.lower(func.coalesce(Case.ai_label, "")).like(like)))
+    if f.status:
+        q = q.where(Case.status == f.status)
+    if f.kind:
+        q = q.where(Case.kind == f.kind)
+    total = int(db.scalar(select(func.count()).select_from(q.subquery())) or 0)
+    rows = db.scalars(q.order_by(Case.created_at.desc(), Case.id.desc())
+                      .offset((max(f.page, 1) - 1) * f.per_page).limit(f.per_page))
+    return list(rows), total
+
+
+def add_review(db: Session, case: Case, reviewer: User, label: str | None, agrees: bool,
+               mask_ok: bool | None, comment: str) -> Review:
+    review = Review(case_id=case.id, reviewer_id=reviewer.id, label=label, agrees=agrees,
+                    mask_ok=mask_ok, comment=comment)
+    db.add(review)
+    case.status = "reviewed"
+    case.updated_at = utcnow()
+    db.flush()
+    return review
+
+
+def reviews_of(db: Session, case_id: int) -> list[Review]:
+    return list(db.scalars(select(Review).where(Review.case_id == case_id)
+                           .order_by(Review.id)))
+
+
+def latest_reviews(db: Session) -> list[tuple[Case, Review]]:
+    """Each reviewed case with its latest review."""
+    latest = (select(Review.case_id, func.max(Review.id).label("rid"))
+              .group_by(Review.case_id).subquery())
+    q = (select(Case, Review).join(latest, latest.c.case_id == Case.id)
+         .join(Review, Review.id == latest.c.rid).order_by(Case.id))
+    return [(c, r) for c, r in db.execute(q).all()]
+
+
+def referenced_digests(db: Session) -> set[str]:
+    """Every file hash a case refers to (the rest of the store is garbage)."""
+    out: set[str] = set()
+    for files in db.scalars(select(Case.files)):
+        out.update(v for v in (files or {}).values() if isinstance(v, str))
+    return out

@@ -1,0 +1,100 @@
+"""The JSON API end to end on SQLite and on PostgreSQL: upload a real slice, read the AI read
+and its evidence, review, export, report."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from mrimaster.serving.context import AppContext
+from mrimaster.storage import repository as repo
+
+
+def real_slice(data_root: Path, folder: str = "glioma_tumor", index: int = 0) -> Path:
+    return sorted((data_root / "sartaj-training" / folder).iterdir())[index]
+
+
+def upload(client: TestClient, headers: dict[str, str], path: Path, patient: str = ""
+           ) -> dict:
+    with open(path, "rb") as f:
+        r = client.post("/api/cases/2d", files={"file": (path.name, f, "image/jpeg")},
+                        data={"patient": patient}, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_upload_read_review_export(client: TestClient, doctor: dict[str, str],
+                                   ctx: AppContext, data_root: Path) -> None:
+    case = upload(client, doctor, real_slice(data_root), patient="Jane Example 1970")
+    r = case["result"]
+    assert case["kind"] == "2d" and case["status"] in ("ai-read", "referred")
+    assert r["status"] in ("ok", "refer")
+    assert abs(sum(r["probabilities"].values()) - 1) < 1e-6
+    assert set(r["probabilities"]) == set(ctx.models.classifier.classes)  # type: ignore[union-attr]
+    assert 0 <= r["uncertainty"] < 1 and r["label"] == max(r["probabilities"],
+                                                           key=r["probabilities"].get)
+    # the typed reference is not stored, only its pseudonym, which is stable
+    assert "Jane" not in str(case) and case["pseudonym"].startswith("P-")
+    again = upload(client, doctor, real_slice(data_root, index=1), patient="jane example 1970")
+    assert again["pseudonym"] == case["pseudonym"]
+    # the heatmaps lie on the original image's grid, one per selectable layer
+    original = Image.open(io.BytesIO(client.get(case["files"]["image"], headers=doctor).content))
+    assert len(r["layers"]) >= 3
+    for layer in r["layers"]:
+        png = client.get(case["files"][f"cam/{layer['name']}"], headers=doctor)
+        assert png.status_code == 200
+        cam = Image.open(io.BytesIO(png.content))
+        assert cam.mode == "RGBA" and cam.size == original.size
+        assert np.asarray(cam)[..., 3].max() > 0
+    # the doctor corrects it: reviewed, in the worklist filter, in the export under the new class
+    wrong = next(c for c in ctx.models.classifier.classes  # type: ignore[union-attr]
+                 if c != r["label"])
+    rv = client.post(f"/api/cases/{case['id']}/review", headers=doctor,
+                     json={"agrees": False, "label": wrong, "comment": "see the T1-Gd"})
+    assert rv.status_code == 200 and rv.json()["status"] == "reviewed"
+    assert rv.json()["reviews"][0]["label"] == wrong
+    listed = client.get("/api/cases", params={"status": "reviewed"}, headers=doctor).json()
+    assert [c["id"] for c in listed["cases"]] == [case["id"]]
+    assert client.get("/api/cases", params={"q": case["pseudonym"].lower()},
+                      headers=doctor).json()["total"] == 2
+    export = client.get("/api/export/reviewed.zip", headers=doctor)
+    names = zipfile.ZipFile(io.BytesIO(export.content)).namelist()
+    assert f"{wrong}/case-{case['id']}.png" in names and "decisions.csv" in names
+    pdf = client.get(f"/api/cases/{case['id']}/report.pdf", headers=doctor)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    # every action is in the audit log
+    with ctx.sessions() as db:
+        actions = {e.action for e in repo.audit_events(db)}
+    assert {"login", "upload-2d", "review", "export-reviewed", "report"} <= actions
+
+
+def test_not_a_brain_slice_is_rejected_without_a_class_or_heatmap(
+        client: TestClient, doctor: dict[str, str], tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    photo = tmp_path / "holiday.png"
+    Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(photo)
+    case = upload(client, doctor, photo)
+    assert case["result"]["status"] == "reject" and case["status"] == "referred"
+    assert case["result"]["label"] is None and case["result"]["layers"] == []
+    assert not any(k.startswith("cam/") for k in case["files"])
+    # a rejected case has no class to confirm: the doctor must choose one
+    r = client.post(f"/api/cases/{case['id']}/review", headers=doctor, json={"agrees": True})
+    assert r.status_code == 422
+
+
+def test_dicom_upload_is_deidentified(client: TestClient, doctor: dict[str, str],
+                                      data_root: Path, tmp_path: Path) -> None:
+    from tests.serving.test_deid import identified_dicom
+
+    path = identified_dicom(tmp_path / "slice.dcm", np.asarray(
+        Image.open(real_slice(data_root, "meningioma_tumor")).convert("L")))
+    case = upload(client, doctor, path)
+    stored = client.get(case["files"]["dicom"], headers=doctor).content
+    for secret in (b"Doe^John", b"PID-12345", b"19700101", b"General Hospital", b"Dr^Who"):
+        assert secret not in stored
+    assert case["pseudonym"].startswith("P-")

@@ -1,0 +1,111 @@
+"""The main flows in a real browser: Debian's chromium driven by Playwright against a real
+``mrimaster serve`` process. Screenshots of each page go to ``MRIMASTER_SCREENSHOTS`` (default:
+the test's temporary folder)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.serving.conftest import DOCTOR_PASSWORD
+from tests.serving.server import Server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def server(tmp_path: Path, data_root: Path) -> Iterator[Server]:
+    srv = Server(tmp_path / "app", f"sqlite:///{tmp_path / 'app.db'}").start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("MRIMASTER_SCREENSHOTS", str(tmp_path / "screenshots")))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_doctor_flow_2d(server: Server, data_root: Path, shots: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("browser tests need Debian's chromium (apt-get install chromium)")
+    # the admin creates the doctor's account through the API first
+    import httpx
+
+    with httpx.Client(base_url=server.url) as api:
+        token = api.post("/api/auth/token", json={"username": "admin",
+                                                  "password": "admin-password-1"}).json()
+        r = api.post("/api/users", headers={"Authorization": f"Bearer {token['token']}"},
+                     json={"username": "doctor", "password": DOCTOR_PASSWORD,
+                           "role": "radiologist"})
+        assert r.status_code == 200, r.text
+    image = sorted((data_root / "sartaj-training" / "glioma_tumor").iterdir())[3]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+        page.goto(server.url + "/")
+        expect(page).to_have_url(server.url + "/login?next=/")
+        page.screenshot(path=shots / "login.png")
+        page.fill("input[name=username]", "doctor")
+        page.fill("input[name=password]", DOCTOR_PASSWORD)
+        page.click("button[type=submit]")
+        expect(page.locator("h1")).to_contain_text("Worklist")
+        page.click("text=Upload")
+        page.set_input_files("input[type=file]", str(image))
+        page.screenshot(path=shots / "upload.png")
+        page.click("#upload-2d button[type=submit]")
+        expect(page.locator("#ai-read")).to_be_visible(timeout=60_000)
+        verdict = page.locator("#ai-read .verdict").inner_text()
+        assert "calibrated probability" in verdict
+        assert page.locator("#ai-read meter").count() == 4
+        # the heatmap: switch layers and opacity, it stays over the original
+        shown = page.locator("img.cam.shown")
+        expect(shown).to_have_count(1)
+        assert page.evaluate("document.querySelector('img.cam.shown').naturalWidth") > 0
+        options = page.locator("#layer option")
+        assert options.count() >= 3
+        page.select_option("#layer", index=0)
+        first_layer = options.nth(0).get_attribute("value")
+        expect(page.locator("img.cam.shown")).to_have_attribute("data-layer", first_layer or "")
+        page.fill("#opacity", "40")
+        page.dispatch_event("#opacity", "input")
+        assert page.evaluate("document.querySelector('img.cam.shown').style.opacity") == "0.4"
+        page.select_option("#layer", index=options.count() - 1)
+        page.fill("#opacity", "70")
+        page.dispatch_event("#opacity", "input")
+        page.screenshot(path=shots / "case-2d.png", full_page=True)
+        # the doctor corrects the class
+        ai_label = verdict.split("·")[0].strip()
+        other = next(o for o in ("glioma", "meningioma", "no_tumor", "pituitary")
+                     if o != ai_label)
+        page.check("input[value=correct]")
+        page.select_option("#label", other)
+        page.fill("textarea[name=comment]", "enhancing rim on T1-Gd")
+        page.click("#review-form button[type=submit]")
+        expect(page.locator(".review")).to_contain_text(f"corrected to {other}")
+        page.screenshot(path=shots / "case-2d-reviewed.png", full_page=True)
+        # the worklist shows it reviewed, and the filter finds it
+        page.click("text=Worklist")
+        page.select_option("select[name=status]", "reviewed")
+        page.click("form.filters button")
+        row = page.locator("table.worklist tbody tr")
+        expect(row).to_have_count(1)
+        expect(row.locator(".status")).to_have_text("reviewed")
+        page.screenshot(path=shots / "worklist.png")
+        # the PDF report downloads
+        row.locator("a").click()
+        with page.expect_download() as download:
+            page.click("#report-link")
+        pdf = tmp_path / "report.pdf"
+        download.value.save_as(pdf)
+        assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 10_000
+        browser.close()
