@@ -8,6 +8,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,8 +16,9 @@ from tests.serving.conftest import DOCTOR_PASSWORD
 from tests.serving.server import Server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = ["--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader"]  # WebGL (the slice viewer) in software
 
 
 @pytest.fixture
@@ -33,12 +35,8 @@ def shots(tmp_path: Path) -> Path:
     return folder
 
 
-def test_doctor_flow_2d(server: Server, data_root: Path, shots: Path, tmp_path: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
-
-    if not Path(CHROMIUM).is_file():
-        pytest.fail("browser tests need Debian's chromium (apt-get install chromium)")
-    # the admin creates the doctor's account through the API first
+def add_doctor(server: Server) -> None:
+    """The admin creates the doctor's account through the API."""
     import httpx
 
     with httpx.Client(base_url=server.url) as api:
@@ -48,17 +46,32 @@ def test_doctor_flow_2d(server: Server, data_root: Path, shots: Path, tmp_path: 
                      json={"username": "doctor", "password": DOCTOR_PASSWORD,
                            "role": "radiologist"})
         assert r.status_code == 200, r.text
+
+
+def log_in(page: Any, server: Server, shots: Path | None = None) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(server.url + "/")
+    expect(page).to_have_url(server.url + "/login?next=/")
+    if shots is not None:
+        page.screenshot(path=shots / "login.png")
+    page.fill("input[name=username]", "doctor")
+    page.fill("input[name=password]", DOCTOR_PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_contain_text("Worklist")
+
+
+def test_doctor_flow_2d(server: Server, data_root: Path, shots: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("browser tests need Debian's chromium (apt-get install chromium)")
+    add_doctor(server)
     image = sorted((data_root / "sartaj-training" / "glioma_tumor").iterdir())[3]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
-        page.goto(server.url + "/")
-        expect(page).to_have_url(server.url + "/login?next=/")
-        page.screenshot(path=shots / "login.png")
-        page.fill("input[name=username]", "doctor")
-        page.fill("input[name=password]", DOCTOR_PASSWORD)
-        page.click("button[type=submit]")
-        expect(page.locator("h1")).to_contain_text("Worklist")
+        log_in(page, server, shots)
         page.click("text=Upload")
         page.set_input_files("input[type=file]", str(image))
         page.screenshot(path=shots / "upload.png")
@@ -70,7 +83,7 @@ def test_doctor_flow_2d(server: Server, data_root: Path, shots: Path, tmp_path: 
         # the heatmap: switch layers and opacity, it stays over the original
         shown = page.locator("img.cam.shown")
         expect(shown).to_have_count(1)
-        assert page.evaluate("document.querySelector('img.cam.shown').naturalWidth") > 0
+        page.wait_for_function("document.querySelector('img.cam.shown').naturalWidth > 0")
         options = page.locator("#layer option")
         assert options.count() >= 3
         page.select_option("#layer", index=0)
@@ -108,4 +121,37 @@ def test_doctor_flow_2d(server: Server, data_root: Path, shots: Path, tmp_path: 
         pdf = tmp_path / "report.pdf"
         download.value.save_as(pdf)
         assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 10_000
+        browser.close()
+
+
+def test_doctor_flow_3d(server: Server, data_root: Path, shots: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    add_doctor(server)
+    folder = data_root / "brats-mini" / "deepmedic-brats2015" / "test" / "brats_2013_pat0002_1"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        log_in(page, server)
+        page.click("text=Upload")
+        page.set_input_files("#upload-3d input[name=flair]", str(next(folder.glob("Flair*"))))
+        page.set_input_files("#upload-3d input[name=t1ce]", str(next(folder.glob("T1c*"))))
+        page.click("#upload-3d button[type=submit]")
+        # the page shows the job's progress, then the result without a manual reload
+        expect(page.locator("#study")).to_be_visible()
+        expect(page.locator("#volumes")).to_be_visible(timeout=180_000)
+        for region in ("WT", "TC", "ET"):
+            expect(page.locator(f"#volumes tr[data-region={region}]")).to_contain_text("mL")
+        canvas = page.locator("#viewer")
+        expect(canvas).to_have_attribute("data-loaded", "2", timeout=60_000)
+        mask_max = page.evaluate("window.mrimasterViewer.volumes[1].global_max")
+        assert mask_max >= 1, mask_max
+        assert canvas.get_attribute("data-centre-error") is None
+        page.select_option("#base", "t1ce")
+        expect(canvas).to_have_attribute("data-loaded", "2")
+        page.wait_for_timeout(1000)
+        page.screenshot(path=shots / "case-3d.png", full_page=True)
+        assert not errors, errors
         browser.close()

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.serving.app import create_app
     from mrimaster.serving.config import load_serve_config
     from mrimaster.serving.context import build_context
+    from mrimaster.serving.jobs import JobRunner
 
     config = load_serve_config()
     ctx = build_context(config)
@@ -42,5 +43,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"MRIMaster on http://{args.host}:{args.port}  (database: {db_kind}, files: "
           f"{config.app_dir}, classifier {ctx.models.version if ctx.models else '-'})",
           flush=True)
-    uvicorn.run(create_app(ctx), host=args.host, port=args.port, log_level="info")
+    app = create_app(ctx)
+    app.state.runner = JobRunner(ctx).start()
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    finally:
+        app.state.runner.stop()
     return 0

@@ -140,7 +140,7 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray
 
 
 def classify_upload(ctx: AppContext, db: Session, user: User, path: Path, filename: str,
-                    reference: str = "") -> Case:
+                    reference: str = "", gradcam: bool = True) -> Case:
     """Store an uploaded 2D slice as a case with its AI read.
 
     The prediction carries every trust field (status, reason, calibrated probabilities,
@@ -167,7 +167,7 @@ def classify_upload(ctx: AppContext, db: Session, user: User, path: Path, filena
     result: dict[str, Any] = {k: v for k, v in asdict(p).items() if k != "path"}
     result["runtime"] = models.classifier.runtime
     result["layers"] = []
-    if p.status != "reject":
+    if p.status != "reject" and gradcam:
         with ctx.infer_lock:
             cam_files, result["layers"] = grad_cam_files(ctx, gray)
         files.update(cam_files)

@@ -35,6 +35,7 @@ class AppContext:
     models: ServedModels | None
     limiter: LoginLimiter
     infer_lock: threading.Lock = field(default_factory=threading.Lock)
+    seg_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def models_or_fail(self) -> ServedModels:
         from mrimaster.errors import ModelError
@@ -65,9 +66,13 @@ def build_context(config: ServeConfig, load_models: bool = True) -> AppContext:
     sessions = session_factory(engine)
     store = FileStore(config.app_dir / "store")
     with sessions() as db:
+        requeued, failed = repo.recover_jobs(db)
         removed = store.sweep(repo.referenced_digests(db))
     if removed:
         log.info("file store: removed %d unfinished or unreferenced files", removed)
+    if requeued or failed:
+        log.info("jobs interrupted by the last stop: %d resumed, %d marked failed", requeued,
+                 failed)
     models = (ServedModels.load(config.settings, config.model, config.seg_model)
               if load_models else None)
     return AppContext(config, engine, sessions, store, load_key(config.app_dir / "secret.key"),

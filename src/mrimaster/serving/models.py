@@ -15,10 +15,12 @@ from mrimaster.models.paths import resolve_model_path
 from mrimaster.settings import Settings
 
 
-def model_version(ref: str, models_dir: Path) -> str:
-    """``<ref>@<first 12 hex digits of the model file's SHA-256>``: names the exact weights."""
-    path = resolve_model_path(ref, models_dir)
-    return f"{ref}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+def model_version(ref: str, models_dir: Path, default: str = "default") -> str:
+    """``<name>@<first 12 hex digits of the model file's SHA-256>``: names the exact weights
+    (``default`` resolves to the shipped model folder ``default``)."""
+    path = resolve_model_path(ref, models_dir, default)
+    name = default if ref == "default" else ref
+    return f"{name}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
 
 
 @dataclass
@@ -68,6 +70,10 @@ class ServedModels:
                 self._layers = stage_layers(clf.net, clf.image_size)
                 self._cam = clf
             return self._cam, self._layers
+
+    def seg_version(self) -> str:
+        """:func:`model_version` of the segmenter."""
+        return model_version(self.seg_ref, self.settings.models_dir, "seg-default")
 
     def segmenter(self) -> Segmenter:
         with self._lock:

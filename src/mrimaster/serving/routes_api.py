@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from mrimaster.serving import accounts, cases, exports, report
+from mrimaster.serving import accounts, cases, exports, report, studies
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.deps import (
     Auth,
@@ -98,14 +98,49 @@ def list_cases(q: str = "", status: str = "", kind: str = "", page: int = 1,
 
 @router.post("/cases/2d", summary="Upload a 2D slice (JPEG, PNG or DICOM): AI read + Grad-CAM")
 def upload_2d(file: UploadFile = File(...), patient: str = Form(default=""),
-              auth: Auth = Depends(get_auth), ctx: AppContext = Depends(get_ctx),
-              db: Session = Depends(get_db),
+              gradcam: bool = True, auth: Auth = Depends(get_auth),
+              ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db),
               x_csrf_token: str | None = Header(default=None)) -> dict[str, Any]:
+    """``gradcam=false`` skips the heatmaps (a script that needs only the read)."""
     check_csrf(auth, x_csrf_token)
     with received(ctx, file) as path:
         case = cases.classify_upload(ctx, db, auth.user, path, file.filename or "upload",
-                                     patient)
+                                     patient, gradcam)
     return full_case(db, case)
+
+
+def wake_jobs(request: Request) -> None:
+    runner = getattr(request.app.state, "runner", None)
+    if runner is not None:
+        runner.wake()
+
+
+@router.post("/cases/3d", summary="Upload a 3D study (NIfTI per modality, or a zip of DICOM "
+             "series); its segmentation runs as a background job")
+def upload_3d(request: Request, flair: UploadFile | None = File(default=None),
+              t1: UploadFile | None = File(default=None),
+              t1ce: UploadFile | None = File(default=None),
+              t2: UploadFile | None = File(default=None),
+              dicom_zip: UploadFile | None = File(default=None),
+              patient: str = Form(default=""), auth: Auth = Depends(get_auth),
+              ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db),
+              x_csrf_token: str | None = Header(default=None)) -> dict[str, Any]:
+    check_csrf(auth, x_csrf_token)
+    case = studies.receive_study(ctx, db, auth.user, {"flair": flair, "t1": t1, "t1ce": t1ce,
+                                                      "t2": t2}, dicom_zip, patient)
+    wake_jobs(request)
+    return full_case(db, case)
+
+
+@router.get("/cases/{case_id}/job", summary="The state and progress of a case's job")
+def case_job(case_id: int, auth: Auth = Depends(get_auth),
+             db: Session = Depends(get_db)) -> dict[str, Any]:
+    job = repo.job_of(db, _case(db, case_id).id)
+    if job is None:
+        raise cases.UploadError(f"case {case_id} has no job", "2D cases are read at upload",
+                                404)
+    return {"state": job.state, "progress": job.progress, "message": job.message,
+            "attempts": job.attempts, "updated_at": job.updated_at.isoformat()}
 
 
 @router.get("/cases/{case_id}")

@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from mrimaster.errors import MRIMasterError
-from mrimaster.serving import accounts, cases, security
+from mrimaster.serving import accounts, cases, security, studies
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.deps import (
     COOKIE,
@@ -25,7 +25,7 @@ from mrimaster.serving.deps import (
     get_db,
     require_admin,
 )
-from mrimaster.serving.routes_api import _case, full_case
+from mrimaster.serving.routes_api import _case, full_case, wake_jobs
 from mrimaster.serving.uploads import received
 from mrimaster.storage import repository as repo
 from mrimaster.storage.tables import CASE_KINDS, CASE_STATUSES
@@ -33,6 +33,7 @@ from mrimaster.storage.tables import CASE_KINDS, CASE_STATUSES
 router = APIRouter(include_in_schema=True, tags=["pages"])
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent / "templates"))
 LOGIN_CSRF = "mrimaster_login_csrf"
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def page(request: Request, name: str, auth: Auth | None, code: int = 200,
@@ -120,6 +121,27 @@ def upload(request: Request, file: UploadFile = File(...), patient: str = Form(d
     return RedirectResponse(f"/cases/{case.id}", status_code=303)
 
 
+@router.post("/cases/new3d", summary="Upload a 3D study (form)")
+def upload_study(request: Request, flair: UploadFile | None = File(default=None),
+                 t1: UploadFile | None = File(default=None),
+                 t1ce: UploadFile | None = File(default=None),
+                 t2: UploadFile | None = File(default=None),
+                 dicom_zip: UploadFile | None = File(default=None),
+                 patient: str = Form(default=""), csrf: str = Form(default=""),
+                 auth: Auth = Depends(get_auth), ctx: AppContext = Depends(get_ctx),
+                 db: Session = Depends(get_db)) -> Response:
+    check_csrf(auth, csrf)
+    try:
+        case = studies.receive_study(ctx, db, auth.user, {"flair": flair, "t1": t1,
+                                                          "t1ce": t1ce, "t2": t2},
+                                     dicom_zip, patient)
+    except MRIMasterError as exc:
+        db.rollback()
+        return page(request, "upload.html", auth, cases.error_status(exc), error=str(exc))
+    wake_jobs(request)
+    return RedirectResponse(f"/cases/{case.id}", status_code=303)
+
+
 @router.get("/cases/{case_id}", response_class=HTMLResponse, summary="Case page")
 def case_page(request: Request, case_id: int, auth: Auth = Depends(get_auth),
               ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)
@@ -129,7 +151,9 @@ def case_page(request: Request, case_id: int, auth: Auth = Depends(get_auth),
     repo.audit(db, auth.user.username, "view", f"case {case_id}")
     db.commit()
     classes = ctx.models.classifier.classes if ctx.models else []
-    return page(request, "case.html", auth, case=view, classes=classes)
+    job = repo.job_of(db, case_id)
+    return page(request, "case.html", auth, case=view, classes=classes, job=job,
+                viewer=(STATIC / "vendor" / "niivue.umd.js").is_file())
 
 
 @router.post("/cases/{case_id}/review", summary="Review a case (form)")

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,16 @@ class FileStore:
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()
+
+    @contextmanager
+    def work_dir(self) -> Iterator[Path]:
+        """A temporary folder in the store's ``tmp/``, removed on exit."""
+        path = self.tmp / f"work-{secrets.token_hex(8)}"
+        path.mkdir()
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
     @contextmanager
     def temporary(self, suffix: str = "") -> Iterator[Path]:
@@ -124,7 +135,10 @@ class FileStore:
         keep = set(referenced)
         removed = 0
         for p in self.tmp.iterdir():
-            p.unlink(missing_ok=True)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             removed += 1
         for digest in self.all_objects():
             if digest not in keep:

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from mrimaster.storage.tables import AuditEvent, Case, LoginSession, Review, User, utcnow
+from mrimaster.storage.tables import AuditEvent, Case, Job, LoginSession, Review, User, utcnow
 
 
 def get_user(db: Session, username: str) -> User | None:
@@ -147,3 +147,53 @@ def referenced_digests(db: Session) -> set[str]:
     for files in db.scalars(select(Case.files)):
         out.update(v for v in (files or {}).values() if isinstance(v, str))
     return out
+
+
+def add_job(db: Session, case: Case, kind: str = "segment") -> Job:
+    job = Job(case_id=case.id, kind=kind, state="queued", progress=0.0, message="queued",
+              attempts=0)
+    db.add(job)
+    db.flush()
+    return job
+
+
+def job_of(db: Session, case_id: int) -> Job | None:
+    return db.scalar(select(Job).where(Job.case_id == case_id).order_by(Job.id.desc()))
+
+
+def claim_job(db: Session) -> Job | None:
+    """Take the oldest queued job (state ``running``, one more attempt), or ``None``. The
+    conditional update makes two workers never take the same job."""
+    for job in db.scalars(select(Job).where(Job.state == "queued").order_by(Job.id).limit(5)):
+        taken = db.execute(update(Job).where(Job.id == job.id, Job.state == "queued").values(
+            state="running", attempts=Job.attempts + 1, updated_at=utcnow(),
+            message="starting"))
+        db.commit()
+        if getattr(taken, "rowcount", 0) == 1:
+            db.refresh(job)
+            return job
+    return None
+
+
+def set_job(db: Session, job_id: int, **values: object) -> None:
+    db.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow(), **values))
+    db.commit()
+
+
+def recover_jobs(db: Session, max_attempts: int = 2) -> tuple[int, int]:
+    """After a restart: jobs left ``running`` are queued again, or marked failed once they
+    have had ``max_attempts``. Returns ``(requeued, failed)``."""
+    requeued = failed = 0
+    for job in db.scalars(select(Job).where(Job.state == "running")):
+        if job.attempts >= max_attempts:
+            job.state, job.message = "failed", "interrupted by a server restart too often"
+            case = db.get(Case, job.case_id)
+            if case is not None:
+                case.status, case.note = "failed", job.message
+            failed += 1
+        else:
+            job.state, job.message, job.progress = "queued", "resumed after a restart", 0.0
+            requeued += 1
+        job.updated_at = utcnow()
+    db.commit()
+    return requeued, failed

@@ -1,0 +1,192 @@
+"""A zip of DICOM series -> one NIfTI volume per MRI modality, with its geometry.
+
+Extraction refuses entries that escape the folder (``../``, absolute paths, links), too many
+files and too many bytes. Files are grouped by ``SeriesInstanceUID``; slices are ordered by
+their position along the slice normal (not by file name or instance number); the NIfTI affine
+comes from ``ImagePositionPatient``, ``ImageOrientationPatient`` and ``PixelSpacing``
+(DICOM PS3.3 C.7.6.2.1.1), turned from DICOM's LPS to NIfTI's RAS axes.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from mrimaster.errors import DataError
+
+MAX_FILES = 20_000
+MAX_RATIO = 200
+"""Largest compression ratio of one entry (a zip bomb has thousands)."""
+
+
+def safe_extract(archive: Path, dest: Path, max_bytes: int) -> list[Path]:
+    """Extract the regular files of ``archive`` into ``dest``.
+
+    Raises:
+        DataError: not a zip, an entry whose path escapes ``dest`` or is a link, more than
+            :data:`MAX_FILES` entries, more than ``max_bytes`` uncompressed, or an entry
+            compressed more than :data:`MAX_RATIO` times.
+    """
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DataError("the upload is not a readable zip file",
+                        "zip the DICOM folder again") from exc
+    root = dest.resolve()
+    out: list[Path] = []
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_FILES:
+            raise DataError(f"the zip holds {len(infos)} entries (at most {MAX_FILES})",
+                            "upload one study at a time")
+        if sum(i.file_size for i in infos) > max_bytes:
+            raise DataError(f"the zip unpacks to more than {max_bytes / 1e6:.0f} MB",
+                            "upload one study at a time")
+        for info in infos:
+            name = info.filename
+            parts = PurePosixPath(name.replace("\\", "/")).parts
+            target = (root / Path(*parts)).resolve() if parts else root
+            if (name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name)
+                    or not target.is_relative_to(root)):
+                raise DataError(f"the zip entry {name!r} points outside its folder",
+                                "zip the study folder itself, without '..' or absolute paths")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise DataError(f"the zip entry {name!r} is a link", "zip the files themselves")
+            if info.is_dir():
+                continue
+            if info.compress_size and info.file_size / info.compress_size > MAX_RATIO:
+                ratio = info.file_size // info.compress_size
+                raise DataError(f"the zip entry {name!r} is compressed {ratio} times: a zip "
+                                "bomb?", "upload the DICOM files as exported")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, open(target, "wb") as dst:
+                dst.write(src.read(info.file_size + 1)[:info.file_size])
+            out.append(target)
+    return out
+
+
+def modality_of(description: str) -> str | None:
+    """The modality a series description names (``flair``, ``t1ce``, ``t1``, ``t2``) or
+    ``None``."""
+    d = description.lower()
+    if "flair" in d or "t2f" in d:
+        return "flair"
+    if re.search(r"t2", d):
+        return "t2"
+    if re.search(r"t1", d) or "mprage" in d:
+        if re.search(r"gd|gad|post|\+c|c\+|contrast|t1c|t1ce|ce\b", d):
+            return "t1ce"
+        return "t1"
+    return None
+
+
+@dataclass
+class Series:
+    uid: str
+    description: str
+    files: list[Path] = field(default_factory=list)
+
+
+def group_series(files: list[Path]) -> tuple[list[Series], Any]:
+    """DICOM files by series (non-DICOM files skipped); returns ``(series, first dataset)``."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    groups: dict[str, Series] = {}
+    first = None
+    for path in sorted(files):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "") or "unknown")
+        desc = str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "")
+        groups.setdefault(uid, Series(uid, desc)).files.append(path)
+        first = first or ds
+    return list(groups.values()), first
+
+
+def series_to_nifti(series: Series, out: Path) -> Path:
+    """Write ``series`` as a NIfTI volume at ``out``.
+
+    Raises:
+        DataError: slices without geometry, of different sizes or orientations, missing
+            pixel data, or fewer than 3 slices.
+    """
+    import nibabel as nib
+    import pydicom
+
+    slices = [pydicom.dcmread(p) for p in series.files]
+    name = series.description or series.uid
+    if len(slices) < 3:
+        raise DataError(f"series {name!r} has {len(slices)} slice(s): not a 3D volume",
+                        "upload the whole series")
+    try:
+        orient = np.asarray(slices[0].ImageOrientationPatient, float)
+        spacing = np.asarray(slices[0].PixelSpacing, float)
+        positions = np.asarray([s.ImagePositionPatient for s in slices], float)
+    except AttributeError as exc:
+        raise DataError(f"series {name!r} lacks its geometry ({exc})",
+                        "export the series with its position and orientation tags") from exc
+    row_dir, col_dir = orient[:3], orient[3:]
+    normal = np.cross(row_dir, col_dir)
+    order = np.argsort(positions @ normal)
+    shape = {(int(s.Rows), int(s.Columns)) for s in slices}
+    orients = {tuple(np.round(np.asarray(s.ImageOrientationPatient, float), 4)) for s in slices}
+    if len(shape) != 1 or len(orients) != 1:
+        raise DataError(f"series {name!r} mixes slice sizes or orientations",
+                        "upload one acquisition per series")
+    volume = []
+    for k in order:
+        s = slices[k]
+        if "PixelData" not in s:
+            raise DataError(f"series {name!r}: a slice has no pixel data", "export it again")
+        pixels = np.asarray(s.pixel_array, np.float32) * float(s.get("RescaleSlope", 1) or 1)
+        volume.append((pixels + float(s.get("RescaleIntercept", 0) or 0)).T)  # (cols, rows)
+    data = np.stack(volume, axis=-1)
+    p = positions[order]
+    step = (p[-1] - p[0]) / (len(p) - 1)
+    if np.linalg.norm(step) < 1e-3:
+        raise DataError(f"series {name!r}: every slice has the same position",
+                        "this is not a volume; upload a 3D series")
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * spacing[1]  # along a row: next column, column spacing
+    lps[:3, 1] = col_dir * spacing[0]  # down a column: next row, row spacing
+    lps[:3, 2] = step
+    lps[:3, 3] = p[0]
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    nib.save(nib.Nifti1Image(data, ras), str(out))
+    return out
+
+
+def zip_to_modalities(archive: Path, work: Path, max_bytes: int) -> tuple[dict[str, Path], Any]:
+    """Convert a zip of DICOM series to ``{modality: NIfTI path}`` in ``work``; returns it and
+    the first DICOM dataset (for the patient's pseudonym).
+
+    Raises:
+        DataError: no DICOM series, a modality given twice, no series recognised.
+    """
+    files = safe_extract(archive, work / "unzipped", max_bytes)
+    series, first = group_series(files)
+    if not series:
+        raise DataError("the zip holds no DICOM file", "zip the folder of the DICOM series")
+    found: dict[str, Series] = {}
+    for s in series:
+        m = modality_of(s.description)
+        if m is None:
+            continue
+        if m in found:
+            raise DataError(f"two series look like {m}: {found[m].description!r} and "
+                            f"{s.description!r}", "zip only the series to segment")
+        found[m] = s
+    if not found:
+        names = ", ".join(repr(s.description) for s in series)
+        raise DataError(f"no series is recognisable as FLAIR, T1, T1-Gd or T2 (found {names})",
+                        "upload the volumes as NIfTI files, one field per modality")
+    return {m: series_to_nifti(s, work / f"{m}.nii.gz") for m, s in found.items()}, first

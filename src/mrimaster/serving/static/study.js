@@ -1,0 +1,65 @@
+// 3D case page: follow the segmentation job, then show the mask over each modality in NiiVue
+// (three planes), with a modality selector and the mask's opacity.
+(function () {
+  const study = document.getElementById("study");
+  if (!study) return;
+  const state = document.getElementById("job-state");
+  if (state && (state.dataset.state === "queued" || state.dataset.state === "running")) {
+    const bar = document.getElementById("job-progress");
+    const poll = async function () {
+      const r = await fetch("/api/cases/" + study.dataset.case + "/job");
+      if (r.ok) {
+        const job = await r.json();
+        state.textContent = job.message;
+        bar.value = job.progress;
+        if (job.state === "done" || job.state === "failed") { window.location.reload(); return; }
+      }
+      setTimeout(poll, 1500);
+    };
+    setTimeout(poll, 1000);
+    return;
+  }
+  const canvas = document.getElementById("viewer");
+  if (!canvas || !window.niivue) return;
+  const files = canvas.dataset.files;
+  const base = document.getElementById("base");
+  const opacity = document.getElementById("mask-opacity");
+  const nv = new window.niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true,
+                                        isColorbar: false });
+  window.mrimasterViewer = nv;
+  nv.attachToCanvas(canvas);
+  async function show() {
+    const mask = { url: files + "mask.nii.gz", name: "mask.nii.gz", colormap: "warm",
+                   cal_min: 0.5, cal_max: 4, opacity: Number(opacity.value) / 100 };
+    await nv.loadVolumes([{ url: files + base.value + ".nii.gz", name: base.value + ".nii.gz" },
+                          mask]);
+    nv.setSliceType(nv.sliceTypeMultiplanar);
+    try { centreOnMask(nv.volumes[1]); } catch (e) { canvas.dataset.centreError = String(e); }
+    canvas.dataset.loaded = String(nv.volumes.length);
+  }
+  // put the crosshair on the mask's centre, so the three planes go through the tumour
+  function centreOnMask(mask) {
+    const dims = mask.hdr.dims, img = mask.img;
+    let n = 0, sx = 0, sy = 0, sz = 0;
+    for (let i = 0; i < img.length; i++) {
+      if (img[i] > 0) {
+        const x = i % dims[1], y = Math.floor(i / dims[1]) % dims[2];
+        const z = Math.floor(i / (dims[1] * dims[2]));
+        n++; sx += x; sy += y; sz += z;
+      }
+    }
+    if (n === 0) return;
+    // the file's voxel order -> scanner mm (its affine) -> the viewer's fractions
+    const a = mask.hdr.affine, v = [sx / n, sy / n, sz / n, 1];
+    const mm = [0, 1, 2].map(function (r) {
+      return a[r][0] * v[0] + a[r][1] * v[1] + a[r][2] * v[2] + a[r][3];
+    });
+    nv.scene.crosshairPos = nv.mm2frac(mm);
+    nv.drawScene();
+  }
+  base.addEventListener("change", show);
+  opacity.addEventListener("input", function () {
+    if (nv.volumes.length > 1) nv.setOpacity(1, Number(opacity.value) / 100);
+  });
+  show().catch(function (e) { canvas.dataset.error = String(e); });
+})();

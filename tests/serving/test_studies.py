@@ -1,0 +1,82 @@
+"""3D studies: upload real BraTS modalities, the background job segments them; geometry and
+archive problems are refused with nothing stored."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from fastapi.testclient import TestClient
+
+from mrimaster.serving.context import AppContext
+from mrimaster.serving.jobs import JobRunner
+from tests.serving.test_uploads import state
+
+CASE = "brats-mini/deepmedic-brats2015/test/brats_2013_pat0001_1"
+
+
+def case_files(data_root: Path) -> dict[str, Path]:
+    folder = data_root / CASE
+    return {"flair": next(folder.glob("Flair*")), "t1ce": next(folder.glob("T1c*"))}
+
+
+def test_study_is_segmented_in_the_background(client: TestClient, ctx: AppContext,
+                                              doctor: dict[str, str], data_root: Path) -> None:
+    files = case_files(data_root)
+    r = client.post("/api/cases/3d", headers=doctor, data={"patient": "Case 1"},
+                    files={m: (p.name, p.read_bytes()) for m, p in files.items()})
+    assert r.status_code == 200, r.text
+    case = r.json()
+    assert case["kind"] == "3d" and case["status"] == "new"
+    job = client.get(f"/api/cases/{case['id']}/job", headers=doctor).json()
+    assert job["state"] == "queued"
+    assert JobRunner(ctx).run_pending() == 1
+    job = client.get(f"/api/cases/{case['id']}/job", headers=doctor).json()
+    assert job["state"] == "done" and job["progress"] == 1.0, job
+    done = client.get(f"/api/cases/{case['id']}", headers=doctor).json()
+    assert done["status"] in ("ai-read", "referred")
+    vols = done["result"]["volumes_ml"]
+    assert set(vols) == {"WT", "TC", "ET"} and vols["WT"] > 1 and vols["ET"] is not None
+    assert done["model"].startswith("seg-default@")
+    mask_bytes = client.get(done["files"]["mask.nii.gz"], headers=doctor).content
+    mask = nib.Nifti1Image.from_bytes(__import__("gzip").decompress(mask_bytes))
+    flair = nib.load(files["flair"])
+    assert mask.shape == flair.shape and np.allclose(mask.affine, flair.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 4}
+    pdf = client.get(f"/api/cases/{case['id']}/report.pdf", headers=doctor)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+
+
+def test_modalities_on_different_grids_are_refused(client: TestClient, ctx: AppContext,
+                                                   doctor: dict[str, str], data_root: Path,
+                                                   tmp_path: Path) -> None:
+    files = case_files(data_root)
+    img = nib.load(files["t1ce"])
+    shifted = img.affine.copy()
+    shifted[:3, 3] += 5.0
+    moved = tmp_path / "t1ce_moved.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shifted), moved)
+    cropped = tmp_path / "t1ce_cropped.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:-10], img.affine), cropped)
+    for bad, words in ((moved, "T1-Gd"), (cropped, "shape")):
+        r = client.post("/api/cases/3d", headers=doctor, files={
+            "flair": ("flair.nii.gz", files["flair"].read_bytes()),
+            "t1ce": (bad.name, bad.read_bytes())})
+        assert 400 <= r.status_code < 500 and words in r.json()["error"], r.text
+        assert state(ctx) == (0, [], [])
+
+
+def test_zip_escaping_its_folder_is_refused(client: TestClient, ctx: AppContext,
+                                            doctor: dict[str, str]) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("study/ok.dcm", b"x")
+        zf.writestr("../../evil.sh", b"echo owned")
+    r = client.post("/api/cases/3d", headers=doctor,
+                    files={"dicom_zip": ("study.zip", buf.getvalue())})
+    assert r.status_code == 400 and "outside its folder" in r.json()["error"]
+    assert state(ctx) == (0, [], [])
+    assert not (ctx.store.root.parent / "evil.sh").exists()
