@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from mrimaster.serving.context import AppContext
+from mrimaster.serving.accounts import ensure_admin
+from mrimaster.serving.app import create_app
+from mrimaster.serving.config import load_serve_config
+from mrimaster.serving.context import AppContext, build_context
 from mrimaster.storage.tables import LoginSession, utcnow
-from tests.serving.conftest import DOCTOR_PASSWORD
+from tests.serving.conftest import DOCTOR_PASSWORD, serve_env
 
 PUBLIC = {("/login", "get"), ("/login", "post"), ("/api/auth/token", "post")}
 """The only routes an anonymous caller may use: the log-in forms and the token endpoint."""
@@ -97,3 +101,17 @@ def test_sessions_expire(client: TestClient, ctx: AppContext, kind: str,
             row.expires_at = utcnow() - timedelta(seconds=1)
         db.commit()
     assert client.get("/api/me", headers=doctor).status_code == 401
+
+
+def test_first_start_creates_the_admin_with_a_one_time_password(
+        tmp_path: Path, db_url: str) -> None:
+    env = {k: v for k, v in serve_env(tmp_path / "app", db_url).items()
+           if k != "MRIMASTER_ADMIN_PASSWORD"}
+    ctx = build_context(load_serve_config(env), load_models=False)
+    password = ensure_admin(ctx)
+    assert password and len(password) >= 12
+    assert ensure_admin(ctx) is None  # only the first start
+    client = TestClient(create_app(ctx))
+    assert client.post("/api/auth/token", json={"username": "admin",
+                                                "password": password}).status_code == 200
+    ctx.engine.dispose()

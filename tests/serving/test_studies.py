@@ -46,6 +46,8 @@ def test_study_is_segmented_in_the_background(client: TestClient, ctx: AppContex
     flair = nib.load(files["flair"])
     assert mask.shape == flair.shape and np.allclose(mask.affine, flair.affine, atol=1e-4)
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 4}
+    page = client.get(f"/cases/{case['id']}", headers=doctor).text
+    assert done["files"]["mask.nii.gz"] in page and f"{vols['WT']:.1f} mL" in page
     pdf = client.get(f"/api/cases/{case['id']}/report.pdf", headers=doctor)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
 

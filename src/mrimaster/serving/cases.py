@@ -81,14 +81,14 @@ def heatmap_rgba(cam: np.ndarray) -> np.ndarray:
 
 
 def decode_upload(ctx: AppContext, path: Path, filename: str, reference: str
-                  ) -> tuple[np.ndarray, str, dict[str, str]]:
-    """Decode and check an uploaded slice and store what is kept of it.
+                  ) -> tuple[np.ndarray, str, dict[str, bytes]]:
+    """Decode and check an uploaded slice; nothing is stored yet.
 
-    DICOM is de-identified and stored as such, its patient's pseudonym taken from its tags;
-    other images are stored re-encoded as PNG (metadata dropped).
+    DICOM is de-identified (its patient's pseudonym taken from its tags) and kept as such;
+    every image is also kept re-encoded as PNG (other formats' metadata dropped).
 
     Returns:
-        ``(gray (H, W) uint8, pseudonym, files role -> SHA-256)``.
+        ``(gray (H, W) uint8, pseudonym, role -> bytes to store)``.
 
     Raises:
         UploadError: empty, not an image, truncated, too large, a DICOM without pixels.
@@ -101,25 +101,25 @@ def decode_upload(ctx: AppContext, path: Path, filename: str, reference: str
         alias = deidentify(ds, ctx.key)
         buf = io.BytesIO()
         ds.save_as(buf)
-        files = {"dicom": ctx.store.put_bytes(buf.getvalue())}
+        blobs = {"dicom": buf.getvalue()}
     else:
         try:
             gray, _ = load_slice_file(path)
         except ImageLoadError as exc:  # name the user's file, not the server's temporary one
             raise ImageLoadError(exc.message.replace(str(path), filename), exc.hint) from exc
         alias = patient_pseudonym(ctx, reference)
-        files = {}
+        blobs = {}
     if min(gray.shape) < 32:
         raise UploadError(f"{filename}: {gray.shape[1]}x{gray.shape[0]} pixels is too small "
                           "to be an MRI slice", "upload the full-resolution slice")
-    files["image"] = ctx.store.put_bytes(png_bytes(gray))
-    return gray, alias, files
+    blobs["image"] = png_bytes(gray)
+    return gray, alias, blobs
 
 
 def grad_cam_files(ctx: AppContext, gray: np.ndarray
-                   ) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """Grad-CAM maps of the predicted class at the layers of the selector, stored as overlays
-    on the original image's grid; returns ``(files, layers)``."""
+                   ) -> tuple[dict[str, bytes], list[dict[str, str]]]:
+    """Grad-CAM maps of the predicted class at the layers of the selector, as PNG overlays on
+    the original image's grid; returns ``(role -> PNG bytes, layers)``."""
     import torch
 
     from mrimaster.data.transforms import eval_batch
@@ -128,13 +128,14 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray
     clf, layers = ctx.models_or_fail().cam_model()
     x = eval_batch(prepare_slice(gray, clf.image_size)[None])
     geometry = slice_geometry(gray)
-    files, shown = {}, []
+    files: dict[str, bytes] = {}
+    shown = []
     with torch.enable_grad():
         for layer in layers:
             with GradCAM(clf.net, layer.name) as cam:
                 result = cam(x)
             on_original = to_original_grid(result.upsampled[0], geometry, gray.shape)
-            files[f"cam/{layer.name}"] = ctx.store.put_bytes(png_bytes(heatmap_rgba(on_original)))
+            files[f"cam/{layer.name}"] = png_bytes(heatmap_rgba(on_original))
             shown.append({"name": layer.name, "label": layer.label})
     return files, shown
 
@@ -152,11 +153,11 @@ def classify_upload(ctx: AppContext, db: Session, user: User, path: Path, filena
         UploadError, ImageLoadError: the upload is refused (nothing is stored for a case).
     """
     models = ctx.models_or_fail()
-    gray, alias, files = decode_upload(ctx, path, filename, reference)
+    gray, alias, blobs = decode_upload(ctx, path, filename, reference)
     with ctx.store.temporary(".png") as tmp:
         # the input checks see the file as uploaded (colour included); DICOM as displayed
-        if "dicom" in files:
-            tmp.write_bytes(png_bytes(gray))
+        if "dicom" in blobs:
+            tmp.write_bytes(blobs["image"])
         else:  # under a suffix the file finder accepts: Pillow reads by content
             os.link(path, tmp)
         with ctx.infer_lock:
@@ -170,7 +171,9 @@ def classify_upload(ctx: AppContext, db: Session, user: User, path: Path, filena
     if p.status != "reject" and gradcam:
         with ctx.infer_lock:
             cam_files, result["layers"] = grad_cam_files(ctx, gray)
-        files.update(cam_files)
+        blobs.update(cam_files)
+    # every check passed: the files go in the store, then the row that refers to them
+    files = {role: ctx.store.put_bytes(data) for role, data in blobs.items()}
     status = "ai-read" if p.status == "ok" else "referred"
     case = repo.add_case(db, "2d", alias, user, files, result, status, p.label, models.version,
                          note=f"uploaded as {Path(filename).name[:200]}")
