@@ -109,3 +109,29 @@ def test_shift_augmentation_keeps_shape_and_range() -> None:
     assert (curve[0, 0].diff() >= -1e-6).all()  # monotone
     jpeg = RandomJPEG(90, 90)(img)
     assert jpeg.shape == img.shape and np.abs(jpeg.numpy().astype(int) - img.numpy()).mean() < 8
+
+
+def test_training_registers_and_models_uri_resolves(small_data: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from mrimaster.cli.main import main
+    from mrimaster.errors import ModelError
+    from mrimaster.models.paths import resolve_model_path
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MRIMASTER_TRACKING_URI", uri)
+    monkeypatch.setenv("MRIMASTER_RUNS_DIR", str(tmp_path / "runs"))
+    runs = [run_training(_config(small_data, tmp_path / f"reg{i}", track=True, epochs=1,
+                                 calibrate=False, registered_model="mri-test", seed=i),
+                         load_settings()) for i in range(2)]
+    client = mlflow.MlflowClient(uri)
+    versions = sorted(int(v.version) for v in client.search_model_versions("name='mri-test'"))
+    assert versions == [1, 2]
+    assert main(["models", "promote", "mri-test", "1", "--alias", "production"]) == 0
+    path = resolve_model_path("models:/mri-test@production", Path("unused"))
+    assert (path.parent / "MODEL_CARD.md").is_file() and (path.parent / "split.csv").is_file()
+    got = load_classifier(path).net.state_dict()
+    want = load_classifier(runs[0] / "model.pt").net.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert resolve_model_path("models:/mri-test/2", Path("unused")).is_file()
+    with pytest.raises(ModelError, match="registry"):
+        resolve_model_path("models:/mri-test@nope", Path("unused"))

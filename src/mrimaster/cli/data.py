@@ -1,4 +1,4 @@
-"""``mrimaster data download|audit``."""
+"""``mrimaster data download|audit|split|push|pull``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--clusters", type=int, help="acquisition-style clusters (0: no shift part)")
     sp.set_defaults(handler=run_split)
+    pu = data_sub.add_parser("push", help="upload a folder to s3://bucket/prefix (checksummed, "
+                             "resumable: identical files are skipped)")
+    pu.add_argument("folder", type=Path)
+    pu.add_argument("url", help="s3://bucket/prefix")
+    pu.set_defaults(handler=run_push)
+    pl = data_sub.add_parser("pull", help="download s3://bucket/prefix into a folder "
+                             "(each file verified against its SHA-256)")
+    pl.add_argument("url", help="s3://bucket/prefix")
+    pl.add_argument("folder", type=Path)
+    pl.set_defaults(handler=run_pull)
+
+
+def run_push(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.data.s3sync import push
+
+    r = push(args.folder, args.url, progress=sys.stderr.isatty())
+    print(f"pushed {len(r.copied)} files ({r.bytes / 1e6:.1f} MB), {len(r.skipped)} already "
+          f"there, to {args.url}")
+    return 0
+
+
+def run_pull(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.data.s3sync import pull
+
+    r = pull(args.url, args.folder, progress=sys.stderr.isatty())
+    print(f"pulled {len(r.copied)} files ({r.bytes / 1e6:.1f} MB), {len(r.skipped)} already "
+          f"here, into {args.folder}")
+    return 0
 
 
 def run_download(args: argparse.Namespace, settings: Settings) -> int:

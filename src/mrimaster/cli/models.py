@@ -1,4 +1,4 @@
-"""``mrimaster models list|export|calibrate``: what acts on models."""
+"""``mrimaster models list|export|calibrate|promote|registry``: what acts on models."""
 
 from __future__ import annotations
 
@@ -33,6 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--no-checks", dest="checks", action="store_false",
                    help="skip the shift, presence, OOD and cost checks (checks.json)")
     c.set_defaults(handler=run_calibrate)
+    pr = models_sub.add_parser("promote", help="point an alias (production, staging) of the "
+                               "MLflow model registry at a version")
+    pr.add_argument("name", help="registered model name (e.g. mrimaster-classifier)")
+    pr.add_argument("version", help="version number")
+    pr.add_argument("--alias", default="production")
+    pr.set_defaults(handler=run_promote)
+    rg = models_sub.add_parser("registry", help="registered models, versions and aliases")
+    rg.set_defaults(handler=run_registry)
 
 
 def run_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -41,6 +49,35 @@ def run_list(args: argparse.Namespace, settings: Settings) -> int:
     for name, spec in MODELS.items():
         pre = "ImageNet" if spec.pretrainable else "scratch"
         print(f"{name:<20} {spec.image_size:>4} px  {pre:<8}  {spec.description}")
+    return 0
+
+
+def run_promote(args: argparse.Namespace, settings: Settings) -> int:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from mrimaster.errors import ModelError
+
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    try:
+        client.get_model_version(args.name, args.version)
+        client.set_registered_model_alias(args.name, args.alias, args.version)
+    except MlflowException as exc:
+        raise ModelError(f"cannot promote {args.name} version {args.version} ({exc.message})",
+                         "list them with `mrimaster models registry`") from exc
+    print(f"models:/{args.name}@{args.alias} -> version {args.version}")
+    return 0
+
+
+def run_registry(args: argparse.Namespace, settings: Settings) -> int:
+    import mlflow
+
+    client = mlflow.MlflowClient(settings.tracking_uri)
+    for model in client.search_registered_models():
+        aliases = {v: a for a, v in (model.aliases or {}).items()}
+        for v in client.search_model_versions(f"name='{model.name}'"):
+            alias = f"  @{aliases[v.version]}" if v.version in aliases else ""
+            print(f"{model.name:<28} v{v.version:<4} run {v.run_id}{alias}")
     return 0
 
 

@@ -21,6 +21,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(handler=run)
+    sm = sub.add_parser("sagemaker", help="SageMaker-compatible inference server: GET /ping, "
+                        "POST /invocations (port 8080)",
+                        description="The classifier behind SageMaker's container contract: "
+                        "GET /ping, POST /invocations with an image body or JSON "
+                        '{"images": [base64, ...]}; answers carry the trust fields of '
+                        "`mrimaster predict`.")
+    sm.add_argument("--host", default="0.0.0.0")
+    sm.add_argument("--port", type=int, default=8080)
+    sm.add_argument("--model", default="default")
+    sm.set_defaults(handler=run_sagemaker)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -49,4 +59,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     finally:
         app.state.runner.stop()
+    return 0
+
+
+def run_sagemaker(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from mrimaster.serving.models import ServedModels
+    from mrimaster.serving.sagemaker import create_sagemaker_app
+
+    models = ServedModels.load(settings, args.model)
+    print(f"SageMaker inference server on {args.host}:{args.port} (model {models.version}, "
+          f"{models.classifier.runtime})", flush=True)
+    uvicorn.run(create_sagemaker_app(models), host=args.host, port=args.port, log_level="info")
     return 0

@@ -72,6 +72,7 @@ class SegTrainConfig:
         out_dir: Run folder (default ``<runs dir>/seg-<timestamp>``).
         track: Log to MLflow.
         experiment: MLflow experiment.
+        registered_model: Name in the MLflow model registry (when tracking; empty: none).
     """
 
     data_dir: Path | None = None
@@ -95,6 +96,7 @@ class SegTrainConfig:
     out_dir: Path | None = None
     track: bool = True
     experiment: str = "mrimaster-segmentation"
+    registered_model: str = "mrimaster-segmenter"
 
     def __post_init__(self) -> None:
         bad = sorted(set(self.modalities) - set(MODALITIES))
@@ -309,6 +311,8 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
              "last": history[-1]}, indent=2))
         for name in ("config.yaml", "history.json", "metrics.json", "curves.png", "model.pt"):
             tracker.artifact(run_dir / name)
+        tracker.register(run_dir, ["model.pt", "config.yaml", "metrics.json", "run.json",
+                                   "history.json"], cfg.registered_model)
     except BaseException:
         tracker.close("FAILED")
         raise

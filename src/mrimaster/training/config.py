@@ -52,6 +52,8 @@ class TrainConfig:
         calibrate: Fit temperature scaling and the referral rule on validation afterwards.
         track: Log to MLflow.
         experiment: MLflow experiment name.
+        registered_model: Name the model is registered under in the MLflow model registry
+            (when tracking; empty: not registered).
     """
 
     model: str = "efficientnet-lite0"
@@ -85,6 +87,7 @@ class TrainConfig:
     calibrate: bool = True
     track: bool = True
     experiment: str = "mrimaster-classification"
+    registered_model: str = "mrimaster-classifier"
 
     def __post_init__(self) -> None:
         spec = get_spec(self.model)

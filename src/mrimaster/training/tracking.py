@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,30 @@ class Tracker:
             import mlflow.pytorch
 
             mlflow.pytorch.log_model(net, name="model", input_example=input_example)
+
+    def register(self, run_dir: Path, files: list[str], name: str) -> str | None:
+        """Put the run's files (MRIMaster's own model file, card, split, calibration) under the
+        run's ``mrimaster-model/`` artifacts and register ``runs:/<run>/mrimaster-model`` as a
+        new version of ``name`` in the model registry.
+
+        Returns:
+            The new version number (``None`` when tracking is off or ``name`` is empty).
+        """
+        if not self._mlflow or not name:
+            return None
+        for f in files:
+            if (run_dir / f).is_file():
+                self._mlflow.log_artifact(str(run_dir / f), artifact_path="mrimaster-model")
+        from mlflow.exceptions import MlflowException
+
+        client = self._mlflow.MlflowClient()
+        with contextlib.suppress(MlflowException):  # already registered: add a version
+            client.create_registered_model(name)
+        version = client.create_model_version(
+            name, source=f"{self.run.info.artifact_uri}/mrimaster-model",
+            run_id=self.run.info.run_id, description=f"mrimaster run {self.run.info.run_name}")
+        log.info("registered %s version %s", name, version.version)
+        return str(version.version)
 
     def close(self, status: str = "FINISHED") -> None:
         if self._mlflow:

@@ -292,6 +292,15 @@ def _log_results(tracker: Tracker, cfg: TrainConfig, run_dir: Path,
     if cfg.track:
         tracker.model(load_classifier(run_dir / "model.pt").net,
                       np.zeros((1, 3, cfg.image_size, cfg.image_size), np.float32))
+        if cfg.registered_model:
+            from mrimaster.training.export import model_card
+
+            (run_dir / "MODEL_CARD.md").write_text(model_card(
+                run_dir, f"mrimaster train (run {run_dir.name}), registered as "
+                f"{cfg.registered_model}"))
+            tracker.register(run_dir, ["model.pt", "MODEL_CARD.md", "config.yaml", "split.csv",
+                                       "calibration.json", "checks.json", "metrics.json",
+                                       "run.json"], cfg.registered_model)
 
 
 def _finish(run_dir: Path, data: SplitData, history: list[dict[str, Any]]) -> dict[str, Any]:
