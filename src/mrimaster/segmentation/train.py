@@ -36,6 +36,12 @@ from mrimaster.segmentation.model import Segmenter, build_unet, save_segmenter
 from mrimaster.segmentation.volumes import Volume, load_channels_zero_filled
 from mrimaster.settings import Settings
 from mrimaster.training.data import dataset_dir
+from mrimaster.training.distributed import (
+    finish,
+    init_distributed,
+    per_process_batch,
+    wrap,
+)
 from mrimaster.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -250,16 +256,19 @@ def run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
 def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    rng = np.random.default_rng(cfg.seed)
-    device = resolve_device(cfg.device)
+    ctx = init_distributed(cfg.device)  # torchrun: rank 0 writes, every rank trains
+    rng = np.random.default_rng(cfg.seed + ctx.rank)  # each process its own patches
+    device = (torch.device("cuda", ctx.local_rank) if ctx.enabled and torch.cuda.is_available()
+              and cfg.device != "cpu" else resolve_device(cfg.device))
     root = dataset_dir(cfg.data_dir, settings, "brats-mini")
     run_dir = Path(cfg.out_dir) if cfg.out_dir else \
         settings.runs_dir / f"seg-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    # no machine paths: the dataset relative to the data root, and no run location
-    save_config(replace(cfg, out_dir=None, data_dir=portable(root, settings.data_root)),
-                run_dir / "config.yaml")
-    (run_dir / "run.json").write_text(json.dumps(run_record([root]), indent=2))
+    if ctx.is_main:
+        # no machine paths: the dataset relative to the data root, and no run location
+        save_config(replace(cfg, out_dir=None, data_dir=portable(root, settings.data_root)),
+                    run_dir / "config.yaml")
+        (run_dir / "run.json").write_text(json.dumps(run_record([root]), indent=2))
     train = _load_cases(root, cfg.train_cases, cfg)
     val = _load_cases(root, cfg.val_cases, cfg)
     bf16 = use_bf16(cfg.precision, device)
@@ -275,15 +284,20 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
                     net=net, channels=tuple(cfg.channels))
     augmenter = PatchAugmenter(cfg.patch, AugmentConfig() if cfg.augment else
                                AugmentConfig(p_spatial=0, p_gamma=0, p_brightness=0, p_noise=0,
-                                             p_lowres=0), seed=cfg.seed)
-    tracker = Tracker(cfg.track, settings.tracking_uri, cfg.experiment, run_dir.name)
+                                             p_lowres=0), seed=cfg.seed + ctx.rank)
+    step_cfg = cfg
+    if ctx.enabled:  # every process takes its share of each global batch of patches
+        net = wrap(net, ctx)
+        step_cfg = replace(cfg, batch_size=per_process_batch(cfg.batch_size, ctx))
+    tracker = Tracker(cfg.track and ctx.is_main, settings.tracking_uri, cfg.experiment,
+                      run_dir.name)
     tracker.params(config_to_dict(cfg))
     history: list[dict[str, Any]] = []
     best = -float("inf")
     start = time.perf_counter()
     try:
         for epoch in range(cfg.epochs):
-            loss = train_one_epoch(net, train, cfg, optimizer, scheduler, augmenter, rng,
+            loss = train_one_epoch(net, train, step_cfg, optimizer, scheduler, augmenter, rng,
                                    device, bf16, f"epoch {epoch + 1}/{cfg.epochs}")
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss,
                                    "elapsed_s": time.perf_counter() - start}
@@ -299,12 +313,17 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
             if improved:
                 best = best if score is None else score
                 seg.meta.update({"epoch": epoch + 1, "val_score": score})
-                save_segmenter(run_dir / "model.pt", seg)
+                if ctx.is_main:
+                    save_segmenter(run_dir / "model.pt", seg)
             tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             log.info("epoch %d/%d  loss %.4f  %s%s", epoch + 1, cfg.epochs, loss,
                      "  ".join(f"{k[4:]} {v:.3f}" for k, v in row.items()
                                if k.startswith("val_dice")), "  *best*" if improved else "")
-            (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+            if ctx.is_main:
+                (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+        if not ctx.is_main:
+            finish(ctx)
+            return run_dir
         _plot_history(history, run_dir / "curves.png")
         (run_dir / "metrics.json").write_text(json.dumps(
             {"best_epoch": seg.meta.get("epoch"), "best_val_score": best if val else None,
@@ -317,6 +336,7 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
         tracker.close("FAILED")
         raise
     tracker.close()
+    finish(ctx)
     return run_dir
 
 

@@ -45,6 +45,14 @@ from mrimaster.training.data import (
     load_split_data,
     under_root,
 )
+from mrimaster.training.distributed import (
+    finish,
+    init_distributed,
+    per_process_batch,
+    sampler,
+    unwrap,
+    wrap,
+)
 from mrimaster.training.fit_trust import CalibrateConfig, run_calibration
 from mrimaster.training.tracking import Tracker
 
@@ -78,15 +86,16 @@ def mixed_loss(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float,
 
 def train_one_epoch(net: nn.Module, loader: torch.utils.data.DataLoader, optimizer:
                     torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                    cfg: TrainConfig, desc: str) -> dict[str, float]:
+                    cfg: TrainConfig, desc: str, show: bool = True) -> dict[str, float]:
     """One pass over ``loader``; returns mean loss, accuracy and throughput (a presence-only
-    image counts as correct when its top class is a tumour)."""
+    image counts as correct when its top class is a tumour; under torchrun, of this
+    process's share)."""
     no_tumor = CLASSES.index("no_tumor")
     max_steps = cfg.max_steps_per_epoch
     device = next(net.parameters()).device
     net.train()
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=None)
+    bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if show else True)
     for step, (x, y) in enumerate(bar):
         if max_steps and step >= max_steps:
             break
@@ -159,24 +168,32 @@ def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
     """
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    ctx = init_distributed(cfg.device)  # torchrun: rank 0 writes, every rank trains
     data_dir = dataset_dir(cfg.data_dir, settings)
     run_dir = _run_dir(cfg, settings)
     if cfg.resume and not (run_dir / "last.pt").is_file():
         raise ConfigError(f"cannot resume: {run_dir / 'last.pt'} not found")
     run_dir.mkdir(parents=True, exist_ok=True)
-    data, (x_train, y_train), (x_val, y_val) = _prepare_run(cfg, settings, run_dir, data_dir)
+    data, (x_train, y_train), (x_val, y_val) = _prepare_run(cfg, settings, run_dir, data_dir,
+                                                            write=ctx.is_main)
 
     net = build_model(cfg.model, len(CLASSES), cfg.pretrained, cfg.image_size)
     for name, param in net.named_parameters():
         if any(name.startswith(prefix) for prefix in cfg.freeze):
             param.requires_grad = False
-    device = resolve_device(cfg.device)
+    device = (torch.device("cuda", ctx.local_rank) if ctx.enabled and torch.cuda.is_available()
+              and cfg.device != "cpu" else resolve_device(cfg.device))
     net = net.to(device).to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        SliceDataset(x_train, y_train, train_transform(cfg.augment, cfg.image_size)),
-        batch_size=cfg.batch_size, shuffle=True, drop_last=len(y_train) > cfg.batch_size,
-        generator=generator)
+    train_set = SliceDataset(x_train, y_train, train_transform(cfg.augment, cfg.image_size))
+    drop_last = len(y_train) > cfg.batch_size
+    if ctx.enabled:  # each process takes its share of every global batch
+        share = sampler(train_set, ctx, cfg.seed, drop_last)
+        loader = torch.utils.data.DataLoader(train_set, per_process_batch(cfg.batch_size, ctx),
+                                             sampler=share, drop_last=drop_last)
+    else:
+        loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
+                                             drop_last=drop_last, generator=generator)
     steps = len(loader) if not cfg.max_steps_per_epoch else min(len(loader),
                                                                 cfg.max_steps_per_epoch)
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=cfg.lr,
@@ -195,14 +212,19 @@ def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
         history, best_f1, start_epoch = state["history"], state["best_f1"], state["epoch"] + 1
         log.info("resumed from epoch %d", start_epoch)
 
-    tracker = Tracker(cfg.track, settings.tracking_uri, cfg.experiment, run_dir.name)
+    if ctx.enabled:
+        net = wrap(net, ctx)
+    tracker = Tracker(cfg.track and ctx.is_main, settings.tracking_uri, cfg.experiment,
+                      run_dir.name)
     clock = time.perf_counter() - (history[-1].get("elapsed_s", 0.0) if history else 0.0)
     tracker.params(config_to_dict(cfg))
     try:
         for epoch in range(start_epoch, cfg.epochs):
+            if ctx.enabled:
+                loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
             train_stats = train_one_epoch(net, loader, optimizer, scheduler, cfg,
-                                          f"epoch {epoch + 1}/{cfg.epochs}")
-            val = evaluate(net, x_val, y_val)
+                                          f"epoch {epoch + 1}/{cfg.epochs}", ctx.is_main)
+            val = evaluate(unwrap(net), x_val, y_val)  # every rank: the same decisions
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                    "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"],
                    "train_images_per_s": train_stats["images_per_s"], "val_loss": val["loss"],
@@ -212,8 +234,9 @@ def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
             improved = val["macro_f1"] > best_f1
             if improved:
                 best_f1 = val["macro_f1"]
+            if improved and ctx.is_main:
                 save_classifier(run_dir / "model.pt", Classifier(
-                    cfg.model, list(CLASSES), cfg.image_size, net=net,
+                    cfg.model, list(CLASSES), cfg.image_size, net=unwrap(net),
                     meta={"run": run_dir.name, "epoch": epoch + 1,
                           "data_dir": str(portable(data_dir, settings.data_root)),
                           "val_macro_f1": best_f1}))
@@ -222,16 +245,20 @@ def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
                      row["train_accuracy"], row["train_images_per_s"], row["val_loss"],
                      row["val_accuracy"], row["val_macro_f1"], "  *best*" if improved else "")
             tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                        "generator": generator.get_state(), "history": history,
-                        "best_f1": best_f1, "epoch": epoch}, run_dir / "last.pt")
-            (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+            if ctx.is_main:
+                torch.save({"net": unwrap(net).state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                            "generator": generator.get_state(), "history": history,
+                            "best_f1": best_f1, "epoch": epoch}, run_dir / "last.pt")
+                (run_dir / "history.json").write_text(json.dumps(history, indent=2))
             best_epoch = max(history, key=lambda r: r["val_macro_f1"])["epoch"]
             stale = len(history) - best_epoch
             if cfg.patience and stale >= cfg.patience:
                 log.info("early stopping: no better validation macro F1 for %d epochs", stale)
                 break
+        if not ctx.is_main:
+            finish(ctx)
+            return run_dir
         if cfg.calibrate:
             run_calibration(CalibrateConfig(str(run_dir), data_dir, run_dir / "split.csv"),
                             settings)
@@ -241,14 +268,15 @@ def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
         tracker.close("FAILED")
         raise
     tracker.close()
+    finish(ctx)
     return run_dir
 
 
-def _prepare_run(cfg: TrainConfig, settings: Settings, run_dir: Path, data_dir: Path
-                 ) -> tuple[SplitData, tuple[np.ndarray, np.ndarray],
-                            tuple[np.ndarray, np.ndarray]]:
-    """Load the split and the data; write ``split.csv``, ``config.yaml``, ``run.json`` and
-    ``extra_training.json``.
+def _prepare_run(cfg: TrainConfig, settings: Settings, run_dir: Path, data_dir: Path,
+                 write: bool = True) -> tuple[SplitData, tuple[np.ndarray, np.ndarray],
+                                             tuple[np.ndarray, np.ndarray]]:
+    """Load the split and the data; write (``write``: rank 0 of a distributed run) ``split.csv``,
+    ``config.yaml``, ``run.json`` and ``extra_training.json``.
 
     Returns:
         ``(split data, (train images, labels) with the extra sources, (val images, labels))``.
@@ -257,13 +285,15 @@ def _prepare_run(cfg: TrainConfig, settings: Settings, run_dir: Path, data_dir: 
     # (with the overrides given now), not the machine path it was resumed from
     split_cfg = replace(cfg, split_file=run_dir / "split.csv") if cfg.resume else cfg
     data = load_split_data(split_cfg, data_dir)
-    if not cfg.resume:
-        data.table.save(run_dir / "split.csv")
-    # no machine paths: the dataset relative to the data root, and no run location
-    save_config(replace(cfg, resume=None, out_dir=None,
-                        data_dir=portable(data_dir, settings.data_root)), run_dir / "config.yaml")
     extra = [under_root(Path(d), settings) for d in (cfg.brats_dir, cfg.presence_dir) if d]
-    (run_dir / "run.json").write_text(json.dumps(run_record([data_dir, *extra]), indent=2))
+    if write:
+        if not cfg.resume:
+            data.table.save(run_dir / "split.csv")
+        # no machine paths: the dataset relative to the data root, and no run location
+        save_config(replace(cfg, resume=None, out_dir=None,
+                            data_dir=portable(data_dir, settings.data_root)),
+                    run_dir / "config.yaml")
+        (run_dir / "run.json").write_text(json.dumps(run_record([data_dir, *extra]), indent=2))
     x_train, y_train = data.part("train")
     x_val, y_val = data.part("val")
     if len(y_train) == 0 or len(y_val) == 0:
@@ -275,7 +305,8 @@ def _prepare_run(cfg: TrainConfig, settings: Settings, run_dir: Path, data_dir: 
     x_extra, y_extra, extra_counts = load_extra_training(cfg, settings)
     if extra_counts:
         log.info("extra training images: %s", extra_counts)
-        (run_dir / "extra_training.json").write_text(json.dumps(extra_counts, indent=2))
+        if write:
+            (run_dir / "extra_training.json").write_text(json.dumps(extra_counts, indent=2))
         x_train = np.concatenate([x_train, x_extra])
         y_train = np.concatenate([y_train, y_extra])
     return data, (x_train, y_train), (x_val, y_val)
