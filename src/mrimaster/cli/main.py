@@ -7,11 +7,22 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from mrimaster.cli import compare, data, evaluate, explain, models, predict, seg, serve, train
+from mrimaster.cli import (
+    compare,
+    data,
+    evaluate,
+    explain,
+    models,
+    predict,
+    seg,
+    serve,
+    sweep,
+    train,
+)
 from mrimaster.errors import MRIMasterError
 from mrimaster.settings import load_settings
 
-COMMAND_GROUPS = [data, train, evaluate, compare, predict, explain, models, seg, serve]
+COMMAND_GROUPS = [data, train, sweep, evaluate, compare, predict, explain, models, seg, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

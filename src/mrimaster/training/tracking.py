@@ -36,7 +36,8 @@ class Tracker:
                 artifacts = (store.parent / "mlartifacts").resolve().as_uri()
             mlflow.create_experiment(experiment, artifact_location=artifacts)
         mlflow.set_experiment(experiment)
-        self.run = mlflow.start_run(run_name=run_name)
+        # inside a sweep's parent run, each training is a child run
+        self.run = mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None)
         self._mlflow = mlflow
         log.info("MLflow run %s at %s", self.run.info.run_id, tracking_uri)
 

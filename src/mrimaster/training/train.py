@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,14 +150,21 @@ def _run_dir(cfg: TrainConfig, settings: Settings) -> Path:
     return settings.runs_dir / f"{cfg.model}-{stamp}"
 
 
-def run_training(cfg: TrainConfig, settings: Settings) -> Path:
+EpochHook = Callable[[int, dict[str, Any]], None]
+"""Called after each epoch with its number and history row (a sweep reports the validation
+score and may raise ``optuna.TrialPruned`` to stop the run)."""
+
+
+def run_training(cfg: TrainConfig, settings: Settings, on_epoch: EpochHook | None = None
+                 ) -> Path:
     """Train a classifier into a run folder (see :func:`_run_training`), with every global
     random generator seeded by ``cfg.seed`` and given back unchanged afterwards."""
     with seeded(cfg.seed):
-        return _run_training(cfg, settings)
+        return _run_training(cfg, settings, on_epoch)
 
 
-def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
+def _run_training(cfg: TrainConfig, settings: Settings, on_epoch: EpochHook | None = None
+                  ) -> Path:
     """Train ``cfg.model`` and write the run folder.
 
     Run folder contents: ``config.yaml`` (resolved), ``split.csv``, ``history.json`` (per-epoch
@@ -251,6 +259,8 @@ def _run_training(cfg: TrainConfig, settings: Settings) -> Path:
                             "generator": generator.get_state(), "history": history,
                             "best_f1": best_f1, "epoch": epoch}, run_dir / "last.pt")
                 (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row)
             best_epoch = max(history, key=lambda r: r["val_macro_f1"])["epoch"]
             stale = len(history) - best_epoch
             if cfg.patience and stale >= cfg.patience:
