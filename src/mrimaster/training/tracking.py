@@ -96,3 +96,16 @@ class Tracker:
         if self._mlflow:
             self._mlflow.end_run(status=status)
             self._mlflow = None
+
+
+def register_run(run_dir: Path, name: str, settings: Any) -> str | None:
+    """Log a finished run folder's files to a new MLflow run and register them as a version of
+    ``name`` (the flows' register step); returns the version."""
+    tracker = Tracker(True, settings.tracking_uri, "mrimaster-classification",
+                      f"register-{run_dir.name}")
+    try:
+        return tracker.register(run_dir, ["model.pt", "config.yaml", "split.csv",
+                                          "calibration.json", "checks.json", "metrics.json",
+                                          "run.json"], name)
+    finally:
+        tracker.close()
