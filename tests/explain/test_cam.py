@@ -48,6 +48,23 @@ def test_matches_hand_computation(seed_cnn: nn.Module, conv_index: int, layer: s
                                    atol=1e-5, rtol=1e-4)
 
 
+def test_several_layers_from_one_pass_match_the_hand_computation(seed_cnn: nn.Module) -> None:
+    from contextlib import ExitStack
+
+    from mrimaster.explain.cam import explain_layers
+
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 64, 64)
+    layers = {"features.0": 0, "features.6": 6, "features.9": 9}
+    with ExitStack() as stack:
+        cams = [stack.enter_context(GradCAM(seed_cnn, name)) for name in layers]
+        results = explain_layers(cams, x, 1)
+    for result, index in zip(results, layers.values(), strict=True):
+        np.testing.assert_allclose(result.maps, _by_hand(seed_cnn, index, x, 1),
+                                   atol=1e-5, rtol=1e-4)
+    assert all(len(m._forward_hooks) == 0 for m in conv_layers(seed_cnn).values())
+
+
 def test_maps_are_valid_class_specific_and_hooks_are_released(seed_cnn: nn.Module) -> None:
     x = torch.randn(2, 3, 64, 64)
     layer = conv_layers(seed_cnn)["features.9"]

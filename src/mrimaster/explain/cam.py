@@ -19,6 +19,7 @@ A variant overrides :meth:`CAM.channel_weights` only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -139,28 +140,10 @@ class CAM:
             x: ``(B, 3, H, W)`` float32 model input.
             target: Class to explain, one for all or one per image; default the predicted one.
         """
-        if self._handle is None:
-            raise RuntimeError("use the CAM as a context manager: `with GradCAM(...) as cam`")
-        device = next(self.net.parameters()).device
-        x = x.detach().to(device).clone().requires_grad_(True)  # grads reach frozen layers too
-        self._calls = 0
-        with torch.enable_grad():
-            logits = self.net(x)
-            if self._calls != 1:  # a module reused within one pass has no single map
-                raise MRIMasterError(f"layer {self.layer_name!r} runs {self._calls} times per "
-                                     "forward pass", "choose a module that runs once, e.g. a "
-                                     "convolution or a block")
-            n_classes = logits.shape[1]
-            if target is None:
-                classes = logits.argmax(dim=1)
-            else:
-                wanted = [target] * x.shape[0] if isinstance(target, int) else list(target)
-                if any(not 0 <= c < n_classes for c in wanted):
-                    raise MRIMasterError(f"class index {wanted} out of range 0..{n_classes - 1}")
-                classes = torch.tensor(wanted, dtype=torch.long, device=device)
-            score = logits.gather(1, classes[:, None]).sum()  # y^c, pre-softmax
-            self.net.zero_grad(set_to_none=True)
-            score.backward()
+        return explain_layers([self], x, target)[0]
+
+    def _result(self, x: Tensor, logits: Tensor, classes: Tensor) -> CAMResult:
+        """The maps of this layer from the activations and gradients of the last pass."""
         assert self._activations is not None and self._gradients is not None
         acts, grads = self._activations.detach(), self._gradients.detach()
         weights = self.channel_weights(acts, grads)
@@ -170,6 +153,47 @@ class CAM:
         self._activations = self._gradients = None
         return CAMResult(maps.float().cpu().numpy(), up.float().cpu().numpy(),
                          classes.cpu().numpy(), logits.detach().float().cpu().numpy())
+
+
+def explain_layers(cams: Sequence[CAM], x: Tensor, target: int | list[int] | None = None
+                   ) -> list[CAMResult]:
+    """Maps at several layers of one network from a single forward and backward pass (the
+    gradient of the class score reaches every hooked layer in the same backward pass).
+
+    Args:
+        cams: Entered CAMs (``with``) of one network, one per layer.
+        x: ``(B, 3, H, W)`` float32 model input.
+        target: Class to explain, one for all or one per image; default the predicted one.
+
+    Returns:
+        One :class:`CAMResult` per CAM, in order.
+    """
+    if any(c._handle is None for c in cams):
+        raise RuntimeError("use the CAM as a context manager: `with GradCAM(...) as cam`")
+    net = cams[0].net
+    device = next(net.parameters()).device
+    x = x.detach().to(device).clone().requires_grad_(True)  # grads reach frozen layers too
+    for c in cams:
+        c._calls = 0
+    with torch.enable_grad():
+        logits = net(x)
+        for c in cams:
+            if c._calls != 1:  # a module reused within one pass has no single map
+                raise MRIMasterError(f"layer {c.layer_name!r} runs {c._calls} times per "
+                                     "forward pass", "choose a module that runs once, e.g. a "
+                                     "convolution or a block")
+        n_classes = logits.shape[1]
+        if target is None:
+            classes = logits.argmax(dim=1)
+        else:
+            wanted = [target] * x.shape[0] if isinstance(target, int) else list(target)
+            if any(not 0 <= c < n_classes for c in wanted):
+                raise MRIMasterError(f"class index {wanted} out of range 0..{n_classes - 1}")
+            classes = torch.tensor(wanted, dtype=torch.long, device=device)
+        score = logits.gather(1, classes[:, None]).sum()  # y^c, pre-softmax
+        net.zero_grad(set_to_none=True)
+        score.backward()
+    return [c._result(x, logits, classes) for c in cams]
 
 
 class GradCAM(CAM):

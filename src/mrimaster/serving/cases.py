@@ -120,23 +120,23 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray
                    ) -> tuple[dict[str, bytes], list[dict[str, str]]]:
     """Grad-CAM maps of the predicted class at the layers of the selector, as PNG overlays on
     the original image's grid; returns ``(role -> PNG bytes, layers)``."""
-    import torch
+    from contextlib import ExitStack
 
     from mrimaster.data.transforms import eval_batch
-    from mrimaster.explain.cam import GradCAM
+    from mrimaster.explain.cam import GradCAM, explain_layers
 
     clf, layers = ctx.models_or_fail().cam_model()
     x = eval_batch(prepare_slice(gray, clf.image_size)[None])
     geometry = slice_geometry(gray)
     files: dict[str, bytes] = {}
     shown = []
-    with torch.enable_grad():
-        for layer in layers:
-            with GradCAM(clf.net, layer.name) as cam:
-                result = cam(x)
-            on_original = to_original_grid(result.upsampled[0], geometry, gray.shape)
-            files[f"cam/{layer.name}"] = png_bytes(heatmap_rgba(on_original))
-            shown.append({"name": layer.name, "label": layer.label})
+    with ExitStack() as stack:  # every layer from one forward and backward pass
+        cams = [stack.enter_context(GradCAM(clf.net, layer.name)) for layer in layers]
+        results = explain_layers(cams, x)
+    for layer, result in zip(layers, results, strict=True):
+        on_original = to_original_grid(result.upsampled[0], geometry, gray.shape)
+        files[f"cam/{layer.name}"] = png_bytes(heatmap_rgba(on_original))
+        shown.append({"name": layer.name, "label": layer.label})
     return files, shown
 
 
