@@ -102,5 +102,19 @@ def test_zip_bomb_is_refused(tmp_path: Path) -> None:
 
 def test_modality_names() -> None:
     assert [modality_of(d) for d in ("AX FLAIR", "T2 FLAIR", "T1 MPRAGE", "T1 POST GD",
-                                     "t1c", "AX T2", "DWI")] == [
-        "flair", "flair", "t1", "t1ce", "t1ce", "t2", None]
+                                     "t1c", "AX T2", "DWI", "T1 pre contrast",
+                                     "T1 noncontrast", "t2_tirm_tra_dark-fluid",
+                                     "Sag T1 FLAIR")] == [
+        "flair", "flair", "t1", "t1ce", "t1ce", "t2", None, "t1", "t1", "flair", "t1"]
+
+
+def test_unevenly_spaced_slices_are_refused(tmp_path: Path) -> None:
+    data, affine = volume_and_affine()
+    entries = series_files(data, affine, "AX FLAIR")
+    del entries[5]  # a missing slice: the gap doubles there
+    archive = tmp_path / "gap.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, blob in entries:
+            zf.writestr(name, blob)
+    with pytest.raises(DataError, match="not evenly spaced"):
+        zip_to_modalities(archive, tmp_path / "work", 10**8)

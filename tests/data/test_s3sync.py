@@ -32,7 +32,7 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     server.stop()
 
 
-def test_push_pull_round_trip_resumes_and_verifies(s3: object, tmp_path: Path) -> None:
+def test_push_pull_round_trip_resumes_and_verifies(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     src = tmp_path / "src"
     (src / "glioma").mkdir(parents=True)
     (src / "glioma" / "a.png").write_bytes(b"A" * 1000)
@@ -44,6 +44,8 @@ def test_push_pull_round_trip_resumes_and_verifies(s3: object, tmp_path: Path) -
     (src / "notes.txt").write_text("changed")
     again = push(src, "s3://mri/datasets/demo")
     assert again.copied == ["notes.txt"] and again.skipped == ["glioma/a.png"]
+    s3.put_object(Bucket="mri", Key="datasets/demo/", Body=b"")  # a console's folder marker
+    s3.put_object(Bucket="mri", Key="datasets/demo/empty-dir/", Body=b"")
     dest = tmp_path / "dest"
     got = pull("s3://mri/datasets/demo", dest)
     assert sorted(got.copied) == ["glioma/a.png", "notes.txt"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from mrimaster.storage.deid import IDENTIFYING, date_offset, deidentify, pseudonym
@@ -36,6 +36,12 @@ def identified_dicom(path: Path, pixels: np.ndarray | None = None, patient: str 
     ds.StudyInstanceUID = study_uid or generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     ds.StudyDate = "20240315"
+    ds.AcquisitionDateTime = "20240315101530"
+    ds.SeriesDescription = "T1 Doe John"
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = MRImageStorage
+    ref.ReferencedSOPInstanceUID = "1.2.3.4.5.6.7.8.9"
+    ds.ReferencedImageSequence = [ref]
     ds.add_new(0x00291010, "OB", b"private vendor data with Doe^John")
     if pixels is not None:
         ds.Rows, ds.Columns = pixels.shape
@@ -69,9 +75,30 @@ def test_identifying_tags_are_gone_and_the_pseudonym_is_stable(tmp_path: Path) -
     assert a.StudyInstanceUID != original_study and a.StudyInstanceUID == b.StudyInstanceUID
     assert a.SOPInstanceUID != original_sop and a.SOPInstanceUID != b.SOPInstanceUID
     assert a.file_meta.MediaStorageSOPInstanceUID == a.SOPInstanceUID
-    # dates shifted back by the patient's own offset
+    # dates shifted back by the patient's own offset (a date-time too); nested UIDs replaced
     assert a.StudyDate == b.StudyDate != "20240315"
+    assert a.AcquisitionDateTime == a.StudyDate and b"20240315" not in raw
+    (nested,) = a.ReferencedImageSequence
+    assert nested.ReferencedSOPInstanceUID != "1.2.3.4.5.6.7.8.9"
+    assert nested.ReferencedSOPClassUID == MRImageStorage  # a class, not an instance: kept
+    assert "SeriesDescription" not in a
     shift = date_offset(KEY, "PID-12345")
     assert 1 <= shift <= 3650
     # a different key gives different pseudonyms: they cannot be recomputed without it
     assert pseudonym(b"x" * 32, "PID-12345") != alias_a
+
+
+def test_a_malformed_date_is_removed_not_a_crash(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(identified_dicom(tmp_path / "a.dcm", np.ones((8, 8))))
+    ds.StudyDate = "20230231"  # 31 February
+    deidentify(ds, KEY)
+    assert "StudyDate" not in ds
+
+
+def test_generic_patient_ids_do_not_merge_patients(tmp_path: Path) -> None:
+    a = pydicom.dcmread(identified_dicom(tmp_path / "a.dcm", np.ones((8, 8)),
+                                         patient="ANONYMOUS"))
+    b = pydicom.dcmread(identified_dicom(tmp_path / "b.dcm", np.ones((8, 8)),
+                                         patient="ANONYMOUS"))
+    a.PatientName = b.PatientName = ""
+    assert deidentify(a, KEY) != deidentify(b, KEY)

@@ -68,6 +68,7 @@ def test_modalities_on_different_grids_are_refused(client: TestClient, ctx: AppC
             "flair": ("flair.nii.gz", files["flair"].read_bytes()),
             "t1ce": (bad.name, bad.read_bytes())})
         assert 400 <= r.status_code < 500 and words in r.json()["error"], r.text
+        assert "/tmp" not in r.text and "store" not in r.json()["error"]
         assert state(ctx) == (0, [], [])
 
 

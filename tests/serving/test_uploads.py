@@ -79,14 +79,43 @@ def test_upload_over_the_limit_is_refused(tmp_path: Path, db_url: str,
     r = client.post("/api/cases/2d", files={"file": ("big.png", b"\0" * 2_000_000)},
                     headers=headers)
     assert r.status_code == 413 and "limit" in r.json()["error"]
-    # a body without a declared length is cut off while it streams
-    chunks = (b"\0" * 65536 for _ in range(4))
+    # a body without a declared length (chunked) is cut off while it streams
+    def chunks():  # type: ignore[no-untyped-def]
+        yield b"--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n"
+        for _ in range(64):
+            yield b"\0" * 65536
+
     r = client.post("/api/cases/2d", headers={**headers, "Content-Type":
                                               "multipart/form-data; boundary=x"},
-                    content=b"".join(chunks))
-    assert 400 <= r.status_code < 500
+                    content=chunks())
+    assert r.status_code == 413, r.text
     with ctx.sessions() as db:
         assert db.query(Case).count() == 0
         assert db.query(AuditEvent).filter(AuditEvent.action == "upload-2d").count() == 0
     assert ctx.store.all_objects() == [] and list(ctx.store.tmp.iterdir()) == []
     ctx.engine.dispose()
+
+
+def test_anonymous_uploads_are_refused_before_the_body_is_read(client: TestClient,
+                                                              ctx: AppContext) -> None:
+    read = 0
+
+    def body():  # type: ignore[no-untyped-def]
+        nonlocal read
+        for _ in range(16):
+            read += 1
+            yield b"\0" * 65536
+
+    r = client.post("/api/cases/2d", content=body(),
+                    headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 401 and read <= 1
+    page = TestClient(client.app, follow_redirects=False).post(
+        "/cases/new", content=b"x", headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+    assert state(ctx) == (0, [], [])
+
+
+def test_security_headers(client: TestClient) -> None:
+    r = client.get("/login")
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["x-content-type-options"] == "nosniff"

@@ -64,22 +64,40 @@ def safe_extract(archive: Path, dest: Path, max_bytes: int) -> list[Path]:
                 ratio = info.file_size // info.compress_size
                 raise DataError(f"the zip entry {name!r} is compressed {ratio} times: a zip "
                                 "bomb?", "upload the DICOM files as exported")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as dst:
-                dst.write(src.read(info.file_size + 1)[:info.file_size])
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    copied = 0
+                    while chunk := src.read(1 << 20):  # in chunks: no entry held in memory
+                        copied += len(chunk)
+                        if copied > info.file_size:
+                            raise DataError(f"the zip entry {name!r} is longer than declared",
+                                            "zip the study again")
+                        dst.write(chunk)
+            except (RuntimeError, NotImplementedError, zipfile.BadZipFile, OSError,
+                    EOFError) as exc:  # encrypted, Deflate64, CRC error, clashing names
+                raise DataError(f"the zip entry {name!r} cannot be extracted "
+                                f"({type(exc).__name__}: {exc})",
+                                "zip the study again without encryption (plain Deflate)") from exc
             out.append(target)
     return out
 
 
 def modality_of(description: str) -> str | None:
     """The modality a series description names (``flair``, ``t1ce``, ``t1``, ``t2``) or
-    ``None``."""
+    ``None``. T1-weighted FLAIR counts as T1; Siemens' dark-fluid (TIRM) T2 as FLAIR;
+    "pre", "non" or "without" contrast as T1."""
     d = description.lower()
-    if "flair" in d or "t2f" in d:
+    t1 = re.search(r"t1", d) or "mprage" in d
+    if t1 and "flair" in d:
+        return "t1"
+    if "flair" in d or "t2f" in d or "dark-fluid" in d or "dark_fluid" in d or "tirm" in d:
         return "flair"
     if re.search(r"t2", d):
         return "t2"
-    if re.search(r"t1", d) or "mprage" in d:
+    if t1:
+        if re.search(r"\bpre\b|\bnon|without|\bno\b", d):
+            return "t1"
         if re.search(r"gd|gad|post|\+c|c\+|contrast|t1c|t1ce|ce\b", d):
             return "t1ce"
         return "t1"
@@ -142,12 +160,23 @@ def series_to_nifti(series: Series, out: Path) -> Path:
     if len(shape) != 1 or len(orients) != 1:
         raise DataError(f"series {name!r} mixes slice sizes or orientations",
                         "upload one acquisition per series")
+    gaps = np.diff(positions[order] @ normal)
+    if len(gaps) and (gaps.min() <= 1e-3 or gaps.max() - gaps.min() > 0.01 * gaps.max()):
+        raise DataError(f"series {name!r}: its slices are not evenly spaced (gaps "
+                        f"{gaps.min():.2f}-{gaps.max():.2f} mm; repeated or missing slices, or "
+                        "several acquisitions in one series)", "export one acquisition, "
+                        "complete, per series")
     volume = []
     for k in order:
         s = slices[k]
         if "PixelData" not in s:
             raise DataError(f"series {name!r}: a slice has no pixel data", "export it again")
-        pixels = np.asarray(s.pixel_array, np.float32) * float(s.get("RescaleSlope", 1) or 1)
+        try:
+            pixels = np.asarray(s.pixel_array, np.float32)
+        except Exception as exc:  # pydicom raises several types for undecodable pixels
+            raise DataError(f"series {name!r}: its pixel data cannot be decoded ({exc})",
+                            "export it uncompressed (explicit VR little endian)") from exc
+        pixels = pixels * float(s.get("RescaleSlope", 1) or 1)
         volume.append((pixels + float(s.get("RescaleIntercept", 0) or 0)).T)  # (cols, rows)
     data = np.stack(volume, axis=-1)
     p = positions[order]

@@ -124,8 +124,10 @@ def pull(url: str, folder: Path, progress: bool = False) -> SyncReport:
         remote = _remote(client, bucket, prefix)
         for rel, (digest, size) in tqdm(sorted(remote.items()), desc="pull", unit="file",
                                         disable=not progress):
+            if not rel or rel.endswith("/"):  # a "folder" marker object, not a file
+                continue
             target = (root / rel).resolve()
-            if not target.is_relative_to(root) or rel.endswith("/"):
+            if not target.is_relative_to(root) or target == root:
                 raise DataError(f"the object {rel!r} would be written outside {folder}",
                                 "pull from a prefix you trust")
             if target.is_file() and digest and sha256_of(target) == digest:

@@ -56,18 +56,20 @@ def log_in(ctx: AppContext, db: Session, username: str, password: str, address: 
     Raises:
         AuthError: wrong credentials, inactive account, or too many failed attempts.
     """
-    key = f"{username.lower()}|{address}"
-    wait = ctx.limiter.blocked_for(key)
+    name = username.strip().lower()[:64]
+    key = f"{name}|{address}"
+    wait = max(ctx.limiter.blocked_for(key), ctx.limiter.blocked_for(f"*|{address}"))
     if wait:
         raise AuthError("too many failed log-ins", f"try again in {wait:.0f} s",
                         retry_after=wait)
-    user = repo.get_user(db, username.strip().lower())
-    if user is None:
-        security.burn_verify(password)
+    user = repo.get_user(db, name)
+    if user is None or not user.active:
+        security.burn_verify(password)  # the same time whether the account exists or not
     if user is None or not user.active or not security.verify_password(user.password_hash,
                                                                          password):
+        ctx.limiter.failed(f"*|{address}")  # many names from one address count too
         ctx.limiter.failed(key)
-        repo.audit(db, username[:64], "login-failed", detail=f"from {address}")
+        repo.audit(db, name, "login-failed", detail=f"from {address}")
         db.commit()
         raise AuthError("wrong user name or password")
     ctx.limiter.succeeded(key)

@@ -4,20 +4,24 @@ static files; ``mrimaster serve`` builds the context at start-up and runs it wit
 from __future__ import annotations
 
 import logging
+from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+import anyio
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mrimaster.errors import MRIMasterError
 from mrimaster.serving import routes_api, routes_pages
 from mrimaster.serving.accounts import AuthError
 from mrimaster.serving.cases import error_status
 from mrimaster.serving.context import AppContext
-from mrimaster.serving.deps import CsrfFailed, Forbidden, NotLoggedIn
+from mrimaster.serving.deps import COOKIE, CsrfFailed, Forbidden, NotLoggedIn
+from mrimaster.serving.security import token_hash
+from mrimaster.storage import repository as repo
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -32,16 +36,90 @@ def _message(status: int, message: str, hint: str | None = None) -> JSONResponse
     return JSONResponse(body, status_code=status)
 
 
-class SizeLimit(BaseHTTPMiddleware):
-    """Refuse a request whose declared body is over the upload limit before reading it."""
+class BodyTooLarge(HTTPException):
+    """A request body went past the upload limit while it streamed in (an HTTPException, so
+    that FastAPI's body parsing passes it on instead of answering "error parsing the body")."""
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        limit = request.app.state.ctx.config.max_upload_bytes
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit + 1024 * 1024:
-            return _message(413, f"the upload is larger than the limit of {limit / 1e6:.0f} MB",
-                            "upload a smaller file, or raise MRIMASTER_MAX_UPLOAD_MB")
-        return await call_next(request)
+    def __init__(self) -> None:
+        super().__init__(413, "the upload is larger than the limit")
+
+
+class UploadGuard:
+    """Pure ASGI middleware in front of every route.
+
+    - Security headers on every answer (no framing by other sites, no content sniffing).
+    - A request with a body (POST) from a caller who is not logged in is refused before its
+      body is read (FastAPI parses a form before the route's log-in check runs, so without
+      this anyone could fill the disk with uploads); the log-in routes are the exception.
+    - A body over the upload limit is refused: at once when its declared length is, and as soon
+      as it streams past the limit otherwise (chunked uploads).
+    """
+
+    OPEN = ("/login", "/api/auth/token")
+    HEADERS = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
+               (b"content-security-policy", b"frame-ancestors 'none'"),
+               (b"referrer-policy", b"same-origin")]
+
+    def __init__(self, app: ASGIApp, ctx: AppContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+            await send(message)
+
+        limit = self.ctx.config.max_upload_bytes + 1024 * 1024  # the form's other fields
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        if scope["method"] == "POST" and scope["path"] not in self.OPEN:
+            if not await anyio.to_thread.run_sync(self._logged_in, headers):
+                path = scope["path"]
+                response: Response = (
+                    _message(401, "not logged in", "POST /api/auth/token for a bearer token")
+                    if path.startswith("/api/") else RedirectResponse("/login", 303))
+                await response(scope, receive, send_with_headers)
+                return
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                await _too_large(self.ctx)(scope, receive, send_with_headers)
+                return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge()
+            return message
+
+        await self.app(scope, counted, send_with_headers)
+
+    def _logged_in(self, headers: dict[str, str]) -> bool:
+        auth = headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            token, kind = auth[7:].strip(), "api"
+        else:
+            jar = SimpleCookie()
+            jar.load(headers.get("cookie", ""))
+            token, kind = (jar[COOKIE].value if COOKIE in jar else ""), "cookie"
+        if not token:
+            return False
+        with self.ctx.sessions() as db:
+            return repo.get_session(db, token_hash(token), kind) is not None
+
+
+def _too_large(ctx: AppContext) -> JSONResponse:
+    limit = ctx.config.max_upload_bytes
+    return _message(413, f"the upload is larger than the limit of {limit / 1e6:.0f} MB",
+                    "upload a smaller file, or raise MRIMASTER_MAX_UPLOAD_MB")
 
 
 def create_app(ctx: AppContext) -> FastAPI:
@@ -50,7 +128,7 @@ def create_app(ctx: AppContext) -> FastAPI:
                   "reads with their evidence and uncertainty, doctors' review",
                   docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
     app.state.ctx = ctx
-    app.add_middleware(SizeLimit)
+    app.add_middleware(UploadGuard, ctx=ctx)
     app.include_router(routes_api.router)
     app.include_router(routes_pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -58,6 +136,10 @@ def create_app(ctx: AppContext) -> FastAPI:
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.exception_handler(BodyTooLarge)
+    def body_too_large(_request: Request, _exc: BodyTooLarge) -> Response:
+        return _too_large(ctx)
 
     @app.exception_handler(NotLoggedIn)
     def not_logged_in(request: Request, _exc: NotLoggedIn) -> Response:

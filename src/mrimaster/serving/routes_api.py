@@ -174,6 +174,9 @@ def case_file(case_id: int, role: str, auth: Auth = Depends(get_auth),
     if not isinstance(digest, str):
         raise cases.UploadError(f"case {case_id} has no file {role!r}",
                                 f"it has: {', '.join(sorted(case.files))}", 404)
+    if not ctx.store.exists(digest):
+        raise cases.UploadError(f"the file {role!r} of case {case_id} is missing from the store",
+                                "tell the administrator: the store was changed by hand", 404)
     media = FILE_TYPES.get(role, "application/gzip" if role.endswith(".nii.gz") else "image/png")
     return Response(ctx.store.read(digest), media_type=media,
                     headers={"Cache-Control": "private, max-age=3600"})

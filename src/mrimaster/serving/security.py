@@ -60,7 +60,9 @@ def same(a: str, b: str) -> bool:
 
 
 class LoginLimiter:
-    """At most ``attempts`` failed log-ins per key (user and address) in ``window_s``."""
+    """At most ``attempts`` failed log-ins per key (user and address) in ``window_s``; an
+    address alone (key ``*|address``) may fail ``attempts * 4`` times, whatever names it tries.
+    Keys whose failures have all expired are dropped, so memory stays bounded."""
 
     def __init__(self, attempts: int, window_s: float) -> None:
         self.attempts = attempts
@@ -69,17 +71,25 @@ class LoginLimiter:
         self._lock = threading.Lock()
 
     def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._fails[key]
+        q = self._fails.get(key, deque())
         while q and now - q[0] > self.window_s:
             q.popleft()
+        if not q:
+            self._fails.pop(key, None)
         return q
+
+    def _limit(self, key: str) -> int:
+        return self.attempts * 4 if key.startswith("*|") else self.attempts
 
     def blocked_for(self, key: str) -> float:
         """Seconds until ``key`` may try again (0: now)."""
         now = time.monotonic()
         with self._lock:
+            if len(self._fails) > 10_000:  # drop every expired key now and then
+                for k in list(self._fails):
+                    self._recent(k, now)
             q = self._recent(key, now)
-            if len(q) < self.attempts:
+            if len(q) < self._limit(key):
                 return 0.0
             return max(self.window_s - (now - q[0]), 1.0)
 

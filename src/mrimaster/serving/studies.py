@@ -114,7 +114,16 @@ def receive_study(ctx: AppContext, db: Session, user: User,
         if archive is not None and archive.filename:
             zip_path = work / "upload.zip"
             ctx.store.receive(archive.file, zip_path, ctx.config.max_upload_bytes)
-        return store_study(ctx, db, user, paths, zip_path, reference, work)
+        try:
+            return store_study(ctx, db, user, paths, zip_path, reference, work)
+        except MRIMasterError as exc:  # name the user's files, not the server's folder
+            names = {str(p): f"the {MODALITY_NAMES[m]} file" for m, p in paths.items()}
+            message = exc.message
+            for path, name in names.items():
+                message = message.replace(path, name)
+            exc.message = message.replace(f"{work}/", "").replace(str(work), "the upload")
+            exc.args = (exc.message,)
+            raise
 
 
 def run_job(ctx: AppContext, job: Job) -> None:

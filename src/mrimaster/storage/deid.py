@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from datetime import date, timedelta
 from typing import Any
 
@@ -32,17 +33,23 @@ REMOVE = (
     "PatientInsurancePlanCodeSequence", "ImageComments", "StudyDescription",
     "RequestedProcedureDescription", "PerformedProcedureStepID",
     "PerformedProcedureStepDescription", "ContentCreatorName", "PatientWeight", "PatientSize",
+    "SeriesDescription", "ProtocolName", "PerformedStationName", "PerformedLocation",
+    "RequestedProcedureID", "ReferringPhysicianIdentificationSequence",
+    "InstitutionCodeSequence", "PhysiciansOfRecordIdentificationSequence",
+    "PerformingPhysicianIdentificationSequence", "OperatorIdentificationSequence",
+    "StudyTime", "SeriesTime", "AcquisitionTime", "ContentTime", "InstanceCreationTime",
 )
 """Attributes removed (PS3.15 Table E.1-1 actions X, or D/Z with no value worth keeping)."""
 
 DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "InstanceCreationDate",
-         "PerformedProcedureStepStartDate")
+         "PerformedProcedureStepStartDate", "AcquisitionDateTime")
 """Dates shifted by the patient's offset (the Retain Longitudinal Temporal Information with
 Modified Dates option)."""
 
-UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
-        "ReferencedSOPInstanceUID", "IrradiationEventUID")
-"""UIDs replaced consistently."""
+KEEP_UIDS = ("SOPClassUID", "ReferencedSOPClassUID", "TransferSyntaxUID",
+             "MediaStorageSOPClassUID", "ImplementationClassUID", "CodingSchemeUID")
+"""UID attributes that name a kind of thing (a class, a syntax), not an instance: kept. Every
+other UID, at any depth of nested sequences, is replaced consistently."""
 
 IDENTIFYING = ("PatientName", "PatientID", *REMOVE)
 """Every attribute that must not survive with its original value (used by the tests)."""
@@ -67,11 +74,29 @@ def date_offset(key: bytes, patient: str) -> int:
     return 1 + int.from_bytes(_mac(key, "date:" + patient.strip().lower())[:4], "big") % 3650
 
 
+GENERIC_IDS = {"", "ANONYMOUS", "ANON", "UNKNOWN", "NONE", "0", "NA", "N/A", "PATIENT"}
+"""Patient IDs that name nobody in particular: such files get a pseudonym of their own instead
+of merging every such patient into one."""
+
+
 def patient_key(ds: Any) -> str:
-    """What identifies the patient of a DICOM dataset (ID, else name, else "unknown")."""
-    pid = str(ds.get("PatientID", "") or "").strip()
-    name = str(ds.get("PatientName", "") or "").strip()
-    return pid or name or "unknown"
+    """What identifies the patient of a DICOM dataset: the ID, else the name; a random key
+    when both are missing or generic (``ANONYMOUS``...)."""
+    for attr in ("PatientID", "PatientName"):
+        value = str(ds.get(attr, "") or "").strip()
+        if value.upper() not in GENERIC_IDS:
+            return value
+    return "unidentified:" + secrets.token_hex(8)
+
+
+def _replace_uids(ds: Any, key: bytes) -> None:
+    """Replace every instance UID of ``ds`` and of its nested sequences."""
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                _replace_uids(item, key)
+        elif element.VR == "UI" and element.keyword not in KEEP_UIDS and element.value:
+            element.value = replacement_uid(key, str(element.value))
 
 
 def deidentify(ds: Any, key: bytes) -> str:
@@ -89,18 +114,17 @@ def deidentify(ds: Any, key: bytes) -> str:
         ds.PatientSex = ""
     for name in DATES:
         value = str(ds.get(name, "") or "")
-        if len(value) >= 8 and value[:8].isdigit():
+        try:
             d = date(int(value[:4]), int(value[4:6]), int(value[6:8])) - shift
-            setattr(ds, name, d.strftime("%Y%m%d"))
-        elif name in ds:
-            delattr(ds, name)
-    for name in UIDS:
-        if name in ds and ds.get(name):
-            setattr(ds, name, replacement_uid(key, str(ds.get(name))))
+            setattr(ds, name, d.strftime("%Y%m%d"))  # a date-time keeps only its shifted date
+        except ValueError:  # missing or malformed: removed rather than kept
+            if name in ds:
+                delattr(ds, name)
+    _replace_uids(ds, key)
     meta = getattr(ds, "file_meta", None)
     if meta is not None and "MediaStorageSOPInstanceUID" in meta:
-        meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", replacement_uid(
-            key, str(meta.MediaStorageSOPInstanceUID)))
+        meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID") or replacement_uid(
+            key, str(meta.MediaStorageSOPInstanceUID))
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = "DICOM PS3.15 Annex E basic profile, dates shifted (MRIMaster)"
     return alias
