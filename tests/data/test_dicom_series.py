@@ -118,3 +118,14 @@ def test_unevenly_spaced_slices_are_refused(tmp_path: Path) -> None:
             zf.writestr(name, blob)
     with pytest.raises(DataError, match="not evenly spaced"):
         zip_to_modalities(archive, tmp_path / "work", 10**8)
+
+
+def test_a_zip_mixing_patients_is_refused(tmp_path: Path) -> None:
+    data, affine = volume_and_affine()
+    archive = tmp_path / "mixed.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name, blob in (series_files(data, affine, "AX FLAIR", patient="PID-1")
+                           + series_files(data, affine, "AX T2", patient="PID-2")):
+            zf.writestr(name, blob)
+    with pytest.raises(DataError, match="different patient IDs"):
+        zip_to_modalities(archive, tmp_path / "work", 10**8)

@@ -83,3 +83,22 @@ def test_zip_escaping_its_folder_is_refused(client: TestClient, ctx: AppContext,
     assert r.status_code == 400 and "outside its folder" in r.json()["error"]
     assert state(ctx) == (0, [], [])
     assert not (ctx.store.root.parent / "evil.sh").exists()
+
+
+def test_a_job_without_news_is_marked_failed(client: TestClient, ctx: AppContext,
+                                             doctor: dict[str, str], data_root: Path) -> None:
+    from datetime import timedelta
+
+    from mrimaster.storage import repository as repo
+    from mrimaster.storage.tables import Job, utcnow
+
+    files = case_files(data_root)
+    case = client.post("/api/cases/3d", headers=doctor, files={
+        m: (p.name, p.read_bytes()) for m, p in files.items()}).json()
+    with ctx.sessions() as db:
+        job = db.query(Job).filter_by(case_id=case["id"]).one()
+        job.state, job.updated_at = "running", utcnow() - timedelta(hours=1)
+        db.commit()
+        assert repo.fail_stale_jobs(db, 1800) == 1
+    assert client.get(f"/api/cases/{case['id']}/job", headers=doctor).json()["state"] == "failed"
+    assert client.get(f"/api/cases/{case['id']}", headers=doctor).json()["status"] == "failed"

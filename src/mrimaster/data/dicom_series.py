@@ -118,6 +118,7 @@ def group_series(files: list[Path]) -> tuple[list[Series], Any]:
 
     groups: dict[str, Series] = {}
     first = None
+    patients: set[str] = set()
     for path in sorted(files):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -126,7 +127,11 @@ def group_series(files: list[Path]) -> tuple[list[Series], Any]:
         uid = str(ds.get("SeriesInstanceUID", "") or "unknown")
         desc = str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "")
         groups.setdefault(uid, Series(uid, desc)).files.append(path)
+        patients.add(str(ds.get("PatientID", "") or "").strip())
         first = first or ds
+    if len(patients - {""}) > 1:
+        raise DataError(f"the zip holds files of {len(patients - {''})} different patient IDs",
+                        "upload one patient's study at a time")
     return list(groups.values()), first
 
 

@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 class JobRunner:
     """Polls the jobs table; :meth:`wake` makes it look at once (after an upload)."""
 
-    def __init__(self, ctx: AppContext, poll_s: float = 2.0) -> None:
+    def __init__(self, ctx: AppContext, poll_s: float = 2.0, stale_s: float = 1800.0) -> None:
         self.ctx = ctx
         self.poll_s = poll_s
+        self.stale_s = stale_s
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mrimaster-jobs", daemon=True)
@@ -51,6 +52,8 @@ class JobRunner:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                with self.ctx.sessions() as db:  # a job whose own error handling failed
+                    repo.fail_stale_jobs(db, self.stale_s)
                 self.run_pending()
             except Exception:  # a database hiccup must not kill the worker
                 log.exception("job runner")

@@ -180,6 +180,26 @@ def set_job(db: Session, job_id: int, **values: object) -> None:
     db.commit()
 
 
+def fail_stale_jobs(db: Session, older_than_s: float) -> int:
+    """Mark failed the jobs ``running`` without news for ``older_than_s`` (a worker that died
+    without a word); returns how many."""
+    from datetime import timedelta
+
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    stale = 0
+    for job in db.scalars(select(Job).where(Job.state == "running")):
+        updated = job.updated_at if job.updated_at.tzinfo else job.updated_at.replace(
+            tzinfo=cutoff.tzinfo)
+        if updated < cutoff:
+            job.state, job.message = "failed", "no progress for too long; upload it again"
+            case = db.get(Case, job.case_id)
+            if case is not None:
+                case.status, case.note = "failed", job.message
+            stale += 1
+    db.commit()
+    return stale
+
+
 def recover_jobs(db: Session, max_attempts: int = 2) -> tuple[int, int]:
     """After a restart: jobs left ``running`` are queued again, or marked failed once they
     have had ``max_attempts``. Returns ``(requeued, failed)``."""
