@@ -50,3 +50,15 @@ def inference_device(name: str) -> str:
         raise ConfigError("device cuda asked for, but no CUDA GPU is available",
                           "use --device cpu (or auto)")
     return "cpu"
+
+
+def use_bf16(precision: str, device: Any) -> bool:
+    """Whether to train under bf16 autocast: ``bf16`` yes, ``fp32`` no, ``auto`` on CUDA and
+    on CPUs with AVX512-BF16 or AMX (where it was 1.6-1.7x faster per step than fp32 here)."""
+    if precision != "auto":
+        return precision == "bf16"
+    if getattr(device, "type", str(device)) == "cuda":
+        return True
+    from mrimaster.inference.onnx_runtime import cpu_has_bf16
+
+    return cpu_has_bf16()

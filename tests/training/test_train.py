@@ -135,3 +135,18 @@ def test_training_registers_and_models_uri_resolves(small_data: Path, tmp_path: 
     assert resolve_model_path("models:/mri-test/2", Path("unused")).is_file()
     with pytest.raises(ModelError, match="registry"):
         resolve_model_path("models:/mri-test@nope", Path("unused"))
+
+
+def test_bf16_autocast_training_option(small_data: Path, tmp_path: Path) -> None:
+    from mrimaster.errors import ConfigError
+
+    fp32 = run_training(_config(small_data, tmp_path / "fp32", epochs=1, calibrate=False),
+                        load_settings())
+    bf16 = run_training(_config(small_data, tmp_path / "bf16", epochs=1, calibrate=False,
+                                precision="bf16"), load_settings())
+    a = load_classifier(fp32 / "model.pt").net.state_dict()
+    b = load_classifier(bf16 / "model.pt").net.state_dict()
+    assert all(v.dtype == torch.float32 for v in b.values() if v.is_floating_point())
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the autocast path really ran
+    with pytest.raises(ConfigError, match="precision"):
+        _config(small_data, tmp_path / "x", precision="fp16")

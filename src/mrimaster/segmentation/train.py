@@ -25,7 +25,7 @@ from monai.losses import DiceLoss
 from tqdm import tqdm
 
 from mrimaster.config import config_to_dict, save_config
-from mrimaster.device import resolve_device
+from mrimaster.device import resolve_device, use_bf16
 from mrimaster.errors import ConfigError, DataError
 from mrimaster.provenance import portable, run_record
 from mrimaster.seeding import seeded
@@ -179,18 +179,6 @@ def region_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(
         dim=(2, 3, 4))
     return ((dice + bce) * known).sum() / known.sum().clamp_min(1)
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether to train under bf16 autocast (``auto``: on CUDA, and on CPUs with AVX512-BF16
-    or AMX, where it is about twice as fast as fp32 here)."""
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return True
-    from mrimaster.inference.onnx_runtime import cpu_has_bf16
-
-    return cpu_has_bf16()
 
 
 def train_one_epoch(net: torch.nn.Module, cases: list[TrainCase], cfg: SegTrainConfig,

@@ -54,6 +54,8 @@ class TrainConfig:
         experiment: MLflow experiment name.
         registered_model: Name the model is registered under in the MLflow model registry
             (when tracking; empty: not registered).
+        precision: ``fp32``, ``bf16`` (autocast of the forward pass and loss) or ``auto``
+            (bf16 on CUDA and on CPUs with AVX512-BF16 or AMX).
     """
 
     model: str = "efficientnet-lite0"
@@ -88,6 +90,7 @@ class TrainConfig:
     track: bool = True
     experiment: str = "mrimaster-classification"
     registered_model: str = "mrimaster-classifier"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         spec = get_spec(self.model)
@@ -96,6 +99,8 @@ class TrainConfig:
         if self.pretrained and not spec.pretrainable:
             raise ConfigError(f"model {self.model!r} has no pretrained weights",
                               "add pretrained=false")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision {self.precision!r} unknown", "use auto, fp32 or bf16")
         if self.schedule not in ("cosine", "constant"):
             raise ConfigError(f"schedule {self.schedule!r} is not one of: cosine, constant")
         if self.augment not in AUGMENT_PRESETS:

@@ -26,7 +26,7 @@ from mrimaster.config import config_to_dict, save_config
 from mrimaster.data.labels import CLASSES
 from mrimaster.data.splits import SHIFT_PART
 from mrimaster.data.transforms import SliceDataset, normalize, train_transform
-from mrimaster.device import resolve_device
+from mrimaster.device import resolve_device, use_bf16
 from mrimaster.errors import ConfigError, DataError
 from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.evaluation.plots import plot_curves
@@ -94,6 +94,7 @@ def train_one_epoch(net: nn.Module, loader: torch.utils.data.DataLoader, optimiz
     no_tumor = CLASSES.index("no_tumor")
     max_steps = cfg.max_steps_per_epoch
     device = next(net.parameters()).device
+    bf16 = use_bf16(cfg.precision, device)
     net.train()
     total_loss, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=None if show else True)
@@ -102,8 +103,10 @@ def train_one_epoch(net: nn.Module, loader: torch.utils.data.DataLoader, optimiz
             break
         x = normalize(x.to(device)).contiguous(memory_format=torch.channels_last)
         y = y.to(device)
-        logits = net(x)
-        loss = mixed_loss(logits, y, cfg.label_smoothing, cfg.presence_weight, no_tumor)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            logits = net(x)
+            loss = mixed_loss(logits.float(), y, cfg.label_smoothing, cfg.presence_weight,
+                              no_tumor)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -192,6 +195,8 @@ def _run_training(cfg: TrainConfig, settings: Settings, on_epoch: EpochHook | No
     device = (torch.device("cuda", ctx.local_rank) if ctx.enabled and torch.cuda.is_available()
               and cfg.device != "cpu" else resolve_device(cfg.device))
     net = net.to(device).to(memory_format=torch.channels_last)
+    log.info("training on %s in %s", device, "bf16 autocast" if use_bf16(cfg.precision, device)
+             else "fp32")
     generator = torch.Generator().manual_seed(cfg.seed)
     train_set = SliceDataset(x_train, y_train, train_transform(cfg.augment, cfg.image_size))
     drop_last = len(y_train) > cfg.batch_size
