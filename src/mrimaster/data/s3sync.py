@@ -10,7 +10,6 @@ server, MinIO) with boto3's own ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ from typing import Any
 from tqdm import tqdm
 
 from mrimaster.errors import DataError
+from mrimaster.models.paths import file_sha256
 
 log = logging.getLogger(__name__)
-CHUNK = 1 << 20
 
 
 @dataclass
@@ -46,14 +45,6 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if not bucket:
         raise DataError(f"no bucket in {url!r}", "write it as s3://bucket/prefix")
     return bucket, prefix.strip("/")
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _client() -> Any:
@@ -93,7 +84,7 @@ def push(folder: Path, url: str, progress: bool = False) -> SyncReport:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         for path in tqdm(files, desc="push", unit="file", disable=not progress):
             rel = path.relative_to(folder).as_posix()
-            digest = sha256_of(path)
+            digest = file_sha256(path)
             if remote.get(rel, (None, -1))[0] == digest:
                 report.skipped.append(rel)
                 continue
@@ -130,14 +121,14 @@ def pull(url: str, folder: Path, progress: bool = False) -> SyncReport:
             if not target.is_relative_to(root) or target == root:
                 raise DataError(f"the object {rel!r} would be written outside {folder}",
                                 "pull from a prefix you trust")
-            if target.is_file() and digest and sha256_of(target) == digest:
+            if target.is_file() and digest and file_sha256(target) == digest:
                 report.skipped.append(rel)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.part")
             key = f"{prefix}/{rel}" if prefix else rel
             client.download_file(bucket, key, str(tmp))
-            if digest and sha256_of(tmp) != digest:
+            if digest and file_sha256(tmp) != digest:
                 tmp.unlink(missing_ok=True)
                 raise DataError(f"{rel}: the download does not match its SHA-256",
                                 "pull again; if it persists the object was changed in S3")

@@ -19,7 +19,7 @@ from mrimaster.serving import routes_api, routes_pages
 from mrimaster.serving.accounts import AuthError
 from mrimaster.serving.cases import error_status
 from mrimaster.serving.context import AppContext
-from mrimaster.serving.deps import COOKIE, CsrfFailed, Forbidden, NotLoggedIn
+from mrimaster.serving.deps import COOKIE, CsrfFailed, Forbidden, NotLoggedIn, session_token
 from mrimaster.serving.security import token_hash
 from mrimaster.storage import repository as repo
 
@@ -103,13 +103,10 @@ class UploadGuard:
         await self.app(scope, counted, send_with_headers)
 
     def _logged_in(self, headers: dict[str, str]) -> bool:
-        auth = headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            token, kind = auth[7:].strip(), "api"
-        else:
-            jar = SimpleCookie()
-            jar.load(headers.get("cookie", ""))
-            token, kind = (jar[COOKIE].value if COOKIE in jar else ""), "cookie"
+        jar: SimpleCookie = SimpleCookie()
+        jar.load(headers.get("cookie", ""))
+        token, kind = session_token(headers.get("authorization", ""),
+                                    jar[COOKIE].value if COOKIE in jar else "")
         if not token:
             return False
         with self.ctx.sessions() as db:

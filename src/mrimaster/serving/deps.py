@@ -52,17 +52,22 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def session_token(authorization: str, cookie: str) -> tuple[str, str]:
+    """``(secret, kind)`` from a request's ``Authorization`` header (``Bearer ...``: an API
+    token) or its session cookie's value; ``("", ...)`` when it has neither."""
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip(), "api"
+    return cookie, "cookie"
+
+
 def get_auth(request: Request, db: Session = Depends(get_db)) -> Auth:
     """The caller's session: a bearer token (API) or the session cookie (pages).
 
     Raises:
         NotLoggedIn: neither is valid (missing, unknown, expired, inactive account).
     """
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        token, kind = header[7:].strip(), "api"
-    else:
-        token, kind = request.cookies.get(COOKIE, ""), "cookie"
+    token, kind = session_token(request.headers.get("authorization", ""),
+                                request.cookies.get(COOKIE, ""))
     if not token:
         raise NotLoggedIn()
     found = repo.get_session(db, security.token_hash(token), kind)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from mrimaster.api import Classifier, Segmenter
-from mrimaster.models.paths import resolve_model_path
+from mrimaster.models.paths import file_sha256, resolve_model_path
 from mrimaster.settings import Settings
 
 
@@ -20,7 +19,7 @@ def model_version(ref: str, models_dir: Path, default: str = "default") -> str:
     (``default`` resolves to the shipped model folder ``default``)."""
     path = resolve_model_path(ref, models_dir, default)
     name = default if ref == "default" else ref
-    return f"{name}@{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+    return f"{name}@{file_sha256(path)[:12]}"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from mrimaster.errors import MRIMasterError
+from mrimaster.models.paths import file_sha256
 
 HASH = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
@@ -93,11 +94,7 @@ class FileStore:
 
     def put_file(self, src: Path) -> str:
         """Store a copy of ``src`` (kept in place); returns its SHA-256."""
-        h = hashlib.sha256()
-        with open(src, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-        digest = h.hexdigest()
+        digest = file_sha256(src)
         if not self.exists(digest):
             with self.temporary() as tmp, open(src, "rb") as f, open(tmp, "wb") as out:
                 while chunk := f.read(CHUNK):
