@@ -39,10 +39,21 @@ def test_predict_returns_typed_results_with_trust_fields(images: list[Path]) -> 
         assert p.confidence == pytest.approx(max(p.probabilities.values()))
 
 
-def test_every_runtime_gives_the_same_labels(images: list[Path]) -> None:
-    fast, torch_clf = Classifier.load("default"), Classifier.load("default", runtime="torch")
-    assert torch_clf.runtime == "torch"
-    assert [p.label for p in fast.predict(images)] == [p.label for p in torch_clf.predict(images)]
+@pytest.mark.parametrize("runtime", ["auto", "onnx", "openvino"])
+def test_every_runtime_answers_like_torch(images: list[Path], runtime: str) -> None:
+    """fp32 variants give PyTorch's labels; the int8 one may differ only on a referred image
+    (here the second: probabilities 0.44 / 0.43 between two classes)."""
+    from mrimaster.inference.onnx_runtime import VARIANTS
+
+    fast, torch_clf = (Classifier.load("default", runtime=runtime),
+                       Classifier.load("default", runtime="torch"))
+    assert torch_clf.runtime == "torch" and fast.runtime in VARIANTS
+    ours, ref = fast.predict(images), torch_clf.predict(images)
+    assert [p.status for p in ours] == [p.status for p in ref]
+    exact = VARIANTS[fast.runtime].precision == "fp32"
+    for p, q in zip(ours, ref, strict=True):
+        if exact or q.status == "ok":
+            assert p.label == q.label, (fast.runtime, p.path)
 
 
 def test_explain_writes_overlays(images: list[Path], tmp_path: Path) -> None:

@@ -144,3 +144,58 @@ def test_predict_path_imports_no_torch_and_no_plotting(exported: tuple[Path, dic
                          check=True).stdout
     assert "HEAVY []" in out
     assert '"status"' in out and '"uncertainty"' in out
+
+
+def test_openvino_int8_keeps_the_leading_convolutions_in_fp32(tmp_path: Path) -> None:
+    """NNCF quantises every convolution but the first two, which see the gray levels."""
+    import openvino as ov
+
+    from mrimaster.inference.onnx_export import (
+        FP32_LEADING_CONVOLUTIONS,
+        export_graph,
+        quantize_openvino_int8,
+    )
+
+    clf = _classifier("efficientnet-lite0", 64)
+    export_graph(clf.net, tmp_path / "fp32.onnx", 64)
+    images = np.stack([synthetic_slice(i, 64, i % 4) for i in range(16)])
+    quantize_openvino_int8(tmp_path / "fp32.onnx", tmp_path / "int8.xml", images)
+    model = ov.Core().read_model(str(tmp_path / "int8.xml"))
+    convs = [op for op in model.get_ordered_ops()
+             if op.get_type_name() in ("Convolution", "GroupConvolution")]
+
+    def quantised(op) -> bool:  # type: ignore[no-untyped-def]
+        """Whether the convolution's activation input comes from a FakeQuantize (through
+        the explicit padding of TensorFlow-style "same" convolutions)."""
+        node = op.input_value(0).get_node()
+        while node.get_type_name() == "Pad":
+            node = node.input_value(0).get_node()
+        return node.get_type_name() == "FakeQuantize"
+
+    flags = [quantised(op) for op in convs]
+    assert not any(flags[:FP32_LEADING_CONVOLUTIONS])
+    assert all(flags[FP32_LEADING_CONVOLUTIONS:]), flags
+    x = np.stack([synthetic_slice(100 + i, 64, i % 4) for i in range(4)])
+    from mrimaster.inference.onnx_runtime import GraphRuntime
+
+    logits, feats = GraphRuntime(tmp_path / "int8.xml", head_of_clf(clf), "openvino-int8"
+                                 ).forward(x)
+    assert logits.shape == (4, 4) and np.isfinite(logits).all() and feats.shape[0] == 4
+
+
+def head_of_clf(clf):  # type: ignore[no-untyped-def]
+    from mrimaster.inference.forward import head_of
+
+    return head_of(clf.net)
+
+
+def test_an_openvino_graph_is_hashed_with_its_weights(tmp_path: Path) -> None:
+    from mrimaster.inference.onnx_runtime import graph_sha256
+
+    (tmp_path / "g.xml").write_text("<net/>")
+    (tmp_path / "g.bin").write_bytes(b"\x00" * 8)
+    first = graph_sha256(tmp_path / "g.xml")
+    (tmp_path / "g.bin").write_bytes(b"\x01" * 8)
+    assert graph_sha256(tmp_path / "g.xml") != first
+    (tmp_path / "g.bin").unlink()
+    assert graph_sha256(tmp_path / "g.xml").startswith("missing")

@@ -12,15 +12,19 @@ Steps (:func:`export_variants`), all on the run's own split:
 3. **Keep rule**: an fp32 variant must match PyTorch (logits within :data:`FP32_TOLERANCE`),
    else the export fails; it uses the PyTorch model's trust rule unchanged. A
    reduced-precision variant (``onnx-int8``: static QDQ quantisation, per-channel weights,
-   calibrated on training images; ``openvino-bf16``) is kept only when its
+   calibrated on training images; ``openvino-int8``: NNCF quantisation with bias correction,
+   the first convolutions in fp32; ``openvino-bf16``) is kept only when its
    validation top-1 agreement is at least :data:`MIN_AGREEMENT` and its macro F1 is within
    :data:`MAX_F1_DROP` of PyTorch's; its temperature, uncertainty threshold and feature
-   distance are then refitted on its own outputs (:func:`mrimaster.training.fit_trust.fit_trust`).
+   distance are then refitted on its own outputs (:func:`mrimaster.training.fit_trust.fit_trust`)
+   and the out-of-distribution probes (:func:`mrimaster.training.checks.check_ood`) are run
+   through it as loaded from disk.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 import tempfile
 import warnings
@@ -31,12 +35,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mrimaster.data.images import model_input
 from mrimaster.errors import ModelError
 from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.inference.forward import head_of
 from mrimaster.inference.onnx_runtime import (
     VARIANTS,
     engine_problem,
+    graph_files,
+    graph_sha256,
+    load_variant,
     make_runtime,
     write_trust_file,
 )
@@ -56,6 +64,9 @@ MIN_AGREEMENT = 0.99
 MAX_F1_DROP = 0.005
 """Largest validation macro-F1 loss (0.5 point) for a reduced-precision variant."""
 INT8_CALIBRATION_IMAGES = 256
+OPENVINO_INT8_CALIBRATION_IMAGES = 512
+FP32_LEADING_CONVOLUTIONS = 2
+"""Convolutions (from the input) that the OpenVINO int8 variant keeps in fp32."""
 
 
 class FeatureNet(nn.Module):
@@ -124,8 +135,6 @@ def quantize_int8(src: Path, dst: Path, images: np.ndarray) -> None:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from mrimaster.data.images import model_input
-
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.batches = iter([{"image": model_input(images[i:i + 32])}
@@ -148,11 +157,52 @@ def quantize_int8(src: Path, dst: Path, images: np.ndarray) -> None:
             root.setLevel(level)
 
 
-def int8_calibration_images(x_fit: np.ndarray) -> np.ndarray:
+def quantize_openvino_int8(src: Path, dst: Path, images: np.ndarray) -> None:
+    """Post-training int8 quantisation of ``src`` with NNCF into an OpenVINO IR ``dst``
+    (``.xml`` and ``.bin``).
+
+    NNCF's default (performance) scheme: symmetric per-channel int8 weights, per-tensor
+    activations with ranges from ``images`` (``(N, S, S)`` uint8 training slices), then full
+    bias correction: each layer's bias absorbs the mean shift its quantisation causes on those
+    images (Nagel et al. 2019, "Data-free quantization through weight equalization and bias
+    correction", Sec. 4.2, Eq. 12-13; estimated from data rather than from BatchNorm).
+
+    The first :data:`FP32_LEADING_CONVOLUTIONS` convolutions stay fp32. The normalised input is
+    a gray level on a step of about 1/255 of its range; rounding it to 256 levels of another
+    step aliases the gray levels, and that alone flips 3.4% of the shipped model's validation
+    answers (its logits span only about +-3.5, so many margins are small).
+    """
+    import nncf
+    import openvino as ov
+
+    nncf.set_log_level(logging.ERROR)
+    model = ov.convert_model(str(src))
+    convolutions = [op.get_friendly_name() for op in model.get_ordered_ops()
+                    if op.get_type_name() in ("Convolution", "GroupConvolution")]
+    keep = nncf.IgnoredScope(names=convolutions[:FP32_LEADING_CONVOLUTIONS])
+    dataset = nncf.Dataset([model_input(images[i:i + 1]) for i in range(len(images))])
+    quantized = nncf.quantize(model, dataset, subset_size=len(images),
+                              fast_bias_correction=False, ignored_scope=keep)
+    ov.save_model(quantized, str(dst))
+
+
+def int8_calibration_images(x_fit: np.ndarray, count: int = INT8_CALIBRATION_IMAGES
+                            ) -> np.ndarray:
     """The training images whose activations set the int8 ranges: a seeded random sample of
-    :data:`INT8_CALIBRATION_IMAGES`."""
-    pick = np.random.default_rng(0).permutation(len(x_fit))[:INT8_CALIBRATION_IMAGES]
+    ``count`` (:data:`INT8_CALIBRATION_IMAGES` for ONNX Runtime,
+    :data:`OPENVINO_INT8_CALIBRATION_IMAGES` for NNCF)."""
+    pick = np.random.default_rng(0).permutation(len(x_fit))[:count]
     return x_fit[pick]
+
+
+def export_problem(name: str) -> str | None:
+    """Why variant ``name`` cannot be exported here: its engine cannot run (see
+    :func:`~mrimaster.inference.onnx_runtime.engine_problem`) or, for OpenVINO int8, NNCF is
+    not installed."""
+    problem = engine_problem(name)
+    if problem is None and name == "openvino-int8" and importlib.util.find_spec("nncf") is None:
+        problem = "nncf is not installed (pip install mrimaster[fast])"
+    return problem
 
 
 def compare(runtime: Runtime, ref: np.ndarray, images: np.ndarray, labels: np.ndarray,
@@ -206,16 +256,21 @@ def export_variants(clf: Classifier, model_pt: Path, out_dir: Path, data: Calibr
         fp32 = Path(tmp) / "fp32.onnx"
         export_graph(clf.net, fp32, clf.image_size)
         half_storage(fp32, out_dir / VARIANTS["onnx-fp32"].graph)
-        calib = int8_calibration_images(data.x_fit)
-        if engine_problem("onnx-int8") is None:
-            quantize_int8(fp32, out_dir / VARIANTS["onnx-int8"].graph, calib)
+        if export_problem("onnx-int8") is None:
+            quantize_int8(fp32, out_dir / VARIANTS["onnx-int8"].graph,
+                          int8_calibration_images(data.x_fit))
+        if export_problem("openvino-int8") is None:
+            log.info("quantising for OpenVINO int8 with NNCF (bias correction: a minute or two)")
+            quantize_openvino_int8(fp32, out_dir / VARIANTS["openvino-int8"].graph,
+                                   int8_calibration_images(data.x_fit,
+                                                           OPENVINO_INT8_CALIBRATION_IMAGES))
     for name, variant in VARIANTS.items():
         entry: dict[str, Any] = {"engine": variant.engine, "precision": variant.precision,
                                  "graph": variant.graph}
         report["variants"][name] = entry
         trust_path = out_dir / variant.trust
         trust_path.unlink(missing_ok=True)
-        missing = engine_problem(name)
+        missing = export_problem(name)
         if missing:
             entry.update(kept=False, why=f"not checked: {missing}")
             continue
@@ -231,7 +286,8 @@ def export_variants(clf: Classifier, model_pt: Path, out_dir: Path, data: Calibr
         if not kept:
             log.info("%s not kept: %s", name, entry["val"])
             if variant.graph != VARIANTS["onnx-fp32"].graph:
-                (out_dir / variant.graph).unlink(missing_ok=True)
+                for path in graph_files(out_dir / variant.graph):
+                    path.unlink(missing_ok=True)
             continue
         if variant.precision == "fp32":
             temperature, referral, ood = clf.temperature, clf.referral, clf.ood
@@ -244,9 +300,15 @@ def export_variants(clf: Classifier, model_pt: Path, out_dir: Path, data: Calibr
         meta = {"arch": clf.arch, "classes": clf.classes, "image_size": clf.image_size,
                 "temperature": temperature, "referral": referral, "precision": variant.precision,
                 "source_sha256": source,
-                "graph_sha256": file_sha256(out_dir / variant.graph),
+                "graph_sha256": graph_sha256(out_dir / variant.graph),
                 "check": {"val": entry["val"], "test": entry["test"], "rule": rule}}
         write_trust_file(trust_path, meta, head, ood)
+        if variant.precision != "fp32":  # its own rule: does it still refuse non-MRI inputs?
+            from mrimaster.training.checks import check_ood
+            from mrimaster.trust.referral import TrustRule
+
+            loaded = load_variant(out_dir, name)
+            entry["ood_probes"] = check_ood(loaded, TrustRule.of(loaded))["status"]
         log.info("%s kept: validation agreement %.4f, macro F1 %.4f (torch %.4f)", name,
                  entry["val"]["top1_agreement"], entry["val"]["macro_f1"],
                  entry["val"]["torch_macro_f1"])

@@ -3,7 +3,8 @@
 A model folder exported by :mod:`mrimaster.inference.onnx_export` holds, beside ``model.pt``,
 one graph file and one trust file per validated *variant* (:data:`VARIANTS`):
 
-- the graph (``model.onnx``, ``model.int8.onnx``): input ``image`` ``(N, 3, S, S)`` float32
+- the graph (``model.onnx``, ``model.int8.onnx``, ``model.openvino-int8.xml`` with its
+  ``.bin``): input ``image`` ``(N, 3, S, S)`` float32
   (see :func:`mrimaster.data.images.model_input`), outputs ``logits`` ``(N, C)`` and
   ``features`` ``(N, D)`` (the head's input);
 - the trust file (``*.npz``): what the trust decision needs, fitted for *that* variant (a
@@ -18,6 +19,7 @@ A variant is only written when its validation check held, so a trust file on dis
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from collections.abc import Callable
@@ -42,9 +44,11 @@ class Variant:
 
     Attributes:
         engine: Python package that runs it (``onnxruntime`` or ``openvino``).
-        precision: ``fp32``, ``int8`` (static QDQ, per-channel) or ``bf16`` (OpenVINO's
-            inference precision on CPUs with bf16 instructions).
-        graph: Graph file in the model folder.
+        precision: ``fp32``, ``int8`` (static, per-channel weights: ONNX Runtime QDQ, or
+            OpenVINO IR quantised with NNCF) or ``bf16`` (OpenVINO's inference precision on
+            CPUs with bf16 instructions).
+        graph: Graph file in the model folder (an OpenVINO ``.xml`` has its weights in the
+            ``.bin`` beside it).
         trust: Trust file in the model folder.
     """
 
@@ -55,6 +59,8 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
+    "openvino-int8": Variant("openvino", "int8", "model.openvino-int8.xml",
+                             "model.openvino-int8.npz"),
     "openvino-bf16": Variant("openvino", "bf16", "model.onnx", "model.openvino-bf16.npz"),
     "onnx-int8": Variant("onnxruntime", "int8", "model.int8.onnx", "model.int8.onnx.npz"),
     "openvino-fp32": Variant("openvino", "fp32", "model.onnx", "model.openvino-fp32.npz"),
@@ -64,7 +70,7 @@ VARIANTS: dict[str, Variant] = {
 
 ENGINE_OF_RUNTIME: dict[str, tuple[str, ...]] = {
     "auto": tuple(VARIANTS), "onnx": ("onnx-int8", "onnx-fp32"),
-    "openvino": ("openvino-bf16", "openvino-fp32")}
+    "openvino": ("openvino-int8", "openvino-bf16", "openvino-fp32")}
 """Variants each ``--runtime`` value may use, in order of preference (``torch`` uses none)."""
 
 
@@ -85,7 +91,8 @@ def open_graph(path: Path, variant: str) -> Graph:
     if spec.engine == "openvino":
         import openvino as ov
 
-        hint = {"bf16": "bf16", "fp32": "f32"}[spec.precision]
+        # int8 IR: what NNCF left unquantised runs in fp32, not in the CPU's bf16
+        hint = {"bf16": "bf16", "fp32": "f32", "int8": "f32"}[spec.precision]
         compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
         request = compiled.create_infer_request()
         names = [(out, name) for out in compiled.outputs for name in out.get_names()]
@@ -172,10 +179,26 @@ def variant_problem(folder: Path, name: str) -> str | None:
     return export_mismatch(graph, read_meta(trust), variant.trust)
 
 
+def graph_files(graph: Path) -> list[Path]:
+    """The files of a graph: itself, and for an OpenVINO IR (``.xml``) its weights (``.bin``)."""
+    return [graph, graph.with_suffix(".bin")] if graph.suffix == ".xml" else [graph]
+
+
+def graph_sha256(graph: Path) -> str:
+    """SHA-256 of a graph file; for an OpenVINO IR, of its two files' SHA-256 in order."""
+    files = graph_files(graph)
+    if len(files) == 1:
+        return file_sha256(graph)
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        return f"missing {missing[0].name}"
+    return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()
+
+
 def export_mismatch(graph: Path, meta: dict[str, Any], record: str) -> str | None:
     """Why the record ``meta`` (file name ``record``) does not belong to ``graph`` and the
     ``model.pt`` beside it (SHA-256 of both, written at export); ``None`` when it does."""
-    if meta.get("graph_sha256") != file_sha256(graph):
+    if meta.get("graph_sha256") != graph_sha256(graph):
         return f"{graph} is not the graph its {record} describes"
     pt = graph.parent / "model.pt"
     if pt.is_file() and meta.get("source_sha256") != file_sha256(pt):
@@ -238,7 +261,7 @@ def load_variant(folder: Path, name: str) -> OnnxClassifier:
     trust_path = folder / VARIANTS[name].trust
     meta = read_meta(trust_path)
     with np.load(trust_path, allow_pickle=False) as blob:
-        arrays = {k: blob[k] for k in blob.files if k != "meta"}
+        arrays = {k: blob[k].astype(np.float32) for k in blob.files if k != "meta"}
     head = Head(arrays["head_weight"], arrays["head_bias"], float(meta["head_dropout"]))
     ood = None
     if meta.get("ood"):
@@ -264,8 +287,9 @@ def write_trust_file(path: Path, meta: dict[str, Any], head: Head,
         meta["ood"] = {"refer_above": float(ood["refer_above"]),
                        "reject_above": float(ood["reject_above"]),
                        "rest_variance": float(dist["rest_variance"])}
+        # the basis as float16 halves the file (distances move by about 1e-3 relative)
         arrays.update(ood_means=np.asarray(dist["means"], np.float32),
-                      ood_basis=np.asarray(dist["basis"], np.float32),
+                      ood_basis=np.asarray(dist["basis"], np.float16),
                       ood_variances=np.asarray(dist["variances"], np.float32))
     else:
         meta["ood"] = None

@@ -38,7 +38,7 @@ class Runtime(Protocol):
     """A network ready to run on prepared slices."""
 
     name: str
-    """``torch``, ``onnx-fp32`` or ``onnx-int8``."""
+    """``torch`` or a variant of :data:`mrimaster.inference.onnx_runtime.VARIANTS`."""
 
     def forward(self, images: np.ndarray, batch_size: int = 64
                 ) -> tuple[np.ndarray, np.ndarray]:

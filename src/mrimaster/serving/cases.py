@@ -116,10 +116,12 @@ def decode_upload(ctx: AppContext, path: Path, filename: str, reference: str
     return gray, alias, blobs
 
 
-def grad_cam_files(ctx: AppContext, gray: np.ndarray
+def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None
                    ) -> tuple[dict[str, bytes], list[dict[str, str]]]:
-    """Grad-CAM maps of the predicted class at the layers of the selector, as PNG overlays on
-    the original image's grid; returns ``(role -> PNG bytes, layers)``."""
+    """Grad-CAM maps of class ``label`` (default: PyTorch's predicted class) at the layers of
+    the selector, as PNG overlays on the original image's grid; returns ``(role -> PNG bytes,
+    layers)``. The read shown may come from an int8 export whose class can, rarely, differ
+    from PyTorch's: the map then still explains the class shown."""
     from contextlib import ExitStack
 
     from mrimaster.data.transforms import eval_batch
@@ -132,7 +134,8 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray
     shown = []
     with ExitStack() as stack:  # every layer from one forward and backward pass
         cams = [stack.enter_context(GradCAM(clf.net, layer.name)) for layer in layers]
-        results = explain_layers(cams, x)
+        target = clf.classes.index(label) if label in clf.classes else None
+        results = explain_layers(cams, x, target)
     for layer, result in zip(layers, results, strict=True):
         on_original = to_original_grid(result.upsampled[0], geometry, gray.shape)
         files[f"cam/{layer.name}"] = png_bytes(heatmap_rgba(on_original))
@@ -170,7 +173,7 @@ def classify_upload(ctx: AppContext, db: Session, user: User, path: Path, filena
     result["layers"] = []
     if p.status != "reject" and gradcam:
         with ctx.infer_lock:
-            cam_files, result["layers"] = grad_cam_files(ctx, gray)
+            cam_files, result["layers"] = grad_cam_files(ctx, gray, p.label)
         blobs.update(cam_files)
     # every check passed: the files go in the store, then the row that refers to them
     files = {role: ctx.store.put_bytes(data) for role, data in blobs.items()}

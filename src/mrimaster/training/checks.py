@@ -85,8 +85,14 @@ SKIMAGE_PHOTOS: tuple[str, ...] = (
 """2D images that scikit-image ships inside its wheel."""
 
 
-def check_ood(clf: Classifier, rule: TrustRule) -> dict[str, Any]:
-    """Status of every OOD probe (none should get ``ok``)."""
+def check_ood(clf: Any, rule: TrustRule) -> dict[str, Any]:
+    """Status of every OOD probe (none should get ``ok``).
+
+    Args:
+        clf: A :class:`~mrimaster.models.checkpoint.Classifier` or an exported variant
+            (:class:`~mrimaster.inference.onnx_runtime.OnnxClassifier`): anything with
+            ``runtime``, ``image_size`` and ``classes``.
+    """
     probes = ood_probes()
     images, stats = [], []
     for img in probes.values():

@@ -169,6 +169,21 @@ def _runtime_section(onnx: dict[str, Any]) -> list[str]:
                      f"({val['torch_macro_f1']:.4f}) | {test['top1_agreement']:.4f} | "
                      f"{test['macro_f1']:.4f} ({test['torch_macro_f1']:.4f}) | "
                      f"{val['max_logit_difference']:.3g} | {v['rule']} |")
+    refitted = [(n, v) for n, v in onnx["variants"].items() if v.get("kept") and "calibration" in v]
+    if refitted:
+        lines += ["", "Trust rule of each kept reduced-precision variant, refitted on its own "
+                  "outputs:", ""]
+    for name, v in refitted:
+        cal = v["calibration"]
+        lines.append(f"- `{name}`: temperature {cal['temperature']:.4f} (fitted "
+                     f"{cal['temperature_fitted']:.4f}); `{cal['referral']['method']}` "
+                     f"uncertainty, refer above {cal['referral']['threshold']:.4f} "
+                     f"(validation coverage {cal['referral']['val_coverage']:.3f}, error among "
+                     f"accepted {cal['referral']['val_error_accepted']:.4f}); feature distance: "
+                     f"refer above {cal['ood']['refer_above']:.2f}, reject above "
+                     f"{cal['ood']['reject_above']:.2f}; inputs that are not brain MRI "
+                     f"({sum(v.get('ood_probes', {}).values())} probes): "
+                     f"{v.get('ood_probes', 'not run')}.")
     return lines + [""]
 
 
