@@ -164,8 +164,9 @@ def quantize_openvino_int8(src: Path, dst: Path, images: np.ndarray) -> None:
     NNCF's default (performance) scheme: symmetric per-channel int8 weights, per-tensor
     activations with ranges from ``images`` (``(N, S, S)`` uint8 training slices), then full
     bias correction: each layer's bias absorbs the mean shift its quantisation causes on those
-    images (Nagel et al. 2019, "Data-free quantization through weight equalization and bias
-    correction", Sec. 4.2, Eq. 12-13; estimated from data rather than from BatchNorm).
+    images, ``b' = b - E[(W_q - W) x]`` (Nagel et al. 2019, "Data-free quantization through
+    weight equalization and bias correction", the bias-correction section; here the
+    expectation is estimated from data rather than from BatchNorm statistics).
 
     The first :data:`FP32_LEADING_CONVOLUTIONS` convolutions stay fp32. The normalised input is
     a gray level on a step of about 1/255 of its range; rounding it to 256 levels of another
@@ -273,6 +274,9 @@ def export_variants(clf: Classifier, model_pt: Path, out_dir: Path, data: Calibr
         missing = export_problem(name)
         if missing:
             entry.update(kept=False, why=f"not checked: {missing}")
+            if variant.graph != VARIANTS["onnx-fp32"].graph:  # no stale graph of an old export
+                for path in graph_files(out_dir / variant.graph):
+                    path.unlink(missing_ok=True)
             continue
         runtime = make_runtime(out_dir, name, head)
         entry["val"] = compare(runtime, torch_val, data.x_val, data.y_val, clf.classes)

