@@ -176,17 +176,12 @@ def test_openvino_int8_keeps_the_leading_convolutions_in_fp32(tmp_path: Path) ->
     assert not any(flags[:FP32_LEADING_CONVOLUTIONS])
     assert all(flags[FP32_LEADING_CONVOLUTIONS:]), flags
     x = np.stack([synthetic_slice(100 + i, 64, i % 4) for i in range(4)])
+    from mrimaster.inference.forward import head_of
     from mrimaster.inference.onnx_runtime import GraphRuntime
 
-    logits, feats = GraphRuntime(tmp_path / "int8.xml", head_of_clf(clf), "openvino-int8"
+    logits, feats = GraphRuntime(tmp_path / "int8.xml", head_of(clf.net), "openvino-int8"
                                  ).forward(x)
     assert logits.shape == (4, 4) and np.isfinite(logits).all() and feats.shape[0] == 4
-
-
-def head_of_clf(clf):  # type: ignore[no-untyped-def]
-    from mrimaster.inference.forward import head_of
-
-    return head_of(clf.net)
 
 
 def test_an_openvino_graph_is_hashed_with_its_weights(tmp_path: Path) -> None:

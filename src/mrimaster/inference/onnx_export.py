@@ -222,6 +222,14 @@ def compare(runtime: Runtime, ref: np.ndarray, images: np.ndarray, labels: np.nd
             "macro_f1": float(f1), "torch_macro_f1": float(ref_f1)}
 
 
+def _drop_own_graph(out_dir: Path, name: str) -> None:
+    """Delete variant ``name``'s graph files unless they are the shared fp32 graph."""
+    graph = VARIANTS[name].graph
+    if graph != VARIANTS["onnx-fp32"].graph:
+        for path in graph_files(out_dir / graph):
+            path.unlink(missing_ok=True)
+
+
 def _kept(name: str, val: dict[str, float]) -> tuple[bool, str]:
     if VARIANTS[name].precision == "fp32":
         return val["max_logit_difference"] <= FP32_TOLERANCE, \
@@ -274,9 +282,7 @@ def export_variants(clf: Classifier, model_pt: Path, out_dir: Path, data: Calibr
         missing = export_problem(name)
         if missing:
             entry.update(kept=False, why=f"not checked: {missing}")
-            if variant.graph != VARIANTS["onnx-fp32"].graph:  # no stale graph of an old export
-                for path in graph_files(out_dir / variant.graph):
-                    path.unlink(missing_ok=True)
+            _drop_own_graph(out_dir, name)  # no stale graph of an earlier export
             continue
         runtime = make_runtime(out_dir, name, head)
         entry["val"] = compare(runtime, torch_val, data.x_val, data.y_val, clf.classes)
@@ -289,9 +295,7 @@ def export_variants(clf: Classifier, model_pt: Path, out_dir: Path, data: Calibr
                              "report this with the model's architecture")
         if not kept:
             log.info("%s not kept: %s", name, entry["val"])
-            if variant.graph != VARIANTS["onnx-fp32"].graph:
-                for path in graph_files(out_dir / variant.graph):
-                    path.unlink(missing_ok=True)
+            _drop_own_graph(out_dir, name)
             continue
         if variant.precision == "fp32":
             temperature, referral, ood = clf.temperature, clf.referral, clf.ood
