@@ -98,3 +98,34 @@ def test_postprocessing_is_chosen_only_where_it_helps() -> None:
     assert chosen["WT"] == 0.05  # the only setting that drops the stray, keeps the satellite
     assert chosen["TC"] is None
     assert table["WT"][f"{chosen['WT']:g}"] > table["WT"]["off"]
+
+
+def test_folds_train_one_at_a_time_then_the_run_scores_them(
+        seg_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, _ = seg_run
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml.safe_dump({"train_cases": ["a", "b", "v"]}))
+    out = tmp_path / "cv"
+    args = ["seg", "cv", "--config", str(config), "--folds", "3", "--data", str(data),
+            "--out", str(out), *TINY]
+    assert main([*args, "--fold", "1"]) == 0
+    assert main([*args, "--fold", "final"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["final", "fold_1"]
+    assert not (out / "cv.json").exists()  # one fold alone is not scored
+    fold_1 = (out / "fold_1" / "model.pt").stat().st_mtime_ns
+    final = (out / "final" / "history.json").stat().st_mtime_ns
+    assert main(args) == 0  # trains folds 0 and 2, keeps 1 and final, scores all
+    assert (out / "fold_1" / "model.pt").stat().st_mtime_ns == fold_1
+    assert (out / "final" / "history.json").stat().st_mtime_ns == final  # not retrained
+    assert (out / "fold_0" / "model.pt").is_file() and (out / "fold_2" / "model.pt").is_file()
+    assert set(json.loads((out / "cv.json").read_text())["all"]["per_case"]) == {"a", "b", "v"}
+    # ... and given the post-processing the scores chose
+    assert load_segmenter(out / "final" / "model.pt").meta["postprocess_from"] == \
+        "cross-validation"
+    capsys.readouterr()
+    assert main([*args, "--fold", "3"]) == 2
+    assert "fold '3' does not exist" in capsys.readouterr().err
+    # a finished fold of another recipe is not mixed into the table
+    assert main([*args, "--set", "epochs=2"]) == 2
+    assert "fold_0 was trained with another recipe (epochs 1 here, 2 asked)" in \
+        capsys.readouterr().err

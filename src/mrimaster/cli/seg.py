@@ -53,6 +53,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cv.add_argument("--data", type=Path, dest="data_dir")
     cv.add_argument("--out", type=Path, dest="out_dir", required=True,
                     help="run folder (an unfinished one is resumed)")
+    cv.add_argument("--fold", dest="only", metavar="K|final",
+                    help="train only fold K (0 to folds-1) or the final model, then stop; "
+                    "run the folds side by side this way, then once more without --fold to "
+                    "score them and write the tables")
     cv.set_defaults(handler=run_cv)
     pr = seg_sub.add_parser("predict", help="segment a case: seg.nii.gz, volumes.json, PNGs")
     pr.add_argument("--model", default="default", help="run folder, model.pt, or 'default'")
@@ -115,8 +119,12 @@ def run_cv(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.segmentation.train import SegTrainConfig
 
     train = load_config(SegTrainConfig, args.config, args.overrides, data_dir=args.data_dir)
-    cfg = CrossValConfig(train, args.folds, args.final, args.out_dir)
+    cfg = CrossValConfig(train, args.folds, args.final, args.out_dir, args.only)
     run = run_cross_validation(cfg, settings)
+    if cfg.only is not None:
+        name = "final" if cfg.only == "final" else f"fold_{cfg.only}"
+        print(f"trained: {run / name}")
+        return 0
     print((run / "cv.md").read_text(), end="")
     print(f"run folder: {run}")
     return 0

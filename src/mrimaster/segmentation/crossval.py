@@ -7,7 +7,9 @@ per region on these predictions (:mod:`mrimaster.segmentation.postprocess`), the
 written (``cv.json``, ``cv.md``, ``cv.png``), and, unless told not to, the recipe is trained
 once more on every case (``final/``) and given the chosen post-processing: that is the model
 to ship. Folds whose run folder already holds a finished model are not trained again, so an
-interrupted run resumes.
+interrupted run resumes. ``only`` trains one fold (or the final model) and stops: several
+processes can then train the folds side by side (on a GPU, say), and a last run without it
+finds them finished, scores them and writes the tables.
 
 Folds are assigned round-robin over the cases grouped by source (their first path part), so
 each fold mixes sources; cases are patients here (the shared cases are 14 distinct patients).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,17 +64,24 @@ class CrossValConfig:
         final: Also train on every case (``final/``) and store the chosen post-processing in
             it.
         out_dir: Run folder.
+        only: Train just this fold (``"0"`` to ``folds - 1``) or ``"final"``, then stop
+            (no scoring, no tables); ``None``: the whole run.
     """
 
     train: SegTrainConfig
     folds: int = 5
     final: bool = True
     out_dir: Path | None = None
+    only: str | None = None
 
     def __post_init__(self) -> None:
         if not 2 <= self.folds <= len(self.train.train_cases):
             raise ConfigError(f"folds={self.folds} needs 2 to {len(self.train.train_cases)}",
                               "cross-validation holds out each case once")
+        allowed = [str(k) for k in range(self.folds)] + ["final"]
+        if self.only is not None and self.only not in allowed:
+            raise ConfigError(f"fold {self.only!r} does not exist",
+                              f"choose one of {', '.join(allowed)}")
 
 
 def assign_folds(cases: list[str], folds: int) -> list[int]:
@@ -83,22 +93,64 @@ def assign_folds(cases: list[str], folds: int) -> list[int]:
     return out
 
 
+NOT_RECIPE = frozenset({"data_dir", "out_dir", "device", "num_threads", "num_workers",
+                        "track", "experiment", "registered_model"})
+"""Training settings that say where or how fast a run goes, not what it learns from: a fold
+trained earlier is kept when everything else matches."""
+
+
+def finished(folder: Path, expected: SegTrainConfig) -> bool:
+    """Whether ``folder`` holds a finished model trained with ``expected``'s recipe.
+
+    Raises:
+        ConfigError: it holds a finished model of another recipe (the table would mix them).
+    """
+    from mrimaster.config import config_to_dict
+
+    if not ((folder / "model.pt").is_file() and (folder / "metrics.json").is_file()):
+        return False
+    saved = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    wanted = config_to_dict(expected)
+    # a setting newer than the saved run had its default there
+    saved = {**config_to_dict(SegTrainConfig(train_cases=expected.train_cases)), **saved}
+    differ = sorted(k for k in wanted.keys() - NOT_RECIPE if saved[k] != wanted[k])
+    if differ:
+        raise ConfigError(
+            f"{folder} was trained with another recipe ("
+            + ", ".join(f"{k} {saved[k]} here, {wanted[k]} asked" for k in differ) + ")",
+            "pass the same --config and --set options as that run, or use a new --out folder")
+    return True
+
+
 def train_folds(cfg: CrossValConfig, settings: Settings, run_dir: Path) -> list[Path]:
-    """Train (or find, when finished earlier) each fold's model; returns the fold folders."""
+    """Train (or find, when finished earlier) each fold's model; returns the fold folders.
+    With ``cfg.only`` set to a fold, only that fold is trained."""
     cases = cfg.train.train_cases
     fold_of = assign_folds(cases, cfg.folds)
     folders = []
     for k in range(cfg.folds):
         folder = run_dir / f"fold_{k}"
         folders.append(folder)
-        if (folder / "model.pt").is_file() and (folder / "metrics.json").is_file():
-            log.info("fold %d/%d: finished earlier, kept", k + 1, cfg.folds)
+        if cfg.only is not None and cfg.only != str(k):
             continue
         train = [c for c, f in zip(cases, fold_of, strict=True) if f != k]
+        recipe = replace(cfg.train, train_cases=train, val_cases=[], out_dir=folder,
+                         track=False)
+        if finished(folder, recipe):
+            log.info("fold %d/%d: finished earlier, kept", k + 1, cfg.folds)
+            continue
         log.info("fold %d/%d: training on %d cases", k + 1, cfg.folds, len(train))
-        run_seg_training(replace(cfg.train, train_cases=train, val_cases=[], out_dir=folder,
-                                 track=False), settings)
+        run_seg_training(recipe, settings)
     return folders
+
+
+def train_final(cfg: CrossValConfig, settings: Settings, run_dir: Path) -> Path:
+    """Train (or find) the model on every case: ``final/``."""
+    final = run_dir / "final"
+    recipe = replace(cfg.train, val_cases=[], out_dir=final, track=False)
+    if not finished(final, recipe):
+        run_seg_training(recipe, settings)
+    return final
 
 
 def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
@@ -286,21 +338,31 @@ def run_cross_validation(cfg: CrossValConfig, settings: Settings) -> Path:
               "assignment": dict(zip(cases, assign_folds(cases, cfg.folds), strict=True)),
               "train": {k: v for k, v in config_to_dict(cfg.train).items()
                         if k not in ("out_dir", "data_dir", "val_cases")}}
-    (run_dir / "cv.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    _write_record(run_dir / "cv.yaml", record)
+    if cfg.only == "final":
+        train_final(cfg, settings, run_dir)
+        return run_dir
     folders = train_folds(cfg, settings, run_dir)
+    if cfg.only is not None:
+        return run_dir
     results = summarise(segment_held_out(folders, cfg, root))
     (run_dir / "cv.json").write_text(json.dumps(results, indent=2))
     (run_dir / "cv.md").write_text(markdown(results))
     plot(results, run_dir / "cv.png")
     log.info("cross-validation:\n%s", markdown(results))
     if cfg.final:
-        final = run_dir / "final"
-        if not ((final / "model.pt").is_file() and (final / "metrics.json").is_file()):
-            run_seg_training(replace(cfg.train, val_cases=[], out_dir=final, track=False),
-                             settings)
+        final = train_final(cfg, settings, run_dir)
         seg = load_segmenter(final / "model.pt")
         seg.postprocess = dict(results["postprocess"])
         seg.excluded = dict(results["excluded"])
         seg.meta["postprocess_from"] = "cross-validation"
         save_segmenter(final / "model.pt", seg)
     return run_dir
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write ``cv.yaml`` whole or not at all (processes started side by side with ``only``
+    each write it)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    tmp.write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+    tmp.replace(path)
