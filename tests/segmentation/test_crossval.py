@@ -129,3 +129,6 @@ def test_folds_train_one_at_a_time_then_the_run_scores_them(
     assert main([*args, "--set", "epochs=2"]) == 2
     assert "fold_0 was trained with another recipe (epochs 1 here, 2 asked)" in \
         capsys.readouterr().err
+    (out / "fold_2" / "config.yaml").unlink()
+    assert main(args) == 2
+    assert "fold_2 holds a model without its config.yaml" in capsys.readouterr().err

@@ -109,6 +109,9 @@ def finished(folder: Path, expected: SegTrainConfig) -> bool:
 
     if not ((folder / "model.pt").is_file() and (folder / "metrics.json").is_file()):
         return False
+    if not (folder / "config.yaml").is_file():
+        raise ConfigError(f"{folder} holds a model without its config.yaml, so its recipe is "
+                          "unknown", "use a new --out folder, or delete that folder to retrain")
     saved = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
     wanted = config_to_dict(expected)
     # a setting newer than the saved run had its default there
