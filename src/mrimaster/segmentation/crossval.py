@@ -93,8 +93,8 @@ def assign_folds(cases: list[str], folds: int) -> list[int]:
     return out
 
 
-NOT_RECIPE = frozenset({"data_dir", "out_dir", "device", "num_threads", "num_workers",
-                        "track", "experiment", "registered_model"})
+NOT_RECIPE = frozenset({"data_dir", "out_dir", "device", "num_threads", "track",
+                        "experiment", "registered_model"})
 """Training settings that say where or how fast a run goes, not what it learns from: a fold
 trained earlier is kept when everything else matches."""
 

@@ -2,11 +2,11 @@
 
 Reads top to bottom: the config, patch sampling (crops biased towards tumour), augmentation
 (:mod:`mrimaster.segmentation.augment`: spatial steps on image and labels together, intensity
-steps and modality dropout on the image only), batches of them in the training process or in
-DataLoader workers, the loss (Dice + cross-entropy per region,
-masked where a dataset does not define a region), one epoch (bf16 autocast where the processor
-supports it), validation, and :func:`run_seg_training`. Without validation cases the last
-epoch's weights are kept (nnU-Net's choice: no selection on a handful of cases).
+steps and modality dropout on the image only), endless batches of them, the loss (Dice +
+cross-entropy per region, masked where a dataset does not define a region), one epoch (bf16
+autocast where the processor supports it), validation, and :func:`run_seg_training`. Without
+validation cases the last epoch's weights are kept (nnU-Net's choice: no selection on a handful
+of cases).
 """
 
 from __future__ import annotations
@@ -77,11 +77,6 @@ class SegTrainConfig:
         spacing: Voxel size (mm) cases are resampled to; recorded in the model file.
         device: ``auto``, ``cpu`` or ``cuda``.
         num_threads: Torch CPU threads (0: default).
-        num_workers: Processes that sample and augment patches beside the training loop
-            (0: in the training process). Sampling and augmenting a 96^3 patch takes about
-            0.1 s of one CPU core, which a GPU's training step would otherwise wait for. Each
-            worker draws from its own seeded generator, so a run is reproducible for a given
-            number of workers (0 reproduces runs made before workers existed).
         out_dir: Run folder (default ``<runs dir>/seg-<timestamp>``).
         track: Log to MLflow.
         experiment: MLflow experiment.
@@ -106,7 +101,6 @@ class SegTrainConfig:
     spacing: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     device: str = "auto"
     num_threads: int = 0
-    num_workers: int = 0
     out_dir: Path | None = None
     track: bool = True
     experiment: str = "mrimaster-segmentation"
@@ -126,8 +120,6 @@ class SegTrainConfig:
             raise ConfigError(f"precision {self.precision!r} unknown", "use auto, fp32 or bf16")
         if len(self.spacing) != 3 or min(self.spacing) <= 0:
             raise ConfigError(f"spacing {self.spacing} must be 3 positive sizes in mm")
-        if self.num_workers < 0:
-            raise ConfigError(f"num_workers={self.num_workers} must be 0 or more")
 
 
 @dataclass
@@ -209,31 +201,14 @@ def patch_batches(cases: list[TrainCase], cfg: SegTrainConfig, augmenter: PatchA
                np.stack([c.volume.known for c in batch]).astype(np.float32))
 
 
-class PatchStream(torch.utils.data.IterableDataset):
-    """:func:`patch_batches` in DataLoader worker processes: worker ``w`` draws from its own
-    generator, seeded by ``(seed, w + 1)``, and its own augmenter's random states."""
-
-    def __init__(self, cases: list[TrainCase], cfg: SegTrainConfig, aug: AugmentConfig,
-                 seed: int):
-        self.cases, self.cfg, self.aug, self.seed = cases, cfg, aug, seed
-
-    def __iter__(self) -> Iterator[Batch]:
-        info = torch.utils.data.get_worker_info()
-        worker = info.id + 1 if info is not None else 0
-        rng = np.random.default_rng([self.seed, worker])
-        augmenter = PatchAugmenter(self.cfg.patch, self.aug, seed=self.seed + 10 * worker)
-        return patch_batches(self.cases, self.cfg, augmenter, rng)
-
-
-def train_one_epoch(net: torch.nn.Module, batches: Iterator[Any], cfg: SegTrainConfig,
+def train_one_epoch(net: torch.nn.Module, batches: Iterator[Batch], cfg: SegTrainConfig,
                     optimizer: torch.optim.Optimizer, scheduler: Any,
                     device: torch.device, bf16: bool, desc: str) -> float:
-    """``cfg.iterations`` optimiser steps on ``batches`` (:data:`Batch` as arrays or
-    tensors); returns the mean loss."""
+    """``cfg.iterations`` optimiser steps on ``batches``; returns the mean loss."""
     net.train()
     losses = []
     for _ in tqdm(range(cfg.iterations), desc=desc, leave=False, disable=None):
-        x, y, known = (torch.as_tensor(a).to(device) for a in next(batches))
+        x, y, known = (torch.from_numpy(a).to(device) for a in next(batches))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = net(x)
         loss = region_loss(logits.float(), y, known)
@@ -314,11 +289,8 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
     if ctx.enabled:  # every process takes its share of each global batch of patches
         net = wrap(net, ctx)
         step_cfg = replace(cfg, batch_size=per_process_batch(cfg.batch_size, ctx))
-    batches: Iterator[Any] = patch_batches(
-        train, step_cfg, PatchAugmenter(cfg.patch, aug, seed=cfg.seed + ctx.rank), rng
-    ) if not cfg.num_workers else iter(torch.utils.data.DataLoader(
-        PatchStream(train, step_cfg, aug, cfg.seed + ctx.rank), batch_size=None,
-        num_workers=cfg.num_workers, persistent_workers=True))
+    batches = patch_batches(train, step_cfg,
+                            PatchAugmenter(cfg.patch, aug, seed=cfg.seed + ctx.rank), rng)
     tracker = Tracker(cfg.track and ctx.is_main, settings.tracking_uri, cfg.experiment,
                       run_dir.name)
     tracker.params(config_to_dict(cfg))
