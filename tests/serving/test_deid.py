@@ -9,7 +9,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from mrimaster.storage.deid import IDENTIFYING, date_offset, deidentify, pseudonym
+from mrimaster.storage.deid import date_offset, deidentify, pseudonym
 
 KEY = b"k" * 32
 IDENTIFIERS = {"PatientName": "Doe^John", "PatientID": "PID-12345",
@@ -68,7 +68,7 @@ def test_identifying_tags_are_gone_and_the_pseudonym_is_stable(tmp_path: Path) -
     raw = (tmp_path / "out.dcm").read_bytes()
     for value in IDENTIFIERS.values():
         assert value.encode() not in raw, value
-    for name in IDENTIFYING:
+    for name in IDENTIFIERS:
         assert name not in a or str(a.get(name)) in ("", alias_a), name
     assert a.PatientIdentityRemoved == "YES"
     # UIDs replaced, the same way for one original (series of one study stay together)
@@ -77,7 +77,7 @@ def test_identifying_tags_are_gone_and_the_pseudonym_is_stable(tmp_path: Path) -
     assert a.file_meta.MediaStorageSOPInstanceUID == a.SOPInstanceUID
     # dates shifted back by the patient's own offset (a date-time too); nested UIDs replaced
     assert a.StudyDate == b.StudyDate != "20240315"
-    assert a.AcquisitionDateTime == a.StudyDate and b"20240315" not in raw
+    assert a.AcquisitionDateTime == a.StudyDate and b"20240315" not in raw  # DT: date only
     (nested,) = a.ReferencedImageSequence
     assert nested.ReferencedSOPInstanceUID != "1.2.3.4.5.6.7.8.9"
     assert nested.ReferencedSOPClassUID == MRImageStorage  # a class, not an instance: kept

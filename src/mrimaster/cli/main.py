@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from mrimaster.cli import (
     compare,
     data,
+    dicom,
     evaluate,
     explain,
     models,
@@ -22,7 +23,8 @@ from mrimaster.cli import (
 from mrimaster.errors import MRIMasterError
 from mrimaster.settings import load_settings
 
-COMMAND_GROUPS = [data, train, sweep, evaluate, compare, predict, explain, models, seg, serve]
+COMMAND_GROUPS = [data, train, sweep, evaluate, compare, predict, explain, models, seg, serve,
+                  dicom]
 
 
 def build_parser() -> argparse.ArgumentParser:
