@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -39,7 +40,10 @@ def postgres_url() -> Iterator[str]:
         pytest.fail("PostgreSQL tests need initdb and pg_ctl on PATH (PostgreSQL 15 server "
                     "binaries), or MRIMASTER_TEST_DATABASE_URL")
     folder = Path(tempfile.mkdtemp(prefix="mrimaster-pg-"))
-    out = subprocess.run([str(ROOT / ".ci" / "postgres.sh"), str(folder), "55433"],
+    with socket.socket() as s:  # a free port: several test runs may share the machine
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    out = subprocess.run([str(ROOT / ".ci" / "postgres.sh"), str(folder), port],
                          capture_output=True, text=True, check=True).stdout
     env = dict(line.removeprefix("export ").split("=", 1) for line in out.split("\n") if line)
     try:
@@ -79,8 +83,11 @@ def served_models(data_root: Path) -> ServedModels:
 
 
 def serve_env(app_dir: Path, db_url: str, **extra: str) -> dict[str, str]:
+    """The server's environment: the admin's password set, and accounts an admin creates
+    usable at once (no forced change at the first log-in; test_accounts.py turns it on)."""
     return {**os.environ, "MRIMASTER_APP_DIR": str(app_dir), "MRIMASTER_DATABASE_URL": db_url,
-            "MRIMASTER_ADMIN_PASSWORD": ADMIN_PASSWORD, **extra}
+            "MRIMASTER_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "MRIMASTER_NEW_USERS_CHANGE_PASSWORD": "0", **extra}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -92,6 +92,14 @@ def test_login_attempts_are_limited(client: TestClient) -> None:
     assert r.status_code == 429 and int(r.headers["retry-after"]) > 0
 
 
+def test_one_address_is_limited_whatever_the_names(client: TestClient) -> None:
+    for i in range(20):
+        r = client.post("/api/auth/token", json={"username": f"user{i}", "password": "nope"})
+        assert r.status_code == 401
+    r = client.post("/api/auth/token", json={"username": "doctor", "password": DOCTOR_PASSWORD})
+    assert r.status_code == 429
+
+
 @pytest.mark.parametrize("kind", ["api"])
 def test_sessions_expire(client: TestClient, ctx: AppContext, kind: str,
                          doctor: dict[str, str]) -> None:
@@ -112,6 +120,10 @@ def test_first_start_creates_the_admin_with_a_one_time_password(
     assert password and len(password) >= 12
     assert ensure_admin(ctx) is None  # only the first start
     client = TestClient(create_app(ctx))
-    assert client.post("/api/auth/token", json={"username": "admin",
-                                                "password": password}).status_code == 200
+    r = client.post("/api/auth/token", json={"username": "admin", "password": password})
+    assert r.status_code == 200
+    # one-time: nothing but a password change until it is changed (test_accounts.py)
+    headers = {"Authorization": f"Bearer {r.json()['token']}"}
+    r = client.get("/api/cases", headers=headers)
+    assert r.status_code == 403 and r.json()["error"] == "change your password first"
     ctx.engine.dispose()

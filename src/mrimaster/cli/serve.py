@@ -47,8 +47,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     password = ensure_admin(ctx)
     if password:
         print(f"first start: created the admin account {config.admin_user!r} with the "
-              f"one-time password {password}\n  change it, or set MRIMASTER_ADMIN_PASSWORD "
-              "before the first start", flush=True)
+              f"one-time password {password}\n  it must be changed at the first log-in (the "
+              "My account page, or POST /api/me/password)", flush=True)
     db_kind = config.database_url.split(":", 1)[0]
     print(f"MRIMaster on http://{args.host}:{args.port}  (database: {db_kind}, files: "
           f"{config.app_dir}, classifier {ctx.models.version if ctx.models else '-'})",
@@ -56,7 +56,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(ctx)
     app.state.runner = JobRunner(ctx).start()
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+        # the app alone reads X-Forwarded-For, from MRIMASTER_TRUSTED_PROXIES only: uvicorn
+        # would otherwise believe it from 127.0.0.1 (a client on loopback sets it itself)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False)
     finally:
         app.state.runner.stop()
     return 0

@@ -18,7 +18,7 @@ from mrimaster.serving.models import ServedModels
 from mrimaster.serving.security import LoginLimiter
 from mrimaster.storage import repository as repo
 from mrimaster.storage.database import make_engine, session_factory, upgrade
-from mrimaster.storage.filestore import FileStore
+from mrimaster.storage.filestore import FileStore, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def load_key(path: Path) -> bytes:
 def build_context(config: ServeConfig, load_models: bool = True) -> AppContext:
     """Open the database (migrated to the latest schema), the file store (swept of temporary
     files and of objects no case refers to: what an interrupted upload left) and the models."""
-    config.app_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.app_dir)  # 0700: the key, database and store are nobody else's
     engine = make_engine(config.database_url)
     upgrade(engine)
     sessions = session_factory(engine)
@@ -75,5 +75,6 @@ def build_context(config: ServeConfig, load_models: bool = True) -> AppContext:
                  failed)
     models = (ServedModels.load(config.settings, config.model, config.seg_model)
               if load_models else None)
+    # the limiter keeps its failures in the database: every server process shares them
     return AppContext(config, engine, sessions, store, load_key(config.app_dir / "secret.key"),
                       models, LoginLimiter(config.login_attempts, config.login_window_s))

@@ -7,13 +7,22 @@ request's changes (a case and its audit event) land together or not at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from mrimaster.storage.tables import AuditEvent, Case, Job, LoginSession, Review, User, utcnow
+from mrimaster.storage.tables import (
+    AuditEvent,
+    Case,
+    Job,
+    LoginFailure,
+    LoginSession,
+    Review,
+    User,
+    utcnow,
+)
 
 
 def get_user(db: Session, username: str) -> User | None:
@@ -28,8 +37,13 @@ def list_users(db: Session) -> list[User]:
     return list(db.scalars(select(User).order_by(User.username)))
 
 
-def add_user(db: Session, username: str, password_hash: str, role: str) -> User:
-    user = User(username=username, password_hash=password_hash, role=role, active=True)
+def add_user(db: Session, username: str, password_hash: str, role: str,
+             must_change: bool = False, own_password: bool = False) -> User:
+    """A new active account; ``must_change``: its password is one-time; ``own_password``: the
+    owner chose it (``password_changed_at`` is set)."""
+    user = User(username=username, password_hash=password_hash, role=role, active=True,
+                must_change_password=must_change,
+                password_changed_at=utcnow() if own_password else None)
     db.add(user)
     db.flush()
     return user
@@ -39,20 +53,34 @@ def count_users(db: Session) -> int:
     return int(db.scalar(select(func.count()).select_from(User)) or 0)
 
 
+def count_active_admins(db: Session) -> int:
+    return int(db.scalar(select(func.count()).select_from(User).where(
+        User.role == "admin", User.active.is_(True))) or 0)
+
+
+def aware(at: datetime) -> datetime:
+    """``at`` as timezone-aware UTC (SQLite gives naive datetimes back)."""
+    return at if at.tzinfo else at.replace(tzinfo=utcnow().tzinfo)
+
+
 def add_session(db: Session, token_hash: str, user: User, kind: str, csrf: str,
                 expires_at: datetime) -> None:
+    now = utcnow()
     db.add(LoginSession(token_hash=token_hash, user_id=user.id, kind=kind, csrf=csrf,
-                        expires_at=expires_at))
+                        created_at=now, last_seen_at=now, expires_at=expires_at))
 
 
-def get_session(db: Session, token_hash: str, kind: str) -> tuple[LoginSession, User] | None:
-    """The live session of ``token_hash`` and its (active) user, or ``None``."""
+def get_session(db: Session, token_hash: str, kind: str, idle: timedelta | None = None,
+                now: datetime | None = None) -> tuple[LoginSession, User] | None:
+    """The live session of ``token_hash`` and its (active) user, or ``None``. A session past
+    its absolute end, or unused for longer than ``idle`` (``None``: no idle limit), is
+    deleted (the caller commits)."""
     row = db.get(LoginSession, token_hash)
     if row is None or row.kind != kind:
         return None
-    expires = row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(
-        tzinfo=utcnow().tzinfo)
-    if expires <= utcnow():
+    now = now or utcnow()
+    seen = aware(row.last_seen_at or row.created_at)
+    if aware(row.expires_at) <= now or (idle is not None and now - seen > idle):
         db.delete(row)
         return None
     user = db.get(User, row.user_id)
@@ -61,8 +89,53 @@ def get_session(db: Session, token_hash: str, kind: str) -> tuple[LoginSession, 
     return row, user
 
 
+def touch_session(db: Session, row: LoginSession, now: datetime | None = None,
+                  every: timedelta = timedelta(minutes=1)) -> bool:
+    """Record the session's use, at most once per ``every`` (spares the database a write per
+    request); returns whether it wrote (the caller commits)."""
+    now = now or utcnow()
+    if row.last_seen_at is None or now - aware(row.last_seen_at) >= every:
+        row.last_seen_at = now
+        return True
+    return False
+
+
+def sessions_of(db: Session, user_id: int) -> list[LoginSession]:
+    """A user's sessions and API tokens, newest first (expired ones included until used)."""
+    return list(db.scalars(select(LoginSession).where(LoginSession.user_id == user_id)
+                           .order_by(LoginSession.created_at.desc())))
+
+
 def drop_session(db: Session, token_hash: str) -> None:
     db.execute(delete(LoginSession).where(LoginSession.token_hash == token_hash))
+
+
+def drop_sessions(db: Session, user_id: int, keep: str | None = None) -> int:
+    """End every session of a user but the one whose hash is ``keep``; returns how many."""
+    q = delete(LoginSession).where(LoginSession.user_id == user_id)
+    if keep is not None:
+        q = q.where(LoginSession.token_hash != keep)
+    return int(getattr(db.execute(q), "rowcount", 0) or 0)
+
+
+def add_failure(db: Session, key: str, at: datetime) -> None:
+    db.add(LoginFailure(key=key[:200], at=at))
+
+
+def recent_failures(db: Session, key: str, since: datetime) -> tuple[int, datetime | None]:
+    """How many failures ``key`` has had after ``since``, and the oldest of them."""
+    count, oldest = db.execute(select(func.count(), func.min(LoginFailure.at)).where(
+        LoginFailure.key == key[:200], LoginFailure.at > since)).one()
+    return int(count or 0), aware(oldest) if oldest is not None else None
+
+
+def clear_failures(db: Session, key: str) -> None:
+    db.execute(delete(LoginFailure).where(LoginFailure.key == key[:200]))
+
+
+def purge_failures(db: Session, before: datetime) -> None:
+    """Delete the failures older than ``before`` (out of every window)."""
+    db.execute(delete(LoginFailure).where(LoginFailure.at <= before))
 
 
 def audit(db: Session, username: str, action: str, target: str = "", detail: str = "") -> None:

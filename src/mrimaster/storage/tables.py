@@ -36,6 +36,12 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    """A one-time password (generated, or set by an admin): only a password change, ``/api/me``
+    and log-out are allowed until the owner sets their own (ASVS 4.0.3 V2.3.1)."""
+    password_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                                 nullable=True)
+    """When the owner last set their own password; ``None``: never (an admin chose it)."""
 
 
 class LoginSession(Base):
@@ -48,6 +54,20 @@ class LoginSession(Base):
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """Last use (updated at most once a minute; ``None``: ``created_at``), for the idle
+    timeout."""
+
+
+class LoginFailure(Base):
+    """A failed log-in under a rate-limit key (``user|address``, ``*|address``, ``user|*``);
+    in the database so that every server process sees every failure. Rows older than the
+    window are deleted."""
+
+    __tablename__ = "login_failures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
 
 class Case(Base):
