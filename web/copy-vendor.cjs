@@ -32,3 +32,26 @@ fs.writeFileSync(path.join(vendor, "NIIVUE-LICENSE.txt"),
   `Licence declared by the package: ${meta.license}. Copyright (c) the NiiVue contributors.\n\n` +
   (meta.license === "BSD-2-Clause" ? bsd2 : "See the package's repository for its terms.\n"));
 console.log(`vendored NiiVue ${meta.version} into ${vendor}`);
+
+// Swagger UI for the API docs page (/api/docs), so that it works offline and runs no
+// third-party host's script on the app's origin. The source-map comments are dropped (the maps
+// are not shipped; a browser's devtools would only ask for them and get a 404).
+const swagger = path.join(__dirname, "node_modules", "swagger-ui-dist");
+const swaggerMeta = JSON.parse(fs.readFileSync(path.join(swagger, "package.json"), "utf8"));
+for (const [from, to] of [["swagger-ui-bundle.js", "swagger-ui-bundle.js"],
+                          ["swagger-ui.css", "swagger-ui.css"]]) {
+  const text = fs.readFileSync(path.join(swagger, from), "utf8")
+    .replace(/\n?\/\/# sourceMappingURL=\S+\s*$/, "\n")
+    .replace(/\n?\/\*# sourceMappingURL=\S+\s*\*\/\s*$/, "\n");
+  fs.writeFileSync(path.join(vendor, to), text);
+}
+fs.copyFileSync(path.join(swagger, "favicon-32x32.png"),
+  path.join(vendor, "swagger-ui-favicon-32x32.png"));
+fs.writeFileSync(path.join(vendor, "SWAGGER-UI-LICENSE.txt"),
+  `Swagger UI ${swaggerMeta.version} (swagger-ui-dist), https://github.com/swagger-api/swagger-ui, ` +
+  `installed from npm by web/package.json.\nLicence declared by the package: ${swaggerMeta.license}.\n\n` +
+  fs.readFileSync(path.join(swagger, "NOTICE"), "utf8") + "\n" +
+  fs.readFileSync(path.join(swagger, "LICENSE"), "utf8") +
+  "\n\nThird-party notices bundled in swagger-ui-bundle.js:\n\n" +
+  fs.readFileSync(path.join(swagger, "swagger-ui-bundle.js.LICENSE.txt"), "utf8"));
+console.log(`vendored Swagger UI ${swaggerMeta.version} into ${vendor}`);

@@ -35,6 +35,32 @@ def shots(tmp_path: Path) -> Path:
     return folder
 
 
+# Every Content-Security-Policy violation, reported to the console (chromium logs a "Refused to
+# ... because it violates the following Content Security Policy directive" error itself; the
+# securitypolicyviolation event also catches the ones it reports only to the event).
+REPORT_CSP = """document.addEventListener("securitypolicyviolation", function (e) {
+  console.error("CSP violation: " + e.effectiveDirective + " blocked " + (e.blockedURI || "inline")
+                + " at " + e.sourceFile + ":" + e.lineNumber);
+});"""
+
+
+def watch_csp(page: Any) -> list[str]:
+    """The CSP violations (and other console errors naming the policy) on ``page``, over all
+    the pages it goes to; also any error about the Permissions-Policy header (an unknown
+    feature name, a syntax error)."""
+    seen: list[str] = []
+    page.add_init_script(REPORT_CSP)
+
+    def on_console(message: Any) -> None:
+        text = message.text
+        if any(word in text for word in ("Content Security Policy", "CSP violation",
+                                         "Permissions-Policy", "Permissions Policy")):
+            seen.append(f"{page.url}: {text}")
+
+    page.on("console", on_console)
+    return seen
+
+
 def add_doctor(server: Server) -> None:
     """The admin creates the doctor's account through the API."""
     import httpx
@@ -71,6 +97,7 @@ def test_doctor_flow_2d(server: Server, data_root: Path, shots: Path, tmp_path: 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
+        csp = watch_csp(page)
         log_in(page, server, shots)
         page.click("text=Upload")
         page.set_input_files("input[type=file]", str(image))
@@ -121,6 +148,9 @@ def test_doctor_flow_2d(server: Server, data_root: Path, shots: Path, tmp_path: 
         pdf = tmp_path / "report.pdf"
         download.value.save_as(pdf)
         assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 10_000
+        # log-in page, upload page, 2D case page (heatmap controls), worklist: nothing the
+        # Content-Security-Policy had to block
+        assert not csp, csp
         browser.close()
 
 
@@ -134,6 +164,7 @@ def test_doctor_flow_3d(server: Server, data_root: Path, shots: Path) -> None:
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        csp = watch_csp(page)
         log_in(page, server)
         page.click("text=Upload")
         page.set_input_files("#upload-3d input[name=flair]", str(next(folder.glob("Flair*"))))
@@ -154,4 +185,51 @@ def test_doctor_flow_3d(server: Server, data_root: Path, shots: Path) -> None:
         page.wait_for_timeout(1000)
         page.screenshot(path=shots / "case-3d.png", full_page=True)
         assert not errors, errors
+        # the job's progress page and the NiiVue viewer run under the strict CSP
+        assert not csp, csp
+        browser.close()
+
+
+def test_api_docs_offline(server: Server, shots: Path) -> None:
+    """The API docs page works with no internet: every request to another host is aborted,
+    and Swagger UI still lists the operations; nothing breaks the Content-Security-Policy."""
+    from urllib.parse import urlsplit
+
+    from playwright.sync_api import expect, sync_playwright
+
+    outside: list[str] = []
+
+    def only_loopback(route: Any) -> None:
+        if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        csp = watch_csp(page)
+        page.route("**/*", only_loopback)
+        page.goto(server.url + "/api/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("MRIMaster")
+        operations = page.locator(".opblock")
+        expect(operations.first).to_be_visible(timeout=30_000)
+        assert operations.count() > 10
+        expect(page.locator(".opblock-summary-path[data-path='/api/cases']").first
+               ).to_be_visible()
+        # open one operation: its parameters and responses render too
+        page.locator(".opblock-summary").first.click()
+        expect(page.locator(".opblock-body").first).to_be_visible()
+        page.wait_for_timeout(500)
+        page.screenshot(path=shots / "api-docs.png", full_page=False)
+        # the Permissions-Policy header is in force: no camera, microphone or location
+        assert page.evaluate("['camera', 'microphone', 'geolocation'].map(function (f) {"
+                             " return document.featurePolicy.allowsFeature(f); })"
+                             ) == [False, False, False]
+        assert not outside, outside
+        assert not errors, errors
+        assert not csp, csp
         browser.close()

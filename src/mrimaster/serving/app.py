@@ -4,18 +4,20 @@ static files; ``mrimaster serve`` builds the context at start-up and runs it wit
 from __future__ import annotations
 
 import logging
+import tempfile
+from datetime import timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import quote
 
 import anyio
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mrimaster.errors import MRIMasterError
-from mrimaster.serving import routes_api, routes_pages
+from mrimaster.serving import routes_accounts, routes_api, routes_pages
 from mrimaster.serving.accounts import AuthError
 from mrimaster.serving.cases import error_status
 from mrimaster.serving.context import AppContext
@@ -44,10 +46,77 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, "the upload is larger than the limit")
 
 
+# Content-Security-Policy (CSP Level 3; OWASP ASVS 4.0.3 V14.4.3, and V5.3.3's output encoding
+# gets a second line of defence: an injected <script> or on*= handler does not run). Everything
+# comes from the app's own origin: no inline script or style attribute, no eval, no plug-ins, no
+# other host (the JavaScript is vendored from npm, see web/). The additions are the least that
+# the vendored libraries need, found by running the pages in chromium and collecting the
+# violation reports (tests/serving/test_browser.py fails on any):
+CSP_BASE = (
+    "default-src 'self'",
+    # data: images, for both vendored libraries (checked in chromium, without it):
+    # - NiiVue loads its default font glyph sheet (PNG) and matcap (JPEG) from data: URLs in its
+    #   bundle; blocked, the font texture fails ("Refused to load the image 'data:image/png..."),
+    #   loadVolumes() rejects and the 3D viewer draws nothing.
+    # - Swagger UI's stylesheet draws its icons (arrows, locks, copy buttons) as data: SVGs.
+    # Nothing else was reported: NiiVue 0.69 needs no blob: worker or 'wasm-unsafe-eval' for the
+    # NIfTI volumes the app shows (its WebAssembly decoders are for other formats), and the
+    # styles Swagger UI and NiiVue set from script go through the CSSOM, which style-src
+    # does not restrict, so no 'unsafe-inline' either.
+    "img-src 'self' data:",
+    "object-src 'none'",  # no <object>/<embed> plug-ins
+    "base-uri 'self'",  # an injected <base href> cannot re-point the relative script URLs
+    "form-action 'self'",  # an injected form cannot post the page's fields elsewhere
+    "frame-ancestors 'none'",  # no framing by any site (clickjacking; with X-Frame-Options)
+)
+CSP = "; ".join(CSP_BASE)
+# Features the app never uses, off for its pages and anything they could embed (each name one
+# that Chromium knows: an unknown one is reported as an error in the console)
+PERMISSIONS_POLICY = ", ".join(f"{feature}=()" for feature in (
+    "accelerometer", "autoplay", "camera", "display-capture", "geolocation",
+    "gyroscope", "hid", "magnetometer", "microphone", "midi", "payment", "serial", "usb",
+    "screen-wake-lock", "xr-spatial-tracking"))
+HSTS = "max-age=31536000; includeSubDomains"
+UNCACHED_EXCEPT = ("/static/", "/healthz")
+
+
+def security_headers(path: str, https: bool) -> list[tuple[bytes, bytes]]:
+    """The security headers of an answer to ``path`` (OWASP ASVS 4.0.3 V14.4, V8.2.1).
+
+    - ``Content-Security-Policy``: :data:`CSP` (V14.4.3).
+    - ``Cache-Control: no-store`` on everything but the static assets and the health check:
+      pages, API answers and case files carry patient data, which must not stay in a shared
+      workstation's browser cache after log-out (V8.2.1; V14.4.x).
+    - ``Strict-Transport-Security`` when the app runs behind TLS (secure cookies on; V14.4.5).
+    - ``X-Content-Type-Options: nosniff`` (V14.4.4), ``X-Frame-Options: DENY`` for browsers
+      without CSP ``frame-ancestors`` (V14.4.7).
+    - ``Referrer-Policy: same-origin`` (V14.4.6): no URL (with its case number) goes to
+      another origin. Not ``no-referrer``: under it browsers send ``Origin: null`` on the
+      app's own form posts, which would defeat an Origin check against CSRF (V13.2.3, OWASP
+      CSRF cheat sheet); same-origin Referers reach only this server, which has the data anyway.
+    - ``Permissions-Policy``: camera, microphone, geolocation and the other powerful features
+      the app never uses are off, for the page and anything it could embed.
+    - ``Cross-Origin-Opener-Policy: same-origin``: a page this one opens, or that opened it,
+      from another origin gets no handle on its window (cross-window attacks, XS-Leaks).
+    """
+    headers = [(b"content-security-policy", CSP.encode()),
+               (b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+               (b"referrer-policy", b"same-origin"),
+               (b"permissions-policy", PERMISSIONS_POLICY.encode()),
+               (b"cross-origin-opener-policy", b"same-origin")]
+    if not path.startswith(UNCACHED_EXCEPT):
+        headers.append((b"cache-control", b"no-store"))
+    if https:
+        headers.append((b"strict-transport-security", HSTS.encode()))
+    return headers
+
+
 class UploadGuard:
     """Pure ASGI middleware in front of every route.
 
-    - Security headers on every answer (no framing by other sites, no content sniffing).
+    - Security headers on every answer, error answers included (:func:`security_headers`);
+      headers of the same names that a route set are replaced, so that a route cannot loosen
+      them (a case file's ``Cache-Control``, for one).
     - A request with a body (POST) from a caller who is not logged in is refused before its
       body is read (FastAPI parses a form before the route's log-in check runs, so without
       this anyone could fill the disk with uploads); the log-in routes are the exception.
@@ -56,9 +125,6 @@ class UploadGuard:
     """
 
     OPEN = ("/login", "/api/auth/token")
-    HEADERS = [(b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
-               (b"content-security-policy", b"frame-ancestors 'none'"),
-               (b"referrer-policy", b"same-origin")]
 
     def __init__(self, app: ASGIApp, ctx: AppContext) -> None:
         self.app = app
@@ -69,9 +135,13 @@ class UploadGuard:
             await self.app(scope, receive, send)
             return
 
+        extra = security_headers(scope["path"], self.ctx.config.cookie_secure)
+        names = {name for name, _ in extra}
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *self.HEADERS]
+                message["headers"] = [*((k, v) for k, v in message.get("headers", [])
+                                        if k.lower() not in names), *extra]
             await send(message)
 
         limit = self.ctx.config.max_upload_bytes + 1024 * 1024  # the form's other fields
@@ -109,8 +179,17 @@ class UploadGuard:
                                     jar[COOKIE].value if COOKIE in jar else "")
         if not token:
             return False
-        with self.ctx.sessions() as db:
-            return repo.get_session(db, token_hash(token), kind) is not None
+        idle = timedelta(minutes=self.ctx.config.idle_minutes)
+        with self.ctx.sessions() as db:  # the same absolute and idle limits as the routes
+            return repo.get_session(db, token_hash(token), kind, idle=idle) is not None
+
+
+def _hide_folders(text: str, ctx: AppContext) -> str:
+    """``text`` with the app folder and the temporary folder named generically."""
+    for root in sorted({str(ctx.config.app_dir.resolve()), str(ctx.config.app_dir),
+                        tempfile.gettempdir()}, key=len, reverse=True):
+        text = text.replace(root.rstrip("/") + "/", "").replace(root, "a server folder")
+    return text
 
 
 def _too_large(ctx: AppContext) -> JSONResponse:
@@ -119,16 +198,55 @@ def _too_large(ctx: AppContext) -> JSONResponse:
                     "upload a smaller file, or raise MRIMASTER_MAX_UPLOAD_MB")
 
 
+# The API docs page: Swagger UI from static/vendor (web/copy-vendor.cjs), started by
+# static/api-docs.js, since FastAPI's get_swagger_ui_html() starts it with an inline <script>
+# that the CSP blocks.
+API_DOCS = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>MRIMaster API</title>
+<link rel="stylesheet" href="/static/vendor/swagger-ui.css">
+<link rel="icon" type="image/png" href="/static/vendor/swagger-ui-favicon-32x32.png">
+</head>
+<body>
+<div id="swagger-ui" data-openapi-url="/api/openapi.json"></div>
+<script src="/static/vendor/swagger-ui-bundle.js"></script>
+<script src="/static/api-docs.js"></script>
+</body>
+</html>
+"""
+API_DOCS_MISSING = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>MRIMaster API</title></head>
+<body><p>The API docs viewer (Swagger UI) is not installed on this server: run
+<code>npm ci --prefix web</code> where MRIMaster is installed. The API's description is at
+<a href="/api/openapi.json">/api/openapi.json</a>.</p></body></html>
+"""
+
+
 def create_app(ctx: AppContext) -> FastAPI:
     """The web app over an opened :class:`AppContext`."""
     app = FastAPI(title="MRIMaster", version="1", summary="Brain-MRI assistant: worklist, AI "
                   "reads with their evidence and uncertainty, doctors' review",
-                  docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.ctx = ctx
     app.add_middleware(UploadGuard, ctx=ctx)
     app.include_router(routes_api.router)
     app.include_router(routes_pages.router)
+    routes_accounts.install(app)  # account routes, and the forced password change
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/docs", include_in_schema=False, response_class=HTMLResponse)
+    def api_docs() -> HTMLResponse:
+        """The API's interactive documentation (Swagger UI), open to anyone who reaches the app,
+        as FastAPI's default was: it documents the API and shows no patient data (calling an
+        operation from it needs a token or the session); API clients read it before they have
+        a token. Served from the app's own files (vendored by ``npm ci --prefix web``), so it
+        works without internet and runs no other host's script on this origin."""
+        if not (STATIC / "vendor" / "swagger-ui-bundle.js").is_file():
+            return HTMLResponse(API_DOCS_MISSING, status_code=503)
+        return HTMLResponse(API_DOCS)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -162,12 +280,21 @@ def create_app(ctx: AppContext) -> FastAPI:
 
     @app.exception_handler(MRIMasterError)
     def refused(_request: Request, exc: MRIMasterError) -> Response:
-        return _message(error_status(exc), exc.message, exc.hint)
+        # a refusal may quote a file the server read: never show where the server keeps it
+        # (only these folders: hints name API paths such as /api/auth/token on purpose)
+        return _message(error_status(exc), _hide_folders(exc.message, ctx),
+                        _hide_folders(exc.hint, ctx) if exc.hint else None)
 
     @app.exception_handler(Exception)
-    def crashed(_request: Request, exc: Exception) -> Response:
+    def crashed(request: Request, exc: Exception) -> Response:
         log.exception("unexpected error")
-        return _message(500, f"the server failed ({type(exc).__name__}); nothing was changed",
-                        "try again; if it persists, tell the administrator (see the log)")
+        response = _message(500, f"the server failed ({type(exc).__name__}); nothing was "
+                            "changed", "try again; if it persists, tell the administrator "
+                            "(see the log)")
+        # Starlette answers an unhandled exception from its outermost middleware, outside
+        # UploadGuard: the security headers are added here
+        for name, value in security_headers(request.url.path, ctx.config.cookie_secure):
+            response.headers[name.decode()] = value.decode()
+        return response
 
     return app
