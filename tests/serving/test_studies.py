@@ -46,6 +46,14 @@ def test_study_is_segmented_in_the_background(client: TestClient, ctx: AppContex
     flair = nib.load(files["flair"])
     assert mask.shape == flair.shape and np.allclose(mask.affine, flair.affine, atol=1e-4)
     assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 4}
+    # it segmented the stored volumes, rewritten from voxels and affine: identical to the upload
+    for m, path in files.items():
+        stored = nib.Nifti1Image.from_bytes(__import__("gzip").decompress(
+            client.get(done["files"][f"{m}.nii.gz"], headers=doctor).content))
+        original = nib.load(path)
+        assert np.array_equal(np.asarray(stored.dataobj), np.asarray(original.dataobj))
+        assert np.array_equal(stored.affine, original.affine)
+        assert stored.get_data_dtype() == original.get_data_dtype()
     page = client.get(f"/cases/{case['id']}", headers=doctor).text
     assert done["files"]["mask.nii.gz"] in page and f"{vols['WT']:.1f} mL" in page
     pdf = client.get(f"/api/cases/{case['id']}/report.pdf", headers=doctor)

@@ -9,6 +9,13 @@ import numpy as np
 
 from mrimaster.errors import ImageLoadError
 
+MAX_DICOM_PIXELS = 40_000_000
+"""Largest declared pixel count of one DICOM (rows x columns x samples x frames), checked from
+the header before any pixel is decoded (the same cap as PNG and JPEG uploads)."""
+
+BITS_ALLOCATED = (1, 8, 16, 32, 64)
+"""The ``BitsAllocated`` values DICOM defines; anything else is a corrupt or hostile header."""
+
 
 def is_dicom(path: Path) -> bool:
     """Whether ``path`` has the DICOM Part 10 preamble (``DICM`` at byte 128)."""
@@ -17,8 +24,11 @@ def is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_dicom(path: Path) -> Any:
+def read_dicom(path: Path, name: str | None = None) -> Any:
     """The pydicom ``Dataset`` of ``path``.
+
+    Args:
+        name: How to name the file in an error (the user's file name; default ``path.name``).
 
     Raises:
         ImageLoadError: not a readable DICOM file.
@@ -28,9 +38,51 @@ def read_dicom(path: Path) -> Any:
 
     try:
         return pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise ImageLoadError(f"{path.name}: not a readable DICOM file ({type(exc).__name__})",
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+        raise ImageLoadError(f"{name or path.name}: not a readable DICOM file "
+                             f"({type(exc).__name__})",
                              "export the slice again from the PACS or viewer") from exc
+
+
+def _int_tag(ds: Any, keyword: str, default: int) -> int:
+    value = ds.get(keyword, default)
+    try:
+        return int(default if value is None or value == "" else value)
+    except (TypeError, ValueError):
+        return -1
+
+
+def declared_pixels(ds: Any, name: str = "the DICOM file") -> int:
+    """Check the image size a DICOM header declares, before its pixels are decoded.
+
+    Args:
+        ds: A pydicom ``Dataset`` (pixel data not decoded yet).
+        name: How to name the file in an error.
+
+    Returns:
+        The declared pixel count, ``Rows x Columns x SamplesPerPixel x NumberOfFrames``
+        (1 to :data:`MAX_DICOM_PIXELS`).
+
+    Raises:
+        ImageLoadError: a size that is missing, zero, negative or over the cap, or a
+            ``BitsAllocated`` DICOM does not define.
+    """
+    rows, cols = _int_tag(ds, "Rows", 0), _int_tag(ds, "Columns", 0)
+    samples, frames = _int_tag(ds, "SamplesPerPixel", 1), _int_tag(ds, "NumberOfFrames", 1)
+    bits = _int_tag(ds, "BitsAllocated", 0)
+    hint = "export the slice again from the PACS or viewer"
+    if min(rows, cols, samples, frames) < 1:
+        raise ImageLoadError(f"{name} declares an invalid image size ({rows} rows, {cols} "
+                             f"columns, {samples} samples, {frames} frames)", hint)
+    if bits not in BITS_ALLOCATED:
+        raise ImageLoadError(f"{name} declares {bits} bits per pixel (DICOM allows "
+                             f"{', '.join(map(str, BITS_ALLOCATED))})", hint)
+    total = rows * cols * samples * frames
+    if total > MAX_DICOM_PIXELS:
+        raise ImageLoadError(f"{name} declares {cols}x{rows} pixels x {samples} samples x "
+                             f"{frames} frames: too large (at most {MAX_DICOM_PIXELS:,} pixels)",
+                             "upload a single MRI slice, not a multi-frame or huge image")
+    return total
 
 
 def _first(value: Any) -> float:
@@ -50,12 +102,13 @@ def dicom_to_gray(ds: Any, name: str = "the DICOM file") -> np.ndarray:
         ``(H, W)`` uint8.
 
     Raises:
-        ImageLoadError: no pixel data, a multi-frame or colour image, or a compression this
-            installation cannot decode.
+        ImageLoadError: no pixel data, a declared size over the cap (checked before decoding),
+            a multi-frame or colour image, or a compression this installation cannot decode.
     """
     if "PixelData" not in ds:
         raise ImageLoadError(f"{name} has no pixel data (it is a report or a structured "
                              "document, not an image)", "upload the image slice itself")
+    declared_pixels(ds, name)
     try:
         pixels = np.asarray(ds.pixel_array, dtype=np.float64)
     except Exception as exc:  # pydicom raises several types for undecodable pixel data

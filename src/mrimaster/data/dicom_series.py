@@ -5,6 +5,10 @@ files and too many bytes. Files are grouped by ``SeriesInstanceUID``; slices are
 their position along the slice normal (not by file name or instance number); the NIfTI affine
 comes from ``ImagePositionPatient``, ``ImageOrientationPatient`` and ``PixelSpacing``
 (DICOM PS3.3 C.7.6.2.1.1), turned from DICOM's LPS to NIfTI's RAS axes.
+
+Every slice's declared size is checked before its pixels are decoded; a series that declares
+burned-in annotation (or is a secondary capture) is refused unless the caller confirms it;
+the NIfTI files written hold the voxels and the affine only (:func:`write_clean_nifti`).
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from mrimaster.errors import DataError
+from mrimaster.data.dicom import declared_pixels
+from mrimaster.errors import DataError, ImageLoadError
 
 MAX_FILES = 20_000
+MAX_VOXELS = 200_000_000
+"""Largest volume converted (rows x columns x slices; a brain MRI has a few million)."""
 MAX_RATIO = 200
 """Largest compression ratio of one entry (a zip bomb has thousands)."""
 
@@ -104,17 +111,59 @@ def modality_of(description: str) -> str | None:
     return None
 
 
+MODALITY_LABELS = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1-Gd", "t2": "T2"}
+
+
+class BurnedInSeries(DataError):
+    """A series declares burned-in annotation (or is a secondary capture), not confirmed."""
+
+
 @dataclass
 class Series:
+    """One DICOM series of a zip.
+
+    Attributes:
+        uid: ``SeriesInstanceUID``.
+        description: ``SeriesDescription`` (or ``ProtocolName``): names the modality.
+        files: Its files.
+        burned_in: Why a file of it may carry text in its pixels, or ``None``.
+    """
+
     uid: str
     description: str
     files: list[Path] = field(default_factory=list)
+    burned_in: str | None = None
+
+
+def write_clean_nifti(img: Any, out: Path) -> Path:
+    """Write ``img`` (a nibabel NIfTI image) to ``out`` from its voxels and affine only.
+
+    The voxels keep their values and on-disk type, the qform and sform keep their matrices and
+    codes; ``descrip``, ``aux_file``, ``intent_name``, ``db_name`` and every header extension
+    (where a name or a whole DICOM header may hide) are gone.
+    """
+    import nibabel as nib
+
+    header = img.header
+    data = np.asanyarray(img.dataobj)
+    clean = nib.Nifti1Image(data, img.affine)
+    clean.set_data_dtype(header.get_data_dtype())
+    qform, qcode = img.get_qform(coded=True)
+    sform, scode = img.get_sform(coded=True)
+    clean.set_qform(qform if qform is not None else img.affine, int(qcode))
+    clean.set_sform(sform if sform is not None else img.affine, int(scode))
+    clean.header.set_xyzt_units(*header.get_xyzt_units())
+    nib.save(clean, str(out))
+    return out
 
 
 def group_series(files: list[Path]) -> tuple[list[Series], Any]:
-    """DICOM files by series (non-DICOM files skipped); returns ``(series, first dataset)``."""
+    """DICOM files by series (non-DICOM files skipped); returns ``(series, first dataset)``.
+    Each series notes whether a file of it declares burned-in annotation."""
     import pydicom
     from pydicom.errors import InvalidDicomError
+
+    from mrimaster.storage.deid import burned_in_reason
 
     groups: dict[str, Series] = {}
     first = None
@@ -126,7 +175,9 @@ def group_series(files: list[Path]) -> tuple[list[Series], Any]:
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "unknown")
         desc = str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "")
-        groups.setdefault(uid, Series(uid, desc)).files.append(path)
+        series = groups.setdefault(uid, Series(uid, desc))
+        series.files.append(path)
+        series.burned_in = series.burned_in or burned_in_reason(ds)
         patients.add(str(ds.get("PatientID", "") or "").strip())
         first = first or ds
     if len(patients - {""}) > 1:
@@ -140,7 +191,8 @@ def series_to_nifti(series: Series, out: Path) -> Path:
 
     Raises:
         DataError: slices without geometry, of different sizes or orientations, missing
-            pixel data, or fewer than 3 slices.
+            pixel data, fewer than 3 slices, or a declared size over the caps (checked
+            before any pixel is decoded).
     """
     import nibabel as nib
     import pydicom
@@ -150,6 +202,13 @@ def series_to_nifti(series: Series, out: Path) -> Path:
     if len(slices) < 3:
         raise DataError(f"series {name!r} has {len(slices)} slice(s): not a 3D volume",
                         "upload the whole series")
+    try:
+        pixels_per_slice = max(declared_pixels(s, f"series {name!r}") for s in slices)
+    except ImageLoadError as exc:
+        raise DataError(exc.message, exc.hint) from exc
+    if pixels_per_slice * len(slices) > MAX_VOXELS:
+        raise DataError(f"series {name!r} declares {pixels_per_slice * len(slices):,} voxels "
+                        f"(at most {MAX_VOXELS:,})", "upload one brain MRI series per modality")
     try:
         orient = np.asarray(slices[0].ImageOrientationPatient, float)
         spacing = np.asarray(slices[0].PixelSpacing, float)
@@ -195,16 +254,24 @@ def series_to_nifti(series: Series, out: Path) -> Path:
     lps[:3, 2] = step
     lps[:3, 3] = p[0]
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    nib.save(nib.Nifti1Image(data, ras), str(out))
-    return out
+    return write_clean_nifti(nib.Nifti1Image(data, ras), out)
 
 
-def zip_to_modalities(archive: Path, work: Path, max_bytes: int) -> tuple[dict[str, Path], Any]:
+def zip_to_modalities(archive: Path, work: Path, max_bytes: int,
+                      confirm_burned_in: bool = False, confirmed: list[str] | None = None
+                      ) -> tuple[dict[str, Path], Any]:
     """Convert a zip of DICOM series to ``{modality: NIfTI path}`` in ``work``; returns it and
     the first DICOM dataset (for the patient's pseudonym).
 
+    Args:
+        confirm_burned_in: A doctor confirms that series declaring burned-in annotation may
+            be used (their pixels, converted to NIfTI, are stored).
+        confirmed: If given, receives the burned-in reason of each series used on that
+            confirmation (for the audit log).
+
     Raises:
         DataError: no DICOM series, a modality given twice, no series recognised.
+        BurnedInSeries: a series used declares burned-in annotation, not confirmed.
     """
     files = safe_extract(archive, work / "unzipped", max_bytes)
     series, first = group_series(files)
@@ -223,4 +290,15 @@ def zip_to_modalities(archive: Path, work: Path, max_bytes: int) -> tuple[dict[s
         names = ", ".join(repr(s.description) for s in series)
         raise DataError(f"no series is recognisable as FLAIR, T1, T1-Gd or T2 (found {names})",
                         "upload the volumes as NIfTI files, one field per modality")
+    burned = [s for s in found.values() if s.burned_in]
+    if burned and not confirm_burned_in:
+        names = "; ".join(f"{s.description!r}: {s.burned_in}" for s in burned)
+        raise BurnedInSeries(f"series with burned-in annotation ({names}): text in the pixels "
+                             "is not removed by de-identification",
+                             "check the series in your viewer: if no patient identifier is "
+                             "burned in, upload again with 'confirm burned-in annotation' "
+                             "(API: confirm_burned_in=true); else leave those series out")
+    if confirmed is not None:
+        confirmed += [f"{MODALITY_LABELS[m]}: {s.burned_in}" for m, s in found.items()
+                      if s.burned_in]
     return {m: series_to_nifti(s, work / f"{m}.nii.gz") for m, s in found.items()}, first

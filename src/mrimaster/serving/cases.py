@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 import os
+import re
 import secrets
 from dataclasses import asdict
 from pathlib import Path
@@ -47,6 +49,40 @@ def error_status(exc: MRIMasterError) -> int:
     return 400
 
 
+class BurnedInRefused(UploadError):
+    """A DICOM that declares text burned into its pixels (or is a secondary capture): refused
+    until a doctor who has seen it confirms; ``preview`` is the de-identified image as PNG
+    bytes, for that doctor's eyes only (never stored)."""
+
+    def __init__(self, message: str, hint: str, preview: bytes | None = None) -> None:
+        super().__init__(message, hint, 409)
+        self.preview = preview
+
+    def answer(self) -> dict[str, str]:
+        """The JSON body of the 409 answer: error, hint, and the preview as base64 PNG."""
+        body = {"error": self.message, "hint": self.hint or ""}
+        if self.preview is not None:
+            body["preview_png"] = base64.b64encode(self.preview).decode("ascii")
+        return body
+
+
+MAX_ID = 2**31 - 1
+"""Largest row id (PostgreSQL ``integer``); larger ids in a URL are "not found", not a crash."""
+
+PATH = re.compile(r"(?<![^\s'\"(=:\[])/(?:[^\s/'\"]+/)+")
+"""An absolute path's folders (``/tmp/x/``, ``/srv/app/store/``): stripped from what users see."""
+
+
+def strip_paths(text: str, *roots: Path | str) -> str:
+    """``text`` without server paths: each of ``roots`` (app dir, temporary folders) and then
+    any other absolute path's folders are removed (a file's own name is kept: it names the
+    user's data, not the server)."""
+    for root in sorted((str(r) for r in roots if str(r)), key=len, reverse=True):
+        root = root.rstrip("/")
+        text = text.replace(root + "/", "/").replace(root, "a server folder")
+    return PATH.sub("", text)
+
+
 def patient_pseudonym(ctx: AppContext, reference: str) -> str:
     """The pseudonym of a patient reference typed by the user (the reference itself is never
     stored); an empty reference is a new anonymous patient."""
@@ -80,25 +116,42 @@ def heatmap_rgba(cam: np.ndarray) -> np.ndarray:
     return (rgba * 255).round().astype(np.uint8)
 
 
-def decode_upload(ctx: AppContext, path: Path, filename: str, reference: str
-                  ) -> tuple[np.ndarray, str, dict[str, bytes]]:
+def decode_upload(ctx: AppContext, path: Path, filename: str, reference: str,
+                  confirm_burned_in: bool = False
+                  ) -> tuple[np.ndarray, str, dict[str, bytes], str | None]:
     """Decode and check an uploaded slice; nothing is stored yet.
 
     DICOM is de-identified (its patient's pseudonym taken from its tags) and kept as such;
     every image is also kept re-encoded as PNG (other formats' metadata dropped).
 
+    Args:
+        confirm_burned_in: The doctor has seen the image and confirms that a DICOM declaring
+            burned-in annotation (or a secondary capture) may be stored.
+
     Returns:
-        ``(gray (H, W) uint8, pseudonym, role -> bytes to store)``.
+        ``(gray (H, W) uint8, pseudonym, role -> bytes to store, burned-in reason or None)``.
 
     Raises:
         UploadError: empty, not an image, truncated, too large, a DICOM without pixels.
+        BurnedInRefused: a DICOM declaring burned-in annotation, not confirmed (409).
     """
+    from mrimaster.storage.deid import burned_in_reason
+
     if path.stat().st_size == 0:
         raise UploadError(f"{filename}: the file is empty", "choose the image file again")
+    burned: str | None = None
     if is_dicom(path):
-        ds = read_dicom(path)
+        ds = read_dicom(path, filename)
         gray = dicom_to_gray(ds, filename)
+        burned = burned_in_reason(ds)
         alias = deidentify(ds, ctx.key)
+        if burned and not confirm_burned_in:
+            raise BurnedInRefused(
+                f"{filename}: {burned}; text in the pixels (a name, a date) is not removed by "
+                "de-identification, so it is not stored unless a doctor confirms",
+                "look at the preview: if it shows no patient identifier, upload the file again "
+                "with 'confirm burned-in annotation' (API: confirm_burned_in=true); else "
+                "export the series without the annotation", png_bytes(gray))
         buf = io.BytesIO()
         ds.save_as(buf)
         blobs = {"dicom": buf.getvalue()}
@@ -113,7 +166,7 @@ def decode_upload(ctx: AppContext, path: Path, filename: str, reference: str
         raise UploadError(f"{filename}: {gray.shape[1]}x{gray.shape[0]} pixels is too small "
                           "to be an MRI slice", "upload the full-resolution slice")
     blobs["image"] = png_bytes(gray)
-    return gray, alias, blobs
+    return gray, alias, blobs, burned
 
 
 def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None
@@ -144,19 +197,23 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None
 
 
 def classify_upload(ctx: AppContext, db: Session, user: User, path: Path, filename: str,
-                    reference: str = "", gradcam: bool = True) -> Case:
+                    reference: str = "", gradcam: bool = True,
+                    confirm_burned_in: bool = False) -> Case:
     """Store an uploaded 2D slice as a case with its AI read.
 
     The prediction carries every trust field (status, reason, calibrated probabilities,
     uncertainty); the Grad-CAM maps are made unless the image is rejected (a map of an image
     the model does not know would look like evidence). The case row is written only after
-    every file is in the store.
+    every file is in the store. The file's name is never stored (it often holds the patient's
+    name or record number): only the pseudonym names the patient.
 
     Raises:
         UploadError, ImageLoadError: the upload is refused (nothing is stored for a case).
+        BurnedInRefused: burned-in annotation, not confirmed (nothing is stored).
     """
     models = ctx.models_or_fail()
-    gray, alias, blobs = decode_upload(ctx, path, filename, reference)
+    gray, alias, blobs, burned = decode_upload(ctx, path, filename, reference,
+                                               confirm_burned_in)
     with ctx.store.temporary(".png") as tmp:
         # the input checks see the file as uploaded (colour included); DICOM as displayed
         if "dicom" in blobs:
@@ -178,10 +235,12 @@ def classify_upload(ctx: AppContext, db: Session, user: User, path: Path, filena
     # every check passed: the files go in the store, then the row that refers to them
     files = {role: ctx.store.put_bytes(data) for role, data in blobs.items()}
     status = "ai-read" if p.status == "ok" else "referred"
+    note = f"burned-in annotation confirmed by {user.username}" if burned else ""
     case = repo.add_case(db, "2d", alias, user, files, result, status, p.label, models.version,
-                         note=f"uploaded as {Path(filename).name[:200]}")
+                         note=note)
     repo.audit(db, user.username, "upload-2d", f"case {case.id}",
-               f"AI {p.status}: {p.label} ({p.confidence})")
+               f"AI {p.status}: {p.label} ({p.confidence})"
+               + (f"; {burned}: stored as confirmed by {user.username}" if burned else ""))
     db.commit()
     return case
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, Request, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -69,7 +69,9 @@ def me(auth: Auth = Depends(get_auth)) -> dict[str, Any]:
 
 
 def _case(db: Session, case_id: int) -> Case:
-    case = repo.get_case(db, case_id)
+    """The case ``case_id`` (any account may read any case: the access model of
+    docs/security.md). An id out of the database's range is "not found", like any other."""
+    case = repo.get_case(db, case_id) if 1 <= case_id <= cases.MAX_ID else None
     if case is None:
         raise cases.UploadError(f"there is no case {case_id}", "check the worklist", 404)
     return case
@@ -93,19 +95,38 @@ def list_cases(q: str = "", status: str = "", kind: str = "", page: int = 1,
                                 f"{', '.join(CASE_KINDS)}", 422)
     rows, total = repo.list_cases(db, repo.CaseFilter(q, status, kind, max(page, 1),
                                                       min(max(per_page, 1), 200)))
+    audit_list(db, auth, "list-cases", f"worklist API page {page}", rows)
     return {"total": total, "page": page, "cases": [case_view(c) for c in rows]}
 
 
-@router.post("/cases/2d", summary="Upload a 2D slice (JPEG, PNG or DICOM): AI read + Grad-CAM")
+def audit_list(db: Session, auth: Auth, action: str, what: str, rows: list[Case]) -> None:
+    """Audit a list view: who saw which cases (ids only; a search text is not kept, it may
+    be a name typed by mistake)."""
+    ids = ",".join(str(c.id) for c in rows)
+    repo.audit(db, auth.user.username, action, what, f"cases {ids}" if ids else "no cases")
+    db.commit()
+
+
+@router.post("/cases/2d", summary="Upload a 2D slice (JPEG, PNG or DICOM): AI read + Grad-CAM",
+             responses={409: {"description": "burned-in annotation: error, hint and "
+                                             "preview_png (base64); upload again with "
+                                             "confirm_burned_in=true after looking"}})
 def upload_2d(file: UploadFile = File(...), patient: str = Form(default=""),
+              confirm_burned_in: bool = Form(default=False),
               gradcam: bool = True, auth: Auth = Depends(get_auth),
               ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db),
-              x_csrf_token: str | None = Header(default=None)) -> dict[str, Any]:
-    """``gradcam=false`` skips the heatmaps (a script that needs only the read)."""
+              x_csrf_token: str | None = Header(default=None)) -> Any:
+    """``gradcam=false`` skips the heatmaps (a script that needs only the read). A DICOM that
+    declares burned-in annotation is answered 409 with a preview and stored only when sent
+    again with ``confirm_burned_in=true``."""
     check_csrf(auth, x_csrf_token)
-    with received(ctx, file) as path:
-        case = cases.classify_upload(ctx, db, auth.user, path, file.filename or "upload",
-                                     patient, gradcam)
+    try:
+        with received(ctx, file) as path:
+            case = cases.classify_upload(ctx, db, auth.user, path, file.filename or "upload",
+                                         patient, gradcam, confirm_burned_in)
+    except cases.BurnedInRefused as exc:
+        db.rollback()
+        return JSONResponse(exc.answer(), status_code=exc.status)
     return full_case(db, case)
 
 
@@ -122,12 +143,16 @@ def upload_3d(request: Request, flair: UploadFile | None = File(default=None),
               t1ce: UploadFile | None = File(default=None),
               t2: UploadFile | None = File(default=None),
               dicom_zip: UploadFile | None = File(default=None),
-              patient: str = Form(default=""), auth: Auth = Depends(get_auth),
+              patient: str = Form(default=""),
+              confirm_burned_in: bool = Form(default=False), auth: Auth = Depends(get_auth),
               ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db),
               x_csrf_token: str | None = Header(default=None)) -> dict[str, Any]:
+    """A zip whose series declare burned-in annotation is refused (409, naming the series)
+    unless sent with ``confirm_burned_in=true``."""
     check_csrf(auth, x_csrf_token)
     case = studies.receive_study(ctx, db, auth.user, {"flair": flair, "t1": t1, "t1ce": t1ce,
-                                                      "t2": t2}, dicom_zip, patient)
+                                                      "t2": t2}, dicom_zip, patient,
+                                 confirm_burned_in)
     wake_jobs(request)
     return full_case(db, case)
 
@@ -178,8 +203,10 @@ def case_file(case_id: int, role: str, auth: Auth = Depends(get_auth),
         raise cases.UploadError(f"the file {role!r} of case {case_id} is missing from the store",
                                 "tell the administrator: the store was changed by hand", 404)
     media = FILE_TYPES.get(role, "application/gzip" if role.endswith(".nii.gz") else "image/png")
+    repo.audit(db, auth.user.username, "download", f"case {case_id}", f"file {role}")
+    db.commit()
     return Response(ctx.store.read(digest), media_type=media,
-                    headers={"Cache-Control": "private, max-age=3600"})
+                    headers={"Cache-Control": "no-store"})
 
 
 @router.get("/cases/{case_id}/report.pdf", summary="The case's PDF report")
@@ -207,7 +234,10 @@ def export_reviewed(auth: Auth = Depends(get_auth), ctx: AppContext = Depends(ge
 @router.get("/users", summary="Accounts (admins only)")
 def users(auth: Auth = Depends(require_admin), db: Session = Depends(get_db)
           ) -> list[dict[str, Any]]:
-    return [user_view(u) for u in repo.list_users(db)]
+    rows = [user_view(u) for u in repo.list_users(db)]
+    repo.audit(db, auth.user.username, "list-users", "users API", f"{len(rows)} accounts")
+    db.commit()
+    return rows
 
 
 @router.post("/users", summary="Create an account (admins only)")
@@ -222,6 +252,9 @@ def create_user(body: NewUser, auth: Auth = Depends(require_admin),
 @router.get("/audit", summary="The audit log, newest first (admins only)")
 def audit_log(limit: int = 200, auth: Auth = Depends(require_admin),
               db: Session = Depends(get_db)) -> list[dict[str, Any]]:
-    return [{"at": e.at.isoformat(), "user": e.username, "action": e.action,
+    rows = [{"at": e.at.isoformat(), "user": e.username, "action": e.action,
              "target": e.target, "detail": e.detail}
             for e in repo.audit_events(db, min(max(limit, 1), 1000))]
+    repo.audit(db, auth.user.username, "view-audit", "audit API", f"{len(rows)} events")
+    db.commit()
+    return rows

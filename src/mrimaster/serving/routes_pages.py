@@ -25,7 +25,7 @@ from mrimaster.serving.deps import (
     get_db,
     require_admin,
 )
-from mrimaster.serving.routes_api import _case, full_case, wake_jobs
+from mrimaster.serving.routes_api import _case, audit_list, full_case, wake_jobs
 from mrimaster.serving.uploads import received
 from mrimaster.storage import repository as repo
 from mrimaster.storage.tables import CASE_KINDS, CASE_STATUSES
@@ -94,6 +94,7 @@ def worklist(request: Request, q: str = "", status: str = "", kind: str = "", pa
     rows, total = repo.list_cases(db, repo.CaseFilter(q, status, kind, max(page_no, 1),
                                                       per_page))
     pages = max((total + per_page - 1) // per_page, 1)
+    audit_list(db, auth, "list-cases", f"worklist page {page_no}", rows)
     base = f"/?q={quote(q)}&status={status}&kind={kind}"
     return page(request, "worklist.html", auth, 200, cases=rows, total=total, q=q,
                 status=status,
@@ -108,16 +109,22 @@ def upload_form(request: Request, auth: Auth = Depends(get_auth)) -> HTMLRespons
 
 @router.post("/cases/new", summary="Upload a 2D slice (form)")
 def upload(request: Request, file: UploadFile = File(...), patient: str = Form(default=""),
+           confirm_burned_in: bool = Form(default=False),
            csrf: str = Form(default=""), auth: Auth = Depends(get_auth),
            ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)) -> Response:
+    """A DICOM declaring burned-in annotation comes back with its preview (shown, not stored)
+    and a box to confirm it."""
     check_csrf(auth, csrf)
     try:
         with received(ctx, file) as path:
             case = cases.classify_upload(ctx, db, auth.user, path, file.filename or "upload",
-                                         patient)
+                                         patient, confirm_burned_in=confirm_burned_in)
     except MRIMasterError as exc:
         db.rollback()
-        return page(request, "upload.html", auth, cases.error_status(exc), error=str(exc))
+        preview = (exc.answer().get("preview_png")
+                   if isinstance(exc, cases.BurnedInRefused) else None)
+        return page(request, "upload.html", auth, cases.error_status(exc), error=str(exc),
+                    burned_in=isinstance(exc, cases.BurnedInRefused), preview=preview)
     return RedirectResponse(f"/cases/{case.id}", status_code=303)
 
 
@@ -127,17 +134,19 @@ def upload_study(request: Request, flair: UploadFile | None = File(default=None)
                  t1ce: UploadFile | None = File(default=None),
                  t2: UploadFile | None = File(default=None),
                  dicom_zip: UploadFile | None = File(default=None),
-                 patient: str = Form(default=""), csrf: str = Form(default=""),
+                 patient: str = Form(default=""),
+                 confirm_burned_in: bool = Form(default=False), csrf: str = Form(default=""),
                  auth: Auth = Depends(get_auth), ctx: AppContext = Depends(get_ctx),
                  db: Session = Depends(get_db)) -> Response:
     check_csrf(auth, csrf)
     try:
         case = studies.receive_study(ctx, db, auth.user, {"flair": flair, "t1": t1,
                                                           "t1ce": t1ce, "t2": t2},
-                                     dicom_zip, patient)
+                                     dicom_zip, patient, confirm_burned_in)
     except MRIMasterError as exc:
         db.rollback()
-        return page(request, "upload.html", auth, cases.error_status(exc), error=str(exc))
+        return page(request, "upload.html", auth, cases.error_status(exc), error=str(exc),
+                    burned_in_3d=cases.error_status(exc) == 409)
     wake_jobs(request)
     return RedirectResponse(f"/cases/{case.id}", status_code=303)
 
@@ -178,7 +187,10 @@ def review(request: Request, case_id: int, decision: str = Form(...),
 @router.get("/admin/users", response_class=HTMLResponse, summary="Accounts page (admins)")
 def users_page(request: Request, auth: Auth = Depends(require_admin),
                db: Session = Depends(get_db)) -> HTMLResponse:
-    return page(request, "users.html", auth, users=repo.list_users(db))
+    users = repo.list_users(db)
+    repo.audit(db, auth.user.username, "list-users", "users page", f"{len(users)} accounts")
+    db.commit()
+    return page(request, "users.html", auth, users=users)
 
 
 @router.post("/admin/users", summary="Create an account (form, admins)")
@@ -198,4 +210,7 @@ def add_user(request: Request, username: str = Form(...), password: str = Form(.
 @router.get("/admin/audit", response_class=HTMLResponse, summary="Audit log page (admins)")
 def audit_page(request: Request, auth: Auth = Depends(require_admin),
                db: Session = Depends(get_db)) -> HTMLResponse:
-    return page(request, "audit.html", auth, events=repo.audit_events(db, 500))
+    events = repo.audit_events(db, 500)
+    repo.audit(db, auth.user.username, "view-audit", "audit page", f"{len(events)} events")
+    db.commit()
+    return page(request, "audit.html", auth, events=events)

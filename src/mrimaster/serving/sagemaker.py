@@ -40,6 +40,24 @@ def _error(status: int, message: str, hint: str) -> JSONResponse:
     return JSONResponse({"error": message, "hint": hint}, status_code=status)
 
 
+async def read_limited(request: Request, limit: int) -> bytes | None:
+    """The request's body, or ``None`` when it is longer than ``limit`` bytes: refused from
+    its declared ``Content-Length`` before anything is read, and for a body without one
+    (chunked) as soon as it streams past the limit (never more than ``limit`` plus one chunk
+    is held)."""
+    declared = request.headers.get("content-length", "")
+    if declared and (not declared.isdigit() or int(declared) > limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _images_of(body: bytes, content_type: str) -> list[bytes]:
     """The image files in a request body (see the module's docstring).
 
@@ -112,12 +130,8 @@ def create_sagemaker_app(models: ServedModels) -> FastAPI:
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Response:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY:
-            return _error(413, f"the body is larger than {MAX_BODY // 2**20} MB",
-                          "send fewer images per request")
-        body = await request.body()
-        if len(body) > MAX_BODY:
+        body = await read_limited(request, MAX_BODY)
+        if body is None:
             return _error(413, f"the body is larger than {MAX_BODY // 2**20} MB",
                           "send fewer images per request")
         try:

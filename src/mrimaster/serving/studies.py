@@ -3,10 +3,10 @@ with a queued segmentation job, and running that job."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from fastapi import UploadFile
 from sqlalchemy.orm import Session
 
 from mrimaster.errors import MRIMasterError
-from mrimaster.serving.cases import UploadError, patient_pseudonym
+from mrimaster.serving.cases import UploadError, patient_pseudonym, strip_paths
 from mrimaster.serving.context import AppContext
 from mrimaster.storage import repository as repo
 from mrimaster.storage.deid import patient_key, pseudonym
@@ -22,18 +22,17 @@ from mrimaster.storage.tables import Case, Job, User
 
 log = logging.getLogger(__name__)
 MODALITY_NAMES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1-Gd", "t2": "T2"}
+JOB_FAILED = "the segmentation failed; upload the study again or ask an administrator"
+"""What users see of a job that failed for a reason that is not about their data."""
 
 
-def _gzipped(path: Path, work: Path) -> Path:
-    """``path`` if gzip-compressed, else a gzip-compressed copy (the viewer reads both, but
-    the stored name says ``.nii.gz``)."""
-    with open(path, "rb") as f:
-        if f.read(2) == b"\x1f\x8b":
-            return path
-    out = work / (path.name + ".gz")
-    with open(path, "rb") as src, gzip.open(out, "wb", compresslevel=6) as dst:
-        shutil.copyfileobj(src, dst)
-    return out
+def _cleaned(path: Path, out: Path) -> Path:
+    """A gzip-compressed NIfTI of ``path`` rewritten from its voxels and affine only (no
+    description, auxiliary file, intent or database name, no header extension)."""
+    from mrimaster.data.dicom_series import write_clean_nifti
+    from mrimaster.segmentation.volumes import load_nifti
+
+    return write_clean_nifti(load_nifti(path), out)
 
 
 def check_volumes(paths: dict[str, Path]) -> None:
@@ -56,23 +55,34 @@ def check_volumes(paths: dict[str, Path]) -> None:
 
 
 def store_study(ctx: AppContext, db: Session, user: User, uploads: dict[str, Path],
-                archive: Path | None, reference: str, work: Path) -> Case:
+                archive: Path | None, reference: str, work: Path,
+                confirm_burned_in: bool = False) -> Case:
     """Check and store a 3D study, then queue its segmentation.
+
+    Every stored volume is rewritten from its voxels and affine (:func:`_cleaned`): no text
+    field or header extension of an uploaded file is kept.
 
     Args:
         uploads: ``{modality: NIfTI file}`` (may be empty when ``archive`` is given).
         archive: A zip of DICOM series (converted with their geometry), or ``None``.
         reference: The patient reference typed by the user (DICOM brings its own).
         work: A temporary folder.
+        confirm_burned_in: The doctor confirms series that declare burned-in annotation.
 
     Raises:
-        UploadError, DataError: nothing usable, unreadable files, grids that differ.
+        UploadError, DataError: nothing usable, unreadable files, grids that differ; a series
+            with burned-in annotation, not confirmed (409).
     """
     alias = None
+    burned: list[str] = []
     if archive is not None:
-        from mrimaster.data.dicom_series import zip_to_modalities
+        from mrimaster.data.dicom_series import BurnedInSeries, zip_to_modalities
 
-        converted, first = zip_to_modalities(archive, work, ctx.config.max_upload_bytes * 4)
+        try:
+            converted, first = zip_to_modalities(archive, work, ctx.config.max_upload_bytes * 4,
+                                                 confirm_burned_in, burned)
+        except BurnedInSeries as exc:
+            raise UploadError(exc.message, exc.hint, 409) from exc
         uploads = {**converted, **uploads}
         alias = pseudonym(ctx.key, patient_key(first))
     if not uploads:
@@ -83,19 +93,21 @@ def store_study(ctx: AppContext, db: Session, user: User, uploads: dict[str, Pat
         raise UploadError(f"unknown modality {sorted(unknown)}",
                           f"use {', '.join(MODALITY_NAMES)}", 422)
     check_volumes(uploads)
-    files = {f"{m}.nii.gz": ctx.store.put_file(_gzipped(p, work)) for m, p in uploads.items()}
+    files = {f"{m}.nii.gz": ctx.store.put_file(_cleaned(p, work / f"clean-{m}.nii.gz"))
+             for m, p in uploads.items()}
     case = repo.add_case(db, "3d", alias or patient_pseudonym(ctx, reference), user, files,
                          None, "new", None, "", note="modalities: " + ", ".join(
                              MODALITY_NAMES[m] for m in uploads))
     repo.add_job(db, case)
-    repo.audit(db, user.username, "upload-3d", f"case {case.id}", case.note)
+    repo.audit(db, user.username, "upload-3d", f"case {case.id}", case.note + "".join(
+        f"; burned-in annotation ({reason}) confirmed by {user.username}" for reason in burned))
     db.commit()
     return case
 
 
 def receive_study(ctx: AppContext, db: Session, user: User,
                   volumes: dict[str, UploadFile | None], archive: UploadFile | None,
-                  reference: str) -> Case:
+                  reference: str, confirm_burned_in: bool = False) -> Case:
     """Receive the uploaded files of a 3D study (size-limited) and store it
     (:func:`store_study`); the temporary files are removed whatever happens."""
     with ctx.store.work_dir() as work:
@@ -115,32 +127,44 @@ def receive_study(ctx: AppContext, db: Session, user: User,
             zip_path = work / "upload.zip"
             ctx.store.receive(archive.file, zip_path, ctx.config.max_upload_bytes)
         try:
-            return store_study(ctx, db, user, paths, zip_path, reference, work)
+            return store_study(ctx, db, user, paths, zip_path, reference, work,
+                               confirm_burned_in)
         except MRIMasterError as exc:  # name the user's files, not the server's folder
             names = {str(p): f"the {MODALITY_NAMES[m]} file" for m, p in paths.items()}
             message = exc.message
             for path, name in names.items():
                 message = message.replace(path, name)
-            exc.message = message.replace(f"{work}/", "").replace(str(work), "the upload")
+            exc.message = strip_paths(message.replace(f"{work}/", "")
+                                      .replace(str(work), "the upload"), ctx.config.app_dir)
             exc.args = (exc.message,)
             raise
 
 
+def user_message(ctx: AppContext, exc: BaseException) -> str:
+    """What users see of a failed job: an :class:`MRIMasterError`'s message (it names their
+    data's problem) without any server path, else :data:`JOB_FAILED`."""
+    if not isinstance(exc, MRIMasterError):
+        return JOB_FAILED
+    return strip_paths(str(exc), ctx.config.app_dir, ctx.store.root, tempfile.gettempdir())
+
+
 def run_job(ctx: AppContext, job: Job) -> None:
     """Segment a queued 3D case and store the mask, the volumes and the overlays; the job and
-    the case say how it went (never left ``running`` by an error)."""
+    the case say how it went (never left ``running`` by an error). A failure is logged in full
+    and kept in full in the audit log (admins only); the job and the case show
+    :func:`user_message`."""
     try:
         _segment(ctx, job)
     except Exception as exc:  # the job must end in a state, whatever went wrong
-        message = str(exc) if isinstance(exc, MRIMasterError) else (
-            f"segmentation failed ({type(exc).__name__}: {exc})")
+        full = f"{type(exc).__name__}: {exc}"
+        message = user_message(ctx, exc)
         log.exception("job %d failed", job.id)
         with ctx.sessions() as db:
             repo.set_job(db, job.id, state="failed", message=message[:2000])
             case = repo.get_case(db, job.case_id)
             if case is not None:
                 case.status, case.note = "failed", message[:2000]
-                repo.audit(db, "system", "segment-failed", f"case {case.id}", message)
+                repo.audit(db, "system", "segment-failed", f"case {case.id}", full[:4000])
             db.commit()
 
 

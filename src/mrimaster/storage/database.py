@@ -1,24 +1,58 @@
 """The database engine and its schema migrations (Alembic), built on demand, never at import.
 
 SQLite (a file under the data root) by default; PostgreSQL given a URL such as
-``postgresql+psycopg://user:pw@host/db``.
+``postgresql+psycopg://user:pw@host/db``. A SQLite file is only readable by the server's
+account: created 0600 before SQLite opens it (SQLite gives its ``-wal``, ``-shm`` and
+``-journal`` files the database file's mode), and tightened to 0600 when it already exists.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, or ``None`` (in memory, or not SQLite)."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def secure_sqlite(path: Path) -> list[Path]:
+    """Create the SQLite file ``path`` 0600 if it is missing, and make it and its side files
+    (``-wal``, ``-shm``, ``-journal``) 0600; returns the files whose mode was tightened."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    changed = []
+    for suffix in SQLITE_SIDE_FILES:
+        side = Path(f"{path}{suffix}")
+        if side.is_file() and stat.S_IMODE(side.stat().st_mode) != 0o600:
+            os.chmod(side, 0o600)
+            changed.append(side)
+    return changed
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets foreign keys, WAL and a busy timeout (several
-    threads of one server write to it)."""
+    threads of one server write to it), and its files are made private
+    (:func:`secure_sqlite`)."""
     if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is not None:
+            secure_sqlite(path)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

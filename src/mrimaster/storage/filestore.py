@@ -4,6 +4,10 @@ Layout under the root: ``objects/ab/abcdef...`` (the hash) and ``tmp/`` (uploads
 written). A file is written to ``tmp/`` and renamed into ``objects/`` only when complete and
 flushed to disk, so a crash never leaves a half-written object; what is left in ``tmp/`` and
 objects no database row refers to are removed by :meth:`FileStore.sweep` at start-up.
+
+Only the server's account may read the store: folders are created 0700 and files 0600 (set
+when they are created, not afterwards), and what an older version left more open is
+tightened when the store is opened.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +28,23 @@ from mrimaster.models.paths import file_sha256
 
 HASH = re.compile(r"^[0-9a-f]{64}$")
 CHUNK = 1 << 20
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) if needed and make it 0700; returns it."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, DIR_MODE)
+    return path
+
+
+def open_private(path: Path) -> BinaryIO:
+    """``path`` opened for writing (truncated), created 0600 (never readable by others, not
+    even for a moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # an existing file keeps its mode in os.open
+    return os.fdopen(fd, "wb")
 
 
 class UploadTooLarge(MRIMasterError):
@@ -33,15 +55,30 @@ class FileStore:
     """Files by SHA-256 under ``root``.
 
     Args:
-        root: Store folder (created).
+        root: Store folder (created 0700; existing folders and objects are tightened to
+            0700 and 0600).
     """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.objects, self.tmp):
+            private_dir(folder)
+        self.tighten()
+
+    def tighten(self) -> int:
+        """Make every folder of the store 0700 and every object 0600; returns how many
+        modes were changed."""
+        changed = 0
+        for folder, dirs, names in os.walk(self.root):
+            for name, mode in [*((d, DIR_MODE) for d in dirs), *((n, FILE_MODE) for n in names)]:
+                p = os.path.join(folder, name)
+                st = os.lstat(p)
+                if not stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) != mode:
+                    os.chmod(p, mode)
+                    changed += 1
+        return changed
 
     def path(self, digest: str) -> Path:
         """Where the object ``digest`` lives (it may not exist)."""
@@ -56,7 +93,7 @@ class FileStore:
     def work_dir(self) -> Iterator[Path]:
         """A temporary folder in the store's ``tmp/``, removed on exit."""
         path = self.tmp / f"work-{secrets.token_hex(8)}"
-        path.mkdir()
+        path.mkdir(mode=DIR_MODE)
         try:
             yield path
         finally:
@@ -79,7 +116,7 @@ class FileStore:
         """
         size = 0
         try:
-            with open(dest, "wb") as out:
+            with open_private(dest) as out:
                 while chunk := stream.read(CHUNK):
                     size += len(chunk)
                     if size > limit:
@@ -96,7 +133,7 @@ class FileStore:
         """Store a copy of ``src`` (kept in place); returns its SHA-256."""
         digest = file_sha256(src)
         if not self.exists(digest):
-            with self.temporary() as tmp, open(src, "rb") as f, open(tmp, "wb") as out:
+            with self.temporary() as tmp, open(src, "rb") as f, open_private(tmp) as out:
                 while chunk := f.read(CHUNK):
                     out.write(chunk)
                 out.flush()
@@ -109,7 +146,7 @@ class FileStore:
         digest = hashlib.sha256(data).hexdigest()
         if not self.exists(digest):
             with self.temporary() as tmp:
-                with open(tmp, "wb") as out:
+                with open_private(tmp) as out:
                     out.write(data)
                     out.flush()
                     os.fsync(out.fileno())
@@ -118,7 +155,7 @@ class FileStore:
 
     def _commit(self, tmp: Path, digest: str) -> None:
         dest = self.path(digest)
-        dest.parent.mkdir(exist_ok=True)
+        dest.parent.mkdir(mode=DIR_MODE, exist_ok=True)
         os.replace(tmp, dest)  # atomic on one file system
 
     def read(self, digest: str) -> bytes:
