@@ -158,6 +158,10 @@ def test_the_policy_uses_the_common_password_list_of_zxcvbn() -> None:
     assert security.password_problem("Summer2026!!!!") is not None  # a common word + digits
     assert security.password_problem("correct horse battery staple") is None
     assert security.password_problem("y" * 128) is None
+    assert security.password_problem("ключ от дома 42") is None  # any Unicode (V2.1.4)
+    stored = security.hash_password("a" * 100 + "b")  # never truncated (V2.1.3)
+    assert not security.verify_password(stored, "a" * 100)
+    assert security.verify_password(stored, "a" * 100 + "b")
 
 
 # --- admin: reset, deactivate --------------------------------------------------------------

@@ -115,6 +115,8 @@ def test_headers_on_pages_api_files_and_errors(client: TestClient, data_root: Pa
                                                 403, 404, 404, 500]
     for r in answers:
         assert_secure(r)
+    # downloads are attachments, never rendered in the app's origin (ASVS V14.4.2)
+    assert answers[4].headers["content-disposition"].startswith("attachment;")
     # logged-in pages: the worklist and the 2D case page
     browser = log_in_browser(client)
     for path in ("/", f"/cases/{case['id']}", "/cases/new"):
@@ -223,7 +225,8 @@ def test_pages_and_scripts_need_no_unsafe_inline() -> None:
     for script in sorted((SERVING / "static").glob("*.js")):
         text = script.read_text()
         for pattern in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write",
-                        'setAttribute("style"', "eval(", "new Function", "cssText"):
+                        'setAttribute("style"', "eval(", "new Function", "cssText",
+                        "localStorage", "sessionStorage", "indexedDB"):  # ASVS V8.2.2
             assert pattern not in text, (script.name, pattern)
 
 
@@ -236,3 +239,19 @@ def test_api_docs_without_the_vendored_viewer(client: TestClient, tmp_path: Path
     assert r.status_code == 503 and "npm ci --prefix web" in r.text
     assert "<script" not in r.text and not re.search(r"(?:https?:)?//", r.text)
     assert_secure(r)
+
+
+def test_session_cookie_attributes(client: TestClient) -> None:
+    """The session cookie (ASVS V3.4.2, V3.4.3): HttpOnly and SameSite=Lax; over plain HTTP
+    without Secure (MRIMASTER_COOKIE_SECURE=1 adds it behind TLS)."""
+    form = client.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert csrf
+    r = client.post("/login", data={"username": "doctor", "password": DOCTOR_PASSWORD,
+                                    "csrf": csrf.group(1)})
+    assert r.status_code == 303, r.text
+    cookie = next(c for c in r.headers.get_list("set-cookie")
+                  if c.startswith("mrimaster_session="))
+    attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
+    assert {"httponly", "samesite", "max-age"} <= attributes, cookie
+    assert "samesite=lax" in cookie.lower() and "secure" not in attributes, cookie
