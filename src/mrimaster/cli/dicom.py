@@ -8,7 +8,11 @@ under the web app's secret key by default, so pseudonyms, UIDs and date shifts m
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +93,18 @@ def _files(inputs: list[Path], tally: _Tally) -> list[Path]:
     return found
 
 
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Only errors from ``logger`` while the block runs."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _one(path: Path, out: Path, key: bytes, tally: _Tally) -> None:
     import pydicom
     from pydicom.misc import is_dicom
@@ -102,8 +118,12 @@ def _one(path: Path, out: Path, key: bytes, tally: _Tally) -> None:
             tally.skipped += 1
             return
         ds: Any = pydicom.dcmread(path)
-        reason = burned_in_reason(ds)
-        alias = deidentify(ds, key)
+        # scanners write over-long values (an SH of 32 characters): pydicom's complaints about
+        # the input are noise here, the output is what de-identification writes
+        with warnings.catch_warnings(), _quiet("pydicom"):
+            warnings.simplefilter("ignore", UserWarning)
+            reason = burned_in_reason(ds)
+            alias = deidentify(ds, key)
         target = out / f"{ds.get('SOPInstanceUID') or generate_uid()}.dcm"
         ds.save_as(target)
     except Exception as exc:  # one bad file must not stop the others
