@@ -22,7 +22,7 @@ from mrimaster.settings import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dicom", help="DICOM tools: de-identification")
+    p = sub.add_parser("dicom", help="DICOM tools: de-identification, study import")
     dicom_sub = p.add_subparsers(dest="dicom_command", required=True)
     de = dicom_sub.add_parser(
         "deidentify", help="de-identify DICOM files (PS3.15 Annex E) into a folder",
@@ -39,6 +39,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "<MRIMASTER_APP_DIR or data root/app>/secret.key, so pseudonyms match "
                     "the app's)")
     de.set_defaults(handler=run_deidentify)
+    im = dicom_sub.add_parser(
+        "import", help="convert a DICOM study (folder or zip) to one NIfTI per series",
+        description="Convert every DICOM series under PATH (a folder or a zip; classic or "
+        "enhanced multi-frame, compressed or not) to NIfTI in --out, decide each series' role "
+        "(FLAIR, T1, T1-Gd, T2) and write --out/series.json. 4D series (diffusion, fMRI) and "
+        "Siemens mosaics are listed with the reason they are not converted.")
+    im.add_argument("path", type=Path, metavar="PATH", help="a DICOM folder or a zip of one")
+    im.add_argument("--out", type=Path, required=True, help="folder for the NIfTI files and "
+                    "series.json (created)")
+    im.set_defaults(handler=run_import)
 
 
 @dataclass
@@ -160,4 +170,22 @@ def run_deidentify(args: argparse.Namespace, settings: Settings) -> int:
         raise MRIMasterError("no DICOM file among the inputs",
                              "DICOM files start with a 128-byte preamble and 'DICM'; convert "
                              "others first")
+    return 0
+
+
+def run_import(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.imaging.dicom_import import import_study
+
+    with warnings.catch_warnings(), _quiet("pydicom"):
+        warnings.simplefilter("ignore", UserWarning)
+        records = import_study(args.path, args.out)
+    for r in records:
+        number = "-" if r.series_number is None else str(r.series_number)
+        what = (f"{r.role or 'no role'} ({r.kind}) -> {r.nifti}" if r.nifti
+                else f"not converted: {r.reason}")
+        print(f"{number:>5}  {r.description or '(no description)'}: {what}")
+    converted = sum(r.nifti is not None for r in records)
+    roles = sorted({r.role for r in records if r.role and r.nifti})
+    print(f"{len(records)} series: {converted} converted, {len(records) - converted} not; "
+          f"roles: {', '.join(roles) or 'none'}; list in {args.out / 'series.json'}")
     return 0

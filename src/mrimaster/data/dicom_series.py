@@ -1,7 +1,7 @@
 """A zip of DICOM series -> one NIfTI volume per MRI modality, with its geometry.
 
 Extraction refuses entries that escape the folder (``../``, absolute paths, links), too many
-files and too many bytes. Files are grouped by ``SeriesInstanceUID``; slices are ordered by
+files and too many bytes in all. Files are grouped by ``SeriesInstanceUID``; slices are ordered by
 their position along the slice normal (not by file name or instance number); the NIfTI affine
 comes from ``ImagePositionPatient``, ``ImageOrientationPatient`` and ``PixelSpacing``
 (DICOM PS3.3 C.7.6.2.1.1), turned from DICOM's LPS to NIfTI's RAS axes.
@@ -14,10 +14,8 @@ the NIfTI files written hold the voxels and the affine only (:func:`write_clean_
 from __future__ import annotations
 
 import re
-import stat
-import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,66 +26,22 @@ from mrimaster.errors import DataError, ImageLoadError
 MAX_FILES = 20_000
 MAX_VOXELS = 200_000_000
 """Largest volume converted (rows x columns x slices; a brain MRI has a few million)."""
-MAX_RATIO = 200
-"""Largest compression ratio of one entry (a zip bomb has thousands)."""
 
 
 def safe_extract(archive: Path, dest: Path, max_bytes: int) -> list[Path]:
-    """Extract the regular files of ``archive`` into ``dest``.
+    """Extract the regular files of ``archive`` into ``dest``
+    (:func:`mrimaster.imaging.archive.extract_zip`: judged by the total it unpacks to and its
+    entry count, never by one entry's compression ratio, since a mostly-air MRI slice
+    compresses 300-400 times).
 
     Raises:
         DataError: not a zip, an entry whose path escapes ``dest`` or is a link, more than
             :data:`MAX_FILES` entries, more than ``max_bytes`` uncompressed, or an entry
-            compressed more than :data:`MAX_RATIO` times.
+            longer than it declares.
     """
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DataError("the upload is not a readable zip file",
-                        "zip the DICOM folder again") from exc
-    root = dest.resolve()
-    out: list[Path] = []
-    with zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_FILES:
-            raise DataError(f"the zip holds {len(infos)} entries (at most {MAX_FILES})",
-                            "upload one study at a time")
-        if sum(i.file_size for i in infos) > max_bytes:
-            raise DataError(f"the zip unpacks to more than {max_bytes / 1e6:.0f} MB",
-                            "upload one study at a time")
-        for info in infos:
-            name = info.filename
-            parts = PurePosixPath(name.replace("\\", "/")).parts
-            target = (root / Path(*parts)).resolve() if parts else root
-            if (name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name)
-                    or not target.is_relative_to(root)):
-                raise DataError(f"the zip entry {name!r} points outside its folder",
-                                "zip the study folder itself, without '..' or absolute paths")
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise DataError(f"the zip entry {name!r} is a link", "zip the files themselves")
-            if info.is_dir():
-                continue
-            if info.compress_size and info.file_size / info.compress_size > MAX_RATIO:
-                ratio = info.file_size // info.compress_size
-                raise DataError(f"the zip entry {name!r} is compressed {ratio} times: a zip "
-                                "bomb?", "upload the DICOM files as exported")
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as dst:
-                    copied = 0
-                    while chunk := src.read(1 << 20):  # in chunks: no entry held in memory
-                        copied += len(chunk)
-                        if copied > info.file_size:
-                            raise DataError(f"the zip entry {name!r} is longer than declared",
-                                            "zip the study again")
-                        dst.write(chunk)
-            except (RuntimeError, NotImplementedError, zipfile.BadZipFile, OSError,
-                    EOFError) as exc:  # encrypted, Deflate64, CRC error, clashing names
-                raise DataError(f"the zip entry {name!r} cannot be extracted "
-                                f"({type(exc).__name__}: {exc})",
-                                "zip the study again without encryption (plain Deflate)") from exc
-            out.append(target)
-    return out
+    from mrimaster.imaging.archive import extract_zip
+
+    return extract_zip(archive, dest, max_bytes, MAX_FILES)
 
 
 def modality_of(description: str) -> str | None:

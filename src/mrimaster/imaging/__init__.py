@@ -1,0 +1,1 @@
+"""Imaging: reading scanner series and deciding what each one is."""
