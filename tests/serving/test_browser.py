@@ -61,6 +61,15 @@ def watch_csp(page: Any) -> list[str]:
     return seen
 
 
+def open_page(pw: Any) -> tuple[Any, Any, list[str], list[str]]:
+    """Debian's chromium with one page: ``(browser, page, page errors, CSP violations)``."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return browser, page, errors, watch_csp(page)
+
+
 def add_doctor(server: Server) -> None:
     """The admin creates the doctor's account through the API."""
     import httpx
@@ -160,11 +169,7 @@ def test_doctor_flow_3d(server: Server, data_root: Path, shots: Path) -> None:
     add_doctor(server)
     folder = data_root / "brats-mini" / "deepmedic-brats2015" / "test" / "brats_2013_pat0002_1"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        csp = watch_csp(page)
+        browser, page, errors, csp = open_page(pw)
         log_in(page, server)
         page.click("text=Upload")
         page.set_input_files("#upload-3d input[name=flair]", str(next(folder.glob("Flair*"))))
@@ -207,11 +212,7 @@ def test_api_docs_offline(server: Server, shots: Path) -> None:
             route.abort("internetdisconnected")
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        csp = watch_csp(page)
+        browser, page, errors, csp = open_page(pw)
         page.route("**/*", only_loopback)
         page.goto(server.url + "/api/docs")
         expect(page.locator(".swagger-ui .info .title")).to_contain_text("MRIMaster")

@@ -79,13 +79,19 @@ def assert_secure(response: httpx.Response, *, cached: bool = False) -> None:
     assert "strict-transport-security" not in response.headers, where
 
 
-def log_in_browser(client: TestClient) -> TestClient:
+def submit_login(client: TestClient) -> httpx.Response:
+    """The doctor logs in through the log-in form (its CSRF token included)."""
     form = client.get("/login")
     csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
     assert csrf
     r = client.post("/login", data={"username": "doctor", "password": DOCTOR_PASSWORD,
                                     "csrf": csrf.group(1)})
     assert r.status_code == 303, r.text
+    return r
+
+
+def log_in_browser(client: TestClient) -> TestClient:
+    submit_login(client)
     return client
 
 
@@ -244,12 +250,7 @@ def test_api_docs_without_the_vendored_viewer(client: TestClient, tmp_path: Path
 def test_session_cookie_attributes(client: TestClient) -> None:
     """The session cookie (ASVS V3.4.2, V3.4.3): HttpOnly and SameSite=Lax; over plain HTTP
     without Secure (MRIMASTER_COOKIE_SECURE=1 adds it behind TLS)."""
-    form = client.get("/login")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
-    assert csrf
-    r = client.post("/login", data={"username": "doctor", "password": DOCTOR_PASSWORD,
-                                    "csrf": csrf.group(1)})
-    assert r.status_code == 303, r.text
+    r = submit_login(client)
     cookie = next(c for c in r.headers.get_list("set-cookie")
                   if c.startswith("mrimaster_session="))
     attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}

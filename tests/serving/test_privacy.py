@@ -332,3 +332,62 @@ def test_refusals_never_show_the_servers_folders(tmp_path: Path) -> None:
     assert str(app_dir) not in shown and tempfile.gettempdir() + "/" not in shown
     assert "store/ab/cdef" in shown and "upload-x.nii" in shown
     assert "/api/auth/token" in shown  # API paths in hints are kept
+
+
+def test_a_file_full_of_identifying_values_leaks_nowhere(
+        client: TestClient, ctx: AppContext, doctor: dict[str, str], admin: dict[str, str],
+        data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The worst-case DICOM (every PS3.15 Table E.1-1 attribute filled with a unique value, at
+    the top level and nested, private tags, overlays, curves, an identifying file meta), with
+    a real slice's pixels and an identifying file name, goes through the whole app: upload,
+    review, every page and API answer, the stored files, the PDF report, the export, the
+    database, the audit log and the server log. No original string or UID appears in any of
+    them (strings of 6 or more characters: the builder's unique tokens)."""
+    from tests.storage.worst_case import worst_case
+
+    path, originals = worst_case(tmp_path / "worst.dcm")
+    ds = pydicom.dcmread(path)
+    pixels = slice_pixels(data_root)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = pixels.astype(np.uint8).tobytes()
+    for attr in ("BurnedInAnnotation", "RecognizableVisualFeatures"):  # not the question here
+        if attr in ds:
+            del ds[attr]
+    ds.save_as(path)
+    name = f"{LEAKY_NAME}_{sorted(originals.strings)[0]}.dcm"
+    caplog.set_level("DEBUG")
+    r = client.post("/api/cases/2d", files={"file": (name, path.read_bytes())}, headers=doctor)
+    assert r.status_code == 200, r.text
+    case = r.json()
+    review = client.post(f"/api/cases/{case['id']}/review", json={
+        "agrees": False, "label": "meningioma"}, headers=doctor)
+    assert review.status_code == 200, review.text
+
+    seen: list[bytes] = [r.content]
+    for url in (f"/api/cases/{case['id']}", f"/cases/{case['id']}", "/api/cases", "/",
+                f"/api/cases/{case['id']}/report.pdf", "/api/audit"):
+        answer = client.get(url, headers=admin)
+        assert answer.status_code == 200, url
+        seen.append(answer.content)
+    for role in case["files"]:
+        answer = client.get(f"/api/cases/{case['id']}/files/{role}", headers=doctor)
+        assert answer.status_code == 200, role
+        seen.append(answer.content)
+    export = client.get("/api/export/reviewed.zip", headers=doctor)
+    assert export.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(export.content)) as zf:
+        seen += [zf.read(n) for n in zf.namelist()] + ["\n".join(zf.namelist()).encode()]
+    seen.append(database_text(ctx).encode())
+    seen.append(caplog.text.encode())
+    stored = pydicom.dcmread(io.BytesIO(client.get(
+        f"/api/cases/{case['id']}/files/dicom", headers=doctor).content))
+    assert stored.PatientIdentityRemoved == "YES" and stored.PatientID.startswith("P-")
+
+    everything = b"\n".join(seen)
+    assert everything.count(stored.PatientID.encode()) > 3  # the search sees what is shown
+    secrets = [s for s in originals.strings if len(s) >= 6] + sorted(originals.uids)
+    secrets += [LEAKY_NAME, "MRN123456"]
+    leaked = [s for s in secrets if s.encode() in everything]
+    assert not leaked, leaked[:10]
