@@ -320,15 +320,13 @@ def test_refusals_never_show_the_servers_folders(tmp_path: Path) -> None:
     """The app-wide refusal handler names no app or temporary folder (an error raised deep in
     a reader may quote the server's own path)."""
     import tempfile
-    from types import SimpleNamespace
 
-    from mrimaster.serving.app import _hide_folders
+    from mrimaster.serving.cases import hide_folders
 
     app_dir = tmp_path / "app"
-    ctx = SimpleNamespace(config=SimpleNamespace(app_dir=app_dir))
     text = (f"cannot read {app_dir}/store/ab/cdef: bad header; "
             f"{tempfile.gettempdir()}/upload-x.nii is empty; POST /api/auth/token")
-    shown = _hide_folders(text, ctx)  # type: ignore[arg-type]
+    shown = hide_folders(text, app_dir, tempfile.gettempdir())
     assert str(app_dir) not in shown and tempfile.gettempdir() + "/" not in shown
     assert "store/ab/cdef" in shown and "upload-x.nii" in shown
     assert "/api/auth/token" in shown  # API paths in hints are kept

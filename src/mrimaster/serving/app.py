@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mrimaster.errors import MRIMasterError
 from mrimaster.serving import routes_accounts, routes_api, routes_pages
 from mrimaster.serving.accounts import AuthError
-from mrimaster.serving.cases import error_status
+from mrimaster.serving.cases import error_status, hide_folders
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.deps import COOKIE, CsrfFailed, Forbidden, NotLoggedIn, session_token
 from mrimaster.serving.security import token_hash
@@ -184,14 +184,6 @@ class UploadGuard:
             return repo.get_session(db, token_hash(token), kind, idle=idle) is not None
 
 
-def _hide_folders(text: str, ctx: AppContext) -> str:
-    """``text`` with the app folder and the temporary folder named generically."""
-    for root in sorted({str(ctx.config.app_dir.resolve()), str(ctx.config.app_dir),
-                        tempfile.gettempdir()}, key=len, reverse=True):
-        text = text.replace(root.rstrip("/") + "/", "").replace(root, "a server folder")
-    return text
-
-
 def _too_large(ctx: AppContext) -> JSONResponse:
     limit = ctx.config.max_upload_bytes
     return _message(413, f"the upload is larger than the limit of {limit / 1e6:.0f} MB",
@@ -282,8 +274,9 @@ def create_app(ctx: AppContext) -> FastAPI:
     def refused(_request: Request, exc: MRIMasterError) -> Response:
         # a refusal may quote a file the server read: never show where the server keeps it
         # (only these folders: hints name API paths such as /api/auth/token on purpose)
-        return _message(error_status(exc), _hide_folders(exc.message, ctx),
-                        _hide_folders(exc.hint, ctx) if exc.hint else None)
+        roots = (ctx.config.app_dir.resolve(), ctx.config.app_dir, tempfile.gettempdir())
+        return _message(error_status(exc), hide_folders(exc.message, *roots),
+                        hide_folders(exc.hint, *roots) if exc.hint else None)
 
     @app.exception_handler(Exception)
     def crashed(request: Request, exc: Exception) -> Response:

@@ -73,14 +73,20 @@ PATH = re.compile(r"(?<![^\s'\"(=:\[])/(?:[^\s/'\"]+/)+")
 """An absolute path's folders (``/tmp/x/``, ``/srv/app/store/``): stripped from what users see."""
 
 
+def hide_folders(text: str, *roots: Path | str, inside: str = "") -> str:
+    """``text`` with each of the server's folders ``roots`` (app dir, temporary folders)
+    replaced by ``inside`` in the paths under it, and named "a server folder" where it
+    stands alone."""
+    for root in sorted({str(r).rstrip("/") for r in roots if str(r)}, key=len, reverse=True):
+        text = text.replace(root + "/", inside).replace(root, "a server folder")
+    return text
+
+
 def strip_paths(text: str, *roots: Path | str) -> str:
-    """``text`` without server paths: each of ``roots`` (app dir, temporary folders) and then
-    any other absolute path's folders are removed (a file's own name is kept: it names the
-    user's data, not the server)."""
-    for root in sorted((str(r) for r in roots if str(r)), key=len, reverse=True):
-        root = root.rstrip("/")
-        text = text.replace(root + "/", "/").replace(root, "a server folder")
-    return PATH.sub("", text)
+    """``text`` without server paths: :func:`hide_folders`, then any other absolute path's
+    folders are removed (a file's own name is kept: it names the user's data, not the
+    server). For texts that name no API path (job errors)."""
+    return PATH.sub("", hide_folders(text, *roots, inside="/"))
 
 
 def patient_pseudonym(ctx: AppContext, reference: str) -> str:
