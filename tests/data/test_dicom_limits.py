@@ -14,8 +14,8 @@ import pytest
 from pydicom.dataset import Dataset
 
 from mrimaster.data.dicom import MAX_DICOM_PIXELS, declared_pixels, dicom_to_gray
-from mrimaster.data.dicom_series import zip_to_modalities
-from mrimaster.errors import DataError, ImageLoadError
+from mrimaster.errors import ImageLoadError
+from mrimaster.imaging.dicom_import import import_study
 from tests.data.test_dicom_series import series_files, volume_and_affine
 
 
@@ -66,9 +66,9 @@ def test_series_declaring_too_many_pixels_is_refused(tmp_path: Path) -> None:
             zf.writestr(name, out.getvalue())
     archive = tmp_path / "study.zip"
     archive.write_bytes(buf.getvalue())
-    with pytest.raises(DataError, match="too large"):
-        zip_to_modalities(archive, tmp_path, 10**9)
-    assert not list(tmp_path.glob("*.nii*"))
+    (record,) = import_study(archive, tmp_path / "out")
+    assert record.nifti is None and "voxels (at most" in str(record.reason)
+    assert not list((tmp_path / "out").glob("*.nii*"))
 
 
 def test_converted_volume_keeps_voxels_and_affine(tmp_path: Path) -> None:
@@ -79,8 +79,8 @@ def test_converted_volume_keeps_voxels_and_affine(tmp_path: Path) -> None:
     with zipfile.ZipFile(archive, "w") as zf:
         for name, content in series_files(data, affine, "AX FLAIR"):
             zf.writestr(name, content)
-    out, _ = zip_to_modalities(archive, tmp_path, 10**9)
-    img = nib.load(out["flair"])
+    (record,) = import_study(archive, tmp_path / "out")
+    img = nib.load(tmp_path / "out" / str(record.nifti))
     assert np.array_equal(np.asarray(img.dataobj), data)
     assert np.allclose(img.affine, affine, atol=1e-4)
     assert not img.header.extensions and img.header["descrip"].item() == b""

@@ -1,4 +1,6 @@
-"""A zip of DICOM series becomes NIfTI volumes with the right geometry and slice order."""
+"""A zip of DICOM series becomes NIfTI volumes with the right geometry and slice order
+(:func:`mrimaster.imaging.dicom_import.import_study`); a zip is extracted safely; the
+helpers here write DICOM series of a known volume for other tests."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from mrimaster.data.dicom_series import modality_of, safe_extract, zip_to_modalities
 from mrimaster.errors import DataError
+from mrimaster.imaging.archive import extract_zip
+from mrimaster.imaging.dicom_import import import_study
 
 LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -64,6 +67,10 @@ def volume_and_affine() -> tuple[np.ndarray, np.ndarray]:
     return data, affine
 
 
+def safe_extract(archive: Path, dest: Path, max_bytes: int) -> list[Path]:
+    return extract_zip(archive, dest, max_bytes, 20_000)
+
+
 def test_series_are_converted_with_their_geometry(tmp_path: Path) -> None:
     data, affine = volume_and_affine()
     entries = series_files(data, affine, "AX FLAIR") + series_files(data[::-1], affine,
@@ -74,12 +81,15 @@ def test_series_are_converted_with_their_geometry(tmp_path: Path) -> None:
         for name, blob in entries:
             zf.writestr(name, blob)
         zf.writestr("README.txt", "not DICOM")
-    volumes, first = zip_to_modalities(archive, tmp_path / "work", 10**8)
-    assert set(volumes) == {"flair", "t1ce"} and first.PatientID == "PID-1"
-    flair = nib.load(volumes["flair"])
+    records = {r.description: r for r in import_study(archive, tmp_path / "work")}
+    assert set(records) == {"AX FLAIR", "T1 POST GD"}
+    assert records["AX FLAIR"].role == "flair" and records["AX FLAIR"].identity[0].startswith(
+        "PID-1")
+    flair = nib.load(tmp_path / "work" / str(records["AX FLAIR"].nifti))
     assert np.allclose(flair.affine, affine, atol=1e-4)
     assert np.array_equal(np.asarray(flair.dataobj), data)
-    assert np.array_equal(np.asarray(nib.load(volumes["t1ce"]).dataobj), data[::-1])
+    t1 = nib.load(tmp_path / "work" / str(records["T1 POST GD"].nifti))
+    assert np.array_equal(np.asarray(t1.dataobj), data[::-1])
 
 
 @pytest.mark.parametrize("name", ["../evil", "/etc/evil", "a/../../evil", "C:/evil"])
@@ -103,34 +113,3 @@ def test_zip_bomb_is_refused(tmp_path: Path) -> None:
         safe_extract(archive, tmp_path / "out", 10**6)
     assert not (tmp_path / "out" / "a.dcm").exists()
     assert [p.name for p in safe_extract(archive, tmp_path / "ok", 10**8)] == ["a.dcm"]
-
-
-def test_modality_names() -> None:
-    assert [modality_of(d) for d in ("AX FLAIR", "T2 FLAIR", "T1 MPRAGE", "T1 POST GD",
-                                     "t1c", "AX T2", "DWI", "T1 pre contrast",
-                                     "T1 noncontrast", "t2_tirm_tra_dark-fluid",
-                                     "Sag T1 FLAIR")] == [
-        "flair", "flair", "t1", "t1ce", "t1ce", "t2", None, "t1", "t1", "flair", "t1"]
-
-
-def test_unevenly_spaced_slices_are_refused(tmp_path: Path) -> None:
-    data, affine = volume_and_affine()
-    entries = series_files(data, affine, "AX FLAIR")
-    del entries[5]  # a missing slice: the gap doubles there
-    archive = tmp_path / "gap.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for name, blob in entries:
-            zf.writestr(name, blob)
-    with pytest.raises(DataError, match="not evenly spaced"):
-        zip_to_modalities(archive, tmp_path / "work", 10**8)
-
-
-def test_a_zip_mixing_patients_is_refused(tmp_path: Path) -> None:
-    data, affine = volume_and_affine()
-    archive = tmp_path / "mixed.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for name, blob in (series_files(data, affine, "AX FLAIR", patient="PID-1")
-                           + series_files(data, affine, "AX T2", patient="PID-2")):
-            zf.writestr(name, blob)
-    with pytest.raises(DataError, match="different patient IDs"):
-        zip_to_modalities(archive, tmp_path / "work", 10**8)

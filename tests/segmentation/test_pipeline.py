@@ -80,10 +80,16 @@ def test_a_case_with_part_of_a_trained_combination_runs(seg_run: tuple[Path, Pat
     case = write_case(tmp_path / "c", "brats2021", seed=7)
     for m in ("flair", "t1", "t1ce"):
         (case / f"x_{m}.nii.gz").unlink()
+    from mrimaster.segmentation.cases import find_case
+    from mrimaster.segmentation.infer import segment_case
+    from mrimaster.segmentation.runtime import load_segmenter_for_inference
+
+    seg = load_segmenter_for_inference(str(run), tmp_path, "torch")
+    assert segment_case(seg, find_case(case), tmp_path / "o").plan.used == ["t2"]
+    # a study given to `seg predict` needs its FLAIR (the reference of every check)
     assert main(["seg", "predict", "--model", str(run), "--case", str(case), "--out",
-                 str(tmp_path / "o")]) == 0
-    assert json.loads((tmp_path / "o" / "volumes.json").read_text())["modalities_used"] == \
-        ["t2"]
+                 str(tmp_path / "p")]) == 2
+    assert not (tmp_path / "p").exists()
 
 
 def test_region_scores_by_hand() -> None:

@@ -185,6 +185,12 @@ def test_doctor_flow_3d(server: Server, data_root: Path, shots: Path) -> None:
         mask_max = page.evaluate("window.mrimasterViewer.volumes[1].global_max")
         assert mask_max >= 1, mask_max
         assert canvas.get_attribute("data-centre-error") is None
+        # the series with their roles (editable), the registration and brain-mask checks
+        expect(page.locator("#series select.role")).to_have_count(2)
+        expect(page.locator("#series select.role").first).to_have_value("series/flair.nii.gz|flair")
+        expect(page.locator("#registration figure[data-role=flair] img")).to_be_visible()
+        assert page.evaluate("document.querySelector('#registration img').naturalWidth") > 0
+        expect(page.locator("#brain-mask img")).to_be_visible()
         page.select_option("#base", "t1ce")
         expect(canvas).to_have_attribute("data-loaded", "2")
         page.wait_for_timeout(1000)

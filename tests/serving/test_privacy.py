@@ -220,7 +220,7 @@ def test_oversized_or_unreadable_dicom_is_refused_before_decoding(
         "huge.dcm", cases["huge.dcm"])}, headers=doctor).json()["error"]
     r = client.post("/api/cases/3d", headers=doctor,
                     files={"dicom_zip": ("study.zip", dicom_zip(rows=40000))})
-    assert 400 <= r.status_code < 500 and "too large" in r.json()["error"], r.text
+    assert r.status_code == 422 and "voxels (at most" in r.json()["error"], r.text
     assert state(ctx) == (0, [], [])
 
 

@@ -16,9 +16,11 @@ from mrimaster.settings import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify image files and folders")
+    p = sub.add_parser("predict", help="classify image files, DICOM slices and folders")
     p.add_argument("--model", default="default", help="run folder, model.pt, or 'default'")
-    p.add_argument("paths", nargs="+", type=Path, help="image files or folders")
+    p.add_argument("paths", nargs="+", type=Path,
+                   help="image files (JPEG, PNG, ...), DICOM slices (read as the web app "
+                   "reads them) or folders")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--output", type=Path, help="write to this file instead of the screen")
     p.add_argument("--batch-size", type=int, default=64)

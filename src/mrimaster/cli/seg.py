@@ -20,9 +20,13 @@ RUNTIME_HELP = ("inference engine (default auto: the fastest validated variant o
                 "ONNX export whose engine is installed, else torch + MONAI)")
 
 
-def _case_args(p: argparse.ArgumentParser) -> None:
+def _case_args(p: argparse.ArgumentParser, study: bool = False) -> None:
     p.add_argument("--case", type=Path, action="append", default=[],
-                   help="case folder (repeatable); its layout is recognised by file names")
+                   help=("a study (repeatable): a DICOM folder or zip as the scanner wrote it, "
+                         "or a folder of NIfTI volumes (layout recognised by file names); "
+                         "sequences on different grids are registered onto the reference"
+                         if study else
+                         "case folder (repeatable); its layout is recognised by file names"))
     for m in ("flair", "t1", "t1ce", "t2"):
         p.add_argument(f"--{m}", type=Path, help=f"explicit {m} volume (instead of --case)")
     p.add_argument("--seg", type=Path, help="explicit label map")
@@ -60,8 +64,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cv.set_defaults(handler=run_cv)
     pr = seg_sub.add_parser("predict", help="segment a case: seg.nii.gz, volumes.json, PNGs")
     pr.add_argument("--model", default="default", help="run folder, model.pt, or 'default'")
-    _case_args(pr)
+    _case_args(pr, study=True)
     pr.add_argument("--out", type=Path, required=True)
+    pr.add_argument("--role", action="append", default=[], metavar="SERIES=ROLE",
+                    help="DICOM input: set a series' role (SERIES: its number or NIfTI name in "
+                    "series.json; ROLE: flair, t1, t1ce, t2 or none), overriding the detector")
+    pr.add_argument("--strip", choices=["auto", "always", "never"], default="auto",
+                    help="skull stripping: auto (when the reference is not stripped already)")
     pr.add_argument("--tta", action="store_true", help=TTA_HELP)
     pr.add_argument("--runtime", choices=RUNTIMES, default="auto", help=RUNTIME_HELP)
     pr.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
@@ -140,20 +149,71 @@ def _describe(result: SegmentResult) -> str:
     return ", ".join(parts) + f" ({used}{ignored})"
 
 
+def _roles(pairs: list[str]) -> dict[str, str | None]:
+    from mrimaster.errors import DataError
+
+    roles: dict[str, str | None] = {}
+    for pair in pairs:
+        series, sep, role = pair.partition("=")
+        if not sep or not series:
+            raise DataError(f"--role {pair!r} is not SERIES=ROLE", "e.g. --role 7=t1ce")
+        roles[series.strip()] = None if role.strip().lower() in ("", "none") else role.strip()
+    return roles
+
+
+def _sources(args: argparse.Namespace) -> list[Path | dict[str, Path]]:
+    from mrimaster.errors import DataError
+
+    explicit = {m: getattr(args, m) for m in ("flair", "t1", "t1ce", "t2") if getattr(args, m)}
+    sources: list[Path | dict[str, Path]] = list(args.case)
+    if explicit:
+        sources.append(explicit)
+    if not sources:
+        raise DataError("no case given", "pass --case DIR|ZIP or --flair/--t1ce/... files")
+    return sources
+
+
 def run_predict(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.imaging.prepare import PrepareConfig
+    from mrimaster.models.paths import file_sha256, resolve_model_path
+    from mrimaster.segmentation.cases import find_case
     from mrimaster.segmentation.infer import segment_case
     from mrimaster.segmentation.runtime import load_segmenter_for_inference
+    from mrimaster.segmentation.study import segment_study
 
     seg = load_segmenter_for_inference(args.model, settings.models_dir, args.runtime,
                                        args.device)
-    cases = _cases(args)
-    for case in cases:
-        out = args.out if len(cases) == 1 else args.out / case.name
-        result = segment_case(seg, case, out, args.tta)
-        print(f"{case.name}: {_describe(result)} -> {result.seg_path}")
+    model_file = resolve_model_path(args.model, settings.models_dir, "seg-default")
+    version = f"{args.model}@{file_sha256(model_file)[:12]}"
+    config = PrepareConfig(spacing_mm=float(min(seg.spacing)), strip=args.strip,
+                           overrides=_roles(args.role))
+    sources = _sources(args)
+    for source in sources:
+        name = "case" if isinstance(source, dict) else source.name.removesuffix(".zip")
+        out = args.out if len(sources) == 1 else args.out / name
+        if isinstance(source, Path) and source.is_dir() and \
+                (msd := find_case_4d(source)) is not None:
+            result = segment_case(seg, find_case(msd), out, args.tta)
+        else:
+            study = segment_study(seg, source, out, config, args.tta, version)
+            result = study.result
+            steps = ", ".join(f"{k} {v:.1f} s" for k, v in study.timings_s.items())
+            print(f"{name}: reference {study.prepared.reference.name}; {steps}")
+        print(f"{name}: {_describe(result)} -> {result.seg_path}")
         for note in result.notes:
             print(f"  warning: {note}")
     return 0
+
+
+def find_case_4d(folder: Path) -> Path | None:
+    """``folder`` when it is a Decathlon case (one 4D image of all sequences), else None."""
+    from mrimaster.errors import DataError
+    from mrimaster.segmentation.cases import find_case
+
+    try:
+        return folder if find_case(folder).image4d is not None else None
+    except DataError:
+        return None
 
 
 def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:

@@ -60,9 +60,19 @@ class SeriesRecord:
     nifti: str | None = None
     reason: str | None = None
     files: int = 0
+    sources: list[Path] = field(default_factory=list, repr=False)
+    identity: tuple[str, str] = ("", "")
+
+    PRIVATE = ("sources", "identity")
+    """Fields kept out of ``series.json``: the source files (a temporary folder) and the
+    patient / study identity (``(patient, StudyInstanceUID)``, identifying), which
+    :mod:`mrimaster.imaging.prepare` needs to check that a study is one patient's."""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for key in self.PRIVATE:
+            data.pop(key, None)
+        return data
 
 
 @dataclass
@@ -137,9 +147,13 @@ def _convert(series: _Series, out: Path, taken: set[str]) -> SeriesRecord:
     from mrimaster.data.dicom_series import write_clean_nifti
 
     name = series.name
-    record = SeriesRecord(_number(series.first), str(series.first.get("SeriesDescription", "")
-                                                     or ""),
-                          None, [], "other", 1, files=len(series.paths))
+    first = series.first
+    patient = "|".join(str(first.get(k, "") or "") for k in
+                       ("PatientID", "PatientName", "PatientBirthDate"))
+    record = SeriesRecord(_number(first), str(first.get("SeriesDescription", "") or ""),
+                          None, [], "other", 1, files=len(series.paths),
+                          sources=list(series.paths),
+                          identity=(patient, str(first.get("StudyInstanceUID", "") or "")))
     try:
         if _is_mosaic(series.first):
             record.n_volumes = len(series.paths)
@@ -180,12 +194,15 @@ def _convert(series: _Series, out: Path, taken: set[str]) -> SeriesRecord:
 
 
 def import_study(path: Path, out: Path, max_bytes: int = MAX_BYTES,
-                 max_entries: int = MAX_ENTRIES) -> list[SeriesRecord]:
+                 max_entries: int = MAX_ENTRIES, extract_to: Path | None = None
+                 ) -> list[SeriesRecord]:
     """Convert every DICOM series under ``path`` (a folder or a zip) into ``out``.
 
     Args:
         max_bytes: Largest total uncompressed size of a zip.
         max_entries: Most entries in a zip.
+        extract_to: Where a zip is extracted and kept (the records' ``sources`` point there);
+            by default a temporary folder, removed on return.
 
     Returns:
         One record per series, also written to ``out/series.json``.
@@ -201,7 +218,7 @@ def import_study(path: Path, out: Path, max_bytes: int = MAX_BYTES,
         if path.is_dir():
             files = [p for p in path.rglob("*") if p.is_file()]
         elif zipfile.is_zipfile(path):
-            files = extract_zip(path, Path(tmp), max_bytes, max_entries)
+            files = extract_zip(path, extract_to or Path(tmp), max_bytes, max_entries)
         elif path.suffix.lower() == ".zip":
             raise DataError(f"{path.name} is not a readable zip file",
                             "zip the DICOM folder again, or give the folder itself")

@@ -238,12 +238,23 @@ def resample_labels(labels: nib.Nifti1Image | str | Path,
 # ---------------------------------------------------------------- quality
 
 def foreground(data: np.ndarray) -> np.ndarray:
-    """Voxels that belong to the head or brain: above 5 % of the 99th percentile of the
-    non-zero voxels (skull-stripped volumes: their non-zero voxels)."""
-    nonzero = data[data > 0]
-    if nonzero.size == 0:
+    """Voxels that belong to the head or brain.
+
+    A skull-stripped volume (at least 30 % of its voxels hold the border's most common value,
+    :func:`mrimaster.imaging.skullstrip.background_value`): every other voxel, so z-scored
+    volumes, half of whose brain is negative, keep their whole brain. Otherwise: above 5 % of
+    the 99th percentile of the positive voxels. (Measured on the BraTS 2015 z-scored FLAIR /
+    T1-Gd pairs, as aligned by BraTS: NMI 1.026-1.043 with the threshold alone, which put the
+    negative half of the brain outside; 1.087-1.094 with the brain.)"""
+    from mrimaster.imaging.skullstrip import background_value
+
+    at_background = data == background_value(data)
+    if at_background.mean() >= 0.3:
+        return np.asarray(~at_background)
+    positive = data[data > 0]
+    if positive.size == 0:
         return np.zeros(data.shape, bool)
-    return np.asarray(data > 0.05 * np.percentile(nonzero, 99))
+    return np.asarray(data > 0.05 * np.percentile(positive, 99))
 
 
 def normalised_mutual_information(a: np.ndarray, b: np.ndarray, bins: int = NMI_BINS) -> float:

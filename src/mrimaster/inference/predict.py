@@ -1,23 +1,108 @@
 """Batched prediction on image files, with the trust fields of every prediction.
 
+DICOM slices are read as the web app reads an uploaded one (:func:`mrimaster.data.dicom.
+read_dicom` and :func:`~mrimaster.data.dicom.dicom_to_gray`: rescale, window, MONOCHROME1),
+so a file gets the same class from ``mrimaster predict`` as from the upload page.
+
 No torch here: the classifier runs in whichever runtime it was loaded for."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mrimaster.data.folders import collect_image_paths, load_slices
+from mrimaster.data.dicom import dicom_to_gray, is_dicom, read_dicom
+from mrimaster.data.folders import Skipped, load_slices
+from mrimaster.data.images import RawStats, image_suffixes, prepare_slice, raw_stats
+from mrimaster.errors import ImageLoadError
 from mrimaster.inference.runtime import ClassifierModel
 from mrimaster.trust.referral import TrustRule, assess
+
+log = logging.getLogger(__name__)
+
+
+def _looks_dicom(path: Path) -> bool:
+    """A ``.dcm`` file, or one with the DICOM preamble (the web app's test)."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        return is_dicom(path)
+    except OSError:
+        return False
+
+
+def _collect(inputs: Sequence[Path]) -> tuple[list[tuple[Path, bool]], list[Skipped]]:
+    """Expand files and folders (recursively, sorted) into ``(path, is DICOM)``.
+
+    A file named explicitly is always tried; in a folder, files with an image suffix Pillow
+    reads, ``.dcm`` files and files with the DICOM preamble are taken, others skipped."""
+    suffixes = image_suffixes()
+    found: list[tuple[Path, bool]] = []
+    skipped: list[Skipped] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            for path in sorted(p for p in item.rglob("*") if p.is_file()):
+                if path.name.startswith("."):
+                    continue
+                if path.suffix.lower() in suffixes:
+                    found.append((path, False))
+                elif _looks_dicom(path):
+                    found.append((path, True))
+                else:
+                    skipped.append(Skipped(path, "not an image file type "
+                                           f"({path.suffix or 'no suffix'})"))
+        elif item.is_file():
+            found.append((item, _looks_dicom(item)))
+        else:
+            skipped.append(Skipped(item, "no such file or folder"))
+    return found, skipped
+
+
+def _frames(ds: Any) -> int:
+    try:
+        return int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def decode_dicom_slice(path: Path, size: int) -> tuple[np.ndarray, RawStats] | ImageLoadError:
+    """One DICOM slice as the web app reads it, prepared for a model of input ``size``.
+
+    The web app classifies the PNG of :func:`dicom_to_gray`'s image: its statistics are
+    those of that grayscale image (no colour).
+
+    Returns:
+        ``(prepared (size, size) uint8, RawStats)``, or the error that says why the file is
+        not one 2D slice (multi-frame, no pixel data, undecodable, not DICOM); never raises.
+    """
+    name = str(path)
+    ds = None
+    try:
+        ds = read_dicom(path, name)
+        gray = dicom_to_gray(ds, name)
+    except ImageLoadError as exc:
+        frames = 1 if ds is None else _frames(ds)
+        if frames > 1:
+            return ImageLoadError(f"{exc.message} (a multi-frame DICOM with {frames} frames: "
+                                  "a volume, not one slice)", exc.hint)
+        return exc
+    except Exception as exc:  # a malformed header must skip, not crash
+        return ImageLoadError(f"{name}: not a readable DICOM slice "
+                              f"({type(exc).__name__}: {exc})")
+    rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    return prepare_slice(gray, size), raw_stats(rgb)
 
 
 def predict_files(clf: ClassifierModel, inputs: Sequence[Path], batch_size: int = 64,
                   progress: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Classify image files and folders (searched recursively).
+
+    Images are anything Pillow reads; DICOM slices (``.dcm``, or any file with the DICOM
+    preamble) are read as the web app reads them (see :func:`decode_dicom_slice`).
 
     Returns:
         ``(rows, skipped)``: one row per decoded image with ``path``, ``status`` (``ok``,
@@ -28,14 +113,37 @@ def predict_files(clf: ClassifierModel, inputs: Sequence[Path], batch_size: int 
         no distance check), ``referred`` (status is not ``ok``) and ``p_<class>`` for every
         class (``None`` when rejected); and the files skipped, with the reason.
     """
-    paths, skipped = collect_image_paths(inputs)
-    slices = load_slices(paths, None, clf.image_size, progress=progress, skipped=skipped)
+    found, skipped = _collect(inputs)
+    slices = load_slices([p for p, dcm in found if not dcm], None, clf.image_size,
+                         progress=progress, skipped=skipped)
+    images: list[np.ndarray] = []
+    stats: list[RawStats] = []
+    paths: list[Path] = []
+    dicom_skipped: list[Skipped] = []
+    k = 0  # the next decoded image file; load_slices keeps the order of its input
+    for path, dcm in found:
+        if dcm:
+            out = decode_dicom_slice(path, clf.image_size)
+            if isinstance(out, ImageLoadError):
+                log.warning("skipped %s: %s", path, out.message)
+                dicom_skipped.append(Skipped(path, out.message))
+                continue
+            image, raw = out
+        elif k < len(slices.paths) and slices.paths[k] == path:
+            image, raw = slices.images[k], slices.stats[k]
+            k += 1
+        else:  # could not be decoded: in slices.skipped
+            continue
+        images.append(image)
+        stats.append(raw)
+        paths.append(path)
     rows: list[dict[str, Any]] = []
-    skipped_rows = [{"path": str(s.path), "reason": s.reason} for s in slices.skipped]
-    if not slices.paths:
+    skipped_rows = [{"path": str(s.path), "reason": s.reason}
+                    for s in [*slices.skipped, *dicom_skipped]]
+    if not paths:
         return rows, skipped_rows
-    result = assess(clf.runtime, TrustRule.of(clf), slices.images, slices.stats, batch_size)
-    for i, path in enumerate(slices.paths):
+    result = assess(clf.runtime, TrustRule.of(clf), np.stack(images), stats, batch_size)
+    for i, path in enumerate(paths):
         p, shown = result.probs[i], result.status[i] != "reject"
         dist = float(result.distance[i])
         row: dict[str, Any] = {

@@ -39,6 +39,11 @@ class NewUser(Credentials):
     role: str = "radiologist"
 
 
+class RolesIn(BaseModel):
+    roles: dict[str, str | None] = Field(description="{series file (from series.json): "
+                                         "flair, t1, t1ce, t2 or null}")
+
+
 class ReviewIn(BaseModel):
     agrees: bool
     label: str | None = None
@@ -168,6 +173,27 @@ def case_job(case_id: int, auth: Auth = Depends(get_auth),
             "attempts": job.attempts, "updated_at": job.updated_at.isoformat()}
 
 
+@router.get("/cases/{case_id}/series", summary="A 3D study's series: roles (now and as "
+            "detected), why, and the reason of those refused")
+def case_series(case_id: int, auth: Auth = Depends(get_auth),
+                ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)
+                ) -> list[dict[str, Any]]:
+    return studies.series_of(ctx, _case(db, case_id))
+
+
+@router.post("/cases/{case_id}/roles", summary="Set the roles of a 3D study's series and "
+             "segment it again (a new job)")
+def change_roles(case_id: int, body: RolesIn, request: Request,
+                 auth: Auth = Depends(get_auth), ctx: AppContext = Depends(get_ctx),
+                 db: Session = Depends(get_db),
+                 x_csrf_token: str | None = Header(default=None)) -> dict[str, Any]:
+    check_csrf(auth, x_csrf_token)
+    case = _case(db, case_id)
+    studies.change_roles(ctx, db, auth.user, case, body.roles)
+    wake_jobs(request)
+    return full_case(db, case)
+
+
 @router.get("/cases/{case_id}")
 def get_case(case_id: int, auth: Auth = Depends(get_auth),
              db: Session = Depends(get_db)) -> dict[str, Any]:
@@ -188,7 +214,8 @@ def review(case_id: int, body: ReviewIn, auth: Auth = Depends(get_auth),
     return full_case(db, case)
 
 
-FILE_TYPES = {"image": "image/png", "dicom": "application/dicom"}
+FILE_TYPES = {"image": "image/png", "dicom": "application/dicom",
+              studies.SERIES_JSON: "application/json", studies.ROLES_JSON: "application/json"}
 
 
 @router.get("/cases/{case_id}/files/{role:path}", summary="A stored file of a case")

@@ -160,9 +160,41 @@ def case_page(request: Request, case_id: int, auth: Auth = Depends(get_auth),
     repo.audit(db, auth.user.username, "view", f"case {case_id}")
     db.commit()
     classes = ctx.models.classifier.classes if ctx.models else []
-    job = repo.job_of(db, case_id)
-    return page(request, "case.html", auth, case=view, classes=classes, job=job,
-                viewer=(STATIC / "vendor" / "niivue.umd.js").is_file())
+    return _case_page(request, auth, ctx, db, case_id, view, classes)
+
+
+def _case_page(request: Request, auth: Auth, ctx: AppContext, db: Session, case_id: int,
+               view: dict[str, Any], classes: list[str], code: int = 200, **extra: Any
+               ) -> HTMLResponse:
+    case = _case(db, case_id)
+    series = studies.series_of(ctx, case) if case.kind == "3d" else []
+    return page(request, "case.html", auth, code, case=view, classes=classes,
+                job=repo.job_of(db, case_id), series=series, roles=studies.MODALITY_NAMES,
+                viewer=(STATIC / "vendor" / "niivue.umd.js").is_file(), **extra)
+
+
+@router.post("/cases/{case_id}/roles", summary="Set the roles of a 3D study's series and "
+             "segment it again (form)")
+def change_roles(request: Request, case_id: int, role: list[str] = Form(default=[]),
+                 csrf: str = Form(default=""), auth: Auth = Depends(get_auth),
+                 ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)
+                 ) -> Response:
+    """Each ``role`` field is ``<series file>|<role or none>``."""
+    check_csrf(auth, csrf)
+    case = _case(db, case_id)
+    assignment: dict[str, str | None] = {}
+    for value in role:
+        name, _, chosen = value.rpartition("|")
+        assignment[name] = None if chosen in ("", "none") else chosen
+    try:
+        studies.change_roles(ctx, db, auth.user, case, assignment)
+    except MRIMasterError as exc:
+        db.rollback()
+        classes = ctx.models.classifier.classes if ctx.models else []
+        return _case_page(request, auth, ctx, db, case_id, full_case(db, case), classes,
+                          cases.error_status(exc), roles_error=str(exc))
+    wake_jobs(request)
+    return RedirectResponse(f"/cases/{case_id}", status_code=303)
 
 
 @router.post("/cases/{case_id}/review", summary="Review a case (form)")
@@ -179,8 +211,8 @@ def review(request: Request, case_id: int, decision: str = Form(...),
                           comment, ctx.models_or_fail().classifier.classes)
     except MRIMasterError as exc:
         db.rollback()
-        return page(request, "case.html", auth, 422, case=full_case(db, case),
-                    classes=ctx.models_or_fail().classifier.classes, error=str(exc))
+        return _case_page(request, auth, ctx, db, case_id, full_case(db, case),
+                          ctx.models_or_fail().classifier.classes, 422, error=str(exc))
     return RedirectResponse(f"/cases/{case_id}", status_code=303)
 
 

@@ -1,0 +1,506 @@
+"""Study in, model-ready case out: the imaging stage's one entry point.
+
+:func:`prepare_study` takes what a user has (a DICOM folder or zip as the scanner wrote it, a
+folder of NIfTI volumes, or explicit NIfTI files per role) and returns a case whose volumes all
+lie on one **working grid**, skull-stripped when they were not, with a report of every decision:
+
+1. **Inputs** (:func:`gather`): DICOM goes through :func:`mrimaster.imaging.dicom_import.
+   import_study` (one NIfTI per series, roles from acquisition attributes); a doctor's role
+   corrections (``overrides``) replace the detector's. Series that are not structural are
+   listed, never used. When two series have one role, the one with the smaller voxels is used
+   and the other listed with the reason. All used series must belong to one patient and one
+   study.
+2. **Reference** (:data:`REFERENCE_ORDER`): T1-Gd when present, else FLAIR (the issue's rule:
+   the post-contrast T1 is usually the study's finest 3D series). A study without FLAIR is
+   refused: every model the project trains takes FLAIR.
+3. **Working grid** (:func:`working_grid`): the reference's orientation and field of view at
+   the model's spacing along any axis whose spacing differs from it by more than 5 % (a 4 mm
+   FLAIR becomes 1 mm slices; a 1 mm T1-Gd is kept as it is), so sequences finer than the
+   reference keep their detail. The mask is brought back onto the reference's own grid at the
+   end (nearest neighbour), which is the grid the doctor's viewer shows.
+4. **Registration** (:func:`align`): every other sequence is registered rigidly onto the
+   reference by Mattes mutual information (:func:`mrimaster.imaging.register.register`,
+   6 degrees of freedom) and resampled onto the working grid through the found transform. A
+   sequence already on the reference's grid is not moved, but its agreement is measured the
+   same way (normalised mutual information, overlap) and refused by the same rule. A
+   sequence the rule refuses stops the study with its reason: it is never silently used.
+5. **Skull stripping** (:mod:`mrimaster.imaging.skullstrip`): decided on the reference; if it
+   is not stripped, deepbet runs on the T1 (the contrast deepbet was trained on) when there is
+   one, else on the reference, and every volume is set to 0 outside the brain mask.
+
+Everything is written into ``work``: ``case/<role>.nii.gz`` (float32, working grid),
+``brain_mask.nii.gz`` (uint8, working grid), ``prepare.json`` (the report); DICOM input also
+``import/`` (``series.json`` and one NIfTI per series).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from mrimaster.errors import DataError
+from mrimaster.imaging.dicom_import import SeriesRecord, import_study
+from mrimaster.imaging.register import (
+    RegistrationError,
+    from_sitk,
+    measure,
+    register,
+    to_sitk,
+)
+from mrimaster.imaging.skullstrip import skull_strip
+from mrimaster.segmentation.cases import MODALITIES, Case, find_case
+from mrimaster.segmentation.geometry import corner_distance, voxel_sizes, warn_if_unusual
+
+log = logging.getLogger(__name__)
+
+ROLE_NAMES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1-Gd", "t2": "T2"}
+REFERENCE_ORDER = ("t1ce", "flair", "t2", "t1")
+"""The reference sequence: the first of these that the study has."""
+
+SPACING_TOLERANCE = 0.05
+"""Relative spacing difference under which a reference axis keeps its spacing."""
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of the imaging stage.
+
+    Attributes:
+        spacing_mm: The model's training spacing (mm); the working grid's spacing along the
+            reference's axes whose spacing differs from it.
+        strip: ``auto`` (strip when the reference is not already stripped), ``always`` or
+            ``never``.
+        overrides: Role corrections: ``{series: role or None}``, the series named by its
+            ``nifti`` file name in ``series.json`` or its series number (DICOM input only).
+        max_translation_mm: Largest accepted displacement between sequences (``None``: no
+            limit, for files whose world coordinates were lost).
+    """
+
+    spacing_mm: float = 1.0
+    strip: Literal["auto", "always", "never"] = "auto"
+    overrides: dict[str, str | None] = field(default_factory=dict)
+    max_translation_mm: float | None = 40.0
+
+
+@dataclass
+class Sequence:
+    """One volume chosen for a role.
+
+    Attributes:
+        role: ``flair``, ``t1``, ``t1ce`` or ``t2``.
+        name: What the user calls it: the series description and number, or the file name.
+        path: Its NIfTI on its own grid.
+        record: The import record (DICOM input), else ``None``.
+    """
+
+    role: str
+    name: str
+    path: Path
+    record: SeriesRecord | None = None
+
+
+@dataclass
+class PreparedStudy:
+    """What :func:`prepare_study` made.
+
+    Attributes:
+        case: The prepared volumes (working grid), named by role.
+        reference: The reference sequence.
+        reference_image: The reference on its own grid (the output mask's grid).
+        brain_mask: ``brain_mask.nii.gz`` on the working grid.
+        report: ``prepare.json``'s content: ``series``, ``reference``, ``working_grid``,
+            ``sequences`` (per role: registration figures), ``skull_strip``, ``timings_s``.
+        source_files: The reference series' DICOM files (DICOM input), else ``None``.
+    """
+
+    case: Case
+    reference: Sequence
+    reference_image: nib.Nifti1Image
+    brain_mask: Path
+    report: dict[str, Any]
+    source_files: list[Path] | None = None
+
+
+# ---------------------------------------------------------------- inputs
+
+def _is_dicom_source(path: Path) -> bool:
+    if path.is_file():
+        return zipfile.is_zipfile(path) or not path.name.lower().endswith((".nii", ".nii.gz"))
+    return path.is_dir() and not any(p.name.lower().endswith((".nii", ".nii.gz"))
+                                     for p in path.iterdir())
+
+
+def _series_name(record: SeriesRecord) -> str:
+    number = f" (series {record.series_number})" if record.series_number is not None else ""
+    return f"{record.description or 'unnamed series'!r}{number}"
+
+
+def _override(record: SeriesRecord, overrides: dict[str, str | None]) -> tuple[bool, str | None]:
+    for key in (record.nifti or "", str(record.series_number)):
+        if key and key in overrides:
+            role = overrides[key]
+            if role is not None and role not in MODALITIES:
+                raise DataError(f"unknown role {role!r} for {_series_name(record)}",
+                                f"choose one of {', '.join(MODALITIES)} or none")
+            return True, role
+    return False, None
+
+
+def _voxel_volume(path: Path) -> float:
+    from mrimaster.segmentation.volumes import load_nifti
+
+    return float(np.prod(voxel_sizes(load_nifti(path))))
+
+
+def smallest_voxels(candidates: dict[str, list[Path]]) -> dict[str, Path]:
+    """Of several volumes given one role, the one with the smallest voxels (the finest
+    acquisition), per role."""
+    return {role: min(paths, key=_voxel_volume) for role, paths in candidates.items()}
+
+
+def check_one_study(identities: dict[str, tuple[str, str]]) -> None:
+    """Raise when the named series (``{name: (patient, StudyInstanceUID)}``) belong to several
+    patients or studies.
+
+    Raises:
+        DataError: names the series and says what differs.
+    """
+    patients = {i[0] for i in identities.values()}
+    studies = {i[1] for i in identities.values()}
+    if len(patients) > 1 or len(studies) > 1:
+        what = "patients" if len(patients) > 1 else "studies"
+        count = len(patients) if what == "patients" else len(studies)
+        raise DataError(f"the sequences come from {count} different {what} "
+                        f"({'; '.join(identities)})",
+                        "give the series of one study of one patient")
+
+
+def _from_dicom(records: list[SeriesRecord], folder: Path, overrides: dict[str, str | None]
+                ) -> tuple[dict[str, Sequence], list[dict[str, Any]]]:
+    """Choose one series per role; the report lists every series with what became of it."""
+    candidates: dict[str, list[SeriesRecord]] = {}
+    listing: list[dict[str, Any]] = []
+    for record in records:
+        entry = record.to_json()
+        changed, role = _override(record, overrides)
+        if changed:
+            entry["detected_role"], entry["role"] = record.role, role
+            entry["why"] = [*record.why, f"role set by a doctor: {role or 'none'}"]
+            if role is not None and record.nifti is None:
+                raise DataError(f"{_series_name(record)} cannot be used as "
+                                f"{ROLE_NAMES[role]}: {record.reason}",
+                                "choose a series that was converted to a volume")
+        else:
+            role = record.role if record.nifti else None
+        if role is not None:
+            candidates.setdefault(role, []).append(record)
+        listing.append(entry)
+    best = smallest_voxels({role: [folder / str(r.nifti) for r in found]
+                            for role, found in candidates.items()})
+    chosen: dict[str, Sequence] = {}
+    for role, found in candidates.items():
+        record = next(r for r in found if folder / str(r.nifti) == best[role])
+        chosen[role] = Sequence(role, _series_name(record), best[role], record)
+        for entry in listing:
+            if entry["nifti"] == record.nifti:
+                entry["used_as"] = role
+            elif any(entry["nifti"] == r.nifti for r in found if r is not record):
+                entry["not_used"] = (f"another {ROLE_NAMES[role]} series, "
+                                     f"{_series_name(record)}, has smaller voxels")
+    check_one_study({f"{ROLE_NAMES[s.role]}: {s.name}": s.record.identity
+                     for s in chosen.values() if s.record is not None})
+    return chosen, listing
+
+
+def gather(source: Path | dict[str, Path], work: Path, overrides: dict[str, str | None]
+           ) -> tuple[dict[str, Sequence], list[dict[str, Any]]]:
+    """The sequences of ``source`` by role, and the list of every series found.
+
+    Args:
+        source: A DICOM folder or zip, a NIfTI case folder, or ``{role: NIfTI path}``.
+        work: Where DICOM is imported (``work/import``; a zip is extracted to
+            ``work/dicom``).
+        overrides: Role corrections (see :class:`PrepareConfig`).
+
+    Raises:
+        DataError: nothing readable, unknown roles, sequences of several patients or studies.
+    """
+    if isinstance(source, dict):
+        bad = sorted(set(source) - set(MODALITIES))
+        if bad:
+            raise DataError(f"unknown role {bad}", f"choose from {', '.join(MODALITIES)}")
+        chosen = {r: Sequence(r, Path(p).name, Path(p)) for r, p in source.items()}
+        return chosen, [{"role": r, "file": s.name, "used_as": r} for r, s in chosen.items()]
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder", "give a DICOM folder or zip, or a "
+                        "folder of NIfTI volumes")
+    if _is_dicom_source(source):
+        extract = work / "dicom"
+        records = import_study(source, work / "import", extract_to=extract)
+        return _from_dicom(records, work / "import", overrides)
+    case = find_case(source)
+    if case.image4d is not None:
+        raise DataError(f"{case.image4d.name} is one 4D file holding all sequences",
+                        "split it into one file per sequence (--flair, --t1ce, ...)")
+    chosen = {r: Sequence(r, p.name, p) for r, p in case.images.items()}
+    return chosen, [{"role": r, "file": s.name, "used_as": r} for r, s in chosen.items()]
+
+
+def _load3d(seq: Sequence) -> nib.Nifti1Image:
+    from mrimaster.segmentation.volumes import load_nifti
+
+    img = load_nifti(seq.path)
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine)
+    elif len(shape) != 3:
+        raise DataError(f"the {ROLE_NAMES[seq.role]} ({seq.name}) holds a {len(shape)}D image "
+                        f"of shape {tuple(shape)}, not one 3D volume (a diffusion, fMRI or "
+                        "perfusion series?)", "give one 3D volume per sequence")
+    return img
+
+
+# ---------------------------------------------------------------- geometry
+
+def working_grid(reference: nib.Nifti1Image, spacing_mm: float) -> tuple[tuple[int, int, int],
+                                                                         np.ndarray]:
+    """The working grid: ``reference``'s axes and field of view, at ``spacing_mm`` along each
+    axis whose spacing differs from it by more than :data:`SPACING_TOLERANCE`.
+
+    Returns:
+        ``(shape, affine)``: voxel counts and the RAS+ ``(4, 4)`` affine. Voxel edges of the
+        two grids coincide at the field of view's borders.
+    """
+    aff = np.asarray(reference.affine, np.float64)
+    zooms = voxel_sizes(reference)
+    shape = np.asarray(reference.shape[:3])
+    keep = np.abs(zooms - spacing_mm) <= SPACING_TOLERANCE * spacing_mm
+    new_shape = np.where(keep, shape, np.maximum(np.round(shape * zooms / spacing_mm), 1))
+    new_zooms = zooms * shape / new_shape
+    axes = aff[:3, :3] / zooms
+    new = np.eye(4)
+    new[:3, :3] = axes * new_zooms
+    # the centre of the first voxel moves so that the grid's outer edge stays in place
+    new[:3, 3] = aff[:3, 3] + axes @ ((new_zooms - zooms) / 2)
+    sizes = tuple(int(v) for v in new_shape)
+    return (sizes[0], sizes[1], sizes[2]), new
+
+
+def _grid_image(shape: tuple[int, int, int], affine: np.ndarray) -> sitk.Image:
+    return to_sitk(nib.Nifti1Image(np.zeros(shape, np.uint8), affine), np.uint8)
+
+
+def _onto(image: nib.Nifti1Image, grid: sitk.Image, transform: sitk.Transform | None = None
+          ) -> nib.Nifti1Image:
+    """``image`` resampled linearly onto ``grid`` (0 outside its field of view)."""
+    moved = sitk.Resample(to_sitk(image), grid, transform or sitk.Transform(), sitk.sitkLinear,
+                          0.0, sitk.sitkFloat32)
+    return from_sitk(moved)
+
+
+def _same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
+    tol = 0.1 * float(min(voxel_sizes(a).min(), voxel_sizes(b).min()))
+    return a.shape[:3] == b.shape[:3] and corner_distance(a, b) <= tol
+
+
+def align(reference: nib.Nifti1Image, seq: Sequence, image: nib.Nifti1Image, grid: sitk.Image,
+          config: PrepareConfig, reference_name: str = "the reference"
+          ) -> tuple[nib.Nifti1Image, dict[str, Any]]:
+    """``image`` (the sequence ``seq``) on the working grid, and its registration figures.
+
+    Raises:
+        RegistrationError: the registration failed or the rule refuses it (message names the
+            sequence and the reference).
+    """
+    label = f"{ROLE_NAMES[seq.role]} {seq.name}"
+    if _same_grid(image, reference):
+        ones = np.ones(image.shape[:3], bool)
+        nmi, corr, overlap = measure(reference, image, ones)
+        info: dict[str, Any] = {"method": "already on the reference's grid (not moved)",
+                                "nmi": nmi, "correlation": corr, "overlap": overlap,
+                                "seconds": 0.0}
+        from mrimaster.imaging.register import MIN_NMI
+
+        if not nmi >= MIN_NMI:
+            raise RegistrationError(f"{label}: on the reference's grid but unlike it "
+                                    f"(normalised mutual information {nmi:.3f}, below "
+                                    f"{MIN_NMI:g}): not the same head, or not aligned",
+                                    "check that this sequence belongs to the study")
+        return _onto(image, grid), info
+    try:
+        result = register(reference, image, label, max_translation_mm=config.max_translation_mm)
+    except RegistrationError as exc:
+        raise RegistrationError(f"{exc.message} (the reference: {reference_name})",
+                                exc.hint) from exc
+    q = result.quality
+    info = {"method": "rigid, Mattes mutual information (SimpleITK)", "nmi": q.nmi,
+            "correlation": q.correlation, "overlap": q.overlap,
+            "rotation_deg": q.rotation_deg, "translation_mm": q.translation_mm,
+            "iterations": q.iterations, "seconds": q.seconds}
+    return _onto(image, grid, result.transform), info
+
+
+# ---------------------------------------------------------------- the stage
+
+def _found(listing: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{e.get('description') or e.get('file')}: "
+                     f"{e.get('role') or e.get('reason') or e.get('kind')}"
+                     for e in listing) or "nothing"
+
+
+def _choose_reference(chosen: dict[str, Sequence], listing: list[dict[str, Any]],
+                      accept: Callable[[list[str]], None] | None) -> Sequence:
+    if "flair" not in chosen:
+        raise DataError(f"the study has no FLAIR series (found: {_found(listing)})",
+                        "add the FLAIR series; if one is there under another name, set its "
+                        "role to FLAIR")
+    if accept is not None:
+        try:
+            accept(sorted(chosen))
+        except DataError as exc:
+            raise DataError(f"{exc.message} (series found: {_found(listing)})",
+                            "add the missing series; if one is there under another name, set "
+                            "its role") from exc
+    for role in REFERENCE_ORDER:
+        if role in chosen:
+            return chosen[role]
+    raise DataError(f"no FLAIR, T1, T1-Gd or T2 series (found: {_found(listing)})",
+                    "give the study's structural series")
+
+
+def _strip(volumes: dict[str, nib.Nifti1Image], reference: str, config: PrepareConfig
+           ) -> tuple[nib.Nifti1Image, dict[str, Any]]:
+    from mrimaster.imaging.skullstrip import stripped_decision
+
+    ref = volumes[reference]
+    if config.strip == "never":
+        decision = stripped_decision(ref)
+        mask = nib.Nifti1Image((np.asarray(ref.dataobj) != 0).astype(np.uint8), ref.affine)
+        return mask, {"method": "not stripped (strip=never)", "decision": decision.reason,
+                      "volume_ml": None, "seconds": 0.0}
+    source = "t1" if "t1" in volumes else reference
+    result = skull_strip(volumes[source], force=config.strip == "always")
+    if result.method == "deepbet":
+        inside = np.asarray(result.mask.dataobj) > 0
+        for role, img in volumes.items():
+            volumes[role] = nib.Nifti1Image(np.where(inside, np.asarray(img.dataobj), 0)
+                                            .astype(np.float32), img.affine)
+    return result.mask, {"method": result.method, "on": source,
+                         "decision": result.decision.reason,
+                         "already_stripped": result.decision.stripped,
+                         "background_fraction": result.decision.background_fraction,
+                         "rim_ratio": result.decision.rim_ratio,
+                         "volume_ml": result.volume_ml, "seconds": result.seconds}
+
+
+Progress = Callable[[float, str], None]
+"""Called with the fraction done (0-1) and what runs now, at each step's start."""
+
+
+def _silent(_done: float, _what: str) -> None:
+    return None
+
+
+def prepare_study(source: Path | dict[str, Path], work: Path,
+                  config: PrepareConfig | None = None,
+                  accept: Callable[[list[str]], None] | None = None,
+                  progress: Progress = _silent) -> PreparedStudy:
+    """Run the imaging stage (see the module docstring) into ``work``.
+
+    Args:
+        source: A DICOM folder or zip, a NIfTI case folder, or ``{role: NIfTI path}``.
+        work: The stage's folder.
+        config: Its settings.
+        accept: Checks the roles found before any registration (the model's needs: raises
+            :class:`DataError`); a study without FLAIR is refused before it.
+        progress: Told each step as it starts (fractions of the imaging stage, 0-1).
+
+    Raises:
+        DataError: unreadable input, no FLAIR, a 4D volume given as a sequence, sequences of
+            several patients or studies (the message names the series).
+        RegistrationError: a sequence that cannot be registered onto the reference.
+    """
+    config = config or PrepareConfig()
+    work.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    progress(0.0, "importing the series")
+    chosen, listing = gather(source, work, config.overrides)
+    timings["import"] = time.perf_counter() - start
+    reference = _choose_reference(chosen, listing, accept)
+    images = {role: _load3d(seq) for role, seq in chosen.items()}
+    ref_img = images[reference.role]
+    notes = warn_if_unusual(voxel_sizes(nib.as_closest_canonical(ref_img)), ref_img.shape,
+                            np.full(3, config.spacing_mm), _source_name(source))
+    shape, affine = working_grid(ref_img, config.spacing_mm)
+    grid = _grid_image(shape, affine)
+
+    start = time.perf_counter()
+    on_grid: dict[str, nib.Nifti1Image] = {}
+    sequences: dict[str, Any] = {}
+    for role in MODALITIES:
+        if role not in chosen:
+            continue
+        seq = chosen[role]
+        progress(0.1 + 0.6 * len(sequences) / len(chosen),
+                 f"registering the {ROLE_NAMES[role]} onto the {ROLE_NAMES[reference.role]}")
+        if role == reference.role:
+            same = _same_grid(nib.Nifti1Image(np.zeros(shape, np.uint8), affine), ref_img)
+            on_grid[role] = ref_img if same else _onto(ref_img, grid)
+            sequences[role] = {"series": seq.name, "method": "reference"}
+            continue
+        on_grid[role], info = align(ref_img, seq, images[role], grid, config,
+                                    f"{ROLE_NAMES[reference.role]} {reference.name}")
+        sequences[role] = {"series": seq.name, **info}
+    timings["registration"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    progress(0.7, "skull stripping")
+    mask, strip_info = _strip(on_grid, reference.role, config)
+    timings["skull_strip"] = time.perf_counter() - start
+
+    folder = work / "case"
+    folder.mkdir(parents=True, exist_ok=True)
+    images_out = {}
+    for role, img in on_grid.items():
+        out = nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine)
+        out.set_qform(img.affine, code=1)
+        out.set_sform(img.affine, code=1)
+        images_out[role] = folder / f"{role}.nii.gz"
+        nib.save(out, str(images_out[role]))
+    mask_path = work / "brain_mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(mask.dataobj, np.uint8), mask.affine), str(mask_path))
+    report = {
+        "series": listing,
+        "reference": {"role": reference.role, "series": reference.name,
+                      "spacing_mm": [float(z) for z in voxel_sizes(ref_img)],
+                      "shape": [int(v) for v in ref_img.shape[:3]]},
+        "working_grid": {"shape": list(shape),
+                         "spacing_mm": [float(z) for z in nib.affines.voxel_sizes(affine)],
+                         "resampled": not _same_grid(nib.Nifti1Image(
+                             np.zeros(shape, np.uint8), affine), ref_img)},
+        "warnings": notes,
+        "sequences": sequences, "skull_strip": strip_info,
+        "timings_s": {k: round(v, 2) for k, v in timings.items()}}
+    (work / "prepare.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    source_files = list(reference.record.sources) if reference.record is not None else None
+    return PreparedStudy(Case(_source_name(source), dict(images_out)), reference, ref_img,
+                         mask_path, report, source_files)
+
+
+def _source_name(source: Path | dict[str, Path]) -> str:
+    if isinstance(source, dict):
+        return "case"
+    name = Path(source).name
+    return name[:-4] if name.lower().endswith(".zip") else name

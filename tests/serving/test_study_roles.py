@@ -1,0 +1,162 @@
+"""A DICOM study through the web app: every series listed with its role and why (refused ones
+with their reason), the roles a doctor may change (audited, segmented again), the registration
+and brain-mask checks on the case page."""
+
+from __future__ import annotations
+
+import gzip
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from mrimaster.serving.context import AppContext
+from mrimaster.serving.jobs import JobRunner
+from mrimaster.storage.tables import AuditEvent, Job
+from tests.serving.test_studies import CASE
+
+
+@pytest.fixture(scope="module")
+def study_zip(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> bytes:
+    """A clinical-looking DICOM study of a BraTS case: localizer, DWI, FLAIR, T1-Gd."""
+    from mrimaster.imaging.simulate import build_study
+
+    folder = data_root / CASE
+    out = tmp_path_factory.mktemp("study")
+    build_study({"flair": next(folder.glob("Flair*")), "t1ce": next(folder.glob("T1c*"))},
+                out / "dicom")
+    archive = out / "study.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for path in sorted((out / "dicom").rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(out).as_posix())
+    return archive.read_bytes()
+
+
+def upload(client: TestClient, headers: dict[str, str], data: bytes) -> dict[str, Any]:
+    r = client.post("/api/cases/3d", headers=headers,
+                    files={"dicom_zip": ("study.zip", data)})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def series_by_kind(client: TestClient, case_id: int, headers: dict[str, str]
+                   ) -> dict[str, dict[str, Any]]:
+    r = client.get(f"/api/cases/{case_id}/series", headers=headers)
+    assert r.status_code == 200, r.text
+    return {s["assigned"] or s["kind"]: s for s in r.json()}
+
+
+def nifti(client: TestClient, url: str, headers: dict[str, str]) -> nib.Nifti1Image:
+    return nib.Nifti1Image.from_bytes(gzip.decompress(client.get(url, headers=headers).content))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_dicom_study_is_listed_registered_and_segmented(
+        client: TestClient, ctx: AppContext, doctor: dict[str, str], study_zip: bytes) -> None:
+    case = upload(client, doctor, study_zip)
+    found = series_by_kind(client, case["id"], doctor)
+    assert set(found) == {"flair", "t1ce", "localizer", "diffusion"}, found
+    assert found["flair"]["detected"] == "flair" and found["flair"]["why"]
+    assert found["t1ce"]["file"] and found["t1ce"]["series_number"] == 4
+    for refused in ("localizer", "diffusion"):
+        assert found[refused]["file"] is None and found[refused]["reason"]
+    assert "4D diffusion" in found["diffusion"]["reason"]
+    page = client.get(f"/cases/{case['id']}", headers=doctor).text
+    assert 'id="series"' in page and 'name="role"' in page and "4D diffusion" in page
+
+    assert JobRunner(ctx).run_pending() == 1
+    job = client.get(f"/api/cases/{case['id']}/job", headers=doctor).json()
+    assert job["state"] == "done", job
+    done = client.get(f"/api/cases/{case['id']}", headers=doctor).json()
+    study = done["result"]["study"]
+    assert study["reference"]["role"] == "t1ce"
+    assert study["sequences"]["flair"]["nmi"] > 0
+    # the mask lies on the reference's own grid (the T1-Gd series as stored)
+    mask = nifti(client, done["files"]["mask.nii.gz"], doctor)
+    reference = nifti(client, done["files"]["t1ce.nii.gz"], doctor)
+    assert mask.shape == reference.shape
+    assert np.allclose(mask.affine, reference.affine, atol=1e-3)
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1, 2, 4}
+    assert done["result"]["volumes_ml"]["WT"] > 1
+    for picture in ("registration_flair", "brain_mask"):
+        r = client.get(done["files"][picture], headers=doctor)
+        assert r.status_code == 200 and r.content.startswith(b"\x89PNG"), picture
+    page = client.get(f"/cases/{case['id']}", headers=doctor).text
+    assert 'id="registration"' in page and done["files"]["registration_flair"] in page
+    assert 'id="brain-mask"' in page and done["files"]["brain_mask"] in page
+    assert "NMI" in page and "mm" in page
+
+
+def form_token(html: str) -> str:
+    return html.split('name="csrf" value="')[1].split('"')[0]
+
+
+def test_roles_are_checked_audited_and_segmented_again(
+        client: TestClient, ctx: AppContext, doctor: dict[str, str], study_zip: bytes) -> None:
+    from tests.serving.conftest import DOCTOR_PASSWORD
+
+    case = upload(client, doctor, study_zip)
+    found = series_by_kind(client, case["id"], doctor)
+    flair, t1ce = found["flair"]["file"], found["t1ce"]["file"]
+    url = f"/api/cases/{case['id']}/roles"
+    r = client.post(url, headers=doctor, json={"roles": {flair: None}})
+    assert r.status_code == 422 and "FLAIR" in r.json()["error"], r.text
+    r = client.post(url, headers=doctor, json={"roles": {t1ce: "flair"}})
+    assert r.status_code == 422 and "two series" in r.json()["error"], r.text
+    r = client.post(url, headers=doctor, json={"roles": {found["localizer"]["description"]:
+                                                         "t1"}})
+    assert r.status_code == 422, r.text
+    with ctx.sessions() as db:
+        assert db.query(Job).filter_by(case_id=case["id"]).count() == 1
+
+    # the page's form: swap the two roles
+    r = client.post("/login", data={"username": "doctor", "password": DOCTOR_PASSWORD,
+                                    "csrf": form_token(client.get("/login").text)},
+                    follow_redirects=False)
+    assert r.status_code == 303, r.text
+    page = client.get(f"/cases/{case['id']}").text
+    r = client.post(f"/cases/{case['id']}/roles", data={
+        "csrf": form_token(page), "role": [f"{flair}|none", f"{t1ce}|t1ce"]})
+    assert r.status_code == 422 and 'id="roles-error"' in r.text and "FLAIR" in r.text
+    r = client.post(f"/cases/{case['id']}/roles", data={
+        "csrf": form_token(page), "role": [f"{flair}|t1ce", f"{t1ce}|flair"]},
+        follow_redirects=False)
+    assert r.status_code == 303, r.text
+    now = series_by_kind(client, case["id"], doctor)
+    assert now["flair"]["file"] == t1ce and now["t1ce"]["file"] == flair
+    assert now["flair"]["detected"] == "t1ce"
+    with ctx.sessions() as db:
+        jobs = db.query(Job).filter_by(case_id=case["id"]).order_by(Job.id).all()
+        detail = db.query(AuditEvent).filter_by(action="change-roles").one()
+    assert [j.state for j in jobs] == ["queued", "queued"]
+    assert detail.username == "doctor" and "flair -> t1ce" in detail.detail
+    assert "t1ce -> flair" in detail.detail
+    shown = client.get(f"/api/cases/{case['id']}", headers=doctor).json()
+    assert shown["files"]["flair.nii.gz"].endswith("/flair.nii.gz")
+    r = client.get(shown["files"]["roles.json"], headers=doctor)
+    assert r.json() == {"flair": t1ce, "t1ce": flair}
+
+
+def test_a_study_without_flair_is_refused_at_upload(
+        client: TestClient, ctx: AppContext, doctor: dict[str, str], data_root: Path,
+        tmp_path: Path) -> None:
+    from mrimaster.imaging.simulate import build_study
+    from tests.serving.test_uploads import state
+
+    folder = data_root / CASE
+    build_study({"t1ce": next(folder.glob("T1c*"))}, tmp_path / "dicom", distractors=False)
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((tmp_path / "dicom").rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(tmp_path).as_posix())
+    r = client.post("/api/cases/3d", headers=doctor,
+                    files={"dicom_zip": ("study.zip", archive.read_bytes())})
+    assert r.status_code == 422 and "no FLAIR series" in r.json()["error"], r.text
+    assert "t1ce" in r.json()["error"] and "/tmp" not in r.text
+    assert state(ctx) == (0, [], [])
