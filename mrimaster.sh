@@ -88,6 +88,13 @@ ensure_chromium() {
     else say "warning: no chromium on PATH, the browser tests will fail (apt-get install chromium)"; fi
 }
 
+# Orthanc and its DICOMweb plugin: the PACS tests (tests/pacs) start their own on loopback.
+ensure_orthanc() {
+    command -v Orthanc >/dev/null && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] && return
+    if is_root && command -v apt-get >/dev/null; then apt_install orthanc orthanc-dicomweb
+    else say "warning: no Orthanc with its DICOMweb plugin, the PACS tests will fail (apt-get install orthanc orthanc-dicomweb)"; fi
+}
+
 # A throw-away PostgreSQL 15 server for the tests, stopped and removed when this script exits.
 PGDIR=""
 start_postgres() {
@@ -132,6 +139,7 @@ setup_tests() {
     ensure_env dev,fast
     ensure_web
     ensure_chromium
+    ensure_orthanc
     data_root
     start_postgres
 }

@@ -14,6 +14,7 @@ from mrimaster.cli import (
     evaluate,
     explain,
     models,
+    pacs,
     predict,
     seg,
     serve,
@@ -24,7 +25,7 @@ from mrimaster.errors import MRIMasterError
 from mrimaster.settings import load_settings
 
 COMMAND_GROUPS = [data, train, sweep, evaluate, compare, predict, explain, models, seg, serve,
-                  dicom]
+                  dicom, pacs]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -354,8 +354,15 @@ def align(reference: nib.Nifti1Image, seq: Sequence, image: nib.Nifti1Image, gri
 # ---------------------------------------------------------------- the stage
 
 def _found(listing: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{e.get('description') or e.get('file')}: "
-                     f"{e.get('role') or e.get('reason') or e.get('kind')}"
+    """Each series and what became of it: its role, or why it could not be used (a series
+    whose role was recognised but that could not be converted says both)."""
+    def what(e: dict[str, Any]) -> str:
+        if e.get("reason"):
+            role = e.get("role")
+            return f"{ROLE_NAMES[role]}, not usable: {e['reason']}" if role else e["reason"]
+        return str(e.get("role") or e.get("kind"))
+
+    return "; ".join(f"{e.get('description') or e.get('file')}: {what(e)}"
                      for e in listing) or "nothing"
 
 
