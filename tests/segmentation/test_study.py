@@ -217,3 +217,20 @@ def test_an_unregistrable_pair_is_refused(data_root: Path, tmp_path: Path,
                    "--t1ce", str(tmp_path / "t1ce.nii.gz"))
     assert "FLAIR Flair_subtrMeanDivStd.nii.gz: registration" in err
     assert "(the reference: T1-Gd t1ce.nii.gz)" in err
+
+
+@pytest.mark.realdata
+def test_a_sequence_that_cannot_be_registered_is_left_out(data_root: Path, tmp_path: Path
+                                                          ) -> None:
+    """A T1 that is noise on its own grid, beside a real FLAIR (the reference): the T1 is not
+    used, the outputs say why, and the study is segmented from the FLAIR."""
+    src = data_root / CASE3
+    noise = _tiny(9, (80, 80, 50))
+    nib.save(nib.Nifti1Image(np.asarray(noise.dataobj), np.diag([2.5, 2.5, 3.0, 1.0]) @
+                             np.array([[1, 0, 0, -100], [0, 1, 0, -120], [0, 0, 1, -10],
+                                       [0, 0, 0, 1.0]])), tmp_path / "t1.nii.gz")
+    info = _predict(tmp_path / "out", "--flair", str(src / "FLAIR.nii.gz"),
+                    "--t1", str(tmp_path / "t1.nii.gz"))
+    assert "T1 t1.nii.gz: registration" in info["study"]["sequences"]["t1"]["refused"]
+    assert any(w.startswith("T1 t1.nii.gz is not used") for w in info["warnings"])
+    assert info["modalities_used"] == ["flair"] and "t1" in info["modalities_missing"]

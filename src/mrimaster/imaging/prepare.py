@@ -23,7 +23,8 @@ lie on one **working grid**, skull-stripped when they were not, with a report of
    6 degrees of freedom) and resampled onto the working grid through the found transform. A
    sequence already on the reference's grid is not moved, but its agreement is measured the
    same way (normalised mutual information, overlap) and refused by the same rule. A
-   sequence the rule refuses stops the study with its reason: it is never silently used.
+   sequence the rule refuses is never used: a refused FLAIR (every model needs it) stops the
+   study with its reason; any other is left out, and the outputs say which and why.
 5. **Skull stripping** (:mod:`mrimaster.imaging.skullstrip`): decided on the reference; if it
    is not stripped, deepbet runs on the T1 (the contrast deepbet was trained on) when there is
    one, else on the reference, and every volume is set to 0 outside the brain mask.
@@ -467,8 +468,19 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
             on_grid[role] = ref_img if same else _onto(ref_img, grid)
             sequences[role] = {"series": seq.name, "method": "reference"}
             continue
-        on_grid[role], info = align(ref_img, seq, images[role], grid, config,
-                                    f"{ROLE_NAMES[reference.role]} {reference.name}")
+        try:
+            on_grid[role], info = align(ref_img, seq, images[role], grid, config,
+                                        f"{ROLE_NAMES[reference.role]} {reference.name}")
+        except RegistrationError as exc:
+            if role == "flair":  # every model needs it: the study cannot be segmented
+                raise
+            sequences[role] = {"series": seq.name, "refused": exc.message}
+            notes.append(f"{ROLE_NAMES[role]} {seq.name} is not used: {exc.message}")
+            for entry in listing:
+                if entry.get("used_as") == role:
+                    del entry["used_as"]
+                    entry["not_used"] = f"registration refused: {exc.message}"
+            continue
         sequences[role] = {"series": seq.name, **info}
     timings["registration"] = time.perf_counter() - start
 
@@ -479,7 +491,7 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
 
     folder = work / "case"
     folder.mkdir(parents=True, exist_ok=True)
-    images_out = {}
+    images_out: dict[str, Path] = {}
     for role, img in on_grid.items():
         out = nib.Nifti1Image(np.asarray(img.dataobj, np.float32), img.affine)
         out.set_qform(img.affine, code=1)
