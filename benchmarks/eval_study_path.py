@@ -3,7 +3,9 @@ case given pre-aligned (BraTS' own grid) and the same case as a simulated clinic
 (every sequence on its own oblique grid and field of view with an intensity bias, the FLAIR
 moved by patient motion, a localizer and a DWI beside them; :mod:`mrimaster.imaging.simulate`),
 both through ``mrimaster seg predict``; whole-tumour Dice of each against the BraTS label (on
-the label's grid), and the registration's figures.
+the label's grid; when the moved FLAIR is the reference, as in studies without T1-Gd, the
+label is moved with it, since the mask is written in the reference's frame), and the
+registration's figures.
 
     MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/eval_study_path.py
 
@@ -66,6 +68,8 @@ def main() -> None:
             build_study(volumes, out / "study", seed=k)
             assert cli(["seg", "predict", "--case", str(out / "study"), "--out",
                         str(out / "result")]) == 0
+            if "t1ce" not in case.images:  # the moved FLAIR is the reference: the mask is in
+                truth = moved(truth, 3.0, (4.0, -3.0, 2.0))  # its frame, and so is the label
             score = wt_dice(out / "result" / "seg.nii.gz", truth, case.convention)
             info = json.loads((out / "result" / "volumes.json").read_text())["study"]
             flair = info["sequences"]["flair"]

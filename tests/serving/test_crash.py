@@ -1,10 +1,13 @@
 """SIGKILL in the middle of an upload and of a segmentation job, with a real server process:
-no earlier case is lost, nothing half-written stays, the job is resumed or marked failed."""
+no earlier case is lost, nothing half-written is ever referenced, the job is taken over once
+its lease expires (or marked failed), and ``mrimaster cleanup`` removes what the kill left."""
 
 from __future__ import annotations
 
 import hashlib
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,7 +44,8 @@ def start_partial_upload(server: Server, token: str) -> socket.socket:
 
 def test_sigkill_mid_upload_and_mid_job(tmp_path: Path, data_root: Path) -> None:
     app_dir, db = tmp_path / "app", f"sqlite:///{tmp_path / 'app.db'}"
-    server = Server(app_dir, db).start()
+    lease = {"MRIMASTER_JOB_LEASE_S": "5"}
+    server = Server(app_dir, db, **lease).start()
     try:
         api = httpx.Client(base_url=server.url, timeout=60)
         token = api.post("/api/auth/token", json={"username": "admin",
@@ -63,8 +67,9 @@ def test_sigkill_mid_upload_and_mid_job(tmp_path: Path, data_root: Path) -> None
         sock.close()
         store = app_dir / "store"
         assert list((store / "tmp").iterdir()), "the killed job left its work folder"
-        # restart on the same database and files
-        server = Server(app_dir, db).start()
+        # restart on the same database and files: the start deletes nothing
+        server = Server(app_dir, db, **lease).start()
+        assert list((store / "tmp").iterdir())
         api = httpx.Client(base_url=server.url, timeout=60)
         token = api.post("/api/auth/token", json={"username": "admin",
                                                   "password": ADMIN_PASSWORD}).json()["token"]
@@ -73,13 +78,16 @@ def test_sigkill_mid_upload_and_mid_job(tmp_path: Path, data_root: Path) -> None
         assert sorted(c["id"] for c in listed["cases"]) == [first["id"], study["id"]]
         after = api.get(first["files"]["image"], headers=auth).content
         assert hashlib.sha256(after).digest() == hashlib.sha256(before).digest()
-        # the interrupted job is resumed (and finishes) or marked failed: never left running
+        # the interrupted job is taken over once its lease expired (and finishes) or marked
+        # failed: never left running
         job = wait_for(lambda: (lambda j: j if j["state"] in ("done", "failed") else None)(
             api.get(f"/api/cases/{study['id']}/job", headers=auth).json()))
         assert job["attempts"] == 2 or job["state"] == "failed"
         done = api.get(f"/api/cases/{study['id']}", headers=auth).json()
         assert (done["status"] in ("ai-read", "referred")) == (job["state"] == "done")
-        # nothing half-written: no temporary file, every stored object belongs to a case
+        # the clean-up (a separate step) removes the work files and objects the kill left
+        subprocess.run([sys.executable, "-m", "mrimaster.cli.main", "cleanup",
+                        "--grace-minutes", "0"], env=server.env, check=True)
         assert list((store / "tmp").iterdir()) == []
         objects = {p.name for p in (store / "objects").glob("*/*")}
         cases = [api.get(f"/api/cases/{c['id']}", headers=auth).json()

@@ -308,7 +308,7 @@ def test_database_and_store_are_private(tmp_path: Path) -> None:
     from mrimaster.storage.filestore import FileStore
     from tests.serving.conftest import serve_env
 
-    FileStore(store)  # (the start-up below would also sweep this unreferenced object)
+    FileStore(store)  # opening the store tightens it (a start never deletes anything)
     assert modes(folders) == {0o700} and modes(objects) == {0o600}
     reopened = build_context(load_serve_config(serve_env(tmp_path / "app", url)),
                              load_models=False)

@@ -103,8 +103,12 @@ def test_zip_escaping_its_folder_is_refused(client: TestClient, ctx: AppContext,
     assert not (ctx.store.root.parent / "evil.sh").exists()
 
 
-def test_a_job_without_news_is_marked_failed(client: TestClient, ctx: AppContext,
-                                             doctor: dict[str, str], data_root: Path) -> None:
+def test_a_job_whose_worker_died_is_taken_over_then_failed(client: TestClient,
+                                                          ctx: AppContext,
+                                                          doctor: dict[str, str],
+                                                          data_root: Path) -> None:
+    """A running job whose lease expired (its worker died) is claimed again; once it has had
+    its attempts, it is marked failed with its case (no process start is needed for either)."""
     from datetime import timedelta
 
     from mrimaster.storage import repository as repo
@@ -114,9 +118,15 @@ def test_a_job_without_news_is_marked_failed(client: TestClient, ctx: AppContext
     case = client.post("/api/cases/3d", headers=doctor, files={
         m: (p.name, p.read_bytes()) for m, p in files.items()}).json()
     with ctx.sessions() as db:
-        job = db.query(Job).filter_by(case_id=case["id"]).one()
-        job.state, job.updated_at = "running", utcnow() - timedelta(hours=1)
-        db.commit()
-        assert repo.fail_stale_jobs(db, 1800) == 1
+        job = repo.claim_job(db, "dead:1:a", 30, max_attempts=2)
+        assert job is not None and job.case_id == case["id"]
+        assert repo.claim_job(db, "other:2:b", 30, max_attempts=2) is None  # leased
+        later = utcnow() + timedelta(seconds=31)
+        again = repo.claim_job(db, "other:2:b", 30, max_attempts=2, now=later)
+        assert again is not None and again.id == job.id and again.attempts == 2
+        much_later = later + timedelta(seconds=31)
+        assert repo.claim_job(db, "third:3:c", 30, max_attempts=2, now=much_later) is None
+        assert repo.expire_jobs(db, 2, now=much_later) == 1
+        assert db.get(Job, job.id) is not None
     assert client.get(f"/api/cases/{case['id']}/job", headers=doctor).json()["state"] == "failed"
     assert client.get(f"/api/cases/{case['id']}", headers=doctor).json()["status"] == "failed"

@@ -5,6 +5,8 @@ and brain-mask checks on the case page."""
 from __future__ import annotations
 
 import gzip
+import io
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,32 @@ def test_dicom_study_is_listed_registered_and_segmented(
     assert 'id="registration"' in page and done["files"]["registration_flair"] in page
     assert 'id="brain-mask"' in page and done["files"]["brain_mask"] in page
     assert "NMI" in page and "mm" in page
+
+    # a doctor's reviewed mask becomes training data: the BraTS layout, every sequence on the
+    # mask's grid (registered), the reviewed labels, nothing identifying
+    edited = np.asarray(mask.dataobj).copy()
+    edited[edited == 4] = 1
+    body = gzip.compress(nib.Nifti1Image(edited, mask.affine).to_bytes())
+    r = client.post(f"/api/cases/{case['id']}/masks?base=0", headers=doctor, content=body)
+    assert r.status_code == 200, r.text
+    assert client.post(f"/api/cases/{case['id']}/masks/1/reviewed",
+                       headers=doctor).status_code == 200
+    r = client.get("/api/export/reviewed-3d.zip", headers=doctor)
+    assert r.status_code == 200
+    name = f"case-{case['id']}"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        listed = sorted(zf.namelist())
+        assert listed == [f"{name}/{name}_flair.nii.gz", f"{name}/{name}_seg.nii.gz",
+                          f"{name}/{name}_t1ce.nii.gz", "dataset.json"], listed
+        dataset = json.loads(zf.read("dataset.json"))
+        seg = nib.Nifti1Image.from_bytes(gzip.decompress(zf.read(f"{name}/{name}_seg.nii.gz")))
+        flair = nib.Nifti1Image.from_bytes(gzip.decompress(
+            zf.read(f"{name}/{name}_flair.nii.gz")))
+        raw = b"".join(zf.read(n) for n in listed)
+    assert dataset["numTraining"] == 1 and "version 1" in json.dumps(dataset)
+    assert np.array_equal(np.asarray(seg.dataobj), edited)
+    assert flair.shape == mask.shape and np.allclose(flair.affine, mask.affine, atol=1e-3)
+    assert b"SIM0001" not in raw and b"SIMULATED" not in raw  # the study's patient
 
 
 def form_token(html: str) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from mrimaster.cli import (
     compare,
     data,
+    db,
     dicom,
     evaluate,
     explain,
@@ -20,12 +21,13 @@ from mrimaster.cli import (
     serve,
     sweep,
     train,
+    worker,
 )
 from mrimaster.errors import MRIMasterError
 from mrimaster.settings import load_settings
 
 COMMAND_GROUPS = [data, train, sweep, evaluate, compare, predict, explain, models, seg, serve,
-                  dicom, pacs]
+                  dicom, pacs, worker, db]
 
 
 def build_parser() -> argparse.ArgumentParser:

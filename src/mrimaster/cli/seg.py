@@ -1,4 +1,4 @@
-"""``mrimaster seg train|cv|predict|evaluate|export|export-onnx``."""
+"""``mrimaster seg train|cv|predict|evaluate|export|export-onnx|export-dataset``."""
 
 from __future__ import annotations
 
@@ -40,10 +40,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--config", type=Path, help="YAML config (see configs/seg-default.yaml)")
     tr.add_argument("--set", dest="overrides", action="append", default=[],
                     metavar="KEY=VALUE")
-    tr.add_argument("--data", type=Path, dest="data_dir")
+    tr.add_argument("--data", type=Path, dest="data_dir",
+                    help="root of train_cases; with --init: a reviewed export (from "
+                    "`seg export-dataset` or the web app), all of whose cases are trained on")
+    tr.add_argument("--init", type=Path,
+                    help="fine-tune: start from this model's weights (run folder or model.pt) "
+                    "at the config's init_lr; without --config the recipe saved next to it "
+                    "is used, and its train_cases are replayed beside the export's cases")
+    tr.add_argument("--replay", type=Path,
+                    help="with --init: root of the replayed train_cases (default: the "
+                    "recipe's data_dir)")
     tr.add_argument("--out", type=Path, dest="out_dir")
     tr.add_argument("--no-track", dest="track", action="store_false", default=None)
     tr.set_defaults(handler=run_train)
+    ed = seg_sub.add_parser("export-dataset", help="write labelled case folders as a "
+                            "de-identified training set (BraTS 2021 layout + dataset.json), "
+                            "their reference label maps standing for reviewed masks")
+    ed.add_argument("--case", type=Path, action="append", required=True,
+                    help="labelled case folder (repeatable); layout recognised by file names")
+    ed.add_argument("--labels", help="label convention of the cases' label maps (default: "
+                    "from the layout)")
+    ed.add_argument("--source", default="reference label map of {case}",
+                    help="source recorded per case ({case}: the folder name)")
+    ed.add_argument("--licence", help="licence note for dataset.json")
+    ed.add_argument("--out", type=Path, required=True, help="new or empty folder")
+    ed.set_defaults(handler=run_export_dataset)
     cv = seg_sub.add_parser("cv", help="k-fold cross-validation of a recipe by patient, the "
                             "post-processing chosen per region, and the final model trained on "
                             "every case")
@@ -114,11 +135,43 @@ def _cases(args: argparse.Namespace) -> list:
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.config import load_config
+    from mrimaster.errors import ConfigError
     from mrimaster.segmentation.train import SegTrainConfig, run_seg_training
 
-    cfg = load_config(SegTrainConfig, args.config, args.overrides, data_dir=args.data_dir,
-                      out_dir=args.out_dir, track=args.track)
+    if args.init is None:
+        if args.replay is not None:
+            raise ConfigError("--replay needs --init", "pass the model to fine-tune")
+        cfg = load_config(SegTrainConfig, args.config, args.overrides, data_dir=args.data_dir,
+                          out_dir=args.out_dir, track=args.track)
+    else:  # fine-tuning: --data is the reviewed export, --replay the root of train_cases
+        recipe = args.config or _init_recipe(args.init, settings)
+        cfg = load_config(SegTrainConfig, recipe, args.overrides, data_dir=args.replay,
+                          out_dir=args.out_dir, track=args.track, init=args.init,
+                          reviewed_dir=args.data_dir)
     print(f"run folder: {run_seg_training(cfg, settings)}")
+    return 0
+
+
+def _init_recipe(init: Path, settings: Settings) -> Path | None:
+    """The ``config.yaml`` saved next to the init model, if any."""
+    from mrimaster.models.paths import resolve_model_path
+
+    path = resolve_model_path(init, settings.models_dir, "seg-default").parent / "config.yaml"
+    return path if path.is_file() else None
+
+
+def run_export_dataset(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.segmentation.cases import find_case
+    from mrimaster.segmentation.reviewed import (
+        DEFAULT_LICENCE,
+        reviewed_from_case,
+        write_reviewed_dataset,
+    )
+
+    cases = [reviewed_from_case(c, args.source.format(case=c.name))
+             for c in (find_case(f, args.labels) for f in args.case)]
+    out = write_reviewed_dataset(cases, args.out, licence=args.licence or DEFAULT_LICENCE)
+    print(f"exported {len(cases)} cases to {out}")
     return 0
 
 

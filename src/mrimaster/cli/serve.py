@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
                    "127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-worker", action="store_true", help="run no segmentation jobs in this "
+                   "process (a deployment with `mrimaster worker` processes; see "
+                   "docs/scaling.md)")
     p.set_defaults(handler=run)
     sm = sub.add_parser("sagemaker", help="SageMaker-compatible inference server: GET /ping, "
                         "POST /invocations (port 8080)",
@@ -36,15 +39,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from mrimaster.serving.accounts import ensure_admin
     from mrimaster.serving.app import create_app
     from mrimaster.serving.config import load_serve_config
-    from mrimaster.serving.context import build_context
+    from mrimaster.serving.context import build_context, create_first_admin
     from mrimaster.serving.jobs import JobRunner
 
     config = load_serve_config()
     ctx = build_context(config)
-    password = ensure_admin(ctx)
+    password = create_first_admin(ctx)
     if password:
         print(f"first start: created the admin account {config.admin_user!r} with the "
               f"one-time password {password}\n  it must be changed at the first log-in (the "
@@ -54,13 +56,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
           f"{config.app_dir}, classifier {ctx.models.version if ctx.models else '-'})",
           flush=True)
     app = create_app(ctx)
-    app.state.runner = JobRunner(ctx).start()
+    # the single-process default runs the jobs too; --no-worker leaves them to `mrimaster worker`
+    runner = None if getattr(args, "no_worker", False) else JobRunner(ctx).start()
+    app.state.runner = runner
     try:
         # the app alone reads X-Forwarded-For, from MRIMASTER_TRUSTED_PROXIES only: uvicorn
         # would otherwise believe it from 127.0.0.1 (a client on loopback sets it itself)
         uvicorn.run(app, host=args.host, port=args.port, log_level="info", proxy_headers=False)
     finally:
-        app.state.runner.stop()
+        if runner is not None:
+            runner.stop()
     return 0
 
 

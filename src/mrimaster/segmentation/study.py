@@ -70,7 +70,8 @@ def onto_reference(labels: nib.Nifti1Image, reference: nib.Nifti1Image) -> nib.N
 def segment_study(seg: SegModel, source: Path | dict[str, Path], out_dir: Path,
                   config: PrepareConfig | None = None, tta: bool = False,
                   model_version: str = "unknown", work: Path | None = None,
-                  progress: Progress | None = None) -> StudyResult:
+                  progress: Progress | None = None, keep_registered: bool = False
+                  ) -> StudyResult:
     """Import, register, strip and segment ``source`` into ``out_dir`` (see the module
     docstring).
 
@@ -83,6 +84,9 @@ def segment_study(seg: SegModel, source: Path | dict[str, Path], out_dir: Path,
         model_version: Recorded in ``seg.dcm``'s algorithm identification.
         work: Scratch folder (a temporary one by default, removed afterwards).
         progress: Told each step as it starts, with the fraction done (0-1).
+        keep_registered: Also write ``registered_<role>.nii.gz``: every sequence used,
+            registered and resampled (linearly) onto the reference grid, as the network saw
+            it (skull-stripped when it was stripped): for viewers and training exports.
 
     Raises:
         DataError, RegistrationError: as :func:`prepare_study` and :func:`segment_case`;
@@ -124,6 +128,11 @@ def segment_study(seg: SegModel, source: Path | dict[str, Path], out_dir: Path,
                                         convention=info["label_convention"],
                                         algorithm_version=model_version)
         case_images = {role: load_nifti(p) for role, p in prepared.case.images.items()}
+        if keep_registered:
+            for role, img in case_images.items():
+                moved = sitk.Resample(to_sitk(img), to_sitk(ref), sitk.Transform(),
+                                      sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+                nib.save(from_sitk(moved), str(out_dir / f"registered_{role}.nii.gz"))
         pictures = registration_figures(case_images, prepared.reference.role, out_dir)
         pictures.append(brain_mask_figure(case_images[prepared.reference.role],
                                           load_nifti(prepared.brain_mask), out_dir))

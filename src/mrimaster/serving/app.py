@@ -17,7 +17,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mrimaster.errors import MRIMasterError
-from mrimaster.serving import routes_accounts, routes_api, routes_pages
+from mrimaster.serving import (
+    routes_accounts,
+    routes_api,
+    routes_masks,
+    routes_pacs,
+    routes_pages,
+)
 from mrimaster.serving.accounts import AuthError
 from mrimaster.serving.cases import error_status, hide_folders
 from mrimaster.serving.context import AppContext
@@ -226,6 +232,8 @@ def create_app(ctx: AppContext) -> FastAPI:
     app.add_middleware(UploadGuard, ctx=ctx)
     app.include_router(routes_api.router)
     app.include_router(routes_pages.router)
+    app.include_router(routes_masks.router)
+    app.include_router(routes_pacs.router)
     routes_accounts.install(app)  # account routes, and the forced password change
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

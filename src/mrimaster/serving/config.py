@@ -15,6 +15,19 @@ Environment variables (besides those of :mod:`mrimaster.settings`):
         ``X-Forwarded-For`` names the client (default none: the header is ignored).
     MRIMASTER_COOKIE_SECURE: ``1`` to send the session cookie over HTTPS only (set it behind TLS).
     MRIMASTER_MODEL / MRIMASTER_SEG_MODEL: classifier and segmenter (default ``default``).
+
+Several processes (see docs/scaling.md):
+    MRIMASTER_STORE_URL: where the files are: a local folder (default ``<app dir>/store``) or
+        ``s3://bucket/prefix`` (an S3-compatible bucket; server-side encryption AES256).
+    MRIMASTER_S3_ENDPOINT_URL: another S3-compatible endpoint (MinIO, moto), else AWS.
+    MRIMASTER_SECRET_KEY: the server key (sessions, patient pseudonyms) as 64 hex characters;
+        or MRIMASTER_SECRET_KEY_FILE: a file holding it (hex text or 32+ raw bytes). Neither
+        set: ``<app dir>/secret.key``, created once. Every process must have the same key.
+    MRIMASTER_JOB_LEASE_S: a worker's lease on a running job (default 30 s, renewed every
+        third of it); a job whose worker died is taken over once its lease expires.
+    MRIMASTER_JOB_MAX_ATTEMPTS: how many workers may start a job before it fails (default 3).
+    MRIMASTER_AUTO_MIGRATE: ``1`` (default): each start migrates the schema (under a lock);
+        ``0``: refuse a schema that is not current (run ``mrimaster db upgrade``).
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mrimaster.errors import ConfigError
@@ -49,6 +62,13 @@ class ServeConfig:
         idle_minutes: A session unused for longer ends (> 0).
         new_users_change_password: Accounts an admin creates must change their password first.
         trusted_proxies: Networks of the reverse proxies trusted for ``X-Forwarded-For``.
+        store_url: The object store (``""``: the folder ``app_dir/store``; ``s3://...``).
+        s3_endpoint_url: Another S3-compatible endpoint, or ``None`` for AWS.
+        secret_key: The server key from the settings, or ``None`` (see ``secret_key_file``).
+        secret_key_file: The file of the server key (``None``: ``app_dir/secret.key``).
+        job_lease_s: A worker's lease on a running job, in seconds.
+        job_max_attempts: Workers that may start a job before it is marked failed.
+        auto_migrate: Migrate the schema at start-up (else refuse one not current).
     """
 
     settings: Settings
@@ -66,6 +86,40 @@ class ServeConfig:
     idle_minutes: float = 30.0
     new_users_change_password: bool = True
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    store_url: str = ""
+    s3_endpoint_url: str | None = None
+    secret_key: bytes | None = field(default=None, repr=False)
+    secret_key_file: Path | None = None
+    job_lease_s: float = 30.0
+    job_max_attempts: int = 3
+    auto_migrate: bool = True
+
+    @property
+    def key_path(self) -> Path:
+        """The server key's file (when the key is not given in the settings)."""
+        return self.secret_key_file or self.app_dir / "secret.key"
+
+
+MIN_KEY_BYTES = 32
+
+
+def parse_key(value: bytes, source: str) -> bytes:
+    """A server key from ``value``: hex text (64+ characters, surrounding space ignored) or
+    32+ raw bytes (the ``secret.key`` the app creates).
+
+    Raises:
+        ConfigError: shorter than 32 bytes.
+    """
+    stripped = value.strip()
+    try:
+        key = bytes.fromhex(stripped.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = value
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"the server key from {source} is too short ({len(key)} bytes)",
+                          "use 32 random bytes, e.g. python -c 'import secrets; "
+                          "print(secrets.token_hex(32))'")
+    return key
 
 
 def parse_proxies(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -101,6 +155,20 @@ def load_serve_config(env: Mapping[str, str] | None = None) -> ServeConfig:
         raise ConfigError(f"invalid number in the web app's settings: {exc}",
                           "MRIMASTER_MAX_UPLOAD_MB, MRIMASTER_SESSION_HOURS and "
                           "MRIMASTER_IDLE_MINUTES are numbers") from exc
+    try:
+        lease = float(env.get("MRIMASTER_JOB_LEASE_S", "30"))
+        attempts = int(env.get("MRIMASTER_JOB_MAX_ATTEMPTS", "3"))
+    except ValueError as exc:
+        raise ConfigError(f"invalid number in the job settings: {exc}",
+                          "MRIMASTER_JOB_LEASE_S is seconds, MRIMASTER_JOB_MAX_ATTEMPTS a "
+                          "whole number") from exc
+    if lease <= 0 or attempts < 1:
+        raise ConfigError(f"MRIMASTER_JOB_LEASE_S ({lease}) must be positive and "
+                          f"MRIMASTER_JOB_MAX_ATTEMPTS ({attempts}) at least 1",
+                          "e.g. 30 and 3")
+    key_text = env.get("MRIMASTER_SECRET_KEY", "")
+    key = parse_key(key_text.encode(), "MRIMASTER_SECRET_KEY") if key_text else None
+    key_file = env.get("MRIMASTER_SECRET_KEY_FILE", "")
     if idle <= 0:
         raise ConfigError(f"MRIMASTER_IDLE_MINUTES must be positive, not {idle}",
                           "set minutes, e.g. 30")
@@ -111,4 +179,10 @@ def load_serve_config(env: Mapping[str, str] | None = None) -> ServeConfig:
                        env.get("MRIMASTER_SEG_MODEL", "default"), idle_minutes=idle,
                        new_users_change_password=env.get(
                            "MRIMASTER_NEW_USERS_CHANGE_PASSWORD", "1") != "0",
-                       trusted_proxies=parse_proxies(env.get("MRIMASTER_TRUSTED_PROXIES", "")))
+                       trusted_proxies=parse_proxies(env.get("MRIMASTER_TRUSTED_PROXIES", "")),
+                       store_url=env.get("MRIMASTER_STORE_URL", ""),
+                       s3_endpoint_url=env.get("MRIMASTER_S3_ENDPOINT_URL") or None,
+                       secret_key=key,
+                       secret_key_file=Path(key_file).expanduser() if key_file else None,
+                       job_lease_s=lease, job_max_attempts=attempts,
+                       auto_migrate=env.get("MRIMASTER_AUTO_MIGRATE", "1") != "0")

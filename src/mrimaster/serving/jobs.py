@@ -1,28 +1,107 @@
-"""The background worker: one thread that runs queued jobs (3D segmentations) one at a time,
-so the pages and the API never wait for a segmentation."""
+"""The job runner: claims queued jobs (3D segmentations) and runs them one at a time, so the
+pages and the API never wait for a segmentation.
+
+It runs as a thread of ``mrimaster serve`` (the single-process default) or as the whole of a
+``mrimaster worker`` process; any number of them may share one database. A claim is a lease
+(:func:`mrimaster.storage.repository.claim_job`): a heartbeat thread renews it every third of
+its length while the job runs, also while the network computes; a runner that dies stops
+renewing, and another takes the job over once the lease has expired, at most
+``job_max_attempts`` starts in all. A job writes its state and result only while its claim
+still owns it (:func:`mrimaster.storage.repository.update_owned_job`).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import socket
 import threading
+from collections.abc import Callable
 
 from mrimaster.serving.context import AppContext
-from mrimaster.serving.studies import run_job
 from mrimaster.storage import repository as repo
+from mrimaster.storage.tables import Job
 
 log = logging.getLogger(__name__)
 
+JobFunction = Callable[[AppContext, Job], None]
+"""Runs one claimed job (``job.owner`` is its claim's token); default
+:func:`mrimaster.serving.studies.run_job`."""
+
+
+def worker_name() -> str:
+    """``host:pid``: who holds a claim (the token adds a random part per claim)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat:
+    """Renews a claim's lease every ``lease_s / 3`` seconds in a thread of its own, until
+    stopped or until the lease is lost (expired and taken over, or the job ended).
+
+    Args:
+        ctx: The app context (its database).
+        job: The claimed job (``job.owner`` is the claim's token).
+        lease_s: The lease's length in seconds.
+    """
+
+    def __init__(self, ctx: AppContext, job: Job, lease_s: float) -> None:
+        self.ctx, self.job, self.lease_s = ctx, job, lease_s
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True,
+                                        name=f"mrimaster-lease-{job.id}")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        owner = self.job.owner or ""
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                with self.ctx.sessions() as db:
+                    if repo.renew_lease(db, self.job.id, owner, self.lease_s):
+                        continue
+            except Exception:  # a database hiccup: try again at the next beat
+                log.exception("job %d: renewing the lease failed", self.job.id)
+                continue
+            if self._stop.is_set():  # the job ended while this beat ran: nothing was lost
+                return
+            log.warning("job %d: lease lost (it expired and another worker may have taken the "
+                        "job over); this worker's result will be refused", self.job.id)
+            self.lost.set()
+            return
+
 
 class JobRunner:
-    """Polls the jobs table; :meth:`wake` makes it look at once (after an upload)."""
+    """Claims and runs jobs; :meth:`wake` makes it look at once (after an upload).
 
-    def __init__(self, ctx: AppContext, poll_s: float = 2.0, stale_s: float = 1800.0) -> None:
+    Args:
+        ctx: The app context.
+        poll_s: Seconds between looks at the queue when idle.
+        lease_s: Lease length (default ``ctx.config.job_lease_s``).
+        max_attempts: Starts of a job before it fails (default the config's).
+        run: Runs one job (default :func:`mrimaster.serving.studies.run_job`; tests stub it).
+        name: Who claims (default ``host:pid``).
+    """
+
+    def __init__(self, ctx: AppContext, poll_s: float = 2.0, lease_s: float | None = None,
+                 max_attempts: int | None = None, run: JobFunction | None = None,
+                 name: str | None = None) -> None:
         self.ctx = ctx
         self.poll_s = poll_s
-        self.stale_s = stale_s
+        self.lease_s = lease_s or ctx.config.job_lease_s
+        self.max_attempts = max_attempts or ctx.config.job_max_attempts
+        self.run = run
+        self.name = name or worker_name()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="mrimaster-jobs", daemon=True)
+        self._thread = threading.Thread(target=self.loop, name="mrimaster-jobs", daemon=True)
 
     def start(self) -> JobRunner:
         self._thread.start()
@@ -34,26 +113,46 @@ class JobRunner:
     def stop(self, timeout: float = 30) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def claim(self) -> Job | None:
+        """Fail the jobs out of attempts, then claim one (or ``None``)."""
+        token = f"{self.name}:{secrets.token_hex(4)}"
+        with self.ctx.sessions() as db:
+            failed = repo.expire_jobs(db, self.max_attempts)
+            if failed:
+                log.warning("%d job(s) failed: their workers stopped %d times", failed,
+                            self.max_attempts)
+            return repo.claim_job(db, token, self.lease_s, self.max_attempts)
+
+    def run_one(self, job: Job) -> None:
+        """Run a claimed job while a :class:`Heartbeat` holds its lease."""
+        run = self.run
+        if run is None:
+            from mrimaster.serving.studies import run_job
+
+            run = run_job
+        log.info("job %d: case %d, attempt %d, claim %s", job.id, job.case_id, job.attempts,
+                 job.owner)
+        with Heartbeat(self.ctx, job, self.lease_s):
+            run(self.ctx, job)
 
     def run_pending(self) -> int:
-        """Run every queued job now, in this thread; returns how many ran."""
+        """Run every claimable job now, in this thread; returns how many ran."""
         count = 0
-        while True:
-            with self.ctx.sessions() as db:
-                job = repo.claim_job(db)
+        while not self._stop.is_set():
+            job = self.claim()
             if job is None:
                 return count
-            log.info("job %d: segmenting case %d (attempt %d)", job.id, job.case_id,
-                     job.attempts)
-            run_job(self.ctx, job)
+            self.run_one(job)
             count += 1
+        return count
 
-    def _loop(self) -> None:
+    def loop(self) -> None:
+        """Run jobs until :meth:`stop` (the thread's, or a worker process's main loop)."""
         while not self._stop.is_set():
             try:
-                with self.ctx.sessions() as db:  # a job whose own error handling failed
-                    repo.fail_stale_jobs(db, self.stale_s)
                 self.run_pending()
             except Exception:  # a database hiccup must not kill the worker
                 log.exception("job runner")

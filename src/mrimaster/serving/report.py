@@ -22,7 +22,7 @@ def _image(ctx: AppContext, case: Case, role: str) -> np.ndarray | None:
         return np.asarray(im.convert("RGBA" if role.startswith("cam/") else "L"))
 
 
-def _ai_lines(case: Case) -> list[str]:
+def _ai_lines(case: Case, reviewed: dict[str, Any] | None = None) -> list[str]:
     r = case.result or {}
     if case.kind == "2d":
         lines = [f"AI status: {r.get('status')}" + (f" ({r.get('reason')})" if r.get("reason")
@@ -34,13 +34,22 @@ def _ai_lines(case: Case) -> list[str]:
             lines.append("probabilities: " + ", ".join(f"{k} {v:.3f}" for k, v in probs.items()))
         lines.append(f"uncertainty: {r.get('uncertainty', float('nan')):.3f}")
         return lines
-    vols = r.get("volumes_ml") or {}
-    return ["AI segmentation, volumes (mL): " + ", ".join(
-        f"{k} {'not assessable' if v is None else f'{v:.1f}'}" for k, v in vols.items())]
+    def listed(vols: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {'not assessable' if v is None else f'{v:.1f}'}"
+                         for k, v in vols.items())
+
+    lines = ["AI segmentation, volumes (mL): " + listed(r.get("volumes_ml") or {})]
+    if reviewed is not None and reviewed.get("volumes_ml"):
+        lines.append(f"Reviewed mask (version {reviewed['number']} by {reviewed['author']}), "
+                     "volumes (mL): " + listed(reviewed["volumes_ml"]))
+    return lines
 
 
-def case_pdf(ctx: AppContext, case: Case, view: dict[str, Any]) -> bytes:
-    """One A4 page: header, AI read, the doctor's decisions, the image and its Grad-CAM."""
+def case_pdf(ctx: AppContext, case: Case, view: dict[str, Any],
+             reviewed: dict[str, Any] | None = None) -> bytes:
+    """One A4 page: header, AI read (and the reviewed mask's volumes, ``reviewed``: a
+    :func:`mrimaster.serving.masks.reviewed` view), the doctor's decisions, the image and its
+    Grad-CAM."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -50,7 +59,7 @@ def case_pdf(ctx: AppContext, case: Case, view: dict[str, Any]) -> bytes:
     fig = Figure(figsize=(8.27, 11.69))
     lines = [f"MRIMaster case {case.id} ({case.kind.upper()}), patient {case.pseudonym}",
              f"uploaded {case.created_at:%Y-%m-%d %H:%M} UTC, status {case.status}",
-             f"model {case.model}", "", *_ai_lines(case), ""]
+             f"model {case.model}", "", *_ai_lines(case, reviewed), ""]
     reviews = view.get("reviews") or []
     if reviews:
         for rv in reviews:

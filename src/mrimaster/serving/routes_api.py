@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from mrimaster.serving import accounts, cases, exports, report, studies
+from mrimaster.serving import accounts, cases, exports, followup, masks, report, studies
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.deps import (
     Auth,
@@ -203,6 +203,29 @@ def get_case(case_id: int, auth: Auth = Depends(get_auth),
     return full_case(db, case)
 
 
+def patient_follow_up(ctx: AppContext, db: Session, auth: Auth, pseudonym: str,
+                      register: bool = True) -> dict[str, Any]:
+    """A patient's follow-up (:func:`mrimaster.serving.followup.follow_up`), audited like a
+    case view (which cases were seen), the registrations it made cached (``register=False``:
+    none made, pairs not registered yet marked pending)."""
+    if not 1 <= len(pseudonym) <= 64:
+        raise cases.UploadError(f"there is no 3D study of patient {pseudonym[:64]}",
+                                "open the patient from the worklist", 404)
+    data = followup.follow_up(ctx, db, pseudonym, register)
+    ids = ",".join(str(s["case"]) for s in data["studies"])
+    repo.audit(db, auth.user.username, "view-patient", f"patient {pseudonym}", f"cases {ids}")
+    db.commit()
+    return data
+
+
+@router.get("/patients/{pseudonym}/followup", summary="A patient's 3D studies in time order: "
+            "volumes, their change, the later studies registered onto the earlier ones")
+def follow_up(pseudonym: str, auth: Auth = Depends(get_auth),
+              ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)
+              ) -> dict[str, Any]:
+    return patient_follow_up(ctx, db, auth, pseudonym)
+
+
 @router.post("/cases/{case_id}/review", summary="The doctor's decision on a case")
 def review(case_id: int, body: ReviewIn, auth: Auth = Depends(get_auth),
            ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db),
@@ -240,7 +263,7 @@ def case_file(case_id: int, role: str, auth: Auth = Depends(get_auth),
 def case_report(case_id: int, auth: Auth = Depends(get_auth),
                 ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)) -> Response:
     case = _case(db, case_id)
-    pdf = report.case_pdf(ctx, case, full_case(db, case))
+    pdf = report.case_pdf(ctx, case, full_case(db, case), masks.reviewed(db, case))
     repo.audit(db, auth.user.username, "report", f"case {case_id}")
     db.commit()
     return Response(pdf, media_type="application/pdf", headers={
@@ -256,6 +279,18 @@ def export_reviewed(auth: Auth = Depends(get_auth), ctx: AppContext = Depends(ge
     db.commit()
     return Response(data, media_type="application/zip", headers={
         "Content-Disposition": 'attachment; filename="mrimaster-reviewed.zip"'})
+
+
+@router.get("/export/reviewed-3d.zip",
+            summary="3D cases with a reviewed mask as a BraTS-layout dataset (dataset.json) for "
+            "`mrimaster seg train --init MODEL --data EXPORT`")
+def export_reviewed_3d(auth: Auth = Depends(get_auth), ctx: AppContext = Depends(get_ctx),
+                       db: Session = Depends(get_db)) -> Response:
+    data, count = exports.reviewed_3d_zip(ctx, db)
+    repo.audit(db, auth.user.username, "export-reviewed-3d", detail=f"{count} cases")
+    db.commit()
+    return Response(data, media_type="application/zip", headers={
+        "Content-Disposition": 'attachment; filename="mrimaster-reviewed-3d.zip"'})
 
 
 @router.get("/users", summary="Accounts (admins only)")

@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from mrimaster.errors import MRIMasterError
-from mrimaster.serving import accounts, cases, security, studies
+from mrimaster.serving import accounts, cases, masks, pacs_service, security, studies
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.deps import (
     COOKIE,
@@ -25,7 +25,13 @@ from mrimaster.serving.deps import (
     get_db,
     require_admin,
 )
-from mrimaster.serving.routes_api import _case, audit_list, full_case, wake_jobs
+from mrimaster.serving.routes_api import (
+    _case,
+    audit_list,
+    full_case,
+    patient_follow_up,
+    wake_jobs,
+)
 from mrimaster.serving.uploads import received
 from mrimaster.storage import repository as repo
 from mrimaster.storage.tables import CASE_KINDS, CASE_STATUSES
@@ -168,9 +174,23 @@ def _case_page(request: Request, auth: Auth, ctx: AppContext, db: Session, case_
                ) -> HTMLResponse:
     case = _case(db, case_id)
     series = studies.series_of(ctx, case) if case.kind == "3d" else []
+    extra.setdefault("pacs", pacs_service.panel(ctx, db, case))
+    extra.setdefault("masks", masks.panel(db, case, auth.user))
     return page(request, "case.html", auth, code, case=view, classes=classes,
                 job=repo.job_of(db, case_id), series=series, roles=studies.MODALITY_NAMES,
                 viewer=(STATIC / "vendor" / "niivue.umd.js").is_file(), **extra)
+
+
+@router.get("/patients/{pseudonym}", response_class=HTMLResponse,
+            summary="Patient page: follow-up of the 3D studies")
+def patient_page(request: Request, pseudonym: str, auth: Auth = Depends(get_auth),
+                 ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)
+                 ) -> HTMLResponse:
+    # registering a pair takes tens of seconds: the page answers at once, its script asks the
+    # API (which registers) for the pairs still pending
+    data = patient_follow_up(ctx, db, auth, pseudonym, register=False)
+    return page(request, "patient.html", auth, 200, f=data,
+                viewer=(STATIC / "vendor" / "niivue.umd.js").is_file())
 
 
 @router.post("/cases/{case_id}/roles", summary="Set the roles of a 3D study's series and "

@@ -35,7 +35,8 @@ JOB_FAILED = "the segmentation failed; upload the study again or ask an administ
 """What users see of a job that failed for a reason that is not about their data."""
 SERIES_JSON = "series.json"
 ROLES_JSON = "roles.json"
-OUTPUTS = ("mask.nii.gz", "brain_mask.nii.gz", "brain_mask", "overlay_", "registration_")
+OUTPUTS = ("mask.nii.gz", "brain_mask.nii.gz", "brain_mask", "overlay_", "registration_",
+           "registered/")
 """Case files a segmentation writes (names or prefixes): replaced by the next one."""
 NO_FLAIR_HINT = ("add the FLAIR series; if one is there under another name, set its role to "
                  "FLAIR")
@@ -355,10 +356,12 @@ def user_message(ctx: AppContext, exc: BaseException) -> str:
 
 
 def run_job(ctx: AppContext, job: Job) -> None:
-    """Segment a queued 3D case and store the mask, the volumes and the pictures; the job and
+    """Segment a claimed 3D case and store the mask, the volumes and the pictures; the job and
     the case say how it went (never left ``running`` by an error). A failure is logged in full
     and kept in full in the audit log (admins only); the job and the case show
-    :func:`user_message`."""
+    :func:`user_message`. State and result are written only while ``job.owner`` (this claim's
+    token) still owns the job: a worker whose lease expired and was taken over writes nothing.
+    """
     try:
         _segment(ctx, job)
     except Exception as exc:  # the job must end in a state, whatever went wrong
@@ -366,7 +369,12 @@ def run_job(ctx: AppContext, job: Job) -> None:
         message = user_message(ctx, exc)
         log.exception("job %d failed", job.id)
         with ctx.sessions() as db:
-            repo.set_job(db, job.id, state="failed", message=message[:2000])
+            if not repo.update_owned_job(db, job.id, job.owner or "", commit=False,
+                                         state="failed", message=message[:2000]):
+                db.rollback()
+                log.warning("job %d: no longer this worker's (claim %s): its failure is not "
+                            "written", job.id, job.owner)
+                return
             case = repo.get_case(db, job.case_id)
             if case is not None:
                 case.status, case.note = "failed", message[:2000]
@@ -406,7 +414,8 @@ def _segment(ctx: AppContext, job: Job) -> None:
         with ctx.seg_lock:
             seg = models.segmenter().model
             segment_study(seg, source, out, PrepareConfig(spacing_mm=float(min(seg.spacing))),
-                          model_version=models.seg_version(), work=work, progress=tell)
+                          model_version=models.seg_version(), work=work, progress=tell,
+                          keep_registered=True)
         with ctx.sessions() as db:
             repo.set_job(db, job.id, progress=0.9, message="storing the mask and the pictures")
         info: dict[str, Any] = json.loads((out / "volumes.json").read_text())
@@ -414,10 +423,21 @@ def _segment(ctx: AppContext, job: Job) -> None:
                "brain_mask.nii.gz": ctx.store.put_file(out / "brain_mask.nii.gz")}
         for png in sorted(out.glob("*.png")):
             new[png.stem] = ctx.store.put_file(png)
+        for volume in sorted(out.glob("registered_*.nii.gz")):  # on the mask's grid
+            new[f"registered/{volume.name.removeprefix('registered_')}"] = \
+                ctx.store.put_file(volume)
     wt = (info.get("volumes_ml") or {}).get("WT")
     with ctx.sessions() as db:
+        # the job first: its row stays locked until the commit, and only while still owned
+        if not repo.update_owned_job(db, job.id, job.owner or "", commit=False, state="done",
+                                     progress=1.0, message="done"):
+            db.rollback()
+            log.warning("job %d: no longer this worker's (claim %s, lease expired or taken "
+                        "over): its result is refused", job.id, job.owner)
+            return
         case = repo.get_case(db, job.case_id)
         if case is None:
+            db.commit()
             return
         kept = {k: v for k, v in case.files.items() if not _is_output(k)}
         case.files = {**kept, **new}
@@ -426,4 +446,4 @@ def _segment(ctx: AppContext, job: Job) -> None:
         case.status = "referred" if info.get("warnings") else "ai-read"
         case.model = models.seg_version()
         repo.audit(db, "system", "segmented", f"case {case.id}", case.ai_label or "")
-        repo.set_job(db, job.id, state="done", progress=1.0, message="done")
+        db.commit()

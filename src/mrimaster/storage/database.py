@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from mrimaster.errors import ConfigError
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+STARTUP_LOCK_ID = 0x6D72_696D  # "mrim": the PostgreSQL advisory lock of start-up work
 
 
 SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
@@ -89,3 +94,81 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+@contextmanager
+def startup_lock(engine: Engine) -> Iterator[None]:
+    """Hold the database's start-up lock: one process at a time migrates the schema and creates
+    the first admin, however many start at once.
+
+    PostgreSQL: a session advisory lock (``pg_advisory_lock``) on a connection of its own.
+    SQLite: an exclusive ``flock`` on ``<database>.lock`` beside the file (the processes that
+    share an SQLite file share its folder); an in-memory database needs none.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": STARTUP_LOCK_ID})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": STARTUP_LOCK_ID})
+                conn.commit()
+        return
+    path = sqlite_path(str(engine.url)) if engine.dialect.name == "sqlite" else None
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # like the database's own files (an existing one is tightened)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def known_revisions() -> tuple[set[str], str]:
+    """Every revision of the package's migrations, and the head."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    script = ScriptDirectory.from_config(cfg)
+    head = script.get_current_head()
+    assert head is not None
+    return {r.revision for r in script.walk_revisions()}, head
+
+
+def check_schema(engine: Engine, migrate: bool = True) -> str | None:
+    """The database's revision, refused when this version cannot run on it.
+
+    Raises:
+        ConfigError: the schema is newer than this version knows (a newer MRIMaster migrated
+            it), or older than it needs while ``migrate`` is off.
+    """
+    current = current_revision(engine)
+    known, head = known_revisions()
+    if current is not None and current not in known:
+        raise ConfigError(
+            f"the database's schema (revision {current}) is newer than this MRIMaster knows "
+            f"(up to {head}): a newer version migrated it",
+            "run the newer MRIMaster (every process of a deployment must be upgraded "
+            "together), or point MRIMASTER_DATABASE_URL at another database")
+    if not migrate and current != head:
+        raise ConfigError(
+            f"the database's schema is at {current or 'nothing'}, this MRIMaster needs {head}",
+            "run `mrimaster db upgrade` once (or start with MRIMASTER_AUTO_MIGRATE=1)")
+    return current
+
+
+def migrate(engine: Engine) -> str:
+    """Check the schema (:func:`check_schema`) and bring it to the head under the start-up
+    lock (safe when several processes start at once); returns the head."""
+    with startup_lock(engine):
+        check_schema(engine)
+        upgrade(engine)
+    return known_revisions()[1]

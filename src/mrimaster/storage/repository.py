@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from mrimaster.storage.tables import (
@@ -215,10 +215,14 @@ def latest_reviews(db: Session) -> list[tuple[Case, Review]]:
 
 
 def referenced_digests(db: Session) -> set[str]:
-    """Every file hash a case refers to (the rest of the store is garbage)."""
+    """Every file hash a case or a saved mask version refers to (the rest of the store is
+    garbage)."""
+    from mrimaster.storage.mask_tables import MaskVersion
+
     out: set[str] = set()
     for files in db.scalars(select(Case.files)):
         out.update(v for v in (files or {}).values() if isinstance(v, str))
+    out.update(d for d in db.scalars(select(MaskVersion.digest)) if d)
     return out
 
 
@@ -234,59 +238,106 @@ def job_of(db: Session, case_id: int) -> Job | None:
     return db.scalar(select(Job).where(Job.case_id == case_id).order_by(Job.id.desc()))
 
 
-def claim_job(db: Session) -> Job | None:
-    """Take the oldest queued job (state ``running``, one more attempt), or ``None``. The
-    conditional update makes two workers never take the same job."""
-    for job in db.scalars(select(Job).where(Job.state == "queued").order_by(Job.id).limit(5)):
-        taken = db.execute(update(Job).where(Job.id == job.id, Job.state == "queued").values(
-            state="running", attempts=Job.attempts + 1, updated_at=utcnow(),
-            message="starting"))
+def _expired(now: datetime) -> Any:
+    """A running job whose lease ended (or that has none: left by an older version)."""
+    return and_(Job.state == "running", or_(Job.lease_until.is_(None), Job.lease_until < now))
+
+
+def _owned(job_id: int, owner: str, now: datetime) -> Any:
+    """The job is still ``owner``'s: running, under that claim's token, its lease unexpired."""
+    return and_(Job.id == job_id, Job.owner == owner, Job.state == "running",
+                Job.lease_until >= now)
+
+
+def claim_job(db: Session, owner: str, lease_s: float, max_attempts: int,
+              now: datetime | None = None) -> Job | None:
+    """Take the oldest claimable job for ``owner`` (a token unique to this claim), or ``None``:
+    a queued job, or a running one whose lease expired and that has had fewer than
+    ``max_attempts``. It becomes ``running``, one more attempt, leased for ``lease_s`` seconds.
+    Commits.
+
+    Two claimers never get the same job: PostgreSQL locks the row (``SELECT ... FOR UPDATE SKIP
+    LOCKED``, so claimers do not queue behind each other); SQLite claims in one conditional
+    ``UPDATE ... RETURNING`` (SQLite runs one writer at a time).
+    """
+    now = now or utcnow()
+    claimable = or_(Job.state == "queued",
+                    and_(_expired(now), Job.attempts < max_attempts))
+    values: dict[str, Any] = dict(
+        state="running", owner=owner, lease_until=now + timedelta(seconds=lease_s),
+        claimed_at=now, attempts=Job.attempts + 1, updated_at=now, progress=0.0,
+        message="starting")
+    if db.get_bind().dialect.name == "postgresql":
+        job_id = db.scalar(select(Job.id).where(claimable).order_by(Job.id).limit(1)
+                           .with_for_update(skip_locked=True))
+        if job_id is not None:
+            db.execute(update(Job).where(Job.id == job_id).values(**values)
+                       .execution_options(synchronize_session=False))
+    else:
+        first = select(Job.id).where(claimable).order_by(Job.id).limit(1).scalar_subquery()
+        job_id = db.scalar(update(Job).where(Job.id == first, claimable).values(**values)
+                           .returning(Job.id).execution_options(synchronize_session=False))
+    db.commit()
+    if job_id is None:
+        return None
+    return db.scalar(select(Job).where(Job.id == job_id)
+                     .execution_options(populate_existing=True))
+
+
+def renew_lease(db: Session, job_id: int, owner: str, lease_s: float,
+                now: datetime | None = None) -> bool:
+    """Extend ``owner``'s lease on a job it still owns; ``False``: it lost it (expired, taken
+    over, or the job ended). Commits."""
+    now = now or utcnow()
+    done = db.execute(update(Job).where(_owned(job_id, owner, now))
+                      .values(lease_until=now + timedelta(seconds=lease_s))
+                      .execution_options(synchronize_session=False))
+    db.commit()
+    return int(getattr(done, "rowcount", 0) or 0) == 1
+
+
+def update_owned_job(db: Session, job_id: int, owner: str, commit: bool = True,
+                     now: datetime | None = None, **values: object) -> bool:
+    """Write ``values`` to the job only while ``owner`` still owns it (owner and lease checked
+    in the same ``UPDATE``); returns whether it wrote. With ``commit=False`` the job's row stays
+    locked until the caller commits (write the case's result in the same transaction) or rolls
+    back."""
+    now = now or utcnow()
+    done = db.execute(update(Job).where(_owned(job_id, owner, now))
+                      .values(updated_at=now, **values)
+                      .execution_options(synchronize_session=False))
+    wrote = int(getattr(done, "rowcount", 0) or 0) == 1
+    if commit:
         db.commit()
-        if getattr(taken, "rowcount", 0) == 1:
-            db.refresh(job)
-            return job
-    return None
+    return wrote
 
 
 def set_job(db: Session, job_id: int, **values: object) -> None:
-    db.execute(update(Job).where(Job.id == job_id).values(updated_at=utcnow(), **values))
+    """Progress of a running job (no owner check: a stale worker's progress note can only
+    reach a job that is still running; its state and result go through
+    :func:`update_owned_job`)."""
+    db.execute(update(Job).where(Job.id == job_id, Job.state == "running")
+               .values(updated_at=utcnow(), **values)
+               .execution_options(synchronize_session=False))
     db.commit()
 
 
-def fail_stale_jobs(db: Session, older_than_s: float) -> int:
-    """Mark failed the jobs ``running`` without news for ``older_than_s`` (a worker that died
-    without a word); returns how many."""
-    from datetime import timedelta
-
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
-    stale = 0
-    for job in db.scalars(select(Job).where(Job.state == "running")):
-        updated = job.updated_at if job.updated_at.tzinfo else job.updated_at.replace(
-            tzinfo=cutoff.tzinfo)
-        if updated < cutoff:
-            job.state, job.message = "failed", "no progress for too long; upload it again"
-            case = db.get(Case, job.case_id)
+def expire_jobs(db: Session, max_attempts: int, now: datetime | None = None) -> int:
+    """Mark failed the running jobs whose lease expired after ``max_attempts`` (each worker that
+    took them stopped without a word), and their cases; returns how many. Commits."""
+    now = now or utcnow()
+    stale = and_(_expired(now), Job.attempts >= max_attempts)
+    failed = 0
+    message = (f"the segmentation was interrupted {max_attempts} times (its worker stopped); "
+               "upload it again")
+    for job_id, case_id in db.execute(select(Job.id, Job.case_id).where(stale)).all():
+        done = db.execute(update(Job).where(Job.id == job_id, stale).values(
+            state="failed", owner=None, message=message, updated_at=now)
+            .execution_options(synchronize_session=False))
+        if int(getattr(done, "rowcount", 0) or 0) == 1:
+            case = db.get(Case, case_id)
             if case is not None:
-                case.status, case.note = "failed", job.message
-            stale += 1
-    db.commit()
-    return stale
-
-
-def recover_jobs(db: Session, max_attempts: int = 2) -> tuple[int, int]:
-    """After a restart: jobs left ``running`` are queued again, or marked failed once they
-    have had ``max_attempts``. Returns ``(requeued, failed)``."""
-    requeued = failed = 0
-    for job in db.scalars(select(Job).where(Job.state == "running")):
-        if job.attempts >= max_attempts:
-            job.state, job.message = "failed", "interrupted by a server restart too often"
-            case = db.get(Case, job.case_id)
-            if case is not None:
-                case.status, case.note = "failed", job.message
+                case.status, case.note = "failed", message
             failed += 1
-        else:
-            job.state, job.message, job.progress = "queued", "resumed after a restart", 0.0
-            requeued += 1
-        job.updated_at = utcnow()
     db.commit()
-    return requeued, failed
+    return failed

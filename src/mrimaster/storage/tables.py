@@ -115,8 +115,12 @@ JOB_STATES = ("queued", "running", "done", "failed")
 
 
 class Job(Base):
-    """A background job on a case (a 3D segmentation); a job interrupted by a restart is
-    queued again once, then marked failed: never left ``running``."""
+    """A background job on a case (a 3D segmentation).
+
+    A worker claims a queued job (``running``, ``owner`` its token for this claim, one more
+    attempt) with a lease until ``lease_until`` that it renews while it runs; a job whose lease
+    expired is taken over by another worker, at most ``max_attempts`` times in all, then marked
+    failed. Only the owner of an unexpired lease may write the job's state or its result."""
 
     __tablename__ = "jobs"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -128,3 +132,8 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    """The claim's token (``host:pid:random``); ``None`` until claimed."""
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """The owner's lease ends here unless renewed."""
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,5 +1,6 @@
 // 3D case page: follow the segmentation job, then show the mask over each modality in NiiVue
-// (three planes), with a modality selector and the mask's opacity.
+// (three planes), with a modality selector and the mask's opacity; then the mask editor and
+// the mask versions (maskedit.js).
 (function () {
   const study = document.getElementById("study");
   if (!study) return;
@@ -57,9 +58,22 @@
     nv.scene.crosshairPos = nv.mm2frac(mm);
     nv.drawScene();
   }
-  base.addEventListener("change", show);
-  opacity.addEventListener("input", function () {
-    if (nv.volumes.length > 1) nv.setOpacity(1, Number(opacity.value) / 100);
+  base.addEventListener("change", function () {
+    if (editing()) return;  // the drawing lives on this image's grid: locked while editing
+    show().catch(function (e) { canvas.dataset.error = String(e); });
   });
-  show().catch(function (e) { canvas.dataset.error = String(e); });
+  const editor = document.getElementById("mask-editor");
+  const editing = function () { return editor && editor.dataset.ready === "1"; };
+  opacity.addEventListener("input", function () {
+    // while editing, the drawing layer shows the mask (maskedit.js sets its opacity)
+    if (nv.volumes.length > 1 && !editing()) nv.setOpacity(1, Number(opacity.value) / 100);
+  });
+  let started = false;
+  show().then(function () {
+    if (started || !window.mrimasterMasks) return;
+    started = true;
+    return window.mrimasterMasks.start(nv, function (n) {
+      return "/api/cases/" + study.dataset.case + "/masks/" + n;
+    });
+  }).catch(function (e) { canvas.dataset.error = String(e); });
 })();

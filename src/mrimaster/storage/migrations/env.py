@@ -3,6 +3,7 @@ passes in ``config.attributes``."""
 
 from alembic import context
 
+from mrimaster.storage import mask_tables, pacs_tables  # noqa: F401  (their tables)
 from mrimaster.storage.tables import Base
 
 connection = context.config.attributes["connection"]
