@@ -175,6 +175,72 @@ def predict_raw(seg: SegModel, image: np.ndarray, tta: bool = False) -> np.ndarr
     return total / len(MIRRORS) > 0.5
 
 
+LEFT_RIGHT: tuple[int, ...] = (1,)
+"""The left-right axis of the network's input (canonical RAS: the first spatial axis)."""
+
+UNCERTAINTY_2_PASSES = "test-time mirroring disagreement (2 passes)"
+UNCERTAINTY_8_PASSES = "test-time mirroring disagreement (8 passes)"
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def mirroring_disagreement(passes: list[np.ndarray], voxel_ml: float, method: str
+                           ) -> dict[str, Any]:
+    """How much test-time passes disagree on the whole tumour (an uncertainty figure for the
+    worklist until the segmentation has a calibrated one).
+
+    Args:
+        passes: Two or more ``(D, H, W)`` bool whole-tumour masks, one per pass (each mirrored
+            back onto the same grid).
+        voxel_ml: Volume of one voxel of these masks in millilitres.
+        method: What the passes were (written as ``method``).
+
+    Returns:
+        ``{"method", "wt_dice_between_passes", "wt_volume_change_ml", "score"}``: the mean
+        Dice over every pair of passes (two masks that are both empty agree: 1), the largest
+        minus the smallest pass's whole-tumour volume, and ``score = 1 - Dice`` (0: the passes
+        agree, 1: they share no voxel).
+    """
+    if len(passes) < 2:
+        raise ValueError("the disagreement needs at least two passes")
+    pairs = [_dice(a, b) for a, b in itertools.combinations(passes, 2)]
+    d = float(np.mean(pairs))
+    vols = [float(p.sum()) * voxel_ml for p in passes]
+    return {"method": method, "wt_dice_between_passes": round(d, 4),
+            "wt_volume_change_ml": round(max(vols) - min(vols), 3),
+            "score": round(1.0 - d, 4)}
+
+
+def predict_with_disagreement(seg: SegModel, image: np.ndarray, voxel_ml: float,
+                              tta: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`predict_raw` (the same mask) and :func:`mirroring_disagreement` of its passes.
+
+    Without ``tta`` the network runs once more, on the image mirrored left-right; that pass
+    only measures (the mask is the plain pass's). With ``tta`` the 8 :data:`MIRRORS` passes
+    that :func:`predict_raw` averages are compared (each pass thresholded at 0.5), at no
+    extra cost.
+    """
+    if not tta:
+        raw = seg.logits(image) > 0
+        flipped = seg.logits(np.ascontiguousarray(np.flip(image, LEFT_RIGHT)))
+        extra = np.flip(flipped[0] > 0, LEFT_RIGHT[0] - 1)
+        return raw, mirroring_disagreement([raw[0], extra], voxel_ml, UNCERTAINTY_2_PASSES)
+    total = np.zeros((3, *image.shape[1:]), np.float32)
+    passes = []
+    for axes in MIRRORS:
+        x = np.flip(image, axes) if axes else image
+        logits = seg.logits(np.ascontiguousarray(x))
+        prob = 1.0 / (1.0 + np.exp(-logits))
+        prob = np.flip(prob, axes) if axes else prob
+        total += prob
+        passes.append(prob[0] > 0.5)
+    raw = total / len(MIRRORS) > 0.5
+    return raw, mirroring_disagreement(passes, voxel_ml, UNCERTAINTY_8_PASSES)
+
+
 def finish_regions(raw: np.ndarray, seg: SegModel, plan: InputPlan) -> np.ndarray:
     """The model's post-processing, then TC / ET emptied where they are not assessable."""
     regions = clean_regions(raw, seg.postprocess)
@@ -225,12 +291,16 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False
                  ) -> SegmentResult:
     """Segment ``case`` and write into ``out_dir``: ``seg.nii.gz`` on the input grid (BraTS
     2021 labels; without T1-Gd a whole-tumour mask, 1 = tumour), ``volumes.json`` (mL per
-    region, what was used, ignored and not assessable, the input grid) and overlay PNGs of the
-    modalities used."""
+    region, what was used, ignored and not assessable, the input grid, and ``uncertainty``:
+    :func:`predict_with_disagreement`, one extra left-right mirrored pass without ``tta``,
+    which only measures) and overlay PNGs of the modalities used."""
     from mrimaster.segmentation.figures import save_overlays
 
     volume, plan = prepare_inputs(seg, case)
-    regions = finish_regions(predict_raw(seg, volume.image, tta), seg, plan)
+    work_voxels = float(np.prod(volume.work_shape or volume.canonical_shape))
+    work_voxel_ml = volume.voxel_ml * float(np.prod(volume.canonical_shape)) / work_voxels
+    raw, uncertainty = predict_with_disagreement(seg, volume.image, work_voxel_ml, tta)
+    regions = finish_regions(raw, seg, plan)
     whole_only = "TC" not in plan.regions
     labels = regions[0].astype(np.uint8) if whole_only else regions_to_brats2021(regions)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -248,7 +318,7 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False
         "input_grid": {"spacing_mm": [float(z) for z in voxel_sizes(volume.reference)],
                        "resampled_to_mm": list(seg.spacing) if volume.resampled else None},
         "warnings": volume.notes, "runtime": seg.runtime_name, "tta": tta,
-        "postprocess": seg.postprocess}
+        "postprocess": seg.postprocess, "uncertainty": uncertainty}
     (out_dir / "volumes.json").write_text(json.dumps(info, indent=2))
     pictures = save_overlays(volume, regions, out_dir, case.name, plan.used, whole_only)
     return SegmentResult(seg_path, vols, plan, volume.notes, pictures)

@@ -93,19 +93,21 @@ def logout(csrf: str = Form(default=""), auth: Auth = Depends(get_auth),
 
 @router.get("/", response_class=HTMLResponse, summary="Worklist page")
 def worklist(request: Request, q: str = "", status: str = "", kind: str = "", page_no: int = 1,
-             auth: Auth = Depends(get_auth), db: Session = Depends(get_db)) -> HTMLResponse:
+             sort: str = "", auth: Auth = Depends(get_auth), db: Session = Depends(get_db)
+             ) -> HTMLResponse:
     status = status if status in CASE_STATUSES else ""
     kind = kind if kind in CASE_KINDS else ""
+    sort = sort if sort in repo.CASE_SORTS else ""
     per_page = 20
     rows, total = repo.list_cases(db, repo.CaseFilter(q, status, kind, max(page_no, 1),
-                                                      per_page))
+                                                      per_page, sort))
     pages = max((total + per_page - 1) // per_page, 1)
     audit_list(db, auth, "list-cases", f"worklist page {page_no}", rows)
-    base = f"/?q={quote(q)}&status={status}&kind={kind}"
+    base = f"/?q={quote(q)}&status={status}&kind={kind}&sort={sort}"
     return page(request, "worklist.html", auth, 200, cases=rows, total=total, q=q,
                 status=status,
                 kind=kind, page_no=page_no, pages=pages, base=base, statuses=CASE_STATUSES,
-                kinds=CASE_KINDS)
+                kinds=CASE_KINDS, sort=sort)
 
 
 @router.get("/cases/new", response_class=HTMLResponse, summary="Upload page")

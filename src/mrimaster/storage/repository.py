@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
 from mrimaster.storage.tables import (
@@ -163,17 +164,26 @@ def get_case(db: Session, case_id: int) -> Case | None:
 
 @dataclass(frozen=True)
 class CaseFilter:
-    """Worklist filters: free-text search (pseudonym or AI label), status, kind; paging."""
+    """Worklist filters: free-text search (pseudonym or AI label), status, kind; paging;
+    ``sort``: ``""`` newest first, ``"uncertain"`` the 3D segmentation's uncertainty score
+    (``result["uncertainty"]["score"]``) highest first, cases without one last (newest
+    first among them)."""
 
     search: str = ""
     status: str = ""
     kind: str = ""
     page: int = 1
     per_page: int = 25
+    sort: str = ""
+
+
+CASE_SORTS = ("", "uncertain")
+"""The worklist's orders (see :class:`CaseFilter`)."""
 
 
 def list_cases(db: Session, f: CaseFilter) -> tuple[list[Case], int]:
-    """One page of cases, newest first, and the number of matching cases."""
+    """One page of cases in ``f.sort``'s order (newest first by default), and the number of
+    matching cases."""
     q = select(Case)
     if f.search:
         like = f"%{f.search.lower()}%"
@@ -184,7 +194,12 @@ def list_cases(db: Session, f: CaseFilter) -> tuple[list[Case], int]:
     if f.kind:
         q = q.where(Case.kind == f.kind)
     total = int(db.scalar(select(func.count()).select_from(q.subquery())) or 0)
-    rows = db.scalars(q.order_by(Case.created_at.desc(), Case.id.desc())
+    order: list[Any] = [Case.created_at.desc(), Case.id.desc()]
+    if f.sort == "uncertain":
+        score = sql_case((Case.kind == "3d", Case.result["uncertainty"]["score"].as_float()),
+                     else_=None)
+        order.insert(0, score.desc().nullslast())
+    rows = db.scalars(q.order_by(*order)
                       .offset((max(f.page, 1) - 1) * f.per_page).limit(f.per_page))
     return list(rows), total
 

@@ -1,0 +1,77 @@
+"""The worklist's 3D uncertainty until the trust figures land: disagreement between
+test-time mirrored passes (one extra left-right pass, or the 8 passes of ``--tta``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mrimaster.segmentation.infer import (
+    UNCERTAINTY_2_PASSES,
+    UNCERTAINTY_8_PASSES,
+    mirroring_disagreement,
+    predict_raw,
+    predict_with_disagreement,
+)
+
+
+def test_identical_passes_score_0_and_disjoint_score_1() -> None:
+    a = np.zeros((6, 6, 6), bool)
+    a[1:3, 1:3, 1:3] = True
+    same = mirroring_disagreement([a, a.copy()], 0.001, UNCERTAINTY_2_PASSES)
+    assert same == {"method": UNCERTAINTY_2_PASSES, "wt_dice_between_passes": 1.0,
+                    "wt_volume_change_ml": 0.0, "score": 0.0}
+    b = np.zeros_like(a)
+    b[4:6, 4:6, 4:5] = True  # no shared voxel, 4 voxels fewer
+    apart = mirroring_disagreement([a, b], 0.5, UNCERTAINTY_2_PASSES)
+    assert apart["wt_dice_between_passes"] == 0.0 and apart["score"] == 1.0
+    assert apart["wt_volume_change_ml"] == 2.0
+    # both empty: the passes agree
+    empty = np.zeros_like(a)
+    assert mirroring_disagreement([empty, empty], 1.0, "x")["score"] == 0.0
+    # halves: 2 * 4 / (8 + 8) = 0.5
+    c = np.zeros_like(a)
+    c[1:3, 1:3, 2:4] = True
+    assert mirroring_disagreement([a, c], 1.0, "x")["score"] == 0.5
+
+
+class Lopsided:
+    """A fake network: "tumour" where channel 0 is positive and, on the left half of the
+    first spatial axis only, also where channel 1 is: so the mirrored pass disagrees."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def logits(self, image: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        out = np.full((3, *image.shape[1:]), -5.0, np.float32)
+        out[:, image[0] > 0] = 5.0
+        half = image.shape[1] // 2
+        extra = np.zeros(image.shape[1:], bool)
+        extra[:half] = image[1, :half] > 0
+        out[:, extra] = 5.0
+        return out
+
+
+def test_one_extra_pass_measures_only() -> None:
+    image = np.zeros((2, 8, 8, 8), np.float32)
+    image[0, 3:5, 3:5, 3:5] = 1.0  # symmetric about the middle: both passes see it
+    image[1, 1:3, 1:3, 1:3] = 1.0  # left only: the mirrored pass misses it
+    net = Lopsided()
+    raw, u = predict_with_disagreement(net, image, 0.001)  # type: ignore[arg-type]
+    assert net.calls == 2
+    assert np.array_equal(raw, predict_raw(net, image))  # type: ignore[arg-type]
+    assert u["method"] == UNCERTAINTY_2_PASSES
+    # plain pass 8 + 8 voxels, mirrored pass 8: Dice 2 * 8 / 24
+    assert u["wt_dice_between_passes"] == round(16 / 24, 4)
+    assert u["score"] == round(1 - 16 / 24, 4)
+    assert u["wt_volume_change_ml"] == 0.008
+
+
+def test_tta_uses_its_8_passes() -> None:
+    image = np.zeros((2, 8, 8, 8), np.float32)
+    image[0, 3:5, 3:5, 3:5] = 1.0
+    net = Lopsided()
+    raw, u = predict_with_disagreement(net, image, 0.001, tta=True)  # type: ignore[arg-type]
+    assert net.calls == 8
+    assert np.array_equal(raw, predict_raw(Lopsided(), image, tta=True))  # type: ignore[arg-type]
+    assert u["method"] == UNCERTAINTY_8_PASSES and u["score"] == 0.0
