@@ -92,6 +92,12 @@ def test_dicom_study_is_listed_registered_and_segmented(
     assert 'id="registration"' in page and done["files"]["registration_flair"] in page
     assert 'id="brain-mask"' in page and done["files"]["brain_mask"] in page
     assert "NMI" in page and "mm" in page
+    # de-identification removes Series Description (people type names into it): neither the
+    # series list, the file names, the result nor the page quote it
+    listed = client.get(f"/api/cases/{case['id']}/series", headers=doctor).text
+    for shown in (listed, page, json.dumps(done)):
+        assert "SAG 3D T1 MPRAGE" not in shown and "AX FLAIR" not in shown \
+            and "AX_FLAIR" not in shown and "AX DWI" not in shown
 
     # a doctor's reviewed mask becomes training data: the BraTS layout, every sequence on the
     # mask's grid (registered), the reviewed labels, nothing identifying

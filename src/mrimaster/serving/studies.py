@@ -107,13 +107,16 @@ def _import_archive(ctx: AppContext, archive: Path, work: Path, confirm_burned_i
     candidates: dict[str, list[str]] = {}
     identities: dict[str, tuple[str, str]] = {}
     sources: dict[str, list[Path]] = {}
-    for record in records:
-        entry = {**record.to_json(), "file": None}
+    uploaded: dict[str, str] = {}
+    for index, record in enumerate(records):
+        entry = _without_description({**record.to_json(), "file": None})
         if record.nifti and record.kind == "structural":
-            name = f"series/{record.nifti}"
+            name = f"series/{index + 1}.nii.gz"  # not the converter's name: it quotes the
+            entry["nifti"] = name.removeprefix("series/")  # series description
             entry["file"] = name
             kept[name] = folder / record.nifti
             identities[name] = record.identity
+            uploaded[name] = _series_label(record.to_json())  # only for the refusal below
             sources[name] = list(record.sources)
             if record.role in MODALITY_NAMES:
                 candidates.setdefault(record.role, []).append(name)
@@ -139,7 +142,8 @@ def _import_archive(ctx: AppContext, archive: Path, work: Path, confirm_burned_i
                 reasons[name] = reason
                 break
     if reasons and not confirm_burned_in:
-        names = "; ".join(f"{labels[n]}: {why}" for n, why in reasons.items())
+        # the refusal goes back to the uploader only: it names their series as they know them
+        names = "; ".join(f"{uploaded[n]}: {why}" for n, why in reasons.items())
         raise UploadError(f"series with burned-in annotation ({names}): text in the pixels "
                           "is not removed by de-identification",
                           "check the series in your viewer: if no patient identifier is "
@@ -151,6 +155,23 @@ def _import_archive(ctx: AppContext, archive: Path, work: Path, confirm_burned_i
         first = pydicom.dcmread(next(iter(sources.values()))[0], stop_before_pixels=True)
         alias = pseudonym(ctx.key, patient_key(first))
     return entries, kept, roles, alias
+
+
+def _without_description(entry: dict[str, Any]) -> dict[str, Any]:
+    """A ``series.json`` entry without the series description, wherever it is quoted (its
+    ``why`` and ``reason``): de-identification removes Series Description (PS3.15 Table
+    E.1-1: X), since people type names into it; the app stores and shows what is left."""
+    description = str(entry.get("description") or "")
+
+    def clean(text: str) -> str:
+        return text.replace(repr(description), "the series").replace(description, "the series")
+
+    if description:
+        entry["why"] = [clean(str(w)) for w in entry.get("why") or []]
+        if entry.get("reason"):
+            entry["reason"] = clean(str(entry["reason"]))
+    entry["description"] = ""
+    return entry
 
 
 def _nifti_entry(role: str) -> dict[str, Any]:
