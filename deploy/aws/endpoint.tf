@@ -18,17 +18,7 @@ resource "aws_iam_role_policy" "sagemaker" {
   role = aws_iam_role.sagemaker.id
   policy = jsonencode({
     Version = "2012-10-17"
-    Statement = [
-      {
-        Effect   = "Allow"
-        Action   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
-        Resource = aws_ecr_repository.app.arn
-      },
-      {
-        Effect   = "Allow"
-        Action   = "ecr:GetAuthorizationToken"
-        Resource = "*"
-      },
+    Statement = concat(local.ecr_pull, [
       {
         Effect   = "Allow"
         Action   = ["s3:GetObject", "s3:ListBucket"]
@@ -44,7 +34,7 @@ resource "aws_iam_role_policy" "sagemaker" {
         Action   = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
         Resource = "arn:aws:logs:${var.region}:${data.aws_caller_identity.current.account_id}:log-group:/aws/sagemaker/Endpoints/${var.name}*"
       }
-    ]
+    ])
   })
 }
 

@@ -75,6 +75,28 @@ def test_the_default_key_is_the_web_apps(tmp_path: Path, monkeypatch: pytest.Mon
     assert pseudonym(KEY, "PID-12345") in capsys.readouterr().out
 
 
+def test_the_deployments_shared_key_wins_over_the_app_folders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several hosts share MRIMASTER_SECRET_KEY (issue 27); the CLI must pseudonymise as
+    they do, not with a local secret.key of its own."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "secret.key").write_bytes(KEY)
+    shared = bytes(range(100, 132))
+    monkeypatch.setenv("MRIMASTER_APP_DIR", str(app))
+    monkeypatch.setenv("MRIMASTER_SECRET_KEY", shared.hex())
+    src = identified_dicom(tmp_path / "a.dcm", np.ones((4, 4)))
+    assert main(["dicom", "deidentify", str(src), "--out", str(tmp_path / "o")]) == 0
+    text = capsys.readouterr().out
+    assert pseudonym(shared, "PID-12345") in text and pseudonym(KEY, "PID-12345") not in text
+    monkeypatch.delenv("MRIMASTER_SECRET_KEY")
+    monkeypatch.setenv("MRIMASTER_SECRET_KEY_FILE", str(tmp_path / "missing.key"))
+    assert main(["dicom", "deidentify", str(src), "--out", str(tmp_path / "o2")]) == 2
+    assert "MRIMASTER_SECRET_KEY_FILE" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
+
+
 def test_burned_in_annotation_is_flagged(tmp_path: Path, key_file: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     path = identified_dicom(tmp_path / "shot.dcm", np.ones((4, 4)))

@@ -94,6 +94,33 @@ def test_a_running_job_keeps_its_lease(tmp_path: Path, db_url: str) -> None:
     ctx.engine.dispose()
 
 
+def test_a_hung_job_gives_its_lease_up(tmp_path: Path, db_url: str) -> None:
+    """A job that runs past the time limit (a network that never returns) stops being
+    renewed: another runner takes it over after the lease, and the hung one's late write is
+    refused."""
+    ctx = make_ctx(tmp_path, db_url, None)
+    (job_id,) = add_jobs(ctx, 1)
+    taken: list[Job] = []
+    late: list[bool] = []
+
+    def hung(c: AppContext, job: Job) -> None:
+        end = time.monotonic() + 8.0
+        while time.monotonic() < end and not taken:
+            with c.sessions() as db:
+                other = repo.claim_job(db, "rescuer:1:x", 1.0, 3)
+            if other is not None:
+                taken.append(other)
+            time.sleep(0.1)
+        with c.sessions() as db:
+            late.append(repo.update_owned_job(db, job.id, job.owner or "", state="done"))
+
+    assert JobRunner(ctx, lease_s=1.0, timeout_s=2.0, run=hung).run_pending() == 1
+    assert [j.id for j in taken] == [job_id] and late == [False]
+    row = job_row(ctx, job_id)
+    assert row.state == "running" and row.owner == "rescuer:1:x" and row.attempts == 2
+    ctx.engine.dispose()
+
+
 WORKER = """
 import os, sys, time
 from mrimaster.serving.config import load_serve_config

@@ -35,9 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="DICOM files, or folders searched recursively")
     de.add_argument("--out", type=Path, required=True, help="folder for the de-identified files "
                     "(created; must not be inside an input folder)")
-    de.add_argument("--key-file", type=Path, help="secret key (default: the web app's, "
-                    "<MRIMASTER_APP_DIR or data root/app>/secret.key, so pseudonyms match "
-                    "the app's)")
+    de.add_argument("--key-file", type=Path, help="secret key (default: the web app's: "
+                    "MRIMASTER_SECRET_KEY(_FILE), else <MRIMASTER_APP_DIR or data "
+                    "root/app>/secret.key, so pseudonyms match the app's)")
     de.set_defaults(handler=run_deidentify)
     im = dicom_sub.add_parser(
         "import", help="convert a DICOM study (folder or zip) to one NIfTI per series",
@@ -60,15 +60,23 @@ class _Tally:
 
 
 def _key(path: Path | None) -> bytes:
+    """The key given by ``--key-file``, else the web app's: ``MRIMASTER_SECRET_KEY`` or
+    ``MRIMASTER_SECRET_KEY_FILE`` when set (a deployment's shared key), else the app folder's
+    ``secret.key``, which must exist (a key made here would match no app)."""
     from mrimaster.serving.config import load_serve_config
-    from mrimaster.serving.context import load_key
+    from mrimaster.serving.context import load_key, server_key
 
     explicit = path is not None
-    path = path if path is not None else load_serve_config().app_dir / "secret.key"
+    if path is None:
+        config = load_serve_config()
+        if config.secret_key is not None or config.secret_key_file is not None:
+            return server_key(config)
+        path = config.app_dir / "secret.key"
     if not path.is_file():
         hint = ("check the path given to --key-file" if explicit else
-                "start the web app once (`mrimaster serve` creates it), set MRIMASTER_APP_DIR "
-                "to the app's folder, or pass --key-file")
+                "start the web app once (`mrimaster serve` creates it), set "
+                "MRIMASTER_SECRET_KEY or MRIMASTER_APP_DIR as the app has them, or pass "
+                "--key-file")
         raise MRIMasterError(f"no secret key at {path}", hint)
     key = load_key(path)
     if len(key) < 16:

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
               f"one-time password {password}", flush=True)
     runner = JobRunner(ctx, poll_s=args.poll)
     print(f"MRIMaster worker {runner.name}: lease {config.job_lease_s:g} s, at most "
-          f"{config.job_max_attempts} attempts per job", flush=True)
+          f"{config.job_max_attempts} attempts per job, each at most "
+          f"{config.job_timeout_s:g} s", flush=True)
     if args.once:
         print(f"{runner.run_pending()} job(s) run", flush=True)
         return 0

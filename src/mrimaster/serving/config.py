@@ -26,6 +26,8 @@ Several processes (see docs/scaling.md):
     MRIMASTER_JOB_LEASE_S: a worker's lease on a running job (default 30 s, renewed every
         third of it); a job whose worker died is taken over once its lease expires.
     MRIMASTER_JOB_MAX_ATTEMPTS: how many workers may start a job before it fails (default 3).
+    MRIMASTER_JOB_TIMEOUT_S: the longest a job may run (default 1800 s): a worker stops
+        renewing the lease of a job that runs longer (hung), so it is taken over or failed.
     MRIMASTER_AUTO_MIGRATE: ``1`` (default): each start migrates the schema (under a lock);
         ``0``: refuse a schema that is not current (run ``mrimaster db upgrade``).
 """
@@ -68,6 +70,7 @@ class ServeConfig:
         secret_key_file: The file of the server key (``None``: ``app_dir/secret.key``).
         job_lease_s: A worker's lease on a running job, in seconds.
         job_max_attempts: Workers that may start a job before it is marked failed.
+        job_timeout_s: The longest a job runs before its worker gives its lease up.
         auto_migrate: Migrate the schema at start-up (else refuse one not current).
     """
 
@@ -92,6 +95,7 @@ class ServeConfig:
     secret_key_file: Path | None = None
     job_lease_s: float = 30.0
     job_max_attempts: int = 3
+    job_timeout_s: float = 1800.0
     auto_migrate: bool = True
 
     @property
@@ -158,14 +162,16 @@ def load_serve_config(env: Mapping[str, str] | None = None) -> ServeConfig:
     try:
         lease = float(env.get("MRIMASTER_JOB_LEASE_S", "30"))
         attempts = int(env.get("MRIMASTER_JOB_MAX_ATTEMPTS", "3"))
+        timeout = float(env.get("MRIMASTER_JOB_TIMEOUT_S", "1800"))
     except ValueError as exc:
         raise ConfigError(f"invalid number in the job settings: {exc}",
-                          "MRIMASTER_JOB_LEASE_S is seconds, MRIMASTER_JOB_MAX_ATTEMPTS a "
-                          "whole number") from exc
-    if lease <= 0 or attempts < 1:
-        raise ConfigError(f"MRIMASTER_JOB_LEASE_S ({lease}) must be positive and "
-                          f"MRIMASTER_JOB_MAX_ATTEMPTS ({attempts}) at least 1",
-                          "e.g. 30 and 3")
+                          "MRIMASTER_JOB_LEASE_S and MRIMASTER_JOB_TIMEOUT_S are seconds, "
+                          "MRIMASTER_JOB_MAX_ATTEMPTS a whole number") from exc
+    if lease <= 0 or attempts < 1 or timeout <= lease:
+        raise ConfigError(f"MRIMASTER_JOB_LEASE_S ({lease}) must be positive, "
+                          f"MRIMASTER_JOB_MAX_ATTEMPTS ({attempts}) at least 1 and "
+                          f"MRIMASTER_JOB_TIMEOUT_S ({timeout}) longer than the lease",
+                          "e.g. 30, 3 and 1800")
     key_text = env.get("MRIMASTER_SECRET_KEY", "")
     key = parse_key(key_text.encode(), "MRIMASTER_SECRET_KEY") if key_text else None
     key_file = env.get("MRIMASTER_SECRET_KEY_FILE", "")
@@ -184,5 +190,5 @@ def load_serve_config(env: Mapping[str, str] | None = None) -> ServeConfig:
                        s3_endpoint_url=env.get("MRIMASTER_S3_ENDPOINT_URL") or None,
                        secret_key=key,
                        secret_key_file=Path(key_file).expanduser() if key_file else None,
-                       job_lease_s=lease, job_max_attempts=attempts,
+                       job_lease_s=lease, job_max_attempts=attempts, job_timeout_s=timeout,
                        auto_migrate=env.get("MRIMASTER_AUTO_MIGRATE", "1") != "0")

@@ -6,8 +6,11 @@ It runs as a thread of ``mrimaster serve`` (the single-process default) or as th
 (:func:`mrimaster.storage.repository.claim_job`): a heartbeat thread renews it every third of
 its length while the job runs, also while the network computes; a runner that dies stops
 renewing, and another takes the job over once the lease has expired, at most
-``job_max_attempts`` starts in all. A job writes its state and result only while its claim
-still owns it (:func:`mrimaster.storage.repository.update_owned_job`).
+``job_max_attempts`` starts in all. A job that runs past ``job_timeout_s`` (hung: a network
+that never returns) is given up the same way: its heartbeat stops renewing, so another runner
+takes it over once the lease expires, or it fails when out of attempts. A job writes its
+state and result only while its claim still owns it
+(:func:`mrimaster.storage.repository.update_owned_job`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from mrimaster.serving.context import AppContext
@@ -37,16 +41,19 @@ def worker_name() -> str:
 
 class Heartbeat:
     """Renews a claim's lease every ``lease_s / 3`` seconds in a thread of its own, until
-    stopped or until the lease is lost (expired and taken over, or the job ended).
+    stopped, until the lease is lost (expired and taken over, or the job ended), or until the
+    job has run for ``timeout_s`` (then it stops renewing and sets :attr:`lost`).
 
     Args:
         ctx: The app context (its database).
         job: The claimed job (``job.owner`` is the claim's token).
         lease_s: The lease's length in seconds.
+        timeout_s: The longest the job may hold its claim (``None``: no limit).
     """
 
-    def __init__(self, ctx: AppContext, job: Job, lease_s: float) -> None:
-        self.ctx, self.job, self.lease_s = ctx, job, lease_s
+    def __init__(self, ctx: AppContext, job: Job, lease_s: float,
+                 timeout_s: float | None = None) -> None:
+        self.ctx, self.job, self.lease_s, self.timeout_s = ctx, job, lease_s, timeout_s
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True,
@@ -62,7 +69,14 @@ class Heartbeat:
 
     def _beat(self) -> None:
         owner = self.job.owner or ""
+        deadline = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         while not self._stop.wait(self.lease_s / 3):
+            if deadline is not None and time.monotonic() > deadline:
+                log.error("job %d ran for more than %.0f s: its lease is given up (another "
+                          "worker may take it over; a late result of this one is refused)",
+                          self.job.id, self.timeout_s)
+                self.lost.set()
+                return
             try:
                 with self.ctx.sessions() as db:
                     if repo.renew_lease(db, self.job.id, owner, self.lease_s):
@@ -86,14 +100,17 @@ class JobRunner:
         poll_s: Seconds between looks at the queue when idle.
         lease_s: Lease length (default ``ctx.config.job_lease_s``).
         max_attempts: Starts of a job before it fails (default the config's).
+        timeout_s: The longest a job runs before its lease is given up (default the
+            config's ``job_timeout_s``).
         run: Runs one job (default :func:`mrimaster.serving.studies.run_job`; tests stub it).
         name: Who claims (default ``host:pid``).
     """
 
     def __init__(self, ctx: AppContext, poll_s: float = 2.0, lease_s: float | None = None,
                  max_attempts: int | None = None, run: JobFunction | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, timeout_s: float | None = None) -> None:
         self.ctx = ctx
+        self.timeout_s = timeout_s or ctx.config.job_timeout_s
         self.poll_s = poll_s
         self.lease_s = lease_s or ctx.config.job_lease_s
         self.max_attempts = max_attempts or ctx.config.job_max_attempts
@@ -135,7 +152,7 @@ class JobRunner:
             run = run_job
         log.info("job %d: case %d, attempt %d, claim %s", job.id, job.case_id, job.attempts,
                  job.owner)
-        with Heartbeat(self.ctx, job, self.lease_s):
+        with Heartbeat(self.ctx, job, self.lease_s, self.timeout_s):
             run(self.ctx, job)
 
     def run_pending(self) -> int:
