@@ -1,7 +1,8 @@
 """Mask editing in a real browser (Debian's chromium, Playwright) against a real ``mrimaster
 serve``: draw a stroke with the pen, erase, undo, save; after a reload the versions list shows
-version 1 by the doctor, and the comparison with the AI's mask gives its figures. Also the 2D
-tumour box, saved with the review and shown on reload. No round trip while drawing."""
+version 1 by the doctor, and the comparison with the AI's mask gives its figures. The filled pen
+and region grow, saved and exported. Also the 2D tumour box, saved with the review and shown on
+reload. No round trip while drawing."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def test_edit_save_reload_compare_3d(server: Server, data_root: Path, tmp_path: 
     if not Path(CHROMIUM).is_file():
         pytest.fail("browser tests need Debian's chromium (apt-get install chromium)")
     flair = next((data_root / CASE).glob("Flair*"))
-    img = nib.load(flair)
+    img: Any = nib.load(flair)
     mask = np.zeros(img.shape[:3], np.uint8)
     cx, cy, cz = (s // 2 for s in mask.shape)
     mask[cx - 30:cx - 10, cy - 10:cy + 10, cz - 5:cz + 5] = 2
@@ -190,21 +191,64 @@ def test_box_on_a_2d_case(server: Server, data_root: Path) -> None:
         browser.close()
 
 
+def pen(page: Any, points: list[tuple[float, float]], steps: int = 10) -> None:
+    """A pen stroke through ``points`` (page pixels), ``steps`` moves a segment, each given a
+    frame of its own: while the page is busy drawing, chromium merges the mouse moves of one
+    frame into one event (rAF-aligned input), and a closed outline whose moves all merged ends
+    where it began: the filled pen then draws nothing (seen under load)."""
+    page.mouse.move(*points[0])
+    page.mouse.down()
+    for (xa, ya), (xb, yb) in zip(points, points[1:], strict=False):
+        for k in range(1, steps + 1):
+            page.mouse.move(xa + (xb - xa) * k / steps, ya + (yb - ya) * k / steps)
+            page.evaluate("() => new Promise(done => requestAnimationFrame(() => done()))")
+    page.mouse.up()
+
+
 def outline(page: Any, box: dict[str, float], x0: float, x1: float, y0: float, y1: float
             ) -> None:
     """A closed square outline with the pen (fractions of the canvas)."""
     pts = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-    page.mouse.move(box["x"] + box["width"] * x0, box["y"] + box["height"] * y0)
-    page.mouse.down()
-    for x, y in pts[1:]:
-        page.mouse.move(box["x"] + box["width"] * x, box["y"] + box["height"] * y, steps=10)
-    page.mouse.up()
+    pen(page, [(box["x"] + box["width"] * x, box["y"] + box["height"] * y) for x, y in pts])
 
 
-def test_filled_pen_and_export(server: Server, data_root: Path, tmp_path: Path
-                                       ) -> None:
-    """The filled pen fills a closed outline, one POST saves it; once marked reviewed, the 3D
-    export holds it with a ``dataset.json``."""
+def stroke(page: Any, affine: np.ndarray, a: tuple[int, int, int], b: tuple[int, int, int]
+           ) -> None:
+    """A pen stroke on the shown slice from voxel ``a`` to voxel ``b`` (the image file's voxel
+    indices, placed on the canvas by NiiVue's own mm -> canvas mapping)."""
+    ends: list[tuple[float, float]] = []
+    for v in (a, b):
+        mm = (affine @ [*v, 1])[:3].tolist()
+        ends.append(tuple(page.evaluate("""(mm) => {
+          const nv = window.mrimasterViewer, frac = nv.mm2frac(mm);
+          frac[2] = nv.scene.crosshairPos[2];  // on the slice shown
+          const p = nv.frac2canvasPos(frac), r = nv.canvas.getBoundingClientRect();
+          const dpr = nv.uiData.dpr || window.devicePixelRatio || 1;
+          return [r.left + p[0] / dpr, r.top + p[1] / dpr];
+        }""", mm)))
+    pen(page, ends, steps=8)
+
+
+# the drawing now against the one kept in window.beforeGrow: seeds (labels but the background
+# seed 9) that changed, background seeds left, voxels labelled that were not
+AGAINST_BEFORE = """() => {
+  const b = window.beforeGrow, a = window.mrimasterViewer.drawBitmap;
+  let seedsChanged = 0, backgroundLeft = 0, added = 0, differ = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (b[i] !== 0 && b[i] !== 9 && a[i] !== b[i]) seedsChanged++;
+    if (a[i] === 9) backgroundLeft++;
+    if (b[i] === 0 && a[i] !== 0) added++;
+    if (a[i] !== b[i]) differ++;
+  }
+  return {seedsChanged, backgroundLeft, added, differ};
+}"""
+
+
+def test_filled_pen_grow_and_export(server: Server, data_root: Path, tmp_path: Path) -> None:
+    """The filled pen fills a closed outline; region grow from a seed in a bright cube of the
+    shown image fills the cube exactly and keeps every label already drawn, undo takes it back;
+    one POST saves it; once marked reviewed, the 3D export holds it with a ``dataset.json``."""
+    import gzip
     import io
     import zipfile
 
@@ -218,8 +262,15 @@ def test_filled_pen_and_export(server: Server, data_root: Path, tmp_path: Path
     cx, cy, cz = (s // 2 for s in mask.shape)
     mask[cx - 30:cx - 10, cy - 10:cy + 10, cz - 5:cz + 5] = 2
     mask[cx - 25:cx - 15, cy - 5:cy + 5, cz - 3:cz + 3] = 1
+    # a cube of 20 in the shown FLAIR (its z-scores stay below 10), beside the AI's mask and
+    # within the seeds' box plus the editor's margin (10 voxels)
+    cube = np.zeros(mask.shape, bool)
+    cube[cx + 10:cx + 24, cy - 7:cy + 7, cz - 5:cz + 5] = True
+    image = np.asarray(img.dataobj, np.float32)
+    image[cube] = 20
+    shown = gzip.compress(nib.Nifti1Image(image, img.affine).to_bytes())
     ctx = context_beside(server)
-    case_id = add_3d_case(ctx, mask, img.affine, image=flair.read_bytes())
+    case_id = add_3d_case(ctx, mask, img.affine, image=shown)
     with ctx.sessions() as db:  # as the job keeps them: the sequence on the mask's grid
         case = repo.get_case(db, case_id)
         assert case is not None
@@ -258,8 +309,29 @@ def test_filled_pen_and_export(server: Server, data_root: Path, tmp_path: Path
         filled = count(page, 2) - ai_edema
         assert filled > 2 * line, (filled, line)
         page.click("#fill")  # back to the plain pen
-        # region grow (NiiVue's GrowCut) is not exercised here: under headless chromium's
-        # software WebGL it ran past 240 s on this volume (measured), see the closing note
+        # region grow: a seed of enhancing tumour (key 3) inside the cube, background seeds
+        # (key B) in the brain beside it, then G
+        page.keyboard.press("3")
+        stroke(page, img.affine, (cx + 15, cy, cz), (cx + 18, cy, cz))
+        page.keyboard.press("b")
+        stroke(page, img.affine, (cx + 10, cy + 12, cz), (cx + 24, cy + 12, cz))
+        seed = count(page, 4)
+        assert 0 < seed < int(cube.sum()) and count(page, 9) > 0, (seed, count(page, 9))
+        before = {k: count(page, k) for k in (1, 2)}
+        page.evaluate("window.beforeGrow = window.mrimasterViewer.drawBitmap.slice()")
+        page.keyboard.press("g")
+        expect(page.locator("#edit-status")).to_contain_text("region grown from the seeds")
+        print("\n" + page.locator("#edit-status").inner_text())  # its voxels and time
+        assert count(page, 4) == int(cube.sum())  # the cube, all of it (where, after the save)
+        change = page.evaluate(AGAINST_BEFORE)
+        assert change["seedsChanged"] == 0 and change["backgroundLeft"] == 0, change
+        assert change["added"] == int(editor.get_attribute("data-grown") or "-1"), change
+        assert all(count(page, k) >= before[k] for k in (1, 2)), before
+        # undo takes the whole grow back (the background seeds too), redo brings it again
+        page.keyboard.press("Control+z")
+        assert page.evaluate(AGAINST_BEFORE)["differ"] == 0
+        page.keyboard.press("Control+y")
+        assert page.evaluate(AGAINST_BEFORE) == change
         grown = {k: count(page, k) for k in (1, 2, 4)}
         assert not [r for r in requests if "/api/" in r], requests
         page.click("#save-mask")
@@ -293,4 +365,8 @@ def test_filled_pen_and_export(server: Server, data_root: Path, tmp_path: Path
         assert int((saved.labels == 2).sum()) - ai_edema >= line
         assert {k: int((saved.labels == k).sum()) for k in (1, 2, 4)} == grown
         assert not (saved.labels == 9).any()
+        # the grown enhancing tumour is the cube, on the mask's own grid, and no voxel of the
+        # AI's mask became background (the filled square may relabel some of them)
+        np.testing.assert_array_equal(saved.labels == 4, cube)
+        assert (saved.labels[mask > 0] > 0).all()
     ctx.engine.dispose()
