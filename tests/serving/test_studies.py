@@ -130,3 +130,30 @@ def test_a_job_whose_worker_died_is_taken_over_then_failed(client: TestClient,
         assert db.get(Job, job.id) is not None
     assert client.get(f"/api/cases/{case['id']}/job", headers=doctor).json()["state"] == "failed"
     assert client.get(f"/api/cases/{case['id']}", headers=doctor).json()["status"] == "failed"
+
+
+def test_series_entries_quote_no_removed_header_value(tmp_path: Path) -> None:
+    """A role decision or refusal quoting a value that de-identification removes (Contrast
+    Bolus Agent, Protocol Name, the Series Instance UID) or a file's or folder's name stores
+    ``(removed)`` instead."""
+    import pydicom
+
+    from mrimaster.serving.studies import _without_header_text
+    from tests.data.test_dicom_series import series_files, volume_and_affine
+
+    _name, content = series_files(*volume_and_affine(), "AX T1 POST")[0]
+    ds = pydicom.dcmread(io.BytesIO(content))
+    ds.ContrastBolusAgent, ds.ProtocolName = "DOE JANE GAD", "JDOE_T1"
+    ds.save_as(tmp_path / "slice.dcm")
+    uid = str(ds.SeriesInstanceUID)
+    entry = {"why": ["TI 900 ms, TE 3 ms: inversion-prepared T1; ContrastBolusAgent "
+                     "'DOE JANE GAD' -> T1 post-contrast", "description 'JDOE_T1' names T1"],
+             "reason": f"series '{uid}': slice.dcm lacks its geometry"}
+    cleaned = _without_header_text(dict(entry), [tmp_path / "slice.dcm"])
+    assert cleaned["why"] == ["TI 900 ms, TE 3 ms: inversion-prepared T1; ContrastBolusAgent "
+                              "'(removed)' -> T1 post-contrast",
+                              "description '(removed)' names T1"]
+    assert cleaned["reason"] == "series '(removed)': (removed) lacks its geometry"
+    entry["reason"] = f"series 'no-uid:{tmp_path}': its slices are not evenly spaced"
+    assert _without_header_text(entry, [tmp_path / "slice.dcm"])["reason"] == \
+        "series 'no-uid:(removed)': its slices are not evenly spaced"

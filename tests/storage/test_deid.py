@@ -281,3 +281,22 @@ def test_real_scanner_headers_keep_no_identifying_value(data_root: Path, tmp_pat
             assert out.get(name) == before.get(name), (path, name)
         assert out.PixelData == before.PixelData
     assert searched > 500
+
+
+def test_identifying_text_lists_what_deidentification_takes(tmp_path: Path) -> None:
+    """Every original text and UID of the worst case (top level, nested, private, overlays)
+    is listed, none that de-identification keeps (class UIDs, geometry, the modality)."""
+    from mrimaster.storage.deid import identifying_text
+
+    before, _after, out, originals = _deidentified(tmp_path)
+    found = identifying_text(before)
+    binary = {s for s in originals.strings if s.endswith(("BN", "BITS", "BIN!", "DATA!"))}
+    source = (tmp_path / "worst.dcm").read_bytes()  # some originals were overwritten
+    texts = {s for s in originals.strings - binary if s.encode() in source} - {
+        "ZQSOURCEAE", "ZQSENDINGAE"}  # those are file meta
+    assert len(texts) > 1000
+    assert texts <= found, sorted(texts - found)[:5]
+    uids = {u for u in originals.uids if u.encode() in source}
+    assert len(uids) > 100 and uids <= found, sorted(uids - found)[:5]
+    assert not {"MR", "MONOCHROME2", str(MRImageStorage)} & found
+    assert not [v for v in found if len(v) >= 6 and v.encode() in out]

@@ -97,7 +97,7 @@ def _import_archive(ctx: AppContext, archive: Path, work: Path, confirm_burned_i
     import pydicom
 
     from mrimaster.imaging.dicom_import import import_study
-    from mrimaster.imaging.prepare import check_one_study, smallest_voxels
+    from mrimaster.imaging.inputs import check_one_study, smallest_voxels
     from mrimaster.storage.deid import burned_in_reason
 
     folder = work / "import"
@@ -110,6 +110,7 @@ def _import_archive(ctx: AppContext, archive: Path, work: Path, confirm_burned_i
     uploaded: dict[str, str] = {}
     for index, record in enumerate(records):
         entry = _without_description({**record.to_json(), "file": None})
+        entry = _without_header_text(entry, record.sources)
         if record.nifti and record.kind == "structural":
             name = f"series/{index + 1}.nii.gz"  # not the converter's name: it quotes the
             entry["nifti"] = name.removeprefix("series/")  # series description
@@ -171,6 +172,34 @@ def _without_description(entry: dict[str, Any]) -> dict[str, Any]:
         if entry.get("reason"):
             entry["reason"] = clean(str(entry["reason"]))
     entry["description"] = ""
+    return entry
+
+
+def _without_header_text(entry: dict[str, Any], sources: list[Path]) -> dict[str, Any]:
+    """A ``series.json`` entry whose ``why`` and ``reason`` quote no value that
+    de-identification removes or replaces in the series' first file
+    (:func:`mrimaster.storage.deid.identifying_text`: the role decision quotes
+    ContrastBolusAgent and ProtocolName, a refusal may quote the Series Instance UID) nor the
+    name of one of its files or folders (a refusal quotes the file at fault; exports name
+    files by SOP Instance UID, people by patient; a series without a UID is named by its
+    folder); each is shown as ``(removed)``."""
+    import re
+
+    import pydicom
+
+    from mrimaster.storage.deid import identifying_text
+
+    if not sources:
+        return entry
+    header = pydicom.dcmread(sources[0], stop_before_pixels=True)
+    files = {p.name for p in sources} | {str(p.parent) for p in sources}  # no UID: the folder
+    values = sorted(identifying_text(header) | files, key=len, reverse=True)
+    if not values:
+        return entry
+    quoted = re.compile("|".join(rf"(?<![\w.]){re.escape(v)}(?![\w.])" for v in values))
+    entry["why"] = [quoted.sub("(removed)", str(w)) for w in entry.get("why") or []]
+    if entry.get("reason"):
+        entry["reason"] = quoted.sub("(removed)", str(entry["reason"]))
     return entry
 
 

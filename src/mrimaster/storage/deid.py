@@ -239,6 +239,41 @@ def deidentify(ds: Any, key: bytes) -> str:
     return alias
 
 
+def identifying_text(ds: Any) -> set[str]:
+    """The text and UID values of ``ds`` (at every depth, file meta aside) that
+    :func:`deidentify` removes, empties or replaces: Table E.1-1 attributes other than ``K``,
+    person names, private tags, curves and overlays (UIDs naming a class or a transfer syntax
+    are kept, so not listed). Text made from the original header (a series' role decision
+    quotes ContrastBolusAgent or ProtocolName; a refusal its Series Instance UID) is searched
+    for these before it is stored.
+
+    Returns:
+        The values (str, stripped, at least 2 characters).
+    """
+    table = action_table()
+    found: set[str] = set()
+
+    def walk(items: Any, removed: bool) -> None:
+        for item in items:
+            for element in item:
+                tag = int(element.tag)
+                action = table.get(tag)
+                gone = removed or element.tag.is_private or is_removed_group(tag) or action in (
+                    "X", "Z")
+                if element.VR == "SQ":
+                    walk(element.value or [], gone)
+                elif element.VR in TEXT_VRS | {"UI"} and (
+                        gone or element.VR == "PN" or action not in (None, "K")):
+                    many = element.value if element.VM > 1 else [element.value]  # PN: one
+                    values = [v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)
+                              for v in many if v is not None]
+                    found.update(v.strip() for v in values if len(v.strip()) >= 2
+                                 and not (element.VR == "UI" and _keep_uid(element, v)))
+
+    walk([ds], False)
+    return found
+
+
 SECONDARY_CAPTURE_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image",
     "1.2.840.10008.5.1.4.1.1.7.1": "Multi-frame Single Bit Secondary Capture Image",
