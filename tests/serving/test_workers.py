@@ -71,6 +71,19 @@ def test_two_claimers_never_get_the_same_job(tmp_path: Path, db_url: str) -> Non
     ctx.engine.dispose()
 
 
+def claim_while_running(ctx: AppContext, token: str, seconds: float, got: list[Job],
+                        stop_on_claim: bool = False) -> None:
+    """Another worker trying to claim (lease 1 s) every 0.1 s for ``seconds``; what it gets
+    goes into ``got``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and not (stop_on_claim and got):
+        with ctx.sessions() as db:
+            other = repo.claim_job(db, token, 1.0, 3)
+        if other is not None:
+            got.append(other)
+        time.sleep(0.1)
+
+
 def test_a_running_job_keeps_its_lease(tmp_path: Path, db_url: str) -> None:
     """The heartbeat renews the lease while the job runs for longer than the lease: nobody
     else can claim it meanwhile, and its result is written."""
@@ -79,13 +92,7 @@ def test_a_running_job_keeps_its_lease(tmp_path: Path, db_url: str) -> None:
     stolen: list[Job] = []
 
     def slow(c: AppContext, job: Job) -> None:
-        end = time.monotonic() + 2.5 * 1.0  # 2.5 leases
-        while time.monotonic() < end:
-            with c.sessions() as db:
-                other = repo.claim_job(db, "thief:1:x", 1.0, 3)
-            if other is not None:
-                stolen.append(other)
-            time.sleep(0.1)
+        claim_while_running(c, "thief:1:x", 2.5, stolen)  # 2.5 leases
         with c.sessions() as db:
             assert repo.update_owned_job(db, job.id, job.owner or "", state="done")
 
@@ -104,13 +111,7 @@ def test_a_hung_job_gives_its_lease_up(tmp_path: Path, db_url: str) -> None:
     late: list[bool] = []
 
     def hung(c: AppContext, job: Job) -> None:
-        end = time.monotonic() + 8.0
-        while time.monotonic() < end and not taken:
-            with c.sessions() as db:
-                other = repo.claim_job(db, "rescuer:1:x", 1.0, 3)
-            if other is not None:
-                taken.append(other)
-            time.sleep(0.1)
+        claim_while_running(c, "rescuer:1:x", 8.0, taken, stop_on_claim=True)
         with c.sessions() as db:
             late.append(repo.update_owned_job(db, job.id, job.owner or "", state="done"))
 
