@@ -1,11 +1,12 @@
 """A whole study end to end on this CPU: ``mrimaster seg predict --case STUDY`` (fresh process)
 on a DICOM study simulated from a real BraTS case (every sequence on its own oblique grid, a
 localizer and a DWI beside them; :mod:`mrimaster.imaging.simulate`), with each step's share:
-import (DICOM to NIfTI, roles), registration, skull stripping, segmentation, outputs (mask on
-the reference grid, DICOM SEG, check pictures). Twice: skull stripping as decided (the BraTS
-volumes are stripped already, so deepbet does not run) and forced (``--strip always``: deepbet
-runs, as for a scanner's head). The baseline, measured in the same run, is the same case given
-pre-aligned as NIfTI (one grid: no registration, no DICOM).
+import (DICOM to NIfTI, roles), bias correction (N4), registration, skull stripping,
+segmentation, outputs (mask on the reference grid, DICOM SEG, check pictures). Twice: skull
+stripping as decided (the BraTS volumes are stripped already, so deepbet does not run) and
+forced (``--strip always``: deepbet runs, as for a scanner's head). The baseline, measured in
+the same run, is the same case given pre-aligned as NIfTI (one grid: no registration, no
+DICOM).
 
     MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/bench_study.py --repeats 3
 
@@ -27,7 +28,8 @@ from pathlib import Path
 from mrimaster.imaging.simulate import build_study
 
 CASE = "brats-mini/deepmedic-brats2015/test/brats_2013_pat0001_1"
-STEPS = ("import", "registration", "skull_strip", "segmentation", "outputs")
+STEPS = ("import", "bias_correction", "registration", "skull_strip", "segmentation",
+         "outputs")
 
 
 def _run(args: list[str], out: Path) -> tuple[float, dict[str, float]]:
@@ -55,7 +57,7 @@ def main() -> None:
                 "DICOM study, deepbet forced": ["--case", str(study), "--strip", "always"]}
         base = None
         print(f"{'input':<30} {'wall s':>7} {'x base':>7}  " +
-              " ".join(f"{s:>12}" for s in STEPS))
+              " ".join(f"{s[:12]:>12}" for s in STEPS))
         for name, extra in runs.items():
             walls, steps = [], []
             for k in range(args.repeats):

@@ -104,8 +104,14 @@ def test_dicom_study_with_motion_and_distractors(data_root: Path, tmp_path: Path
     for name in ("registration_flair.png", "brain_mask.png", "brain_mask.nii.gz",
                  "series.json"):
         assert (out / name).is_file(), name
-    assert set(study["timings_s"]) >= {"import", "registration", "skull_strip",
-                                       "segmentation", "total"}
+    assert set(study["timings_s"]) >= {"import", "bias_correction", "registration",
+                                       "skull_strip", "segmentation", "total"}
+    # the scanner's images had a bias field: N4 found it; BraTS' z-scored files are left alone
+    for role in ("flair", "t1ce"):
+        low, high = study["sequences"][role]["bias_correction"]["field_range"]
+        assert high / low > 1.05, (role, low, high)
+    kept = aligned["study"]["sequences"]["flair"]["bias_correction"]
+    assert kept["method"] == "none" and "negative intensities" in kept["reason"]
     assert study["skull_strip"]["method"] == "already stripped"
 
 

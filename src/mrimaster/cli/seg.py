@@ -92,6 +92,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "series.json; ROLE: flair, t1, t1ce, t2 or none), overriding the detector")
     pr.add_argument("--strip", choices=["auto", "always", "never"], default="auto",
                     help="skull stripping: auto (when the reference is not stripped already)")
+    pr.add_argument("--bias", choices=["n4", "none"], default="n4",
+                    help="intensity bias correction of every sequence (N4, a coarse field)")
     pr.add_argument("--tta", action="store_true", help=TTA_HELP)
     pr.add_argument("--runtime", choices=RUNTIMES, default="auto", help=RUNTIME_HELP)
     pr.add_argument("--device", choices=DEVICES, default="auto", help=DEVICE_HELP)
@@ -239,7 +241,7 @@ def run_predict(args: argparse.Namespace, settings: Settings) -> int:
     model_file = resolve_model_path(args.model, settings.models_dir, "seg-default")
     version = f"{args.model}@{file_sha256(model_file)[:12]}"
     config = PrepareConfig(spacing_mm=float(min(seg.spacing)), strip=args.strip,
-                           overrides=_roles(args.role))
+                           bias=args.bias, overrides=_roles(args.role))
     sources = _sources(args)
     for source in sources:
         name = "case" if isinstance(source, dict) else source.name.removesuffix(".zip")

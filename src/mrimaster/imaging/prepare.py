@@ -4,15 +4,17 @@
 folder of NIfTI volumes, or explicit NIfTI files per role) and returns a case whose volumes all
 lie on one **working grid**, skull-stripped when they were not, with a report of every decision:
 
-1. **Inputs** (:func:`gather`): DICOM goes through :func:`mrimaster.imaging.dicom_import.
-   import_study` (one NIfTI per series, roles from acquisition attributes); a doctor's role
-   corrections (``overrides``) replace the detector's. Series that are not structural are
-   listed, never used. When two series have one role, the one with the smaller voxels is used
-   and the other listed with the reason. All used series must belong to one patient and one
-   study.
+1. **Inputs** (:func:`mrimaster.imaging.inputs.gather`): DICOM goes through
+   :func:`mrimaster.imaging.dicom_import.import_study` (one NIfTI per series, roles from
+   acquisition attributes); a doctor's role corrections (``overrides``) replace the
+   detector's. Series that are not structural are listed, never used. When two series have
+   one role, the one with the smaller voxels is used and the other listed with the reason.
+   All used series must belong to one patient and one study.
 2. **Reference** (:data:`REFERENCE_ORDER`): T1-Gd when present, else FLAIR (the issue's rule:
    the post-contrast T1 is usually the study's finest 3D series). A study without FLAIR is
    refused: every model the project trains takes FLAIR.
+   Each chosen sequence then has its coil bias field divided out on its own grid
+   (:mod:`mrimaster.imaging.bias`, N4 with a coarse field; ``bias="none"`` turns it off).
 3. **Working grid** (:func:`working_grid`): the reference's orientation and field of view at
    the model's spacing along any axis whose spacing differs from it by more than 5 % (a 4 mm
    FLAIR becomes 1 mm slices; a 1 mm T1-Gd is kept as it is), so sequences finer than the
@@ -39,7 +41,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from mrimaster.errors import DataError
-from mrimaster.imaging.dicom_import import SeriesRecord, import_study
+from mrimaster.imaging.bias import correct_bias
+from mrimaster.imaging.inputs import ROLE_NAMES, Sequence, gather, load3d
 from mrimaster.imaging.register import (
     RegistrationError,
     from_sitk,
@@ -59,12 +61,11 @@ from mrimaster.imaging.register import (
     to_sitk,
 )
 from mrimaster.imaging.skullstrip import skull_strip
-from mrimaster.segmentation.cases import MODALITIES, Case, find_case
+from mrimaster.segmentation.cases import MODALITIES, Case
 from mrimaster.segmentation.geometry import corner_distance, voxel_sizes, warn_if_unusual
 
 log = logging.getLogger(__name__)
 
-ROLE_NAMES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1-Gd", "t2": "T2"}
 REFERENCE_ORDER = ("t1ce", "flair", "t2", "t1")
 """The reference sequence: the first of these that the study has."""
 
@@ -85,29 +86,15 @@ class PrepareConfig:
             ``nifti`` file name in ``series.json`` or its series number (DICOM input only).
         max_translation_mm: Largest accepted displacement between sequences (``None``: no
             limit, for files whose world coordinates were lost).
+        bias: ``n4`` (every sequence's coil bias field removed on its own grid, before the
+            registration: :mod:`mrimaster.imaging.bias`) or ``none``.
     """
 
     spacing_mm: float = 1.0
     strip: Literal["auto", "always", "never"] = "auto"
     overrides: dict[str, str | None] = field(default_factory=dict)
     max_translation_mm: float | None = 40.0
-
-
-@dataclass
-class Sequence:
-    """One volume chosen for a role.
-
-    Attributes:
-        role: ``flair``, ``t1``, ``t1ce`` or ``t2``.
-        name: What the user calls it: the series description and number, or the file name.
-        path: Its NIfTI on its own grid.
-        record: The import record (DICOM input), else ``None``.
-    """
-
-    role: str
-    name: str
-    path: Path
-    record: SeriesRecord | None = None
+    bias: Literal["n4", "none"] = "n4"
 
 
 @dataclass
@@ -130,146 +117,6 @@ class PreparedStudy:
     brain_mask: Path
     report: dict[str, Any]
     source_files: list[Path] | None = None
-
-
-# ---------------------------------------------------------------- inputs
-
-def _is_dicom_source(path: Path) -> bool:
-    if path.is_file():
-        return zipfile.is_zipfile(path) or not path.name.lower().endswith((".nii", ".nii.gz"))
-    return path.is_dir() and not any(p.name.lower().endswith((".nii", ".nii.gz"))
-                                     for p in path.iterdir())
-
-
-def _series_name(record: SeriesRecord) -> str:
-    number = f" (series {record.series_number})" if record.series_number is not None else ""
-    return f"{record.description or 'unnamed series'!r}{number}"
-
-
-def _override(record: SeriesRecord, overrides: dict[str, str | None]) -> tuple[bool, str | None]:
-    for key in (record.nifti or "", str(record.series_number)):
-        if key and key in overrides:
-            role = overrides[key]
-            if role is not None and role not in MODALITIES:
-                raise DataError(f"unknown role {role!r} for {_series_name(record)}",
-                                f"choose one of {', '.join(MODALITIES)} or none")
-            return True, role
-    return False, None
-
-
-def _voxel_volume(path: Path) -> float:
-    from mrimaster.segmentation.volumes import load_nifti
-
-    return float(np.prod(voxel_sizes(load_nifti(path))))
-
-
-def smallest_voxels(candidates: dict[str, list[Path]]) -> dict[str, Path]:
-    """Of several volumes given one role, the one with the smallest voxels (the finest
-    acquisition), per role."""
-    return {role: min(paths, key=_voxel_volume) for role, paths in candidates.items()}
-
-
-def check_one_study(identities: dict[str, tuple[str, str]]) -> None:
-    """Raise when the named series (``{name: (patient, StudyInstanceUID)}``) belong to several
-    patients or studies.
-
-    Raises:
-        DataError: names the series and says what differs.
-    """
-    patients = {i[0] for i in identities.values()}
-    studies = {i[1] for i in identities.values()}
-    if len(patients) > 1 or len(studies) > 1:
-        what = "patients" if len(patients) > 1 else "studies"
-        count = len(patients) if what == "patients" else len(studies)
-        raise DataError(f"the sequences come from {count} different {what} "
-                        f"({'; '.join(identities)})",
-                        "give the series of one study of one patient")
-
-
-def _from_dicom(records: list[SeriesRecord], folder: Path, overrides: dict[str, str | None]
-                ) -> tuple[dict[str, Sequence], list[dict[str, Any]]]:
-    """Choose one series per role; the report lists every series with what became of it."""
-    candidates: dict[str, list[SeriesRecord]] = {}
-    listing: list[dict[str, Any]] = []
-    for record in records:
-        entry = record.to_json()
-        changed, role = _override(record, overrides)
-        if changed:
-            entry["detected_role"], entry["role"] = record.role, role
-            entry["why"] = [*record.why, f"role set by a doctor: {role or 'none'}"]
-            if role is not None and record.nifti is None:
-                raise DataError(f"{_series_name(record)} cannot be used as "
-                                f"{ROLE_NAMES[role]}: {record.reason}",
-                                "choose a series that was converted to a volume")
-        else:
-            role = record.role if record.nifti else None
-        if role is not None:
-            candidates.setdefault(role, []).append(record)
-        listing.append(entry)
-    best = smallest_voxels({role: [folder / str(r.nifti) for r in found]
-                            for role, found in candidates.items()})
-    chosen: dict[str, Sequence] = {}
-    for role, found in candidates.items():
-        record = next(r for r in found if folder / str(r.nifti) == best[role])
-        chosen[role] = Sequence(role, _series_name(record), best[role], record)
-        for entry in listing:
-            if entry["nifti"] == record.nifti:
-                entry["used_as"] = role
-            elif any(entry["nifti"] == r.nifti for r in found if r is not record):
-                entry["not_used"] = (f"another {ROLE_NAMES[role]} series, "
-                                     f"{_series_name(record)}, has smaller voxels")
-    check_one_study({f"{ROLE_NAMES[s.role]}: {s.name}": s.record.identity
-                     for s in chosen.values() if s.record is not None})
-    return chosen, listing
-
-
-def gather(source: Path | dict[str, Path], work: Path, overrides: dict[str, str | None]
-           ) -> tuple[dict[str, Sequence], list[dict[str, Any]]]:
-    """The sequences of ``source`` by role, and the list of every series found.
-
-    Args:
-        source: A DICOM folder or zip, a NIfTI case folder, or ``{role: NIfTI path}``.
-        work: Where DICOM is imported (``work/import``; a zip is extracted to
-            ``work/dicom``).
-        overrides: Role corrections (see :class:`PrepareConfig`).
-
-    Raises:
-        DataError: nothing readable, unknown roles, sequences of several patients or studies.
-    """
-    if isinstance(source, dict):
-        bad = sorted(set(source) - set(MODALITIES))
-        if bad:
-            raise DataError(f"unknown role {bad}", f"choose from {', '.join(MODALITIES)}")
-        chosen = {r: Sequence(r, Path(p).name, Path(p)) for r, p in source.items()}
-        return chosen, [{"role": r, "file": s.name, "used_as": r} for r, s in chosen.items()]
-    source = Path(source)
-    if not source.exists():
-        raise DataError(f"{source}: no such file or folder", "give a DICOM folder or zip, or a "
-                        "folder of NIfTI volumes")
-    if _is_dicom_source(source):
-        extract = work / "dicom"
-        records = import_study(source, work / "import", extract_to=extract)
-        return _from_dicom(records, work / "import", overrides)
-    case = find_case(source)
-    if case.image4d is not None:
-        raise DataError(f"{case.image4d.name} is one 4D file holding all sequences",
-                        "split it into one file per sequence (--flair, --t1ce, ...)")
-    chosen = {r: Sequence(r, p.name, p) for r, p in case.images.items()}
-    return chosen, [{"role": r, "file": s.name, "used_as": r} for r, s in chosen.items()]
-
-
-def _load3d(seq: Sequence) -> nib.Nifti1Image:
-    from mrimaster.segmentation.volumes import load_nifti
-
-    img = load_nifti(seq.path)
-    shape = img.shape
-    if len(shape) == 4 and shape[3] == 1:
-        img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine)
-    elif len(shape) != 3:
-        raise DataError(f"the {ROLE_NAMES[seq.role]} ({seq.name}) holds a {len(shape)}D image "
-                        f"of shape {tuple(shape)}, not one 3D volume (a diffusion, fMRI or "
-                        "perfusion series?)", "give one 3D volume per sequence")
-    return img
 
 
 # ---------------------------------------------------------------- geometry
@@ -304,7 +151,12 @@ def _grid_image(shape: tuple[int, int, int], affine: np.ndarray) -> sitk.Image:
 
 def _onto(image: nib.Nifti1Image, grid: sitk.Image, transform: sitk.Transform | None = None
           ) -> nib.Nifti1Image:
-    """``image`` resampled linearly onto ``grid`` (0 outside its field of view)."""
+    """``image`` resampled linearly onto ``grid`` (0 outside its field of view).
+
+    A cubic B-spline (nnU-Net's choice for images) was measured here too, on all 14 simulated
+    brats-mini studies with the stripped background kept constant: neutral on average (mean
+    whole-tumour Dice -0.002 against linear; +0.026 on one case, -0.077 on another), so the
+    simpler and faster linear stays."""
     moved = sitk.Resample(to_sitk(image), grid, transform or sitk.Transform(), sitk.sitkLinear,
                           0.0, sitk.sitkFloat32)
     return from_sitk(moved)
@@ -447,7 +299,16 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
     chosen, listing = gather(source, work, config.overrides)
     timings["import"] = time.perf_counter() - start
     reference = _choose_reference(chosen, listing, accept)
-    images = {role: _load3d(seq) for role, seq in chosen.items()}
+    images = {role: load3d(seq) for role, seq in chosen.items()}
+    start = time.perf_counter()
+    progress(0.05, "correcting the intensity bias")
+    bias: dict[str, dict[str, Any]] = {}
+    for role in list(images):
+        if config.bias == "n4":
+            images[role], bias[role] = correct_bias(images[role])
+        else:
+            bias[role] = {"method": "none", "reason": "bias correction off (bias=none)"}
+    timings["bias_correction"] = time.perf_counter() - start
     ref_img = images[reference.role]
     notes = warn_if_unusual(voxel_sizes(nib.as_closest_canonical(ref_img)), ref_img.shape,
                             np.full(3, config.spacing_mm), _source_name(source))
@@ -482,6 +343,8 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
                     entry["not_used"] = f"registration refused: {exc.message}"
             continue
         sequences[role] = {"series": seq.name, **info}
+    for role, info in bias.items():
+        sequences[role]["bias_correction"] = info
     timings["registration"] = time.perf_counter() - start
 
     start = time.perf_counter()
