@@ -70,6 +70,20 @@ def open_page(pw: Any) -> tuple[Any, Any, list[str], list[str]]:
     return browser, page, errors, watch_csp(page)
 
 
+def wait_for_image(image: Any, timeout_s: float = 30.0) -> None:
+    """Wait until the ``<img>`` locator ``image`` has decoded a picture.
+
+    Polled from Python: a string ``page.wait_for_function`` is an ``eval`` in the page once
+    its first check fails, which the app's Content Security Policy refuses.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not image.evaluate("img => img.complete && img.naturalWidth > 0"):
+        assert time.monotonic() < deadline, f"the image {image} did not load in {timeout_s} s"
+        time.sleep(0.1)
+
+
 def add_doctor(server: Server) -> None:
     """The admin creates the doctor's account through the API."""
     import httpx
@@ -119,7 +133,7 @@ def test_doctor_flow_2d(server: Server, data_root: Path, shots: Path, tmp_path: 
         # the heatmap: switch layers and opacity, it stays over the original
         shown = page.locator("img.cam.shown")
         expect(shown).to_have_count(1)
-        page.wait_for_function("document.querySelector('img.cam.shown').naturalWidth > 0")
+        wait_for_image(shown)
         options = page.locator("#layer option")
         assert options.count() >= 3
         page.select_option("#layer", index=0)

@@ -18,7 +18,7 @@ import pytest
 
 from mrimaster.storage import repository as repo
 from tests.serving.server import Server
-from tests.serving.test_browser import CHROMIUM, add_doctor, log_in, open_page
+from tests.serving.test_browser import CHROMIUM, add_doctor, log_in, open_page, wait_for_image
 from tests.serving.test_mask_versions import add_3d_case, context_beside
 from tests.serving.test_studies import CASE
 
@@ -170,7 +170,7 @@ def test_box_on_a_2d_case(server: Server, data_root: Path) -> None:
         log_in(page, server)
         page.goto(f"{server.url}/cases/{case_id}")
         original = page.locator("#original")
-        page.wait_for_function("document.getElementById('original').naturalWidth > 0")
+        wait_for_image(original)
         b = original.bounding_box()
         assert b is not None
         page.mouse.move(b["x"] + b["width"] * 0.25, b["y"] + b["height"] * 0.25)
