@@ -1,5 +1,6 @@
 """Segmentation on this CPU, per runtime: ``mrimaster seg predict`` end to end (fresh process:
-imports, model load, NIfTI read, sliding window, writing seg.nii.gz, volumes.json and PNGs),
+imports, model load, NIfTI read, sliding window, writing the mask (seg.nii.gz, or wt.nii.gz
+without T1-Gd), volumes.json and PNGs),
 median of ``--repeats`` cold runs, peak memory, and each runtime's Dice per region against the
 reference and against the PyTorch fp32 path's labels; then the fastest runtime (``auto``) with
 test-time mirroring (``--tta``, 8 passes).
@@ -13,7 +14,6 @@ Compare rows only within one run.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
 import subprocess
@@ -29,11 +29,12 @@ from mrimaster.inference.onnx_runtime import ENGINE_OF_RUNTIME, engine_problem
 from mrimaster.segmentation.cases import find_case
 from mrimaster.segmentation.labels import REGIONS, to_regions
 from mrimaster.segmentation.metrics import dice
+from mrimaster.segmentation.outputs import result_mask
 
 
 def _regions(out: Path) -> np.ndarray:
-    labels = np.asarray(nib.load(str(out / "seg.nii.gz")).dataobj).astype(np.int16)
-    convention = json.loads((out / "volumes.json").read_text())["label_convention"]
+    mask, convention = result_mask(out)
+    labels = np.asarray(nib.load(str(mask)).dataobj).astype(np.int16)
     return to_regions(labels, convention)[0]
 
 

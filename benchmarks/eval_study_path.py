@@ -29,6 +29,7 @@ from mrimaster.imaging.simulate import build_study
 from mrimaster.segmentation.cases import find_cases
 from mrimaster.segmentation.labels import to_regions
 from mrimaster.segmentation.metrics import dice
+from mrimaster.segmentation.outputs import result_mask
 from mrimaster.segmentation.study import onto_reference
 
 
@@ -61,7 +62,7 @@ def main() -> None:
             folder = case.images["flair"].parent
             assert cli(["seg", "predict", "--case", str(folder), "--out",
                         str(out / "aligned")]) == 0
-            base = wt_dice(out / "aligned" / "seg.nii.gz", truth, case.convention)
+            base = wt_dice(result_mask(out / "aligned")[0], truth, case.convention)
             volumes: dict[str, nib.Nifti1Image | Path] = {
                 "flair": moved(nib.load(str(case.images["flair"])), 3.0, (4.0, -3.0, 2.0))}
             volumes.update({r: p for r, p in case.images.items() if r != "flair"})
@@ -70,7 +71,7 @@ def main() -> None:
                         str(out / "result")]) == 0
             if "t1ce" not in case.images:  # the moved FLAIR is the reference: the mask is in
                 truth = moved(truth, 3.0, (4.0, -3.0, 2.0))  # its frame, and so is the label
-            score = wt_dice(out / "result" / "seg.nii.gz", truth, case.convention)
+            score = wt_dice(result_mask(out / "result")[0], truth, case.convention)
             info = json.loads((out / "result" / "volumes.json").read_text())["study"]
             flair = info["sequences"]["flair"]
             reg = ("reference" if flair.get("method") == "reference" else

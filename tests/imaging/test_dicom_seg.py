@@ -92,6 +92,37 @@ def test_round_trip_wt(ge, tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_dicom_seg(out, img, files), labels)
 
 
+def test_whole_tumour_result_folder_is_exported_as_a_whole_tumour_segment(
+        ge, tmp_path: Path) -> None:
+    """A result folder's whole-tumour-only mask (``wt.nii.gz``, found through its
+    ``volumes.json``) becomes one "Neoplasm" segment, never the BraTS "Necrosis" of label 1;
+    a folder written before ``wt.nii.gz`` (``seg.nii.gz``, convention ``wt``) the same."""
+    import json
+
+    from mrimaster.segmentation.outputs import result_mask, save_mask
+
+    img, files = ge
+    labels = _spheres(img.shape, [((130, 120, 64), 25, 1)])
+    new, old = tmp_path / "new", tmp_path / "old"
+    new.mkdir()
+    old.mkdir()
+    save_mask(nib.Nifti1Image(labels, img.affine), new, "wt")
+    (new / "volumes.json").write_text(json.dumps({"label_convention": "wt",
+                                                  "mask_file": "wt.nii.gz"}))
+    nib.save(nib.Nifti1Image(labels, img.affine), str(old / "seg.nii.gz"))
+    (old / "volumes.json").write_text(json.dumps({"label_convention": "wt"}))
+    for folder in (new, old):
+        mask, convention = result_mask(folder)
+        assert convention == "wt" and mask.name == ("wt.nii.gz" if folder == new else
+                                                    "seg.nii.gz")
+        out = write_dicom_seg(nib.load(str(mask)), files, folder / "seg.dcm",
+                              convention=convention, algorithm_version="v1")
+        ds = pydicom.dcmread(out)
+        assert [(str(s.SegmentLabel), str(s.SegmentedPropertyTypeCodeSequence[0].CodeValue))
+                for s in ds.SegmentSequence] == [("WT whole tumour", "108369006")]
+        np.testing.assert_array_equal(read_dicom_seg(out, img, files), labels)
+
+
 def _oblique_series(folder: Path, tilt_deg: float = 7.0) -> None:
     """A small classic MR series tilted by ``tilt_deg`` about the patient's left-right axis,
     12 slices of 24 rows x 32 columns, written with pydicom in reversed instance order."""

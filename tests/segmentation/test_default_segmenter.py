@@ -20,6 +20,7 @@ from mrimaster.segmentation.cases import find_case
 from mrimaster.segmentation.evaluate import evaluate_cases
 from mrimaster.segmentation.labels import to_regions
 from mrimaster.segmentation.metrics import dice
+from mrimaster.segmentation.outputs import result_mask
 from mrimaster.segmentation.runtime import load_segmenter_for_inference
 from mrimaster.settings import load_settings
 
@@ -31,8 +32,9 @@ CASE6 = "deepvoxnet2-brats2018/case_6"  # FLAIR + T1, WT labels
 def _segment(out: Path, *inputs: str) -> tuple[np.ndarray, dict]:
     assert main(["seg", "predict", *inputs, "--out", str(out)]) == 0
     info = json.loads((out / "volumes.json").read_text())
-    labels = np.asarray(nib.load(str(out / "seg.nii.gz")).dataobj).astype(np.int16)
-    return to_regions(labels, info["label_convention"])[0], info
+    mask, convention = result_mask(out)
+    labels = np.asarray(nib.load(str(mask)).dataobj).astype(np.int16)
+    return to_regions(labels, convention)[0], info
 
 
 def test_card_states_the_cross_validation_of_every_case() -> None:
@@ -106,8 +108,9 @@ def test_without_t1_gd_no_core_or_enhancing_voxel_is_written(data_root: Path,
     src = data_root / "brats-mini" / PAT1
     regions, info = _segment(tmp_path / "f", "--flair",
                              str(src / "Flair_subtrMeanDivStd.nii.gz"))
-    labels = np.asarray(nib.load(str(tmp_path / "f" / "seg.nii.gz")).dataobj)
+    labels = np.asarray(nib.load(str(tmp_path / "f" / "wt.nii.gz")).dataobj)
     assert set(np.unique(labels)) <= {0, 1} and info["label_convention"] == "wt"
+    assert info["mask_file"] == "wt.nii.gz" and not (tmp_path / "f" / "seg.nii.gz").exists()
     assert info["volumes_ml"]["TC"] is None and info["volumes_ml"]["WT"] > 10
     assert info["not_assessable"]["ET"] == "not assessable without T1-Gd"
 

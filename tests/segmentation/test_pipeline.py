@@ -68,8 +68,11 @@ def test_evaluate_and_missing_modalities(seg_run: tuple[Path, Path], tmp_path: P
     assert info["not_assessable"] == {"TC": "not assessable without T1-Gd",
                                       "ET": "not assessable without T1-Gd"}
     assert info["label_convention"] == "wt"
-    written = np.asarray(nib.load(str(tmp_path / "f" / "seg.nii.gz")).dataobj)
+    # a whole-tumour-only mask is wt.nii.gz, never seg.nii.gz (BraTS readers take 1 for NCR)
+    assert info["mask_file"] == "wt.nii.gz" and not (tmp_path / "f" / "seg.nii.gz").exists()
+    written = np.asarray(nib.load(str(tmp_path / "f" / "wt.nii.gz")).dataobj)
     assert set(np.unique(written)) <= {0, 1}  # no TC / ET label anywhere
+    assert set(info["sequences"]) == {"flair", "t1"} and info["sequence_problems"] == []
 
 
 def test_a_case_with_part_of_a_trained_combination_runs(seg_run: tuple[Path, Path],

@@ -124,7 +124,7 @@ def test_nifti_files_on_their_own_oblique_grids(data_root: Path, tmp_path: Path)
     src = data_root / CASE3
     truth = nib.load(str(src / "GT_W.nii.gz"))
     _predict(tmp_path / "aligned", "--case", str(src))
-    base = _wt_dice(tmp_path / "aligned" / "seg.nii.gz", truth, "wt")
+    base = _wt_dice(tmp_path / "aligned" / "wt.nii.gz", truth, "wt")
     files = {}
     for role, name, spec in (
             ("flair", "FLAIR", GridSpec("axial", 0.9, 4.0, (6.0, 0, 0), (230, 207, 140),
@@ -138,7 +138,10 @@ def test_nifti_files_on_their_own_oblique_grids(data_root: Path, tmp_path: Path)
     assert info["study"]["sequences"]["t1"]["nmi"] > 1.035  # registered and checked
     assert "t1" in info["modalities_ignored"]  # the shipped model does not read T1
     assert info["input_grid"]["resampled_to_mm"] == pytest.approx([1.0, 1.0, 1.0], abs=0.01)
-    score = _wt_dice(tmp_path / "out" / "seg.nii.gz", truth, "wt")
+    score = _wt_dice(tmp_path / "out" / "wt.nii.gz", truth, "wt")
+    # every sequence checked: the T1 registered (not read by the model), no problem
+    assert info["sequences"]["t1"]["used"] is False and info["sequence_problems"] == []
+    assert info["sequences"]["t1"]["grid"].startswith("registered onto the flair: moved")
     assert base > 0.7 and abs(score - base) <= 0.05, (score, base)
 
 

@@ -60,6 +60,39 @@ def test_study_is_segmented_in_the_background(client: TestClient, ctx: AppContex
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
 
 
+def test_whole_tumour_study_with_another_patients_sequence(client: TestClient,
+                                                          ctx: AppContext,
+                                                          doctor: dict[str, str],
+                                                          data_root: Path) -> None:
+    """One patient's FLAIR with another patient's T1: every sequence is checked, so the T1 is
+    left out (its registration refused) and named on the case page, and the case referred.
+    Without T1-Gd the mask is whole tumour only: stored with that convention in its header,
+    offered for download as ``wt``, never as BraTS labels."""
+    from mrimaster.segmentation.labels import MASK_DESCRIPTIONS
+
+    cases = data_root / "brats-mini" / "deepvoxnet2-brats2018"
+    r = client.post("/api/cases/3d", headers=doctor, files={
+        "flair": ("flair.nii.gz", (cases / "case_6" / "FLAIR.nii.gz").read_bytes()),
+        "t1": ("t1.nii.gz", (cases / "case_7" / "T1.nii.gz").read_bytes())})
+    assert r.status_code == 200, r.text
+    case_id = r.json()["id"]
+    assert JobRunner(ctx).run_pending() == 1
+    done = client.get(f"/api/cases/{case_id}", headers=doctor).json()
+    result = done["result"]
+    assert done["status"] == "referred", result.get("warnings")
+    assert result["label_convention"] == "wt" and result["mask_file"] == "wt.nii.gz"
+    assert [p.split(":")[0] for p in result["sequence_problems"]] == ["t1"]
+    assert result["sequences"]["t1"]["used"] is False
+    assert result["sequences"]["flair"]["grid"] == "reference"
+    mask = nib.Nifti1Image.from_bytes(__import__("gzip").decompress(
+        client.get(done["files"]["mask.nii.gz"], headers=doctor).content))
+    assert mask.header["descrip"].item().decode() == MASK_DESCRIPTIONS["wt"]
+    assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+    page = client.get(f"/cases/{case_id}", headers=doctor).text
+    assert "Sequence check: t1: left out" in page
+    assert f'download="case-{case_id}-wt.nii.gz"' in page and "not BraTS labels" in page
+
+
 def test_modalities_on_different_grids_are_accepted(client: TestClient, ctx: AppContext,
                                                     doctor: dict[str, str], data_root: Path,
                                                     tmp_path: Path) -> None:

@@ -83,7 +83,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "run the folds side by side this way, then once more without --fold to "
                     "score them and write the tables")
     cv.set_defaults(handler=run_cv)
-    pr = seg_sub.add_parser("predict", help="segment a case: seg.nii.gz, volumes.json, PNGs")
+    pr = seg_sub.add_parser("predict", help="segment a case: seg.nii.gz (wt.nii.gz without "
+                            "T1-Gd), volumes.json, PNGs")
     pr.add_argument("--model", default="default", help="run folder, model.pt, or 'default'")
     _case_args(pr, study=True)
     pr.add_argument("--out", type=Path, required=True)

@@ -51,8 +51,8 @@ def segment_from_pacs(pacs: Pacs, study_uid: str, out_dir: Path, *, seg_model: A
     Args:
         pacs: The PACS to read from and write to.
         study_uid: The study's StudyInstanceUID.
-        out_dir: Run folder (``seg.nii.gz``, ``volumes.json``, ``pacs/seg.dcm``,
-            ``pacs/sr.dcm``...).
+        out_dir: Run folder (``seg.nii.gz`` or ``wt.nii.gz``, ``volumes.json``,
+            ``pacs/seg.dcm``, ``pacs/sr.dcm``...).
         seg_model: A loaded segmenter (``load_segmenter_for_inference``).
         model_version: Recorded in the SEG and SR (e.g. ``default@<sha256[:12]>``).
         dry_run: Write the files, send nothing.

@@ -90,12 +90,18 @@ def check_same_grid(images: list[nib.Nifti1Image], names: list[str], case: str) 
     """
     ref = images[0]
     for img, name in zip(images[1:], names[1:], strict=True):
-        tolerance = GRID_TOLERANCE * min(voxel_sizes(img).min(), voxel_sizes(ref).min())
-        if img.shape[:3] != ref.shape[:3] or corner_distance(img, ref) > tolerance:
+        if not same_grid(img, ref):
             raise DataError(f"case {case}: {name} is not on the grid of {names[0]} "
                             f"({describe_difference(img, ref)})",
                             "register and resample every modality onto one grid (for example "
                             "the FLAIR's) before segmenting")
+
+
+def same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
+    """Whether ``a`` and ``b`` share one grid: the same shape (first three axes) and grid
+    corners at most :data:`GRID_TOLERANCE` of the smaller voxel side apart."""
+    tolerance = GRID_TOLERANCE * min(voxel_sizes(a).min(), voxel_sizes(b).min())
+    return a.shape[:3] == b.shape[:3] and corner_distance(a, b) <= tolerance
 
 
 def voxel_sizes(img: nib.Nifti1Image) -> np.ndarray:

@@ -23,15 +23,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import Case
 from mrimaster.segmentation.geometry import voxel_sizes
 from mrimaster.segmentation.labels import REGIONS, regions_to_brats2021
+from mrimaster.segmentation.outputs import save_mask
 from mrimaster.segmentation.postprocess import clean_regions
 from mrimaster.segmentation.runtime import SegModel
+from mrimaster.segmentation.sequence_checks import (
+    SequenceCheck,
+    check_sequences,
+    problems_of,
+    refuse_used,
+)
 from mrimaster.segmentation.volumes import (
     Volume,
     load_channels_zero_filled,
@@ -125,15 +131,16 @@ def plan_inputs(seg: SegModel, case: Case) -> InputPlan:
     return plan
 
 
-def prepare_inputs(seg: SegModel, case: Case) -> tuple[Volume, InputPlan]:
-    """Plan the inputs (:func:`plan_inputs`) and load them: channels in the model's order, the
-    unused ones zero, resampled to the model's spacing.
+def prepare_inputs(seg: SegModel, case: Case, plan: InputPlan | None = None
+                   ) -> tuple[Volume, InputPlan]:
+    """Plan the inputs (:func:`plan_inputs`, unless ``plan`` is given) and load them: channels
+    in the model's order, the unused ones zero, resampled to the model's spacing.
 
     Raises:
         DataError: as :func:`plan_inputs` and
             :func:`mrimaster.segmentation.volumes.load_volume`.
     """
-    plan = plan_inputs(seg, case)
+    plan = plan or plan_inputs(seg, case)
     if case.image4d is None:
         return load_channels_zero_filled(case_subset(case, plan.used), list(seg.modalities),
                                          spacing=seg.spacing), plan
@@ -269,7 +276,8 @@ class SegmentResult:
     """What :func:`segment_case` wrote.
 
     Attributes:
-        seg_path: The label map (BraTS 2021 labels, or 1 = whole tumour without T1-Gd).
+        seg_path: The mask: ``seg.nii.gz`` (BraTS 2021 labels) or, without T1-Gd,
+            ``wt.nii.gz`` (1 = whole tumour).
         volumes_ml: mL per region on the input grid; ``None`` where not assessable.
         plan: Inputs used, missing and ignored.
         notes: Warnings about the input grid.
@@ -287,16 +295,45 @@ class SegmentResult:
         return self.plan.missing
 
 
-def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False
-                 ) -> SegmentResult:
-    """Segment ``case`` and write into ``out_dir``: ``seg.nii.gz`` on the input grid (BraTS
-    2021 labels; without T1-Gd a whole-tumour mask, 1 = tumour), ``volumes.json`` (mL per
-    region, what was used, ignored and not assessable, the input grid, and ``uncertainty``:
+def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
+                 checks: dict[str, SequenceCheck] | None = None) -> SegmentResult:
+    """Segment ``case`` and write into ``out_dir``: the mask on the input grid
+    (``seg.nii.gz``, BraTS 2021 labels; without T1-Gd ``wt.nii.gz``, 1 = whole tumour; the
+    convention also in the header's ``descrip``: :mod:`mrimaster.segmentation.outputs`),
+    ``volumes.json`` (mL per region, the mask file and its convention, what was used, ignored
+    and not assessable, every sequence's checks, the input grid, and ``uncertainty``:
     :func:`predict_with_disagreement`, one extra left-right mirrored pass without ``tta``,
-    which only measures) and overlay PNGs of the modalities used."""
+    which only measures) and overlay PNGs of the modalities used.
+
+    Every sequence the case has, used or not, is checked against the reference
+    (:func:`mrimaster.segmentation.sequence_checks.check_sequences`) unless ``checks`` are
+    given (a study the imaging stage registered: its registration's verdicts). A used sequence
+    with a problem is refused; an unused one is reported by name (``sequences``,
+    ``sequence_problems`` and the warnings).
+
+    Raises:
+        DataError: as :func:`prepare_inputs`; a used sequence off the reference's grid or
+            head (nothing is written then).
+    """
     from mrimaster.segmentation.figures import save_overlays
 
-    volume, plan = prepare_inputs(seg, case)
+    plan = plan_inputs(seg, case)
+    problems: list[str] = []
+    if checks is None:
+        checks = check_sequences(case, plan.used)
+        refuse_used(checks, case.name)
+        problems = problems_of(checks, case.name)
+        for line in problems:
+            log.warning(line)
+    else:  # registered: a used sequence the registration could not undo (a flip) is refused
+        for m, check in checks.items():
+            check.used = check.grid == "reference" or m in plan.used
+        refuse_used({m: c for m, c in checks.items() if c.head.startswith("different")},
+                    case.name)
+        problems = problems_of({m: c for m, c in checks.items()  # the left out: in warnings
+                                if not str(c.problem).startswith("left out")}, case.name)
+    volume, plan = prepare_inputs(seg, case, plan)
+    volume.notes = [*volume.notes, *problems]
     work_voxels = float(np.prod(volume.work_shape or volume.canonical_shape))
     work_voxel_ml = volume.voxel_ml * float(np.prod(volume.canonical_shape)) / work_voxels
     raw, uncertainty = predict_with_disagreement(seg, volume.image, work_voxel_ml, tta)
@@ -304,17 +341,19 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False
     whole_only = "TC" not in plan.regions
     labels = regions[0].astype(np.uint8) if whole_only else regions_to_brats2021(regions)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seg_path = out_dir / "seg.nii.gz"
-    nib.save(restore_to_input_grid(labels, volume), str(seg_path))
+    convention = "wt" if whole_only else "brats2021"
+    seg_path = save_mask(restore_to_input_grid(labels, volume), out_dir, convention)
     vols = region_volumes(to_canonical_grid(regions, volume), volume.voxel_ml, plan)
     info: dict[str, Any] = {
         "case": case.name, "volumes_ml": vols, "not_assessable": plan.not_assessable,
         "labels": ("whole tumour only: 1 tumour (tumour core and enhancing tumour "
                    f"{NOT_ASSESSABLE})" if whole_only else
                    "BraTS 2021: 1 NCR/NET, 2 edema, 4 enhancing"),
-        "label_convention": "wt" if whole_only else "brats2021",
+        "label_convention": convention, "mask_file": seg_path.name,
         "modalities_used": plan.used, "modalities_missing": plan.missing,
         "modalities_ignored": plan.ignored,
+        "sequences": {m: c.as_json() for m, c in checks.items()},
+        "sequence_problems": [f"{m}: {c.problem}" for m, c in checks.items() if c.problem],
         "input_grid": {"spacing_mm": [float(z) for z in voxel_sizes(volume.reference)],
                        "resampled_to_mm": list(seg.spacing) if volume.resampled else None},
         "warnings": volume.notes, "runtime": seg.runtime_name, "tta": tta,

@@ -104,3 +104,27 @@ def regions_to_brats2021(regions: np.ndarray) -> np.ndarray:
     out[tc] = 1
     out[et] = 4
     return out
+
+
+MASK_FILES: dict[str, str] = {"brats2021": "seg.nii.gz", "wt": "wt.nii.gz"}
+"""The file a segmentation result writes per output convention: BraTS 2021 labels in
+``seg.nii.gz`` (the name BraTS tools expect), a whole-tumour-only mask in ``wt.nii.gz`` (1 =
+whole tumour), a name no reader takes for BraTS labels, where label 1 is the necrotic core."""
+
+MASK_DESCRIPTIONS: dict[str, str] = {
+    "brats2021": "MRIMaster BraTS 2021 labels: 1 NCR/NET, 2 edema, 4 enhancing",
+    "wt": "MRIMaster whole tumour only: 1 = whole tumour (not BraTS labels)",
+}
+"""The NIfTI header's ``descrip`` (at most 80 characters) of each output convention."""
+
+
+def mask_file_name(convention: str) -> str:
+    """The result's mask file name for an output ``convention`` (:data:`MASK_FILES`).
+
+    Raises:
+        DataError: a convention results are not written in.
+    """
+    if convention not in MASK_FILES:
+        raise DataError(f"results are not written in the {convention!r} convention",
+                        f"use one of: {', '.join(MASK_FILES)}")
+    return MASK_FILES[convention]

@@ -4,15 +4,19 @@
 registration, skull stripping), :func:`mrimaster.segmentation.infer.segment_case` on the
 prepared working grid, then writes what a doctor's tools read:
 
-- ``seg.nii.gz``: the label map on the reference sequence's own grid (nearest neighbour from the
-  working grid), the grid of the series a viewer shows;
+- ``seg.nii.gz`` (BraTS 2021 labels) or, without T1-Gd, ``wt.nii.gz`` (1 = whole tumour): the
+  mask on the reference sequence's own grid (nearest neighbour from the working grid), the grid
+  of the series a viewer shows, its convention in ``descrip``
+  (:mod:`mrimaster.segmentation.outputs`);
 - ``seg.dcm`` (DICOM input only): a DICOM Segmentation of the reference series
   (:mod:`mrimaster.imaging.dicom_seg`);
 - ``brain_mask.nii.gz``: the brain mask on the reference grid;
 - ``registration_<role>.png`` and ``brain_mask.png``: checks a doctor judges at a glance;
 - ``volumes.json``: the volumes (mL, measured on the working grid) and, under ``study``, the
   series found with their roles and why, the registration figures, the stripping decision and
-  the time of each step;
+  the time of each step; ``sequences``: each sequence's checks, here the registration's verdict
+  (:func:`mrimaster.segmentation.sequence_checks.from_registration`: a sequence whose
+  registration was refused is left out and named in ``sequence_problems``);
 - ``series.json`` (DICOM input): every series of the study, as ``mrimaster dicom import``
   writes it.
 """
@@ -35,7 +39,13 @@ import SimpleITK as sitk
 from mrimaster.imaging.prepare import PrepareConfig, PreparedStudy, Progress, prepare_study
 from mrimaster.imaging.register import from_sitk, to_sitk
 from mrimaster.segmentation.infer import SegmentResult, segment_case
+from mrimaster.segmentation.outputs import save_mask
 from mrimaster.segmentation.runtime import SegModel
+from mrimaster.segmentation.sequence_checks import (
+    SequenceCheck,
+    from_registration,
+    head_figures,
+)
 from mrimaster.segmentation.volumes import load_nifti
 
 
@@ -44,7 +54,7 @@ class StudyResult:
     """What :func:`segment_study` wrote.
 
     Attributes:
-        result: The segmentation (``seg_path`` is on the reference grid).
+        result: The segmentation (``seg_path``, the mask, is on the reference grid).
         prepared: The imaging stage's result (its report is in ``volumes.json``).
         dicom_seg: ``seg.dcm`` for DICOM input, else ``None``.
         timings_s: Seconds per step: import, registration, skull_strip, segmentation,
@@ -103,7 +113,7 @@ def segment_study(seg: SegModel, source: Path | dict[str, Path], out_dir: Path,
                                  progress=lambda done, what: tell(0.6 * done, what))
         tell(0.6, "segmenting (U-Net, sliding window)")
         start = time.perf_counter()
-        result = segment_case(seg, prepared.case, scratch / "seg", tta)
+        result = segment_case(seg, prepared.case, scratch / "seg", tta, _checks(prepared))
         segmentation_s = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -112,14 +122,14 @@ def segment_study(seg: SegModel, source: Path | dict[str, Path], out_dir: Path,
         for item in (scratch / "seg").iterdir():
             shutil.move(str(item), out_dir / item.name)
         ref = prepared.reference_image
-        labels = onto_reference(load_nifti(out_dir / "seg.nii.gz"), ref)
-        nib.save(labels, str(out_dir / "seg.nii.gz"))
+        info: dict[str, Any] = json.loads((out_dir / "volumes.json").read_text())
+        labels = onto_reference(load_nifti(out_dir / result.seg_path.name), ref)
+        result.seg_path = save_mask(labels, out_dir, info["label_convention"])
         mask = onto_reference(load_nifti(prepared.brain_mask), ref)
         nib.save(mask, str(out_dir / "brain_mask.nii.gz"))
         series_json = scratch / "prepare" / "import" / "series.json"
         if series_json.exists():
             shutil.copyfile(series_json, out_dir / "series.json")
-        info: dict[str, Any] = json.loads((out_dir / "volumes.json").read_text())
         dicom_seg = None
         if prepared.source_files:
             from mrimaster.imaging.dicom_seg import write_dicom_seg
@@ -150,12 +160,22 @@ def segment_study(seg: SegModel, source: Path | dict[str, Path], out_dir: Path,
     result.notes = list(info["warnings"])
     info["study"] = {**{k: v for k, v in prepared.report.items() if k != "timings_s"},
                      "timings_s": timings, "outputs": sorted(
-                         p.name for p in [out_dir / "seg.nii.gz", *pictures,
+                         p.name for p in [result.seg_path, *pictures,
                                           *([dicom_seg] if dicom_seg else [])])}
     (out_dir / "volumes.json").write_text(json.dumps(info, indent=2, default=float) + "\n")
-    result.seg_path = out_dir / "seg.nii.gz"
     result.pictures = sorted(out_dir.glob("*.png"))
     return StudyResult(result, prepared, dicom_seg, timings)
+
+
+def _checks(prepared: PreparedStudy) -> dict[str, SequenceCheck]:
+    """Every sequence's checks: the registration's verdicts, and the mirror test on the
+    working grid after it (:func:`mrimaster.segmentation.sequence_checks.from_registration`)."""
+    images = prepared.case.images
+    ref = prepared.reference.role
+    reference = load_nifti(images[ref])
+    after = {role: head_figures(reference, load_nifti(path))
+             for role, path in images.items() if role != ref}
+    return from_registration(prepared.report["sequences"], ref, after)
 
 
 def _accept(seg: SegModel, roles: list[str]) -> None:

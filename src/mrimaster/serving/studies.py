@@ -438,6 +438,7 @@ def _is_output(name: str) -> bool:
 
 def _segment(ctx: AppContext, job: Job) -> None:
     from mrimaster.imaging.prepare import PrepareConfig
+    from mrimaster.segmentation.outputs import result_mask
     from mrimaster.segmentation.study import segment_study
 
     models = ctx.models_or_fail()
@@ -469,7 +470,7 @@ def _segment(ctx: AppContext, job: Job) -> None:
         with ctx.sessions() as db:
             repo.set_job(db, job.id, progress=0.9, message="storing the mask and the pictures")
         info: dict[str, Any] = json.loads((out / "volumes.json").read_text())
-        new = {"mask.nii.gz": ctx.store.put_file(out / "seg.nii.gz"),
+        new = {"mask.nii.gz": ctx.store.put_file(result_mask(out)[0]),
                "brain_mask.nii.gz": ctx.store.put_file(out / "brain_mask.nii.gz")}
         for png in sorted(out.glob("*.png")):
             new[png.stem] = ctx.store.put_file(png)
@@ -493,7 +494,8 @@ def _segment(ctx: AppContext, job: Job) -> None:
         case.files = {**kept, **new}
         case.result = info
         case.ai_label = None if wt is None else f"WT {wt:.1f} mL"
-        case.status = "referred" if info.get("warnings") else "ai-read"
+        case.status = ("referred" if info.get("warnings") or info.get("sequence_problems")
+                       else "ai-read")
         case.model = models.seg_version()
         repo.audit(db, "system", "segmented", f"case {case.id}", case.ai_label or "")
         db.commit()
