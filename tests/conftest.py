@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -82,3 +83,29 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
                  "--set", "image_size=64", "--set", "batch_size=8"])
     assert code == 0
     return data, run
+
+
+def constant_brain_check(logit: float, threshold: float = 0.5) -> Any:
+    """A brain-MRI check whose network outputs ``logit`` for every image (all weights zero)."""
+    from mrimaster.trust.brain_check import CHANNELS, BrainCheck
+
+    weights: dict[str, np.ndarray] = {}
+    c_in = 1
+    for i, c in enumerate(CHANNELS):
+        weights[f"conv{i}_w"] = np.zeros((c, c_in, 3, 3), np.float32)
+        weights[f"conv{i}_b"] = np.zeros(c, np.float32)
+        c_in = c
+    weights["fc_w"] = np.zeros((1, 2 * c_in), np.float32)
+    weights["fc_b"] = np.array([logit], np.float32)
+    return BrainCheck(weights, threshold)
+
+
+@pytest.fixture
+def accepting_brain_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A models folder whose brain-MRI check accepts every image (logit +8), for tests of the
+    classifier's plumbing on synthetic slices, which the shipped check rightly rejects; run
+    folders still load from their own paths. Returns the models folder."""
+    models = tmp_path / "models-accepting-brain-check"
+    constant_brain_check(8.0).save(models / "brain-check")
+    monkeypatch.setenv("MRIMASTER_MODELS_DIR", str(models))
+    return models

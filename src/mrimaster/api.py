@@ -24,6 +24,7 @@ from mrimaster.inference.predict import predict_files
 from mrimaster.inference.runtime import ClassifierModel
 from mrimaster.segmentation.runtime import SegModel, load_segmenter_for_inference
 from mrimaster.settings import Settings, load_settings
+from mrimaster.trust.brain_check import load_brain_check
 
 PathLike = str | Path
 
@@ -92,7 +93,8 @@ class Classifier:
             settings: Default: read from the environment now.
         """
         settings = settings or load_settings()
-        return cls(load_for_inference(model, settings.models_dir, runtime, device), model,
+        return cls(load_for_inference(model, settings.models_dir, runtime, device,
+                                      settings.cache_dir), model,
                    settings, device)
 
     @property
@@ -108,7 +110,8 @@ class Classifier:
                 ) -> list[Prediction]:
         """Classify image files and folders (searched recursively); files that cannot be
         decoded are left out and logged."""
-        rows, _ = predict_files(self.model, _paths(paths), batch_size)
+        rows, _ = predict_files(self.model, _paths(paths), batch_size,
+                                brain_check=load_brain_check(self.settings.models_dir))
         return [Prediction.from_row(r, self.model.classes) for r in rows]
 
     def explain(self, images: PathLike | Sequence[PathLike], out_dir: PathLike,
@@ -141,11 +144,12 @@ class Segmenter:
         return self.model.runtime_name
 
     def segment(self, case: PathLike, out_dir: PathLike, tta: bool = False) -> Any:
-        """Segment the case folder ``case`` into ``out_dir``: ``seg.nii.gz`` on the input grid,
-        ``volumes.json``, overlays (``tta``: average the 8 mirrorings). Returns a
+        """Segment the case folder ``case`` into ``out_dir``: ``seg.nii.gz`` (without T1-Gd
+        ``wt.nii.gz``, 1 = whole tumour) on the input grid, ``volumes.json``, overlays
+        (``tta``: average the 8 mirrorings). Returns a
         :class:`mrimaster.segmentation.infer.SegmentResult` (``volumes_ml``, with ``None`` for
         regions not assessable without T1-Gd; ``plan``: modalities used, missing, ignored;
-        ``notes``; ``seg_path``)."""
+        ``notes``; ``seg_path``, the mask)."""
         from mrimaster.segmentation.cases import find_case
         from mrimaster.segmentation.infer import segment_case
 

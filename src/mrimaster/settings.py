@@ -9,6 +9,9 @@ Environment variables:
         ``models/``).
     MLFLOW_TRACKING_URI / MRIMASTER_TRACKING_URI: MLflow store; default a local SQLite store
         ``sqlite:///<runs dir>/mlflow.db``.
+    MRIMASTER_CACHE_DIR: what is worth keeping between runs on this machine (the results of
+        each model variant's check on this CPU). Default ``$XDG_CACHE_HOME/mrimaster`` or
+        ``~/.cache/mrimaster``.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ class Settings:
         runs_dir: Default parent folder of run folders.
         models_dir: Folder of shipped models.
         tracking_uri: MLflow tracking URI.
+        cache_dir: Per-machine cache (``None``: nothing cached).
     """
 
     data_root: Path
     runs_dir: Path
     models_dir: Path
     tracking_uri: str
+    cache_dir: Path | None = None
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -47,4 +52,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     tracking_uri = env.get("MRIMASTER_TRACKING_URI") or env.get("MLFLOW_TRACKING_URI") or ""
     if not tracking_uri:
         tracking_uri = f"sqlite:///{(runs_dir / 'mlflow.db').resolve()}"
-    return Settings(data_root, runs_dir, models_dir, tracking_uri)
+    cache_home = Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
+    cache_dir = Path(env.get("MRIMASTER_CACHE_DIR") or cache_home / "mrimaster").expanduser()
+    return Settings(data_root, runs_dir, models_dir, tracking_uri, cache_dir)

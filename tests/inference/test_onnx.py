@@ -89,6 +89,28 @@ def test_export_keeps_fp32_and_reports_every_variant(exported: tuple[Path, dict]
             assert entry["val"]["torch_macro_f1"] - entry["val"]["macro_f1"] <= 0.005
 
 
+def test_export_writes_a_check_set_its_variants_pass_here(exported: tuple[Path, dict],
+                                                          tmp_path: Path) -> None:
+    from mrimaster.inference.loading import load_for_inference
+    from mrimaster.inference.site_check import CACHE_FILE, read_check_set
+
+    folder, report = exported
+    check = read_check_set(folder)
+    assert check is not None
+    images, logits, meta = check
+    assert images.dtype == np.uint8 and images.shape == (report["site_check"]["n"], 64, 64)
+    assert logits.shape == (len(images), 4)
+    kept = {n for n, e in report["variants"].items() if e["kept"]}
+    assert set(meta["accepted"]) == kept
+    first = load_for_inference(folder, Path("."), "auto", cache_dir=tmp_path)
+    choice = first.meta["runtime_choice"]
+    assert choice["runtime"] in kept and "passed its check on this CPU" in choice["why"]
+    assert "cached" not in choice["why"] and (tmp_path / CACHE_FILE).is_file()
+    again = load_for_inference(folder, Path("."), "auto", cache_dir=tmp_path)
+    assert again.meta["runtime_choice"]["runtime"] == choice["runtime"]
+    assert "cached" in again.meta["runtime_choice"]["why"]
+
+
 def test_onnx_classifier_decides_like_torch(exported: tuple[Path, dict]) -> None:
     from mrimaster.inference.loading import load_for_inference
     from mrimaster.trust.referral import TrustRule, assess

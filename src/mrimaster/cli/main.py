@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from mrimaster.cli import (
+    brain_check,
     compare,
     data,
     db,
@@ -27,7 +28,7 @@ from mrimaster.errors import MRIMasterError
 from mrimaster.settings import load_settings
 
 COMMAND_GROUPS = [data, train, sweep, evaluate, compare, predict, explain, models, seg, serve,
-                  dicom, pacs, worker, db]
+                  dicom, pacs, worker, db, brain_check]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--no-onnx", dest="onnx", action="store_false",
                     help="skip the ONNX export and its checks (needs the run's data)")
     ex.set_defaults(handler=run_export)
+    cs = models_sub.add_parser("check-set", help="store the slices and PyTorch logits each "
+                               "machine checks an exported variant against before using it "
+                               "(for folders exported before check sets; export writes it)")
+    cs.add_argument("folder", type=Path, help="exported model folder (with onnx.json)")
+    cs.add_argument("--data", type=Path, help="dataset the split refers to")
+    cs.set_defaults(handler=run_check_set)
     c = models_sub.add_parser("calibrate", help="fit temperature, uncertainty, "
                               "out-of-distribution distance and referral on a run's own split, "
                               "then run its checks (updates the run's model file)")
@@ -111,6 +117,15 @@ def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
                   f"misses {pr['confident_misses']} ({pr['confident_misses_not_caught']} not "
                   f"caught), status {pr['status']}")
         print(f"ood probes: {checks['ood']['status']}")
+    return 0
+
+
+def run_check_set(args: argparse.Namespace, settings: Settings) -> int:
+    from mrimaster.inference.onnx_export import add_site_check
+
+    site = add_site_check(args.folder, settings, args.data)
+    print(f"check set of {site['n']} validation slices written to {args.folder / site['file']};"
+          f" rule: {site['rule']}")
     return 0
 
 

@@ -64,10 +64,19 @@ def _render(rows: list[dict[str, Any]], fmt: str) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.inference.loading import load_for_inference
     from mrimaster.inference.predict import predict_files
+    from mrimaster.trust.brain_check import load_brain_check
 
-    clf = load_for_inference(args.model, settings.models_dir, args.runtime, args.device)
+    clf = load_for_inference(args.model, settings.models_dir, args.runtime, args.device,
+                             settings.cache_dir)
+    choice = clf.meta.get("runtime_choice", {})
+    print(f"runtime {clf.runtime.name}: {choice.get('why', 'as loaded')}", file=sys.stderr)
+    skipped_variants = choice.get("skipped", [])
+    if any("check" in why for why in skipped_variants):  # a faster one was refused here
+        for why in skipped_variants:
+            print(f"  not used: {why}", file=sys.stderr)
     rows, skipped = predict_files(clf, args.paths, args.batch_size,
-                                  progress=sys.stderr.isatty())
+                                  progress=sys.stderr.isatty(),
+                                  brain_check=load_brain_check(settings.models_dir))
     text = _render(rows, args.format)
     if args.output:
         args.output.write_text(text)

@@ -19,6 +19,9 @@ Steps (:func:`export_variants`), all on the run's own split:
    distance are then refitted on its own outputs (:func:`mrimaster.training.fit_trust.fit_trust`)
    and the out-of-distribution probes (:func:`mrimaster.training.checks.check_ood`) are run
    through it as loaded from disk.
+4. **Check set** (``check.npz``, :mod:`mrimaster.inference.site_check`): a few validation
+   slices with PyTorch's fp32 logits and the largest logit difference each kept variant had,
+   so a variant is checked again on each machine that loads it.
 """
 
 from __future__ import annotations
@@ -48,19 +51,23 @@ from mrimaster.inference.onnx_runtime import (
     make_runtime,
     write_trust_file,
 )
-from mrimaster.inference.runtime import Runtime, softmax
+from mrimaster.inference.runtime import Head, Runtime, softmax
+from mrimaster.inference.site_check import (
+    CHECK_FILE,
+    FP32_TOLERANCE,
+    MIN_AGREEMENT,
+    SLACK,
+    choose_check_slices,
+    write_check_set,
+)
 from mrimaster.models.checkpoint import Classifier
 from mrimaster.models.paths import file_sha256
+from mrimaster.settings import Settings
 from mrimaster.training.fit_trust import CalibrateConfig, CalibrationData, fit_trust
 
 log = logging.getLogger(__name__)
 
 OPSET = 18
-FP32_TOLERANCE = 0.02
-"""Largest logit difference allowed between an fp32 variant and PyTorch (other convolution
-algorithms sum in another order: about 5e-3 on the shipped model's logits, which reach 20)."""
-MIN_AGREEMENT = 0.99
-"""Smallest validation top-1 agreement with PyTorch for a reduced-precision variant."""
 MAX_F1_DROP = 0.005
 """Largest validation macro-F1 loss (0.5 point) for a reduced-precision variant."""
 INT8_CALIBRATION_IMAGES = 256
@@ -322,5 +329,60 @@ def export_variants(clf: Classifier, model_pt: Path, out_dir: Path, data: Calibr
                  entry["val"]["torch_macro_f1"])
     report["limits"] = {"fp32_tolerance": FP32_TOLERANCE, "min_agreement": MIN_AGREEMENT,
                         "max_f1_drop": MAX_F1_DROP}
+    report["site_check"] = write_site_check(out_dir, data.x_val, torch_val, report, head)
     return report
+
+
+def add_site_check(folder: Path, settings: Settings, data_dir: Path | None = None
+                   ) -> dict[str, Any]:
+    """Write the check set of a model folder exported before check sets existed: PyTorch's
+    logits of its validation slices (from the folder's ``config.yaml`` and ``split.csv``) and
+    the variants its ``onnx.json`` kept; ``onnx.json`` records it.
+
+    Raises:
+        ModelError: no ``onnx.json`` or ``model.pt`` in ``folder``.
+        DataError: the split's images cannot be read.
+    """
+    import json
+
+    from mrimaster.models.checkpoint import load_classifier
+    from mrimaster.training.data import dataset_dir, load_split_data
+    from mrimaster.training.fit_trust import CalibrateConfig, train_config_of
+
+    onnx_json, model_pt = folder / "onnx.json", folder / "model.pt"
+    if not onnx_json.is_file() or not model_pt.is_file():
+        raise ModelError(f"{folder} has no onnx.json or model.pt",
+                         "give an exported model folder (mrimaster models export)")
+    report = json.loads(onnx_json.read_text())
+    if report.get("source_sha256") != file_sha256(model_pt):
+        raise ModelError(f"{onnx_json} describes another model.pt", "export the model again")
+    train_cfg = train_config_of(folder, CalibrateConfig(str(folder), data_dir))
+    x_val, _ = load_split_data(train_cfg, dataset_dir(train_cfg.data_dir, settings)).part("val")
+    clf = load_classifier(model_pt, "cpu")
+    torch_val = clf.runtime.forward(x_val)[0]
+    report["site_check"] = write_site_check(folder, x_val, torch_val, report, head_of(clf.net))
+    onnx_json.write_text(json.dumps(report, indent=2))
+    return dict(report["site_check"])
+
+
+def write_site_check(out_dir: Path, x_val: np.ndarray, torch_val: np.ndarray,
+                     report: dict[str, Any], head: Head) -> dict[str, Any]:
+    """Write ``out_dir/check.npz``: validation slices, their PyTorch logits, and for each
+    variant ``report`` (``onnx.json``) kept, the largest logit difference it had on the whole
+    validation part and its top-1 agreement on these slices, run here; returns what
+    ``onnx.json`` records of it."""
+    idx = choose_check_slices(len(x_val))
+    x_check, ref = x_val[idx], torch_val[idx]
+    accepted: dict[str, dict[str, float]] = {}
+    for name, entry in report["variants"].items():
+        if entry.get("kept"):
+            logits = make_runtime(out_dir, name, head).forward(x_check)[0]
+            accepted[name] = {
+                "max_logit_difference": float(entry["val"]["max_logit_difference"]),
+                "agreement": float((logits.argmax(1) == ref.argmax(1)).mean())}
+    write_check_set(out_dir, x_check, ref, accepted, report["source_sha256"])
+    return {"file": CHECK_FILE, "n": int(len(idx)), "accepted": accepted,
+            "rule": f"top-1 agreement on the check set not below the export's; largest logit "
+                    f"difference <= {FP32_TOLERANCE} (fp32) or {SLACK} x the export's on "
+                    f"validation"}
 

@@ -20,7 +20,10 @@ from mrimaster.data.folders import Skipped, load_slices
 from mrimaster.data.images import RawStats, image_suffixes, prepare_slice, raw_stats
 from mrimaster.errors import ImageLoadError
 from mrimaster.inference.runtime import ClassifierModel
-from mrimaster.trust.referral import TrustRule, assess
+from mrimaster.settings import load_settings
+from mrimaster.trust.brain_check import BrainCheck, load_brain_check
+from mrimaster.trust.ood import input_problem
+from mrimaster.trust.referral import BROKEN, TrustRule, assess
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +101,21 @@ def decode_dicom_slice(path: Path, size: int) -> tuple[np.ndarray, RawStats] | I
 
 
 def predict_files(clf: ClassifierModel, inputs: Sequence[Path], batch_size: int = 64,
-                  progress: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+                  progress: bool = False, brain_check: BrainCheck | None = None
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Classify image files and folders (searched recursively).
 
     Images are anything Pillow reads; DICOM slices (``.dcm``, or any file with the DICOM
     preamble) are read as the web app reads them (see :func:`decode_dicom_slice`).
+
+    Before the classifier's decision, the brain-MRI check (:mod:`mrimaster.trust.brain_check`)
+    looks at every image that passed the input checks: one it rejects gets status ``reject``
+    with the check's probability in the reason, and no class.
+
+    Args:
+        brain_check: The check (default: ``<models dir>/brain-check`` of the settings read
+            from the environment now, the shipped one; a missing one is an error, never
+            skipped).
 
     Returns:
         ``(rows, skipped)``: one row per decoded image with ``path``, ``status`` (``ok``,
@@ -110,9 +123,11 @@ def predict_files(clf: ClassifierModel, inputs: Sequence[Path], batch_size: int 
         ``reason``, ``prediction`` and ``confidence`` (calibrated; ``None`` when rejected: no
         class is shown), ``uncertainty`` (under the model's referral method), ``distance``
         (feature distance to the training images, per dimension; ``None`` when the model has
-        no distance check), ``referred`` (status is not ``ok``) and ``p_<class>`` for every
-        class (``None`` when rejected); and the files skipped, with the reason.
+        no distance check), ``referred`` (status is not ``ok``), ``p_<class>`` for every
+        class (``None`` when rejected) and ``brain_mri_p`` (the brain-MRI check's probability
+        in [0, 1]); and the files skipped, with the reason.
     """
+    check = brain_check or load_brain_check(load_settings().models_dir)
     found, skipped = _collect(inputs)
     slices = load_slices([p for p, dcm in found if not dcm], None, clf.image_size,
                          progress=progress, skipped=skipped)
@@ -142,7 +157,13 @@ def predict_files(clf: ClassifierModel, inputs: Sequence[Path], batch_size: int 
                     for s in [*slices.skipped, *dicom_skipped]]
     if not paths:
         return rows, skipped_rows
-    result = assess(clf.runtime, TrustRule.of(clf), np.stack(images), stats, batch_size)
+    batch = np.stack(images)
+    brain_p = check.score(batch)
+    result = assess(clf.runtime, TrustRule.of(clf), batch, stats, batch_size)
+    for i, (raw, p_mri) in enumerate(zip(stats, brain_p, strict=True)):
+        # the input checks speak first (colour, blank, too small), then the brain-MRI check
+        if input_problem(raw) is None and result.reason[i] != BROKEN and check.rejects(p_mri):
+            result.status[i], result.reason[i] = "reject", check.reason(float(p_mri))
     for i, path in enumerate(paths):
         p, shown = result.probs[i], result.status[i] != "reject"
         dist = float(result.distance[i])
@@ -154,5 +175,6 @@ def predict_files(clf: ClassifierModel, inputs: Sequence[Path], batch_size: int 
             "distance": None if np.isnan(dist) else dist,
             "referred": result.status[i] != "ok"}
         row.update({f"p_{c}": float(p[k]) if shown else None for k, c in enumerate(clf.classes)})
+        row["brain_mri_p"] = float(brain_p[i])
         rows.append(row)
     return rows, skipped_rows
