@@ -76,10 +76,20 @@ def test_make_split_keeps_groups_whole_and_holds_out_whole_style_clusters(tmp_pa
     assert not shift[~in_held].any() or shift[~in_held].mean() < 0.5
 
 
-def _cross_side_pairs(table: SplitTable, root: Path, threshold: int) -> list[tuple[str, str, int]]:
+@pytest.fixture(scope="module")
+def raw_hashes(data_root: Path) -> dict[str, np.ndarray]:
+    """Perceptual hashes (with flips and rotations) of every raw file of sartaj-training/,
+    by path relative to it: computed once for the tests below (a few seconds per thousand)."""
+    root = data_root / "sartaj-training"
+    return {p.relative_to(root).as_posix(): phash_variants(load_grayscale(p))
+            for p in scan_class_folders(root).paths}
+
+
+def _cross_side_pairs(table: SplitTable, hashes_of: dict[str, np.ndarray], threshold: int
+                      ) -> list[tuple[str, str, int]]:
     from mrimaster.data.hashing import min_hamming
 
-    hashes = np.stack([phash_variants(load_grayscale(root / p)) for p in table.paths])
+    hashes = np.stack([hashes_of[p] for p in table.paths])
     dist = min_hamming(hashes, hashes)
     dist = np.minimum(dist, dist.T)
     parts = np.array(table.splits)
@@ -92,7 +102,8 @@ def _cross_side_pairs(table: SplitTable, root: Path, threshold: int) -> list[tup
 @pytest.mark.realdata
 @pytest.mark.parametrize("split_file", ["splits/sartaj-training.csv",
                                         "models/default/split.csv"])
-def test_shipped_split_has_no_near_duplicate_across_sides(data_root: Path, split_file: str
+def test_shipped_split_has_no_near_duplicate_across_sides(data_root: Path, split_file: str,
+                                                          raw_hashes: dict[str, np.ndarray]
                                                           ) -> None:
     """Recomputed from the raw files, not read from the split's own group column."""
     from mrimaster.data.hashing import DEFAULT_THRESHOLD
@@ -102,7 +113,7 @@ def test_shipped_split_has_no_near_duplicate_across_sides(data_root: Path, split
     root = data_root / "sartaj-training"
     assert len(table.paths) == len(scan_class_folders(root).paths) == 2870
     assert {"train", "val", "test", "shift"} <= set(table.splits)
-    crossing = _cross_side_pairs(table, root, DEFAULT_THRESHOLD)
+    crossing = _cross_side_pairs(table, raw_hashes, DEFAULT_THRESHOLD)
     assert crossing == [], f"{len(crossing)} near-duplicate pairs cross sides: {crossing[:5]}"
     # exact byte copies are on one side too
     byte_groups: dict[bytes, set[str]] = {}
@@ -112,7 +123,9 @@ def test_shipped_split_has_no_near_duplicate_across_sides(data_root: Path, split
 
 
 @pytest.mark.realdata
-def test_the_old_resized_hash_split_would_fail_the_check(data_root: Path) -> None:
+def test_the_old_resized_hash_split_would_fail_the_check(data_root: Path,
+                                                        raw_hashes: dict[str, np.ndarray]
+                                                        ) -> None:
     """The check can fail: a split grouped on resized slices at 44 bits leaks across sides."""
     from mrimaster.data.images import prepare_slice
 
@@ -125,4 +138,4 @@ def test_the_old_resized_hash_split_would_fail_the_check(data_root: Path) -> Non
     rel = [p.relative_to(data_root / "sartaj-training").as_posix() for p in scan.paths]
     table = SplitTable(rel, list(scan.labels), [int(g) for g in groups],
                        [("train", "val", "test")[k] for k in split])
-    assert len(_cross_side_pairs(table, data_root / "sartaj-training", 52)) > 0
+    assert len(_cross_side_pairs(table, raw_hashes, 52)) > 0

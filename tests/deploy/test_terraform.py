@@ -4,12 +4,18 @@ applied then destroyed against a local moto server (no AWS account, no internet)
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +55,92 @@ def tf(args: list[str], cwd: Path, timeout: float = 600) -> str:
         pytest.fail("terraform is not installed")
     env = {**os.environ, "TF_CLI_CONFIG_FILE": os.devnull, "TF_IN_AUTOMATION": "1",
            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
-    result = subprocess.run([terraform, *args, "-no-color"], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"terraform {args[0]}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    proc = subprocess.Popen([terraform, *args, "-no-color"], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    RUNNING.add(proc)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        proc.kill()  # a no-op once it has exited
+        RUNNING.discard(proc)
+    assert proc.returncode == 0, f"terraform {args[0]}:\n{out}\n{err}"
+    return out
 
 
-def test_terraform_applies_and_destroys_against_moto(tmp_path: Path) -> None:
+RUNNING: set[subprocess.Popen[str]] = set()
+"""Processes started by these tests: killed at the end of the session (see conftest.py), so a
+run stopped early leaves no terraform or moto behind."""
+
+
+_BACKGROUND: dict[str, Any] = {}
+
+
+def start_in_background() -> None:
+    """Start :func:`apply_and_destroy` in a thread, once. The provider spends most of its
+    three minutes in its own waiters (RDS, the load balancer, S3 lifecycle rules), so
+    ``tests/deploy/conftest.py`` starts it when the test is collected and runs the test last:
+    the waits overlap the other tests."""
+    if "thread" in _BACKGROUND:
+        return
+    folder = Path(tempfile.mkdtemp(prefix="mrimaster-terraform-"))
+
+    def work() -> None:
+        try:
+            apply_and_destroy(folder)
+        except BaseException as exc:  # pytest's Failed too: the test re-raises it
+            _BACKGROUND["error"] = exc
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    thread = threading.Thread(target=work, name="terraform-on-moto", daemon=True)
+    _BACKGROUND["thread"] = thread
+    thread.start()
+
+
+def test_terraform_applies_and_destroys_against_moto() -> None:
+    """:func:`apply_and_destroy`, run in the background since collection; this waits for it
+    and fails with what it found."""
+    start_in_background()
+    thread = _BACKGROUND["thread"]
+    thread.join(timeout=900)
+    assert not thread.is_alive(), "terraform apply and destroy on moto took over 15 minutes"
+    if "error" in _BACKGROUND:
+        raise _BACKGROUND["error"]
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's server in its own process (moto's state is per process: other tests' in-process
+    moto servers never see this stack); yields its endpoint URL."""
+    import httpx
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            text=True)
+    RUNNING.add(proc)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{endpoint}/moto-api/", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, "moto's server exited at start"
+                assert time.monotonic() < deadline, "moto's server did not answer in 60 s"
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        RUNNING.discard(proc)
+
+
+def apply_and_destroy(tmp_path: Path) -> None:
+    """fmt, init from the mirror, validate, apply against moto, check what was made, destroy,
+    check that nothing is left."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
     source = ROOT / "deploy" / "aws"
     tf(["fmt", "-check", "-recursive", str(source)], ROOT)
@@ -65,11 +148,7 @@ def test_terraform_applies_and_destroys_against_moto(tmp_path: Path) -> None:
     shutil.copytree(source, work, ignore=shutil.ignore_patterns(".terraform*", "*.tfstate*"))
     tf(["init", "-input=false", "-plugin-dir", str(plugin_dir())], work)
     tf(["validate"], work)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
+    with moto_server() as endpoint:
         endpoints = "\n".join(f'    {s} = "{endpoint}"' for s in SERVICES)
         (work / "moto_override.tf").write_text(f'''provider "aws" {{
   region                      = var.region
@@ -107,8 +186,6 @@ def test_terraform_applies_and_destroys_against_moto(tmp_path: Path) -> None:
         assert not {data} & {b["Name"] for b in s3.list_buckets()["Buckets"]}
         assert boto3.client("apigateway", **aws).get_rest_apis()["items"] == []
         check_web_tier_gone(aws)
-    finally:
-        server.stop()
 
 
 def check_web_tier(aws: dict[str, str], outputs: dict[str, Any], tmp_path: Path) -> None:

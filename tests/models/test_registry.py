@@ -62,6 +62,8 @@ def test_vgg16_loads_weights_from_torchvision_cache(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Place a weights file of the right shapes where torchvision looks; the real loader runs."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(0)  # the input and the new head: the step below must not depend on
+    # what ran before in this process (with other global random states its gradient was 0)
     reference = build_vgg16(1000, pretrained=False)
     state = {k: torch.full_like(v, 0.01) for k, v in reference.state_dict().items()}
     state["features.0.weight"] = torch.full_like(state["features.0.weight"], 0.5)

@@ -61,11 +61,13 @@ def test_sigkill_mid_upload_and_mid_job(tmp_path: Path, data_root: Path) -> None
             m: (p.name, p.read_bytes()) for m, p in files.items()}).json()
         wait_for(lambda: api.get(f"/api/cases/{study['id']}/job",
                                  headers=auth).json()["state"] == "running")
+        store = app_dir / "store"
+        # the job has made its work folder (on a busy machine "running" comes first)
+        wait_for(lambda: (store / "tmp").is_dir() and any((store / "tmp").iterdir()))
         sock = start_partial_upload(server, token)
         time.sleep(0.5)
         server.kill()
         sock.close()
-        store = app_dir / "store"
         assert list((store / "tmp").iterdir()), "the killed job left its work folder"
         # restart on the same database and files: the start deletes nothing
         server = Server(app_dir, db, **lease).start()
