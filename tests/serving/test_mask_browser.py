@@ -6,8 +6,11 @@ reload. No round trip while drawing."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,28 @@ def count(page: Any, label: int) -> int:
                              ".length"))
 
 
+def magenta(canvas: Any) -> int:
+    """How many of the canvas's pixels are magenta (the uncertainty overlay; the image is
+    grey, the mask red to yellow), from a screenshot of it."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return int(((r - g > 60) & (b - g > 60)).sum())
+
+
+def wait_for_pixels(canvas: Any, ok: Any, timeout_s: float = 20.0) -> int:
+    """Poll (from Python: the CSP refuses a string wait_for_function) until ``ok`` holds for
+    the canvas's count of magenta pixels; returns that count."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        n = magenta(canvas)
+        if ok(n):
+            return n
+        assert time.monotonic() < deadline, f"the canvas's magenta pixels stayed at {n}"
+        time.sleep(0.2)
+
+
 def drag(page: Any, box: dict[str, float], y_frac: float = 0.5) -> None:
     """A horizontal pen stroke across the middle of the canvas."""
     x0, x1 = box["x"] + box["width"] * 0.42, box["x"] + box["width"] * 0.58
@@ -57,8 +82,18 @@ def test_edit_save_reload_compare_3d(server: Server, data_root: Path, tmp_path: 
     cx, cy, cz = (s // 2 for s in mask.shape)
     mask[cx - 30:cx - 10, cy - 10:cy + 10, cz - 5:cz + 5] = 2
     mask[cx - 25:cx - 15, cy - 5:cy + 5, cz - 3:cz + 3] = 1
+    # an uncertainty map on the mask's grid, as the ensemble writes it: high on the tumour,
+    # low around it
+    uncertainty = np.zeros(mask.shape, np.float32)
+    uncertainty[cx - 40:cx, cy - 20:cy + 20, cz - 10:cz + 10] = 0.3
+    uncertainty[cx - 34:cx - 6, cy - 14:cy + 14, cz - 8:cz + 8] = 0.9
+    heat = gzip.compress(nib.Nifti1Image(uncertainty, img.affine).to_bytes())
     ctx = context_beside(server)
-    case_id = add_3d_case(ctx, mask, img.affine, image=flair.read_bytes())
+    case_id = add_3d_case(ctx, mask, img.affine, image=flair.read_bytes(),
+                          files={"uncertainty.nii.gz": heat},
+                          result={"status": "ok", "reason": "",
+                                  "uncertainty_file": "uncertainty.nii.gz",
+                                  "ensemble": {"members": 5, "runtime": "test"}})
     ctx.engine.dispose()
     add_doctor(server)
     requests: list[str] = []
@@ -68,6 +103,22 @@ def test_edit_save_reload_compare_3d(server: Server, data_root: Path, tmp_path: 
         page.goto(f"{server.url}/cases/{case_id}")
         canvas = page.locator("#viewer")
         expect(canvas).to_have_attribute("data-loaded", "2", timeout=60_000)
+        # the uncertainty overlay: off at first; ticked, magenta appears on the same slices;
+        # unticked, it is gone
+        toggle = page.locator("#uncertainty")
+        expect(toggle).to_be_visible()
+        expect(toggle).not_to_be_checked()
+        page.wait_for_timeout(300)
+        before = magenta(canvas)
+        toggle.check()
+        expect(canvas).to_have_attribute("data-uncertainty", "on", timeout=30_000)
+        shown = wait_for_pixels(canvas, lambda n: n > before + 500)
+        assert len(page.evaluate("window.mrimasterViewer.volumes")) == 3
+        toggle.uncheck()
+        expect(canvas).to_have_attribute("data-uncertainty", "off")
+        hidden = wait_for_pixels(canvas, lambda n: n <= before + 50)
+        assert before < shown and hidden < shown, (before, shown, hidden)
+        assert canvas.get_attribute("data-error") is None
         expect(page.locator("#versions-table tr[data-version='0']")).to_be_visible()
         editor = page.locator("#mask-editor")
         expect(editor).to_be_visible()

@@ -11,6 +11,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nibabel as nib
@@ -53,9 +54,12 @@ def ai_labels() -> np.ndarray:
 
 
 def add_3d_case(ctx: AppContext, labels: np.ndarray, affine: np.ndarray = AFFINE,
-                convention: str = "brats2021", image: bytes | None = None) -> int:
+                convention: str = "brats2021", image: bytes | None = None,
+                files: dict[str, bytes] | None = None,
+                result: dict[str, Any] | None = None, status: str = "ai-read") -> int:
     """A 3D case whose segmentation is done: its mask (and image) written through the store
-    and the repository, as the job would (no model run)."""
+    and the repository, as the job would (no model run); ``files`` more case files (e.g.
+    ``uncertainty.nii.gz``), ``result`` more keys of the result (e.g. the trust decision)."""
     with ctx.sessions() as db:
         admin = repo.get_user(db, "admin")
         assert admin is not None
@@ -63,11 +67,13 @@ def add_3d_case(ctx: AppContext, labels: np.ndarray, affine: np.ndarray = AFFINE
         flair = ctx.store.put_bytes(image if image is not None else nifti(labels * 10, affine))
         vols = masks.volumes_ml(labels, float(abs(np.linalg.det(affine[:3, :3]))) / 1000,
                                 convention)
-        result = {"volumes_ml": vols, "label_convention": convention, "labels": convention,
-                  "modalities_used": ["flair"], "modalities_missing": [], "warnings": []}
-        case = repo.add_case(db, "3d", "p-test", admin, {"flair.nii.gz": flair,
-                                                         "mask.nii.gz": mask},
-                             result, "ai-read", f"WT {vols['WT']} mL", "seg-test@1")
+        info = {"volumes_ml": vols, "label_convention": convention, "labels": convention,
+                "modalities_used": ["flair"], "modalities_missing": [], "warnings": [],
+                **(result or {})}
+        stored = {"flair.nii.gz": flair, "mask.nii.gz": mask,
+                  **{name: ctx.store.put_bytes(data) for name, data in (files or {}).items()}}
+        case = repo.add_case(db, "3d", "p-test", admin, stored, info, status,
+                             f"WT {vols['WT']} mL", "seg-test@1")
         db.commit()
         return case.id
 

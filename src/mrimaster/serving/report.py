@@ -38,7 +38,12 @@ def _ai_lines(case: Case, reviewed: dict[str, Any] | None = None) -> list[str]:
         return ", ".join(f"{k} {'not assessable' if v is None else f'{v:.1f}'}"
                          for k, v in vols.items())
 
-    lines = ["AI segmentation, volumes (mL): " + listed(r.get("volumes_ml") or {})]
+    lines = []
+    if r.get("status"):  # the trust decision (results written before it have none)
+        lines += textwrap.wrap(f"AI status: {r['status']}" + (
+            f" ({r['reason']})" if r.get("reason") else ""), 100,
+            subsequent_indent="  ")
+    lines.append("AI segmentation, volumes (mL): " + listed(r.get("volumes_ml") or {}))
     if reviewed is not None and reviewed.get("volumes_ml"):
         lines.append(f"Reviewed mask (version {reviewed['number']} by {reviewed['author']}), "
                      "volumes (mL): " + listed(reviewed["volumes_ml"]))

@@ -9,7 +9,10 @@ volume is stored (``series/<name>.nii.gz``), with ``series.json`` listing every 
 one series per field, its role the field's. ``<role>.nii.gz`` names the series of each role
 (the slice viewer's images). The job runs :func:`mrimaster.segmentation.study.segment_study`:
 every sequence registered onto the reference, skull-stripped when needed, segmented; the mask
-comes back on the reference's grid, with the registration and brain-mask pictures."""
+comes back on the reference's grid, with the registration and brain-mask pictures and, when
+the segmentation writes one, its uncertainty map (``uncertainty.nii.gz``). ``volumes.json``
+is the case's result as written (its trust decision ``status``/``reason`` included); a result
+its trust checks refer makes the case ``referred``, as a referred 2D read does."""
 
 from __future__ import annotations
 
@@ -35,8 +38,12 @@ JOB_FAILED = "the segmentation failed; upload the study again or ask an administ
 """What users see of a job that failed for a reason that is not about their data."""
 SERIES_JSON = "series.json"
 ROLES_JSON = "roles.json"
+UNCERTAINTY = "uncertainty.nii.gz"
+"""The per-voxel uncertainty map a segmentation may write beside the mask (``volumes.json``'s
+``uncertainty_file``: a NIfTI on the mask's grid, 0 = the ensemble's members agree, up to 1);
+stored under this name, the viewer's *Uncertainty* overlay."""
 OUTPUTS = ("mask.nii.gz", "brain_mask.nii.gz", "brain_mask", "overlay_", "registration_",
-           "registered/")
+           "registered/", UNCERTAINTY)
 """Case files a segmentation writes (names or prefixes): replaced by the next one."""
 NO_FLAIR_HINT = ("add the FLAIR series; if one is there under another name, set its role to "
                  "FLAIR")
@@ -472,6 +479,9 @@ def _segment(ctx: AppContext, job: Job) -> None:
         info: dict[str, Any] = json.loads((out / "volumes.json").read_text())
         new = {"mask.nii.gz": ctx.store.put_file(result_mask(out)[0]),
                "brain_mask.nii.gz": ctx.store.put_file(out / "brain_mask.nii.gz")}
+        uncertainty = out / str(info.get("uncertainty_file") or UNCERTAINTY)
+        if uncertainty.is_file() and uncertainty.parent == out:
+            new[UNCERTAINTY] = ctx.store.put_file(uncertainty)
         for png in sorted(out.glob("*.png")):
             new[png.stem] = ctx.store.put_file(png)
         for volume in sorted(out.glob("registered_*.nii.gz")):  # on the mask's grid
@@ -494,8 +504,9 @@ def _segment(ctx: AppContext, job: Job) -> None:
         case.files = {**kept, **new}
         case.result = info
         case.ai_label = None if wt is None else f"WT {wt:.1f} mL"
-        case.status = ("referred" if info.get("warnings") or info.get("sequence_problems")
-                       else "ai-read")
+        # as a 2D read: a result its trust checks refer (status "refer") is a referred case
+        case.status = ("referred" if info.get("status") == "refer" or info.get("warnings")
+                       or info.get("sequence_problems") else "ai-read")
         case.model = models.seg_version()
         repo.audit(db, "system", "segmented", f"case {case.id}", case.ai_label or "")
         db.commit()

@@ -1,6 +1,7 @@
 // 3D case page: follow the segmentation job, then show the mask over each modality in NiiVue
-// (three planes), with a modality selector and the mask's opacity; then the mask editor and
-// the mask versions (maskedit.js).
+// (three planes), with a modality selector, the mask's opacity and, when the case has one, the
+// uncertainty map as a heat overlay (off until ticked); then the mask editor and the mask
+// versions (maskedit.js).
 (function () {
   const study = document.getElementById("study");
   if (!study) return;
@@ -25,10 +26,22 @@
   const files = canvas.dataset.files;
   const base = document.getElementById("base");
   const opacity = document.getElementById("mask-opacity");
+  const uncertainty = document.getElementById("uncertainty");  // absent: no uncertainty map
   const nv = new window.niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true,
                                         isColorbar: false });
   window.mrimasterViewer = nv;
   nv.attachToCanvas(canvas);
+  // the uncertainty map (0 = the members agree .. 1) in magenta, transparent at 0: NiiVue's
+  // colormapType 1 gives a voxel the alpha (value / cal_min)^2, times the layer's opacity:
+  // cal_min 0.5 and opacity 0.5 make it 2 value^2 (0.3: 0.18, 0.5: 0.5, opaque from 0.71)
+  nv.addColormap("mrimaster-uncertainty", { R: [255, 255], G: [0, 0], B: [255, 255],
+                                            A: [0, 255], I: [0, 255] });
+  let heat = null;  // the uncertainty layer, once loaded (after the image and the mask)
+  let busy = Promise.resolve();  // the viewer's loads, one after the other
+  function serial(task) {
+    busy = busy.catch(function () {}).then(task);
+    return busy;
+  }
   async function show() {
     const mask = { url: files + "mask.nii.gz", name: "mask.nii.gz", colormap: "warm",
                    cal_min: 0.5, cal_max: 4, opacity: Number(opacity.value) / 100 };
@@ -37,6 +50,22 @@
     nv.setSliceType(nv.sliceTypeMultiplanar);
     try { centreOnMask(nv.volumes[1]); } catch (e) { canvas.dataset.centreError = String(e); }
     canvas.dataset.loaded = String(nv.volumes.length);
+    await showUncertainty();
+  }
+  async function showUncertainty() {
+    if (!uncertainty) return;
+    if (uncertainty.checked && nv.volumes.indexOf(heat) < 0) {  // not loaded, or show() reloaded
+      heat = await nv.addVolumeFromUrl({ url: files + "uncertainty.nii.gz",
+                                         name: "uncertainty.nii.gz",
+                                         colormap: "mrimaster-uncertainty", cal_min: 0.5,
+                                         cal_max: 1 });
+      heat.colormapType = 1;
+    }
+    if (nv.volumes.indexOf(heat) >= 0) {
+      heat.opacity = uncertainty.checked ? 0.5 : 0;
+      nv.updateGLVolume();
+    }
+    canvas.dataset.uncertainty = uncertainty.checked ? "on" : "off";
   }
   // put the crosshair on the mask's centre, so the three planes go through the tumour
   function centreOnMask(mask) {
@@ -60,7 +89,7 @@
   }
   base.addEventListener("change", function () {
     if (editing()) return;  // the drawing lives on this image's grid: locked while editing
-    show().catch(function (e) { canvas.dataset.error = String(e); });
+    serial(show).catch(function (e) { canvas.dataset.error = String(e); });
   });
   const editor = document.getElementById("mask-editor");
   const editing = function () { return editor && editor.dataset.ready === "1"; };
@@ -68,8 +97,13 @@
     // while editing, the drawing layer shows the mask (maskedit.js sets its opacity)
     if (nv.volumes.length > 1 && !editing()) nv.setOpacity(1, Number(opacity.value) / 100);
   });
+  if (uncertainty) {
+    uncertainty.addEventListener("change", function () {
+      serial(showUncertainty).catch(function (e) { canvas.dataset.error = String(e); });
+    });
+  }
   let started = false;
-  show().then(function () {
+  serial(show).then(function () {
     if (started || !window.mrimasterMasks) return;
     started = true;
     return window.mrimasterMasks.start(nv, function (n) {
