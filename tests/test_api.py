@@ -33,7 +33,9 @@ def test_predict_returns_typed_results_with_trust_fields(images: list[Path]) -> 
     photo = results[-1]
     assert photo.status == "reject" and photo.label is None and photo.probabilities is None
     assert photo.referred and photo.reason
+    assert photo.brain_mri_p is not None and 0 <= photo.brain_mri_p <= 1
     for p in results[:-1]:
+        assert p.brain_mri_p is not None and p.brain_mri_p > photo.brain_mri_p
         assert p.probabilities is not None and p.label in clf.classes
         assert sum(p.probabilities.values()) == pytest.approx(1.0)
         assert p.confidence == pytest.approx(max(p.probabilities.values()))

@@ -22,7 +22,8 @@ from typing import Any
 from mrimaster.inference.loading import load_for_inference
 from mrimaster.inference.predict import predict_files
 from mrimaster.inference.runtime import ClassifierModel
-from mrimaster.segmentation.runtime import SegModel, load_segmenter_for_inference
+from mrimaster.segmentation.loading import load_segmenter_for_inference
+from mrimaster.segmentation.runtime import SegModel
 from mrimaster.settings import Settings, load_settings
 from mrimaster.trust.brain_check import load_brain_check
 
@@ -44,6 +45,8 @@ class Prediction:
         distance: Feature distance to the training images, per dimension (``None`` without a
             distance check).
         probabilities: Calibrated probability per class (``None`` when rejected).
+        brain_mri_p: The brain-MRI check's probability that the image is a brain MRI slice,
+            in [0, 1] (``None`` when the check did not run).
     """
 
     path: str
@@ -54,6 +57,7 @@ class Prediction:
     uncertainty: float
     distance: float | None
     probabilities: dict[str, float] | None
+    brain_mri_p: float | None = None
 
     @property
     def referred(self) -> bool:
@@ -64,7 +68,8 @@ class Prediction:
     def from_row(cls, row: dict[str, Any], classes: Sequence[str]) -> Prediction:
         probs = None if row["prediction"] is None else {c: row[f"p_{c}"] for c in classes}
         return cls(row["path"], row["status"], row["reason"], row["prediction"],
-                   row["confidence"], row["uncertainty"], row["distance"], probs)
+                   row["confidence"], row["uncertainty"], row["distance"], probs,
+                   row.get("brain_mri_p"))
 
 
 def _paths(items: PathLike | Sequence[PathLike]) -> list[Path]:
@@ -133,11 +138,13 @@ class Segmenter:
 
     @classmethod
     def load(cls, model: str = "default", runtime: str = "auto", device: str = "auto",
-             settings: Settings | None = None) -> Segmenter:
+             settings: Settings | None = None, fast: bool = False) -> Segmenter:
         """Load ``model`` (``default``, a run or model folder, a ``model.pt``) in ``runtime``
-        on ``device``."""
+        on ``device``: its fold ensemble where it has one, unless ``fast`` (the final model
+        alone)."""
         settings = settings or load_settings()
-        return cls(load_segmenter_for_inference(model, settings.models_dir, runtime, device))
+        return cls(load_segmenter_for_inference(model, settings.models_dir, runtime, device,
+                                                fast))
 
     @property
     def runtime(self) -> str:
