@@ -1,9 +1,12 @@
 """Segmentation on this CPU, per runtime: ``mrimaster seg predict`` end to end (fresh process:
 imports, model load, NIfTI read, sliding window, writing the mask (seg.nii.gz, or wt.nii.gz
-without T1-Gd), volumes.json and PNGs),
-median of ``--repeats`` cold runs, peak memory, and each runtime's Dice per region against the
-reference and against the PyTorch fp32 path's labels; then the fastest runtime (``auto``) with
-test-time mirroring (``--tta``, 8 passes).
+without T1-Gd), the uncertainty map, volumes.json and PNGs),
+median of ``--repeats`` cold runs, peak memory, and each row's Dice per region against the
+reference and against the first row's labels. Rows: the final model alone (``--fast``: one
+pass and the measuring left-right pass) in PyTorch and in the fastest engine (``auto``, the
+baseline of the ratios: the single-model path of before the ensemble), then the fold ensemble
+(the default where the model folder has ``folds/``) in each installed engine, then ``--fast``
+with test-time mirroring (``--tta``, 8 passes).
 
     MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/bench_segment.py \\
         --case ../shared/datasets/brats-mini/deepmedic-brats2015/test/brats_2013_pat0001_1
@@ -49,10 +52,10 @@ def main() -> None:
     if case.seg is not None:
         ref_labels = np.asarray(nib.load(str(case.seg)).dataobj).astype(np.int16)
         reference, known = to_regions(ref_labels, case.convention)
-    runtimes = [(r, []) for r in ["torch"] + [
-        r for r in ("onnx", "openvino")
-        if any(engine_problem(v) is None for v in ENGINE_OF_RUNTIME[r])] + ["auto"]]
-    runtimes.append(("auto", ["--tta"]))
+    engines = [r for r in ("onnx", "openvino")
+               if any(engine_problem(v) is None for v in ENGINE_OF_RUNTIME[r])]
+    runtimes = [("torch", ["--fast"]), ("auto", ["--fast"])] + [(r, []) for r in engines] + \
+        [("auto", []), ("auto", ["--fast", "--tta"])]
     print(f"case {args.case}; model {args.model}; {args.repeats} cold runs per runtime")
     base = None
     torch_regions = None
@@ -69,7 +72,7 @@ def main() -> None:
                 walls.append(time.perf_counter() - start)
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             median = statistics.median(walls)
-            base = base or median
+            base = base if base is not None or runtime != "auto" else median
             regions = _regions(out)
             torch_regions = torch_regions if torch_regions is not None else regions
             cells = []
@@ -77,9 +80,10 @@ def main() -> None:
                 vs_torch = dice(regions[k], torch_regions[k])
                 vs_ref = (f"{dice(regions[k], reference[k]):.4f}"
                           if reference is not None and known[k] else "-")
-                cells.append(f"{name} {vs_ref} (vs torch {vs_torch:.4f})")
-            name = runtime + (" --tta" if extra else "")
-            print(f"{name:<12} {median:6.2f} s  x torch {base / median:5.2f}  "
+                cells.append(f"{name} {vs_ref} (vs first row {vs_torch:.4f})")
+            name = " ".join([runtime, *extra])
+            ratio = f"{median / base:5.2f}" if base else "  -  "
+            print(f"{name:<20} {median:6.2f} s  time / auto --fast {ratio}  "
                   f"peak so far {peak:5.0f} MB  Dice: " + ", ".join(cells), flush=True)
 
 

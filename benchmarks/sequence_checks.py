@@ -47,7 +47,7 @@ def study_path(cases: list, out: Path) -> int:
     shifted 20 mm, pat0002 with its FLAIR flipped. Prints each sequence's grid, head and
     problem."""
     from mrimaster.errors import MRIMasterError
-    from mrimaster.segmentation.runtime import load_segmenter_for_inference
+    from mrimaster.segmentation.loading import load_segmenter_for_inference
     from mrimaster.segmentation.study import segment_study
     from mrimaster.settings import load_settings
 

@@ -57,3 +57,5 @@ def test_wheel_installs_and_runs_the_shipped_models(tmp_path: Path, data_root: P
           str(case), "--out", str(tmp_path / "seg")], tmp_path, env)
     volumes = json.loads((tmp_path / "seg" / "volumes.json").read_text())
     assert volumes["volumes_ml"]["WT"] > 1.0
+    # the wheel carries the fold models and the trust rule: the ensemble ran
+    assert volumes["ensemble"]["members"] == 5 and volumes["status"] in ("ok", "refer")

@@ -59,6 +59,14 @@ def use_bf16(precision: str, device: Any) -> bool:
         return precision == "bf16"
     if getattr(device, "type", str(device)) == "cuda":
         return True
-    from mrimaster.inference.onnx_runtime import cpu_has_bf16
-
     return cpu_has_bf16()
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX), as OpenVINO reports it;
+    ``False`` where OpenVINO is not installed."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")

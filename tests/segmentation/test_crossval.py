@@ -66,6 +66,19 @@ def test_cross_validation_run_and_export(seg_run: tuple[Path, Path], tmp_path: P
     card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
     assert "| a |" in card and "Dice WT" in card and "FLAIR alone" in card
     assert (tmp_path / "m" / "model.pt").is_file() and (tmp_path / "m" / "cv.json").is_file()
+    # the trust rule, fitted on the held-out predictions, goes with the model ...
+    trust = cv["trust"]
+    rows = trust["cv"]["rows"]
+    assert {(r["case"], r["setting"]) for r in rows} >= {("a", "all"), ("a", "flair")}
+    assert all(r["status"] in ("ok", "refer") for r in rows)
+    under = [r for r in rows if r["dice"] < trust["targets"][r["setting"]]]
+    assert all(r["status"] == "refer" for r in under)  # every bad prediction is referred
+    assert json.loads((tmp_path / "m" / "trust.json").read_text()) == trust
+    assert "Case-level trust rule" in card
+    # ... and so do the fold models: the default inference is their ensemble
+    folds = sorted(p.name for p in (tmp_path / "m" / "folds").iterdir())
+    assert folds == ["fold_0", "fold_1", "fold_2"]
+    assert all((tmp_path / "m" / "folds" / f / "model.pt").is_file() for f in folds)
 
 
 def test_export_refuses_an_unfinished_run(tmp_path: Path,

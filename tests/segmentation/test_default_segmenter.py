@@ -19,9 +19,9 @@ from mrimaster.cli.main import main
 from mrimaster.segmentation.cases import find_case
 from mrimaster.segmentation.evaluate import evaluate_cases
 from mrimaster.segmentation.labels import to_regions
+from mrimaster.segmentation.loading import load_segmenter_for_inference
 from mrimaster.segmentation.metrics import dice
 from mrimaster.segmentation.outputs import result_mask
-from mrimaster.segmentation.runtime import load_segmenter_for_inference
 from mrimaster.settings import load_settings
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "seg-default"
@@ -54,9 +54,11 @@ def test_card_states_the_cross_validation_of_every_case() -> None:
 @pytest.mark.realdata
 @pytest.mark.parametrize("runtime", ["torch", "auto"])
 def test_shipped_model_segments_real_cases(data_root: Path, runtime: str) -> None:
-    """The fast path (``auto``) stays within 0.005 Dice of PyTorch; both segment the shared
-    cases (which it was trained on) well, so these are the trained weights."""
-    seg = load_segmenter_for_inference("default", load_settings().models_dir, runtime)
+    """The final model alone (``fast``): the fast path (``auto``) stays within 0.005 Dice of
+    PyTorch; both segment the shared cases (which it was trained on) well, so these are the
+    trained weights."""
+    seg = load_segmenter_for_inference("default", load_settings().models_dir, runtime,
+                                       fast=True)
     assert (seg.runtime_name == "torch") == (runtime == "torch")
     assert seg.modalities == ["flair", "t1", "t1ce", "t2"] and seg.spacing == (1.0, 1.0, 1.0)
     assert ["flair", "t1ce"] in seg.combinations and ["flair", "t1"] in seg.combinations
@@ -68,11 +70,46 @@ def test_shipped_model_segments_real_cases(data_root: Path, runtime: str) -> Non
     assert per_case["brats_2013_pat0001_1"]["WT"]["dice"] >= 0.8
     assert per_case["case_6"]["WT"]["dice"] >= 0.8
     if runtime == "auto":
-        torch_seg = load_segmenter_for_inference("default", load_settings().models_dir, "torch")
+        torch_seg = load_segmenter_for_inference("default", load_settings().models_dir, "torch",
+                                                 fast=True)
         ref = evaluate_cases(torch_seg, [find_case(root / PAT1)])["per_case"]
         for region, scores in ref["brats_2013_pat0001_1"].items():
             assert per_case["brats_2013_pat0001_1"][region]["dice"] == \
                 pytest.approx(scores["dice"], abs=0.005)
+
+
+def test_shipped_trust_rule_refers_every_held_out_miss() -> None:
+    """The shipped rule is the one cross-validation fitted: every held-out prediction under
+    its target Dice (0.70, FLAIR alone 0.80) is referred, and the kept ones meet the targets."""
+    cv = json.loads((MODEL_DIR / "cv.json").read_text())
+    trust = json.loads((MODEL_DIR / "trust.json").read_text())
+    assert trust == cv["trust"] and trust["thresholds"]
+    rows = trust["cv"]["rows"]
+    assert {r["case"] for r in rows} == set(cv["all"]["per_case"])
+    for row in rows:
+        if row["dice"] < trust["targets"][row["setting"]]:
+            assert row["status"] == "refer", row
+    assert trust["cv"]["fitted"]["overall"]["risk"] == 0.0
+
+
+@pytest.mark.realdata
+def test_shipped_fold_ensemble(data_root: Path, tmp_path: Path) -> None:
+    """The default inference is the ensemble of the five fold models with the trust rule; on
+    a case every member but one was trained on it segments well and agrees with itself."""
+    from mrimaster.segmentation.ensemble import SegEnsemble
+
+    seg = load_segmenter_for_inference("default", load_settings().models_dir, "auto")
+    assert isinstance(seg, SegEnsemble) and len(seg.members) == 5 and seg.trust is not None
+    regions, info = _segment(tmp_path / "o", "--case", str(data_root / "brats-mini" / PAT1))
+    assert info["ensemble"]["members"] == 5 and info["status"] in ("ok", "refer")
+    assert info["uncertainty"]["method"] == "fold ensemble disagreement (5 members)"
+    assert info["uncertainty"]["wt_dice_between_passes"] > 0.8
+    assert (tmp_path / "o" / "uncertainty.nii.gz").is_file()
+    ref = find_case(data_root / "brats-mini" / PAT1)
+    assert ref.seg is not None
+    truth = to_regions(np.asarray(nib.load(str(ref.seg)).dataobj).astype(np.int16),
+                       ref.convention)[0]
+    assert dice(regions[0], truth[0]) >= 0.8
 
 
 @pytest.mark.realdata

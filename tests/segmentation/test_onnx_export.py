@@ -37,8 +37,9 @@ def test_export_records_every_variant_and_keeps_fp32(exported: Path) -> None:
 @pytest.mark.parametrize("variant", ["onnx-fp32", "openvino-fp32"])
 def test_fp32_graph_gives_the_torch_labels(exported: Path, tmp_path: Path, variant: str) -> None:
     from mrimaster.segmentation.cases import find_case
-    from mrimaster.segmentation.infer import predict_regions, prepare_inputs
+    from mrimaster.segmentation.infer import prepare_inputs
     from mrimaster.segmentation.model import load_segmenter
+    from mrimaster.segmentation.passes import predict_regions
     from mrimaster.segmentation.runtime import load_seg_variant
 
     case = find_case(write_case(tmp_path / "case", "brats2021", seed=7))
@@ -63,7 +64,7 @@ def test_cli_runtime_choice_is_reported_and_written(exported: Path, tmp_path: Pa
 
 
 def test_stale_or_foreign_exports_are_refused(exported: Path, tmp_path: Path) -> None:
-    from mrimaster.segmentation.runtime import load_segmenter_for_inference
+    from mrimaster.segmentation.loading import load_segmenter_for_inference
 
     folder = tmp_path / "model"
     shutil.copytree(exported, folder)

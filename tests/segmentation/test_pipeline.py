@@ -85,7 +85,7 @@ def test_a_case_with_part_of_a_trained_combination_runs(seg_run: tuple[Path, Pat
         (case / f"x_{m}.nii.gz").unlink()
     from mrimaster.segmentation.cases import find_case
     from mrimaster.segmentation.infer import segment_case
-    from mrimaster.segmentation.runtime import load_segmenter_for_inference
+    from mrimaster.segmentation.loading import load_segmenter_for_inference
 
     seg = load_segmenter_for_inference(str(run), tmp_path, "torch")
     assert segment_case(seg, find_case(case), tmp_path / "o").plan.used == ["t2"]
@@ -137,7 +137,7 @@ def test_training_without_validation_cases_still_saves_a_model(tmp_path: Path) -
 
 
 def test_test_time_mirroring_is_an_option(seg_run: tuple[Path, Path], tmp_path: Path) -> None:
-    from mrimaster.segmentation.infer import MIRRORS, predict_raw
+    from mrimaster.segmentation.passes import MIRRORS, predict_raw
 
     _, run = seg_run
     case = write_case(tmp_path / "c", "brats2021", seed=8)

@@ -91,6 +91,10 @@ def test_dicom_study_with_motion_and_distractors(data_root: Path, tmp_path: Path
     # the mask is on the T1-Gd series' own grid, and as good as on the pre-aligned case
     written = nib.load(str(out / "seg.nii.gz"))
     assert written.shape == (278, 278, 160)
+    # so is the uncertainty map, its values in [0, 1]
+    uncertainty = nib.load(str(out / info["uncertainty_file"]))
+    assert uncertainty.shape == written.shape and np.allclose(uncertainty.affine, written.affine)
+    assert uncertainty.get_fdata().min() >= 0 and uncertainty.get_fdata().max() <= 1
     score = _wt_dice(out / "seg.nii.gz", truth, "brats2015")
     assert base > 0.8 and abs(score - base) <= 0.05, (score, base)
     assert aligned["volumes_ml"]["WT"] == pytest.approx(info["volumes_ml"]["WT"], rel=0.15)

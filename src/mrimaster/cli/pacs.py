@@ -88,7 +88,7 @@ def run_studies(args: argparse.Namespace, settings: Settings) -> int:
 def run_segment(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.models.paths import file_sha256, resolve_model_path
     from mrimaster.pacs.segment import segment_from_pacs
-    from mrimaster.segmentation.runtime import load_segmenter_for_inference
+    from mrimaster.segmentation.loading import load_segmenter_for_inference
 
     pacs = _pacs(args)
     pacs.find_study(args.study)  # a wrong UID or URL fails before the model loads

@@ -89,7 +89,7 @@ class TrainFlow(FlowSpec):
 
     @step
     def register(self) -> None:
-        from mrimaster.training.tracking import register_run
+        from mrimaster.runs.tracking import register_run
 
         self.registered = (register_run(Path(self.run_dir), self.register_as, self.settings)
                            if self.register_as else None)

@@ -346,7 +346,8 @@ def add_site_check(folder: Path, settings: Settings, data_dir: Path | None = Non
     import json
 
     from mrimaster.models.checkpoint import load_classifier
-    from mrimaster.training.data import dataset_dir, load_split_data
+    from mrimaster.runs.data_roots import dataset_dir
+    from mrimaster.training.data import load_split_data
     from mrimaster.training.fit_trust import CalibrateConfig, train_config_of
 
     onnx_json, model_pt = folder / "onnx.json", folder / "model.pt"

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from mrimaster.data.images import model_input
-from mrimaster.device import inference_device
+from mrimaster.device import cpu_has_bf16, inference_device
 from mrimaster.errors import ModelError
 from mrimaster.inference.runtime import RUNTIMES, ClassifierInfo, Head
 from mrimaster.models.paths import file_sha256
@@ -72,13 +72,6 @@ ENGINE_OF_RUNTIME: dict[str, tuple[str, ...]] = {
     "auto": tuple(VARIANTS), "onnx": ("onnx-int8", "onnx-fp32"),
     "openvino": ("openvino-int8", "openvino-bf16", "openvino-fp32")}
 """Variants each ``--runtime`` value may use, in order of preference (``torch`` uses none)."""
-
-
-def cpu_has_bf16() -> bool:
-    """Whether OpenVINO can run bf16 on this CPU (AVX512-BF16 or AMX)."""
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 Graph = Callable[[np.ndarray], dict[str, np.ndarray]]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +28,24 @@ import numpy as np
 import yaml
 
 from mrimaster.errors import ConfigError, DataError
-from mrimaster.segmentation.cases import Case, find_case
-from mrimaster.segmentation.evaluate import score_prediction, scored_regions
-from mrimaster.segmentation.infer import (
-    case_subset,
-    plan_inputs,
-    predict_raw,
-    prepare_inputs,
+from mrimaster.runs.data_roots import dataset_dir
+from mrimaster.segmentation.case_trust import (
+    CaseTrustRule,
+    TrustRow,
+    fit_and_report,
+    save_rule,
+    trust_markdown,
 )
+from mrimaster.segmentation.cases import Case, find_case
+from mrimaster.segmentation.checkpoint import NOT_RECIPE
+from mrimaster.segmentation.evaluate import score_prediction, scored_regions
+from mrimaster.segmentation.infer import case_subset, plan_inputs, prepare_inputs
 from mrimaster.segmentation.labels import REGIONS
 from mrimaster.segmentation.metrics import dice, mean_scores
+from mrimaster.segmentation.passes import run_passes
 from mrimaster.segmentation.postprocess import choose_postprocessing, clean_regions, describe
 from mrimaster.segmentation.train import SegTrainConfig, run_seg_training
 from mrimaster.settings import Settings
-from mrimaster.training.data import dataset_dir
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +95,6 @@ def assign_folds(cases: list[str], folds: int) -> list[int]:
     for rank, i in enumerate(order):
         out[i] = rank % folds
     return out
-
-
-NOT_RECIPE = frozenset({"data_dir", "out_dir", "device", "num_threads", "track",
-                        "experiment", "registered_model"})
-"""Training settings that say where or how fast a run goes, not what it learns from: a fold
-trained earlier is kept when everything else matches."""
 
 
 def finished(folder: Path, expected: SegTrainConfig) -> bool:
@@ -161,8 +159,11 @@ def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
     """Raw (un-cleaned) predictions of every case by the fold that held it out.
 
     Returns:
-        ``{case: {"fold", "settings": {setting: (volume, plan, (3, D, H, W) bool)}}}``; a
-        setting the model cannot run on a case (no trained combination in it) is left out.
+        ``{case: {"fold", "settings": {setting: (volume, plan, (3, D, H, W) bool)},
+        "features": {setting: trust figures}}}``
+        (:func:`mrimaster.segmentation.passes.run_passes`: one more pass, mirrored left-right,
+        measures each prediction); a setting the model cannot run on a case (no trained
+        combination in it) is left out.
     """
     from mrimaster.segmentation.model import load_segmenter
 
@@ -175,6 +176,7 @@ def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
                 continue
             case = find_case(root / name)
             settings: dict[str, Any] = {}
+            features: dict[str, Any] = {}
             for setting, sub in _inputs(case, seg):
                 try:
                     vol, plan = prepare_inputs(seg, sub)
@@ -182,9 +184,11 @@ def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
                     log.warning("fold %d: %s not segmented from %s: %s", k + 1, name, setting,
                                 exc)
                     continue
-                settings[setting] = (vol, plan, predict_raw(seg, vol.image))
+                passes = run_passes(seg, vol.image, vol.voxel_ml)
+                settings[setting] = (vol, plan, passes.raw)
+                features[setting] = passes.features
             log.info("fold %d: segmented %s", k + 1, name)
-            out[name] = {"fold": k, "settings": settings}
+            out[name] = {"fold": k, "settings": settings, "features": features}
     return out
 
 
@@ -285,7 +289,27 @@ def summarise(held_out: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                                              plan)
         results[setting] = {"per_case": per_case, "mean": mean_scores(per_case)}
     results["folds"] = {n.split("/")[-1]: item["fold"] for n, item in held_out.items()}
+    results["trust"] = asdict(fit_and_report(trust_rows(held_out, results,
+                                                        next(iter(excluded), None))))
     return results
+
+
+def trust_rows(held_out: dict[str, dict[str, Any]], results: dict[str, Any],
+               excluded: str | None) -> list[TrustRow]:
+    """The held-out predictions the trust rule is fitted on: per case, every modality it has
+    (as the pipeline uses them) and FLAIR alone, with their figures and whole-tumour Dice."""
+    rows = []
+    for name, item in held_out.items():
+        short = name.split("/")[-1]
+        for setting in SETTINGS:
+            key = setting
+            if setting == "all" and excluded and f"without_{excluded}" in item["features"]:
+                key = f"without_{excluded}"
+            scores = results[setting]["per_case"].get(short, {})
+            if key in item.get("features", {}) and "WT" in scores:
+                rows.append(TrustRow(short, setting, item["features"][key],
+                                     float(scores["WT"]["dice"])))
+    return rows
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -301,7 +325,7 @@ def markdown(results: dict[str, Any]) -> str:
             markdown_table(results["flair"]) +
             f"\nInputs chosen: {excluded or 'every modality used; '}with every modality fed, "
             "mean Dice " + ", ".join(f"{r} {m['dice']:.3f}" for r, m in every.items()) +
-            f". Post-processing chosen: {pp}.\n")
+            f". Post-processing chosen: {pp}.\n" + trust_markdown(results.get("trust")))
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -360,6 +384,7 @@ def run_cross_validation(cfg: CrossValConfig, settings: Settings) -> Path:
         seg.excluded = dict(results["excluded"])
         seg.meta["postprocess_from"] = "cross-validation"
         save_segmenter(final / "model.pt", seg)
+        save_rule(CaseTrustRule(**results["trust"]), final)
     return run_dir
 
 

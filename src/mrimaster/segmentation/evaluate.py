@@ -11,9 +11,10 @@ from tqdm import tqdm
 
 from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import Case
-from mrimaster.segmentation.infer import InputPlan, finish_regions, predict_raw, prepare_inputs
+from mrimaster.segmentation.infer import InputPlan, finish_regions, prepare_inputs
 from mrimaster.segmentation.labels import REGIONS
 from mrimaster.segmentation.metrics import mean_scores, region_scores
+from mrimaster.segmentation.passes import predict_raw
 from mrimaster.segmentation.runtime import SegModel
 from mrimaster.segmentation.volumes import Volume, to_canonical_grid
 

@@ -1,9 +1,11 @@
 """Turn a cross-validation run (``mrimaster seg cv``) into a model folder with a model card.
 
 The folder gets the final model (trained on every case, with the post-processing the
-cross-validation chose), its config, history and curves, and the cross-validation results
-(``cv.json``, ``cv.md``, ``cv.png``, ``cv.yaml``); the card states the data, the folds, the
-command and the per-case table.
+cross-validation chose), its config, history and curves, the cross-validation results
+(``cv.json``, ``cv.md``, ``cv.png``, ``cv.yaml``), the fitted case trust rule
+(``trust.json``) and the fold models that inference averages (``folds/fold_K``: each fold's
+exported graph and its check, ``model.onnx`` + ``model.onnx.json``, or its ``model.pt`` where it
+was not exported); the card states the data, the folds, the command and the per-case table.
 """
 
 from __future__ import annotations
@@ -16,11 +18,38 @@ from typing import Any
 import yaml
 
 from mrimaster.errors import ModelError
+from mrimaster.runs.cards import MAX_MODEL_BYTES, exported_line, run_lines
+from mrimaster.segmentation.case_trust import TRUST_FILE
+from mrimaster.segmentation.ensemble import FOLDS_DIR
 from mrimaster.segmentation.postprocess import describe
-from mrimaster.training.export import MAX_MODEL_BYTES, exported_line, run_lines
 
 FINAL_FILES = ("model.pt", "config.yaml", "history.json", "curves.png")
 CV_FILES = ("cv.json", "cv.md", "cv.png", "cv.yaml")
+FOLD_GRAPH_FILES = ("model.onnx", "model.onnx.json")
+
+
+def copy_folds(cv_dir: Path, out_dir: Path) -> list[str]:
+    """Copy each fold's network into ``out_dir/folds/fold_K``: its ONNX export where it has
+    one (``mrimaster seg export-onnx --model RUN/fold_K``), else its ``model.pt``. Returns
+    what each fold got, in fold order."""
+    out = []
+    for fold in sorted(cv_dir.glob("fold_*"), key=lambda p: int(p.name.split("_")[1])):
+        names = FOLD_GRAPH_FILES if all((fold / n).is_file() for n in FOLD_GRAPH_FILES) \
+            else ("model.pt",)
+        if not (fold / names[0]).is_file():
+            raise ModelError(f"{fold} holds no model", "run `mrimaster seg cv` to the end first")
+        dest = out_dir / FOLDS_DIR / fold.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for n in names:
+            shutil.copy2(fold / n, dest / n)
+        history = fold / "history.json"
+        pace = ""
+        if history.is_file():
+            rows = json.loads(history.read_text())
+            if rows:
+                pace = f", {rows[-1]['elapsed_s'] / len(rows):.0f} s an epoch"
+        out.append(f"{fold.name}: {', '.join(names)}{pace}")
+    return out
 
 
 def export_seg_run(cv_dir: Path, out_dir: Path, command: str) -> Path:
@@ -45,6 +74,9 @@ def export_seg_run(cv_dir: Path, out_dir: Path, command: str) -> Path:
             shutil.copy2(final / n, out_dir / n)
     for n in CV_FILES:
         shutil.copy2(cv_dir / n, out_dir / n)
+    if (final / TRUST_FILE).is_file():
+        shutil.copy2(final / TRUST_FILE, out_dir / TRUST_FILE)
+    folds = copy_folds(cv_dir, out_dir)
     cfg = yaml.safe_load((final / "config.yaml").read_text())
     cv = json.loads((cv_dir / "cv.json").read_text())
     record = yaml.safe_load((cv_dir / "cv.yaml").read_text())
@@ -59,7 +91,7 @@ def export_seg_run(cv_dir: Path, out_dir: Path, command: str) -> Path:
                          "cross-validation's choice",
                          "run `mrimaster seg cv` again to finish the run")
     (out_dir / "MODEL_CARD.md").write_text(card(cfg, cv, record, history, run, command,
-                                                seg.combinations))
+                                                seg.combinations, folds))
     return out_dir
 
 
@@ -71,7 +103,7 @@ def _mean_line(cv: dict[str, Any], setting: str) -> str:
 
 def card(cfg: dict[str, Any], cv: dict[str, Any], record: dict[str, Any],
          history: list[dict[str, Any]], run: dict[str, Any] | None, command: str,
-         combinations: list[list[str]]) -> str:
+         combinations: list[list[str]], folds: list[str] | None = None) -> str:
     """The model card's Markdown."""
     from mrimaster.segmentation.crossval import markdown
 
@@ -121,7 +153,21 @@ def card(cfg: dict[str, Any], cv: dict[str, Any], record: dict[str, Any],
         "optimistic.",
         f"- **Command:** `{command}`",
         f"- **Final model:** {len(history)} epochs on all {len(cfg['train_cases'])} cases; "
-        "`curves.png`.", "",
+        "`curves.png`.",
+        "- **Inference:** "
+        + (f"the ensemble of the {len(folds)} fold models (`folds/`: "
+           + "; ".join(folds) + "), their probabilities averaged, planned and cleaned up with "
+           "the final model's settings (seconds an epoch: that fold's training time over its "
+           "epochs, as recorded on the machine that trained it); `uncertainty.nii.gz` is the "
+           "members' disagreement per voxel (mutual information of the whole tumour, bits). "
+           "`--fast` runs the final model alone (its uncertainty: the disagreement of a "
+           "left-right mirrored pass)."
+           if folds else "the final model alone."),
+        "- **Case trust rule** (`trust.json`): each result gets `status` ok or refer and the "
+        "reason. Its figures come from one network's plain and left-right mirrored passes "
+        "(the first fold member in the ensemble, the final model with `--fast`), the same "
+        "figures the rule was fitted on in cross-validation (each case by the fold model "
+        "that never saw it); any sequence problem also refers. Table below.", "",
         "## Cross-validation (held-out Dice, HD95 in mm, volume difference in mL)", "",
         f"Mean Dice, every modality each case has as the model uses them: "
         f"{_mean_line(cv, 'all')}. FLAIR alone: {_mean_line(cv, 'flair')}. Every modality "
@@ -135,6 +181,7 @@ def card(cfg: dict[str, Any], cv: dict[str, Any], record: dict[str, Any],
                      for n, v in cv["all"]["per_case"].items() if v["WT"]["dice"] < 0.6)
            or "none") + ". Large over-segmentation of this kind is what a reviewer must look "
         "for: compare the overlay with the FLAIR.",
+        *_trust_limits(cv.get("trust")),
         "- Six patients carry tumour-core and enhancing-tumour labels: TC and ET are learnt "
         "from very little data and vary widely between cases. WT is the dependable output.",
         "- No training case has T1 and T1-Gd together, or T2: on a complete BraTS case the "
@@ -142,4 +189,25 @@ def card(cfg: dict[str, Any], cv: dict[str, Any], record: dict[str, Any],
         "- Not a medical device; every mask is to be checked by a doctor.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _trust_limits(trust: dict[str, Any] | None) -> list[str]:
+    """The trust rule's limits in the card: what it refers when fitted on every case, and
+    what it misses when each case is left out of the fit."""
+    if not trust:
+        return []
+    rows = trust["cv"]["rows"]
+    bad = [r for r in rows if r["dice"] < trust["targets"][r["setting"]]]
+    missed = sorted({f"{r['case']} ({r['setting']})" for r in bad
+                     if r["status_leave_one_out"] == "ok"})
+    loo = {k: "-" if v is None else f"{v:.3f}"
+           for k, v in trust["cv"]["leave_one_out"]["overall"].items()
+           if k in ("coverage", "risk")}
+    return [f"- The trust rule was fitted on {len(rows)} held-out predictions of which "
+            f"{len(bad)} were under target; it refers all of them as fitted. Refitted without "
+            "each case in turn, it "
+            + (f"misses {', '.join(missed)}" if missed else "still refers every one")
+            + f" (leave-one-out coverage {loo['coverage']}, risk {loo['risk']}): with "
+            "this few failures the figures separate them only where the rule has seen them. "
+            "A `status` of ok is no licence to skip the review."]
 

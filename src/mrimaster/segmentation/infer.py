@@ -29,7 +29,10 @@ from mrimaster.errors import DataError
 from mrimaster.segmentation.cases import Case
 from mrimaster.segmentation.geometry import voxel_sizes
 from mrimaster.segmentation.labels import REGIONS, regions_to_brats2021
-from mrimaster.segmentation.outputs import save_mask
+from mrimaster.segmentation.outputs import save_mask, save_uncertainty
+from mrimaster.segmentation.passes import Passes, run_passes
+from mrimaster.segmentation.passes import predict_raw as predict_raw  # re-exported
+from mrimaster.segmentation.passes import predict_regions as predict_regions  # re-exported
 from mrimaster.segmentation.postprocess import clean_regions
 from mrimaster.segmentation.runtime import SegModel
 from mrimaster.segmentation.sequence_checks import (
@@ -159,95 +162,6 @@ def case_subset(case: Case, modalities: list[str]) -> Case:
     return replace(case, images={m: p for m, p in case.images.items() if m in modalities})
 
 
-MIRRORS: tuple[tuple[int, ...], ...] = tuple(
-    axes for k in range(4) for axes in itertools.combinations((1, 2, 3), k))
-"""Test-time augmentation: the image as it is and mirrored along every combination of the
-three spatial axes (8 passes, as nnU-Net)."""
-
-
-def predict_raw(seg: SegModel, image: np.ndarray, tta: bool = False) -> np.ndarray:
-    """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` bool WT/TC/ET before any clean-up.
-
-    With ``tta``, the sigmoid probabilities of the :data:`MIRRORS` passes are averaged (each
-    mirrored back) and thresholded at 0.5.
-    """
-    if not tta:
-        return seg.logits(image) > 0
-    total = np.zeros((3, *image.shape[1:]), np.float32)
-    for axes in MIRRORS:
-        x = np.flip(image, axes) if axes else image
-        logits = seg.logits(np.ascontiguousarray(x))
-        prob = 1.0 / (1.0 + np.exp(-logits))
-        total += np.flip(prob, axes) if axes else prob
-    return total / len(MIRRORS) > 0.5
-
-
-LEFT_RIGHT: tuple[int, ...] = (1,)
-"""The left-right axis of the network's input (canonical RAS: the first spatial axis)."""
-
-UNCERTAINTY_2_PASSES = "test-time mirroring disagreement (2 passes)"
-UNCERTAINTY_8_PASSES = "test-time mirroring disagreement (8 passes)"
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
-
-
-def mirroring_disagreement(passes: list[np.ndarray], voxel_ml: float, method: str
-                           ) -> dict[str, Any]:
-    """How much test-time passes disagree on the whole tumour (an uncertainty figure for the
-    worklist until the segmentation has a calibrated one).
-
-    Args:
-        passes: Two or more ``(D, H, W)`` bool whole-tumour masks, one per pass (each mirrored
-            back onto the same grid).
-        voxel_ml: Volume of one voxel of these masks in millilitres.
-        method: What the passes were (written as ``method``).
-
-    Returns:
-        ``{"method", "wt_dice_between_passes", "wt_volume_change_ml", "score"}``: the mean
-        Dice over every pair of passes (two masks that are both empty agree: 1), the largest
-        minus the smallest pass's whole-tumour volume, and ``score = 1 - Dice`` (0: the passes
-        agree, 1: they share no voxel).
-    """
-    if len(passes) < 2:
-        raise ValueError("the disagreement needs at least two passes")
-    pairs = [_dice(a, b) for a, b in itertools.combinations(passes, 2)]
-    d = float(np.mean(pairs))
-    vols = [float(p.sum()) * voxel_ml for p in passes]
-    return {"method": method, "wt_dice_between_passes": round(d, 4),
-            "wt_volume_change_ml": round(max(vols) - min(vols), 3),
-            "score": round(1.0 - d, 4)}
-
-
-def predict_with_disagreement(seg: SegModel, image: np.ndarray, voxel_ml: float,
-                              tta: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
-    """:func:`predict_raw` (the same mask) and :func:`mirroring_disagreement` of its passes.
-
-    Without ``tta`` the network runs once more, on the image mirrored left-right; that pass
-    only measures (the mask is the plain pass's). With ``tta`` the 8 :data:`MIRRORS` passes
-    that :func:`predict_raw` averages are compared (each pass thresholded at 0.5), at no
-    extra cost.
-    """
-    if not tta:
-        raw = seg.logits(image) > 0
-        flipped = seg.logits(np.ascontiguousarray(np.flip(image, LEFT_RIGHT)))
-        extra = np.flip(flipped[0] > 0, LEFT_RIGHT[0] - 1)
-        return raw, mirroring_disagreement([raw[0], extra], voxel_ml, UNCERTAINTY_2_PASSES)
-    total = np.zeros((3, *image.shape[1:]), np.float32)
-    passes = []
-    for axes in MIRRORS:
-        x = np.flip(image, axes) if axes else image
-        logits = seg.logits(np.ascontiguousarray(x))
-        prob = 1.0 / (1.0 + np.exp(-logits))
-        prob = np.flip(prob, axes) if axes else prob
-        total += prob
-        passes.append(prob[0] > 0.5)
-    raw = total / len(MIRRORS) > 0.5
-    return raw, mirroring_disagreement(passes, voxel_ml, UNCERTAINTY_8_PASSES)
-
-
 def finish_regions(raw: np.ndarray, seg: SegModel, plan: InputPlan) -> np.ndarray:
     """The model's post-processing, then TC / ET emptied where they are not assessable."""
     regions = clean_regions(raw, seg.postprocess)
@@ -257,18 +171,32 @@ def finish_regions(raw: np.ndarray, seg: SegModel, plan: InputPlan) -> np.ndarra
     return regions
 
 
-def predict_regions(seg: SegModel, image: np.ndarray) -> np.ndarray:
-    """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` bool WT/TC/ET, the model's post-processing
-    applied (hierarchy enforced)."""
-    return clean_regions(predict_raw(seg, image), seg.postprocess)
-
-
 def region_volumes(regions: np.ndarray, voxel_ml: float, plan: InputPlan
                    ) -> dict[str, float | None]:
     """Millilitres per region from ``(3, ...)`` bool masks on the input grid; ``None`` for a
     region that is not assessable."""
     return {name: float(regions[i].sum() * voxel_ml) if name in plan.regions else None
             for i, name in enumerate(REGIONS)}
+
+
+def trust_decision(seg: SegModel, passes: Passes, problems: list[str]) -> dict[str, Any]:
+    """``status`` (``ok``/``refer``), ``reason`` and ``trust`` (the rule and the figures) for
+    ``volumes.json``: the model's fitted rule (:mod:`mrimaster.segmentation.case_trust`) on the
+    passes' figures, and a refer for any sequence problem (an inconsistent study). A model
+    without a rule and a study without problems get no status (an older model's results read
+    as before)."""
+    rule = getattr(seg, "trust", None)
+    out: dict[str, Any] = {"trust": {"features": passes.features,
+                                     "rule": rule.describe() if rule else None}}
+    reasons = []
+    if rule is not None:
+        status, why = rule.decide(passes.features)
+        if status == "refer":
+            reasons.append(why)
+    reasons += [f"sequence check: {p}" for p in problems]
+    if rule is not None or reasons:
+        out.update(status="refer" if reasons else "ok", reason="; ".join(reasons))
+    return out
 
 
 @dataclass
@@ -282,6 +210,8 @@ class SegmentResult:
         plan: Inputs used, missing and ignored.
         notes: Warnings about the input grid.
         pictures: Overlay PNGs.
+        status: The trust decision (``ok``, ``refer``; ``None`` for a model without a rule).
+        reason: Why ``refer``.
     """
 
     seg_path: Path
@@ -289,6 +219,8 @@ class SegmentResult:
     plan: InputPlan
     notes: list[str]
     pictures: list[Path]
+    status: str | None = None
+    reason: str = ""
 
     @property
     def missing(self) -> list[str]:
@@ -302,8 +234,10 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
     convention also in the header's ``descrip``: :mod:`mrimaster.segmentation.outputs`),
     ``volumes.json`` (mL per region, the mask file and its convention, what was used, ignored
     and not assessable, every sequence's checks, the input grid, and ``uncertainty``:
-    :func:`predict_with_disagreement`, one extra left-right mirrored pass without ``tta``,
-    which only measures) and overlay PNGs of the modalities used.
+    :func:`mrimaster.segmentation.passes.run_passes`: the passes' or the ensemble members'
+    disagreement, written per voxel as ``uncertainty.nii.gz``), the trust decision
+    (:func:`trust_decision`: ``status``, ``reason``, ``trust``) and overlay PNGs of the
+    modalities used.
 
     Every sequence the case has, used or not, is checked against the reference
     (:func:`mrimaster.segmentation.sequence_checks.check_sequences`) unless ``checks`` are
@@ -336,13 +270,14 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
     volume.notes = [*volume.notes, *problems]
     work_voxels = float(np.prod(volume.work_shape or volume.canonical_shape))
     work_voxel_ml = volume.voxel_ml * float(np.prod(volume.canonical_shape)) / work_voxels
-    raw, uncertainty = predict_with_disagreement(seg, volume.image, work_voxel_ml, tta)
-    regions = finish_regions(raw, seg, plan)
+    passes = run_passes(seg, volume.image, work_voxel_ml, tta)
+    regions = finish_regions(passes.raw, seg, plan)
     whole_only = "TC" not in plan.regions
     labels = regions[0].astype(np.uint8) if whole_only else regions_to_brats2021(regions)
     out_dir.mkdir(parents=True, exist_ok=True)
     convention = "wt" if whole_only else "brats2021"
     seg_path = save_mask(restore_to_input_grid(labels, volume), out_dir, convention)
+    uncertainty_path = save_uncertainty(passes.voxel_map, volume, out_dir)
     vols = region_volumes(to_canonical_grid(regions, volume), volume.voxel_ml, plan)
     info: dict[str, Any] = {
         "case": case.name, "volumes_ml": vols, "not_assessable": plan.not_assessable,
@@ -357,7 +292,12 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
         "input_grid": {"spacing_mm": [float(z) for z in voxel_sizes(volume.reference)],
                        "resampled_to_mm": list(seg.spacing) if volume.resampled else None},
         "warnings": volume.notes, "runtime": seg.runtime_name, "tta": tta,
-        "postprocess": seg.postprocess, "uncertainty": uncertainty}
+        "postprocess": seg.postprocess, "uncertainty": passes.uncertainty,
+        "uncertainty_file": uncertainty_path.name,
+        "ensemble": {"members": passes.members, "runtime": seg.runtime_name}
+        if passes.members > 1 else None,
+        **trust_decision(seg, passes, problems)}
     (out_dir / "volumes.json").write_text(json.dumps(info, indent=2))
     pictures = save_overlays(volume, regions, out_dir, case.name, plan.used, whole_only)
-    return SegmentResult(seg_path, vols, plan, volume.notes, pictures)
+    return SegmentResult(seg_path, vols, plan, volume.notes, pictures, info.get("status"),
+                         info.get("reason", ""))

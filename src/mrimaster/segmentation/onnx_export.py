@@ -22,10 +22,11 @@ from mrimaster.errors import DataError
 from mrimaster.inference.onnx_runtime import VARIANTS, engine_problem, open_graph
 from mrimaster.models.paths import file_sha256
 from mrimaster.segmentation.cases import Case
-from mrimaster.segmentation.infer import predict_regions, prepare_inputs
+from mrimaster.segmentation.infer import prepare_inputs
 from mrimaster.segmentation.labels import REGIONS
 from mrimaster.segmentation.metrics import dice
 from mrimaster.segmentation.model import Segmenter
+from mrimaster.segmentation.passes import predict_regions
 from mrimaster.segmentation.runtime import (
     FORMAT,
     GRAPH,

@@ -43,6 +43,35 @@ def save_mask(labels: Any, folder: Path, convention: str) -> Path:
     return path
 
 
+UNCERTAINTY_FILE = "uncertainty.nii.gz"
+UNCERTAINTY_SCALE = 250
+"""The uncertainty map is stored as uint8 with slope ``1 / UNCERTAINTY_SCALE``: readers that
+apply the NIfTI scaling (nibabel, ITK, viewers) get values in [0, 1]."""
+
+
+def save_uncertainty(voxel_map: Any, volume: Any, folder: Path) -> Path:
+    """Write the per-voxel uncertainty as ``uncertainty.nii.gz`` on the input grid.
+
+    Args:
+        voxel_map: ``(d, h, w)`` float in [0, 1] on the cropped working grid (mutual
+            information in bits, :func:`mrimaster.segmentation.ensemble.mutual_information`).
+        volume: The :class:`mrimaster.segmentation.volumes.Volume` it was computed on; the map
+            goes back to its input grid as the mask does (nearest-neighbour, a display map).
+        folder: Result folder.
+    """
+    import numpy as np
+
+    from mrimaster.segmentation.volumes import restore_to_input_grid
+
+    quantised = np.rint(np.clip(voxel_map, 0, 1) * UNCERTAINTY_SCALE).astype(np.uint8)
+    image = restore_to_input_grid(quantised, volume)
+    image.header.set_slope_inter(1.0 / UNCERTAINTY_SCALE, 0)
+    image.header["descrip"] = b"MRIMaster uncertainty: WT mutual information, bits"
+    path = Path(folder) / UNCERTAINTY_FILE
+    nib.save(image, str(path))
+    return path
+
+
 def result_mask(folder: Path) -> tuple[Path, str]:
     """``(mask file, label convention)`` of a result folder, from its ``volumes.json``
     (``mask_file``; before it existed, ``seg.nii.gz``).

@@ -22,7 +22,6 @@ import numpy as np
 from mrimaster.errors import ModelError
 from mrimaster.inference.onnx_runtime import (
     Graph,
-    choose_variant,
     engine_problem,
     export_mismatch,
     open_graph,
@@ -56,6 +55,9 @@ class SegInfo:
             not fed even when a case has them (unless nothing else usable is left).
         meta: Provenance and metrics.
         runtime_name: ``torch`` or the exported variant that runs the network.
+        trust: The model folder's fitted case trust rule
+            (:class:`mrimaster.segmentation.case_trust.CaseTrustRule`), set by the loader;
+            ``None`` without one.
     """
 
     modalities: list[str]
@@ -67,6 +69,7 @@ class SegInfo:
     excluded: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     runtime_name: str = "torch"
+    trust: Any = field(default=None, compare=False, repr=False)
 
     def info_dict(self) -> dict[str, Any]:
         """The fields saved with the model (and copied into its ONNX export)."""
@@ -103,6 +106,7 @@ class SegModel(Protocol):
     excluded: dict[str, str]
     meta: dict[str, Any]
     runtime_name: str
+    trust: Any
 
     def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
                ) -> np.ndarray:
@@ -154,22 +158,3 @@ def load_seg_variant(folder: Path, variant: str) -> OnnxSegmenter:
     meta = read_seg_meta(folder)
     return OnnxSegmenter(**info_from_dict(meta), runtime_name=variant,
                          graph=open_graph(folder / GRAPH, variant))
-
-
-def load_segmenter_for_inference(ref: str | Path, models_dir: Path, runtime: str = "auto",
-                                 device: str = "auto") -> SegModel:
-    """The segmentation model ``ref`` (``default``, run or model folder, file) in ``runtime``.
-
-    Raises:
-        ModelError: unknown runtime, or ``onnx``/``openvino`` asked for but not usable here.
-    """
-    from mrimaster.models.paths import resolve_model_path
-
-    path = resolve_model_path(ref, models_dir, default="seg-default")
-    variant, where = choose_variant(path.parent, runtime, device, SEG_VARIANTS,
-                                    seg_variant_problem)
-    if variant is not None:
-        return load_seg_variant(path.parent, variant)
-    from mrimaster.segmentation.model import load_segmenter
-
-    return load_segmenter(path, where)

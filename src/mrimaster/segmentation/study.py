@@ -39,7 +39,7 @@ import SimpleITK as sitk
 from mrimaster.imaging.prepare import PrepareConfig, PreparedStudy, Progress, prepare_study
 from mrimaster.imaging.register import from_sitk, to_sitk
 from mrimaster.segmentation.infer import SegmentResult, segment_case
-from mrimaster.segmentation.outputs import save_mask
+from mrimaster.segmentation.outputs import UNCERTAINTY_FILE, UNCERTAINTY_SCALE, save_mask
 from mrimaster.segmentation.runtime import SegModel
 from mrimaster.segmentation.sequence_checks import (
     SequenceCheck,
@@ -125,6 +125,7 @@ def segment_study(seg: SegModel, source: Path | dict[str, Path], out_dir: Path,
         info: dict[str, Any] = json.loads((out_dir / "volumes.json").read_text())
         labels = onto_reference(load_nifti(out_dir / result.seg_path.name), ref)
         result.seg_path = save_mask(labels, out_dir, info["label_convention"])
+        _uncertainty_onto_reference(out_dir / UNCERTAINTY_FILE, ref)
         mask = onto_reference(load_nifti(prepared.brain_mask), ref)
         nib.save(mask, str(out_dir / "brain_mask.nii.gz"))
         series_json = scratch / "prepare" / "import" / "series.json"
@@ -165,6 +166,21 @@ def segment_study(seg: SegModel, source: Path | dict[str, Path], out_dir: Path,
     (out_dir / "volumes.json").write_text(json.dumps(info, indent=2, default=float) + "\n")
     result.pictures = sorted(out_dir.glob("*.png"))
     return StudyResult(result, prepared, dicom_seg, timings)
+
+
+def _uncertainty_onto_reference(path: Path, reference: nib.Nifti1Image) -> None:
+    """Move the uncertainty map (uint8, scaled) onto the reference grid as the mask is moved
+    (nearest-neighbour), keeping its scaling; nothing when there is none."""
+    if not path.is_file():
+        return
+    stored = nib.load(str(path))
+    assert isinstance(stored, nib.Nifti1Image)
+    raw = nib.Nifti1Image(np.asarray(stored.dataobj.get_unscaled()),  # type: ignore[attr-defined]
+                          stored.affine)
+    moved = onto_reference(raw, reference)
+    moved.header.set_slope_inter(1.0 / UNCERTAINTY_SCALE, 0)
+    moved.header["descrip"] = stored.header["descrip"]
+    nib.save(moved, str(path))
 
 
 def _checks(prepared: PreparedStudy) -> dict[str, SequenceCheck]:

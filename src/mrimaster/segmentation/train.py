@@ -1,12 +1,14 @@
 """``mrimaster seg train``: patch-based 3D U-Net training into a run folder.
 
-Reads top to bottom: the config, patch sampling (crops biased towards tumour), augmentation
-(:mod:`mrimaster.segmentation.augment`: spatial steps on image and labels together, intensity
-steps and modality dropout on the image only), endless batches of them, the loss (Dice +
-cross-entropy per region, masked where a dataset does not define a region), one epoch (bf16
-autocast where the processor supports it), validation, and :func:`run_seg_training`. Without
-validation cases the last epoch's weights are kept (nnU-Net's choice: no selection on a handful
-of cases).
+Reads top to bottom: the config, the loss (Dice + cross-entropy per region, masked where a
+dataset does not define a region), one epoch (bf16 autocast where the processor supports it),
+validation, and :func:`run_seg_training`. Training patches (crops biased towards tumour, in
+endless batches) come from :mod:`mrimaster.segmentation.patches`, their augmentation from
+:mod:`mrimaster.segmentation.augment` (spatial steps on image and labels together, intensity
+steps and modality dropout on the image only). Without validation cases the last epoch's
+weights are kept (nnU-Net's choice: no selection on a handful of cases). After every epoch
+``last.pt`` (:mod:`mrimaster.segmentation.checkpoint`) holds what an interrupted run needs to
+continue: started again into its folder with the same recipe, it does.
 
 Fine-tuning (``init``): the network starts from a trained model's weights (same modalities and
 widths, else :class:`~mrimaster.errors.ModelError`) at the lower learning rate ``init_lr``, on
@@ -35,25 +37,33 @@ from tqdm import tqdm
 
 from mrimaster.config import config_to_dict, save_config
 from mrimaster.device import resolve_device, use_bf16
-from mrimaster.errors import ConfigError, DataError, ModelError
+from mrimaster.errors import ConfigError, ModelError
 from mrimaster.models.paths import file_sha256, resolve_model_path
 from mrimaster.provenance import portable, run_record
-from mrimaster.seeding import seeded
-from mrimaster.segmentation.augment import AugmentConfig, PatchAugmenter, context_size
-from mrimaster.segmentation.cases import MODALITIES, Case, find_case
-from mrimaster.segmentation.metrics import mean_scores, region_scores
-from mrimaster.segmentation.model import Segmenter, build_unet, load_segmenter, save_segmenter
-from mrimaster.segmentation.reviewed import read_reviewed_dataset
-from mrimaster.segmentation.volumes import Volume, load_channels_zero_filled
-from mrimaster.settings import Settings
-from mrimaster.training.data import dataset_dir, under_root
-from mrimaster.training.distributed import (
+from mrimaster.runs.data_roots import dataset_dir, under_root
+from mrimaster.runs.distributed import (
     finish,
     init_distributed,
     per_process_batch,
     wrap,
 )
-from mrimaster.training.tracking import Tracker
+from mrimaster.runs.tracking import Tracker
+from mrimaster.seeding import seeded
+from mrimaster.segmentation.augment import AugmentConfig, PatchAugmenter
+from mrimaster.segmentation.cases import MODALITIES, Case, find_case
+from mrimaster.segmentation.checkpoint import (
+    config_defaults,
+    load_last,
+    remove_last,
+    resume,
+    save_last,
+)
+from mrimaster.segmentation.metrics import mean_scores, region_scores
+from mrimaster.segmentation.model import Segmenter, build_unet, load_segmenter, save_segmenter
+from mrimaster.segmentation.patches import Batch, TrainCase, load_training_case, patch_batches
+from mrimaster.segmentation.reviewed import read_reviewed_dataset
+from mrimaster.segmentation.run_report import plot_history, write_finetune_card
+from mrimaster.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -144,55 +154,6 @@ class SegTrainConfig:
             raise ConfigError(f"spacing {self.spacing} must be 3 positive sizes in mm")
 
 
-@dataclass
-class TrainCase:
-    """A loaded training case; channels absent from the case are zero and flagged."""
-
-    volume: Volume
-    present: np.ndarray  # (C,) bool
-    brain_voxels: np.ndarray  # (N, 3) int, where patches may be centred
-    tumour_voxels: np.ndarray  # (M, 3) int, WT voxels (empty when WT is unknown)
-
-
-def load_training_case(case: Case, modalities: list[str], allow_missing: bool,
-                       spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> TrainCase:
-    present = [m for m in modalities if m in case.available()]
-    if not present or (len(present) < len(modalities) and not allow_missing):
-        raise DataError(f"training case {case.name} lacks "
-                        f"{', '.join(sorted(set(modalities) - set(present)))}",
-                        "set modality_dropout > 0 to train on cases missing a modality")
-    volume = load_channels_zero_filled(case, modalities, spacing=spacing)
-    if volume.regions is None:
-        raise DataError(f"training case {case.name} has no label map")
-    tumour = np.argwhere(volume.regions[0]) if volume.known[0] else np.zeros((0, 3), int)
-    return TrainCase(volume, np.array([m in present for m in modalities]),
-                     np.argwhere(volume.brain), tumour)
-
-
-def sample_patch(case: TrainCase, patch: list[int], tumour_fraction: float,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A patch ``(C, *patch)`` image and ``(3, *patch)`` regions, centred on tumour with
-    probability ``tumour_fraction`` (else anywhere in the brain); zero-padded at borders."""
-    vol = case.volume
-    assert vol.regions is not None
-    coords = case.tumour_voxels if len(case.tumour_voxels) and \
-        rng.random() < tumour_fraction else case.brain_voxels
-    centre = coords[rng.integers(len(coords))]
-    size = np.array(patch)
-    start = centre - size // 2
-    img = np.zeros((vol.image.shape[0], *patch), np.float32)
-    reg = np.zeros((3, *patch), np.float32)
-    src_lo = np.maximum(start, 0)
-    src_hi = np.minimum(start + size, vol.image.shape[1:])
-    dst_lo = src_lo - start
-    dst_hi = dst_lo + (src_hi - src_lo)
-    src = tuple(slice(a, b) for a, b in zip(src_lo, src_hi, strict=True))
-    dst = tuple(slice(a, b) for a, b in zip(dst_lo, dst_hi, strict=True))
-    img[(slice(None), *dst)] = vol.image[(slice(None), *src)]
-    reg[(slice(None), *dst)] = vol.regions[(slice(None), *src)]
-    return img, reg
-
-
 _DICE = DiceLoss(sigmoid=True, reduction="none", smooth_nr=1e-5, smooth_dr=1e-5)
 
 
@@ -203,24 +164,6 @@ def region_loss(logits: torch.Tensor, target: torch.Tensor, known: torch.Tensor)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(
         dim=(2, 3, 4))
     return ((dice + bce) * known).sum() / known.sum().clamp_min(1)
-
-
-Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
-"""``(B, C, *patch)`` float32 images, ``(B, 3, *patch)`` float32 region masks, ``(B, 3)``
-float32 flags of the regions each patch's labels define."""
-
-
-def patch_batches(cases: list[TrainCase], cfg: SegTrainConfig, augmenter: PatchAugmenter,
-                  rng: np.random.Generator) -> Iterator[Batch]:
-    """Endless training batches: ``cfg.batch_size`` cases drawn with replacement, a patch
-    sampled from each (:func:`sample_patch`) and augmented, all draws from ``rng``."""
-    crop = context_size(cfg.patch) if cfg.augment else cfg.patch
-    while True:
-        batch = [cases[rng.integers(len(cases))] for _ in range(cfg.batch_size)]
-        pairs = [augmenter(*sample_patch(c, crop, cfg.tumour_fraction, rng), c.present,
-                           cfg.modality_dropout, rng) for c in batch]
-        yield (np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]),
-               np.stack([c.volume.known for c in batch]).astype(np.float32))
 
 
 def train_one_epoch(net: torch.nn.Module, batches: Iterator[Batch], cfg: SegTrainConfig,
@@ -298,7 +241,13 @@ def combinations_of(cases: list[TrainCase], modalities: list[str]) -> list[list[
 def run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
     """Train and write the run folder: ``config.yaml``, ``model.pt`` (best mean validation
     Dice), ``history.json``, ``metrics.json``, ``curves.png``. Global random generators are
-    seeded by ``cfg.seed`` and given back unchanged afterwards."""
+    seeded by ``cfg.seed`` and given back unchanged afterwards. ``last.pt``, written after
+    every epoch and deleted at the end, lets a run interrupted in that folder continue where
+    it stopped (:mod:`mrimaster.segmentation.checkpoint`).
+
+    Raises:
+        ConfigError: the folder holds the ``last.pt`` of another recipe.
+    """
     with seeded(cfg.seed):
         return _run_seg_training(cfg, settings)
 
@@ -316,11 +265,12 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
     run_dir = Path(cfg.out_dir) if cfg.out_dir else \
         settings.runs_dir / f"seg-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
+    # no machine paths: the dataset relative to the data root, and no run location
+    recipe = replace(cfg, out_dir=None, data_dir=portable(root, settings.data_root),
+                     reviewed_dir=portable(reviewed, settings.data_root) if reviewed else None)
+    last = load_last(run_dir, ctx, config_to_dict(recipe), config_defaults(SegTrainConfig))
     if ctx.is_main:
-        # no machine paths: the dataset relative to the data root, and no run location
-        save_config(replace(cfg, out_dir=None, data_dir=portable(root, settings.data_root),
-                            reviewed_dir=portable(reviewed, settings.data_root)
-                            if reviewed else None), run_dir / "config.yaml")
+        save_config(recipe, run_dir / "config.yaml")
         record = run_record([root] + ([reviewed] if reviewed else []))
         if init_path is not None:
             record["init"] = {"model": str(cfg.init), "sha256": file_sha256(init_path)}
@@ -355,20 +305,26 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
         seg.meta["init"] = {"model": str(cfg.init), "sha256": file_sha256(init_path)}
     aug = AugmentConfig() if cfg.augment else AugmentConfig(
         p_spatial=0, p_gamma=0, p_brightness=0, p_noise=0, p_lowres=0)
+    augmenter = PatchAugmenter(cfg.patch, aug, seed=cfg.seed + ctx.rank)
+    history: list[dict[str, Any]] = []
+    best, done = -float("inf"), 0
+    if last is not None:  # an interrupted run of this recipe: continue after its last epoch
+        resume(last, ctx, net=seg.net, optimizer=optimizer, scheduler=scheduler, rng=rng,
+               augmenter=augmenter)
+        history, best, done, seg.meta = last["history"], last["best"], last["epoch"], last["meta"]
+        log.info("resuming from epoch %d/%d (%d done, from last.pt)", done + 1, cfg.epochs, done)
+        last = None  # its tensors are loaded: free them
     step_cfg = cfg
     if ctx.enabled:  # every process takes its share of each global batch of patches
         net = wrap(net, ctx)
         step_cfg = replace(cfg, batch_size=per_process_batch(cfg.batch_size, ctx))
-    batches = patch_batches(train, step_cfg,
-                            PatchAugmenter(cfg.patch, aug, seed=cfg.seed + ctx.rank), rng)
+    batches = patch_batches(train, step_cfg, augmenter, rng)
     tracker = Tracker(cfg.track and ctx.is_main, settings.tracking_uri, cfg.experiment,
                       run_dir.name)
     tracker.params(config_to_dict(cfg))
-    history: list[dict[str, Any]] = []
-    best = -float("inf")
-    start = time.perf_counter()
+    start = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
     try:
-        for epoch in range(cfg.epochs):
+        for epoch in range(done, cfg.epochs):
             loss = train_one_epoch(net, batches, step_cfg, optimizer, scheduler, device, bf16,
                                    f"epoch {epoch + 1}/{cfg.epochs}")
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss,
@@ -393,15 +349,19 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
                                if k.startswith("val_dice")), "  *best*" if improved else "")
             if ctx.is_main:
                 (run_dir / "history.json").write_text(json.dumps(history, indent=2))
+            save_last(run_dir, ctx, net=seg.net, optimizer=optimizer, scheduler=scheduler,
+                      epoch=epoch + 1, history=history, best=best, meta=seg.meta,
+                      recipe=config_to_dict(recipe), rng=rng, augmenter=augmenter)
         if not ctx.is_main:
             finish(ctx)
             return run_dir
-        _plot_history(history, run_dir / "curves.png")
+        plot_history(history, run_dir / "curves.png")
         (run_dir / "metrics.json").write_text(json.dumps(
             {"best_epoch": seg.meta.get("epoch"), "best_val_score": best if val else None,
              "last": history[-1]}, indent=2))
         if init_path is not None:
             write_finetune_card(run_dir, cfg, history, init_path, reviewed)
+        remove_last(run_dir)  # model.pt + metrics.json mark the run finished
         for name in ("config.yaml", "history.json", "metrics.json", "curves.png", "model.pt"):
             tracker.artifact(run_dir / name)
         tracker.register(run_dir, ["model.pt", "config.yaml", "metrics.json", "run.json",
@@ -412,63 +372,3 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
     tracker.close()
     finish(ctx)
     return run_dir
-
-
-def _plot_history(history: list[dict[str, Any]], path: Path) -> None:
-    from matplotlib.figure import Figure
-
-    epochs = [r["epoch"] for r in history]
-    fig = Figure(figsize=(10, 4))
-    (a, b) = fig.subplots(1, 2)
-    a.plot(epochs, [r["train_loss"] for r in history], "o-")
-    a.set(xlabel="epoch", ylabel="Dice + BCE", title="Training loss")
-    for region in ("WT", "TC", "ET"):
-        key = f"val_dice_{region}"
-        if any(key in r for r in history):
-            b.plot(epochs, [r.get(key, np.nan) for r in history], "o-", label=region)
-    b.set(xlabel="epoch", ylabel="Dice", title="Validation Dice", ylim=(0, 1))
-    if b.get_legend_handles_labels()[0]:
-        b.legend()
-    else:
-        b.text(0.5, 0.5, "no validation cases\n(the last epoch is kept)", ha="center",
-               va="center", transform=b.transAxes)
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
-def write_finetune_card(run_dir: Path, cfg: SegTrainConfig, history: list[dict[str, Any]],
-                        init_path: Path, reviewed: Path | None) -> Path:
-    """``MODEL_CARD.md`` of a fine-tuning run: data, init model, command, metrics, date."""
-    record = json.loads((run_dir / "run.json").read_text())
-    sources: list[str] = []
-    if reviewed is not None:
-        dataset = json.loads((reviewed / "dataset.json").read_text())
-        sources = [f"- `{e['case']}` ({e['label_convention']}, "
-                   f"{'+'.join(e['modalities'])}): {e['source']}" for e in dataset["training"]]
-    last = history[-1]
-    val = "; ".join(f"{k[9:]} {v:.3f}" for k, v in last.items() if k.startswith("val_dice_"))
-    lines = [
-        f"# Fine-tuned segmentation model `{run_dir.name}`", "",
-        f"Date: {record['started']}  ",
-        f"Command: `{record['command']}`", "",
-        "## Init model", "",
-        f"`{cfg.init}` (model.pt SHA-256 `{file_sha256(init_path)}`); training started from "
-        f"its weights at learning rate {cfg.init_lr:g} (cosine decay), "
-        f"{cfg.epochs} epochs x {cfg.iterations} steps of {cfg.batch_size} patches "
-        f"{'x'.join(map(str, cfg.patch))} at {'x'.join(map(str, cfg.spacing))} mm.", "",
-        "## Data", "",
-        f"Reviewed cases ({len(sources)}, from `{cfg.reviewed_dir}`):", "", *sources, "",
-        f"Replayed original training cases ({len(cfg.train_cases)}, under `{cfg.data_dir}`), "
-        "drawn alongside so the model does not forget them:", "",
-        *[f"- `{c}`" for c in cfg.train_cases], "",
-        "## Metrics", "",
-        f"Last epoch training loss (Dice + BCE) {last['train_loss']:.4f}"
-        + (f"; validation Dice {val}" if val else "; no validation cases (the last epoch is "
-           "kept): measure it on held-out cases with `mrimaster seg evaluate`") + ".", "",
-        "Intended use and limits are those of the init model; check Dice on cases that were "
-        "not corrected before deploying (see benchmarks/finetune_loop.py).", ""]
-    path = run_dir / "MODEL_CARD.md"
-    path.write_text("\n".join(lines))
-    return path

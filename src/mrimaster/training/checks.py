@@ -32,9 +32,9 @@ from mrimaster.evaluation.presence import evaluate_presence
 from mrimaster.inference.forward import predict_logits
 from mrimaster.models.checkpoint import Classifier, load_classifier
 from mrimaster.models.paths import file_sha256
+from mrimaster.runs.data_roots import dataset_dir, under_root
 from mrimaster.settings import Settings
 from mrimaster.training.config import TrainConfig
-from mrimaster.training.data import dataset_dir, under_root
 from mrimaster.trust.referral import TrustRule, assess
 from mrimaster.trust.report import status_counts
 

@@ -12,6 +12,7 @@ from mrimaster.data.folders import SliceSet, load_class_folders, load_slices
 from mrimaster.data.labels import CLASSES
 from mrimaster.data.presence import scan_presence
 from mrimaster.data.splits import SplitConfig, SplitTable, make_split
+from mrimaster.runs.data_roots import under_root
 from mrimaster.settings import Settings
 from mrimaster.training.config import TrainConfig
 
@@ -45,17 +46,6 @@ def load_split_data(cfg: TrainConfig, data_dir: Path) -> SplitData:
                                            cfg.split_fractions[2]))
         table = make_split(data_dir, split_cfg, progress=False)[0].subset(rel)
     return SplitData(slices, labels, table)
-
-
-def under_root(path: Path, settings: Settings) -> Path:
-    return path if path.is_absolute() or path.exists() else settings.data_root / path
-
-
-def dataset_dir(value: Path | str | None, settings: Settings,
-                default: str = "sartaj-training") -> Path:
-    """The dataset folder a config names: an existing or absolute path as given, else a name
-    under the data root (how run configs store it); ``None`` -> ``default`` under the root."""
-    return under_root(Path(value), settings) if value else settings.data_root / default
 
 
 def load_extra_training(cfg: TrainConfig, settings: Settings) -> tuple[np.ndarray, np.ndarray,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import yaml
 from mrimaster.data.splits import SplitTable
 from mrimaster.errors import ModelError
 from mrimaster.models.paths import file_sha256
-from mrimaster.provenance import git_state, version_or_unknown
+from mrimaster.runs.cards import MAX_MODEL_BYTES, exported_line, run_lines
 from mrimaster.settings import Settings
 
 SHIPPED_FILES = ("model.pt", "config.yaml", "split.csv", "history.json", "metrics.json",
@@ -28,7 +27,6 @@ SHIPPED_FILES = ("model.pt", "config.yaml", "split.csv", "history.json", "metric
 OPTIONAL_FILES = ("run.json", "calibration.json", "checks.json", "extra_training.json",
                   "reliability_val.png", "risk_coverage_val.png", "explain/sanity.json",
                   "checks/presence/missed_gradcam.png", "checks/presence/pointing_gradcam.png")
-MAX_MODEL_BYTES = 10 * 1024 * 1024
 
 
 def _read(run_dir: Path, name: str) -> Any:
@@ -123,29 +121,6 @@ def _presence_section(p: dict[str, Any]) -> list[str]:
                      f"points at the image centre: {pg['centre_baseline']:.3f}); "
                      "`pointing_gradcam.png`, `missed_gradcam.png`")
     return lines + [""]
-
-
-def exported_line() -> str:
-    """``- **Exported:** date by mrimaster version, commit``: the first line of every card."""
-    git = git_state(Path(__file__).parent)
-    commit = f"commit {git['commit'][:7]}" if git else "commit unknown"
-    return (f"- **Exported:** {datetime.now(UTC).date().isoformat()} by mrimaster "
-            f"{version_or_unknown('mrimaster')}, {commit}")
-
-
-def run_lines(run: dict[str, Any] | None) -> list[str]:
-    """What ``run.json`` recorded when the run started (older runs have none)."""
-    if not run:
-        return []
-    git = run.get("git") or {}
-    commit = (f"commit {git['commit'][:10]}{' with uncommitted changes' if git['dirty'] else ''}"
-              if git else "outside git")
-    data = "; ".join(f"`{d['folder']}` {d['files']} files, SHA-256 {d['sha256'][:12]}"
-                     for d in run.get("data", []))
-    libs = ", ".join(f"{k} {v}" for k, v in run.get("libraries", {}).items())
-    return [f"- **Run recorded** (`run.json`): `{run['command']}`, mrimaster "
-            f"{run.get('mrimaster')}, {commit}; Python {run.get('python')}, {libs}; data: "
-            f"{data or 'none recorded'}."]
 
 
 def _runtime_section(onnx: dict[str, Any]) -> list[str]:

@@ -38,9 +38,10 @@ from mrimaster.errors import DataError, ModelError, MRIMasterError
 from mrimaster.inference.runtime import Runtime, softmax
 from mrimaster.models.checkpoint import load_classifier, save_classifier
 from mrimaster.models.paths import refuse_shipped, resolve_model_path
+from mrimaster.runs.data_roots import dataset_dir
 from mrimaster.settings import Settings
 from mrimaster.training.config import TrainConfig
-from mrimaster.training.data import PRESENT, dataset_dir, load_extra_training, load_split_data
+from mrimaster.training.data import PRESENT, load_extra_training, load_split_data
 from mrimaster.trust.calibration import calibration_metrics, fit_temperature
 from mrimaster.trust.figures import plot_reliability, plot_risk_coverage
 from mrimaster.trust.ood import FeatureDistance

@@ -112,7 +112,7 @@ def run_sweep(cfg: SweepConfig, settings: Settings) -> dict[str, Any]:
     best trial's number, value (validation macro F1) and parameters."""
     import optuna
 
-    from mrimaster.training.tracking import Tracker
+    from mrimaster.runs.tracking import Tracker
     from mrimaster.training.train import run_training
 
     space = load_space(cfg.space)

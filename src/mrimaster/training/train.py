@@ -35,18 +35,8 @@ from mrimaster.inference.runtime import softmax
 from mrimaster.models.checkpoint import Classifier, load_classifier, save_classifier
 from mrimaster.models.registry import build_model
 from mrimaster.provenance import portable, run_record
-from mrimaster.seeding import seeded
-from mrimaster.settings import Settings
-from mrimaster.training.checks import run_checks
-from mrimaster.training.config import TrainConfig
-from mrimaster.training.data import (
-    SplitData,
-    dataset_dir,
-    load_extra_training,
-    load_split_data,
-    under_root,
-)
-from mrimaster.training.distributed import (
+from mrimaster.runs.data_roots import dataset_dir, under_root
+from mrimaster.runs.distributed import (
     finish,
     init_distributed,
     per_process_batch,
@@ -54,8 +44,13 @@ from mrimaster.training.distributed import (
     unwrap,
     wrap,
 )
+from mrimaster.runs.tracking import Tracker
+from mrimaster.seeding import seeded
+from mrimaster.settings import Settings
+from mrimaster.training.checks import run_checks
+from mrimaster.training.config import TrainConfig
+from mrimaster.training.data import SplitData, load_extra_training, load_split_data
 from mrimaster.training.fit_trust import CalibrateConfig, run_calibration
-from mrimaster.training.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
