@@ -19,7 +19,7 @@ from PIL import Image
 from sqlalchemy import inspect, text
 
 from mrimaster.errors import DataError
-from mrimaster.serving import studies
+from mrimaster.serving import seg_jobs, studies
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.jobs import JobRunner
 from mrimaster.storage.tables import AuditEvent
@@ -239,7 +239,7 @@ def test_a_failed_job_shows_no_server_path(client: TestClient, ctx: AppContext,
     files = case_files(data_root)
     case = client.post("/api/cases/3d", headers=doctor, files={
         m: (p.name, p.read_bytes()) for m, p in files.items()}).json()
-    monkeypatch.setattr(studies, "_segment", fail)
+    monkeypatch.setattr(seg_jobs, "_segment", fail)
     assert JobRunner(ctx).run_pending() == 1
     job = client.get(f"/api/cases/{case['id']}/job", headers=doctor).json()
     shown = client.get(f"/api/cases/{case['id']}", headers=doctor).json()

@@ -194,7 +194,7 @@ def test_a_killed_workers_job_is_taken_over(tmp_path: Path, db_url: str,
         assert not repo.update_owned_job(db, job_id, first.owner or "", state="failed")
         assert not repo.renew_lease(db, job_id, first.owner or "", 30)
     # and run_job itself, with the stale claim, writes nothing (it fails: no models here)
-    from mrimaster.serving.studies import run_job
+    from mrimaster.serving.seg_jobs import run_job
 
     with caplog.at_level(logging.WARNING):  # type: ignore[attr-defined]
         run_job(ctx, first)

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 JobFunction = Callable[[AppContext, Job], None]
 """Runs one claimed job (``job.owner`` is its claim's token); default
-:func:`mrimaster.serving.studies.run_job`."""
+:func:`mrimaster.serving.seg_jobs.run_job`."""
 
 
 def worker_name() -> str:
@@ -102,7 +102,7 @@ class JobRunner:
         max_attempts: Starts of a job before it fails (default the config's).
         timeout_s: The longest a job runs before its lease is given up (default the
             config's ``job_timeout_s``).
-        run: Runs one job (default :func:`mrimaster.serving.studies.run_job`; tests stub it).
+        run: Runs one job (default :func:`mrimaster.serving.seg_jobs.run_job`; tests stub it).
         name: Who claims (default ``host:pid``).
     """
 
@@ -147,7 +147,7 @@ class JobRunner:
         """Run a claimed job while a :class:`Heartbeat` holds its lease."""
         run = self.run
         if run is None:
-            from mrimaster.serving.studies import run_job
+            from mrimaster.serving.seg_jobs import run_job
 
             run = run_job
         log.info("job %d: case %d, attempt %d, claim %s", job.id, job.case_id, job.attempts,
