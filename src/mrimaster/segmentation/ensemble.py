@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any  # noqa: F401  (pdoc resolves SegInfo's inherited annotations here)
 
 import numpy as np
 
