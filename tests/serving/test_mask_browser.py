@@ -60,14 +60,9 @@ def wait_for_pixels(canvas: Any, ok: Any, timeout_s: float = 20.0) -> int:
         time.sleep(0.2)
 
 
-def drag(page: Any, box: dict[str, float], y_frac: float = 0.5) -> None:
+def drag(page: Any, y_frac: float = 0.5) -> None:
     """A horizontal pen stroke across the middle of the canvas."""
-    x0, x1 = box["x"] + box["width"] * 0.42, box["x"] + box["width"] * 0.58
-    y = box["y"] + box["height"] * y_frac
-    page.mouse.move(x0, y)
-    page.mouse.down()
-    page.mouse.move(x1, y, steps=12)
-    page.mouse.up()
+    pen(page, [(0.42, y_frac), (0.58, y_frac)], steps=12)
 
 
 def test_edit_save_reload_compare_3d(server: Server, data_root: Path, tmp_path: Path
@@ -131,15 +126,13 @@ def test_edit_save_reload_compare_3d(server: Server, data_root: Path, tmp_path: 
         page.on("request", lambda r: requests.append(r.method + " " + r.url))
         # the pen: edema, a stroke across the middle (no request while drawing)
         page.click("#tools button[data-pen='2']")
-        box = canvas.bounding_box()
-        assert box is not None
-        drag(page, box)
+        drag(page)
         drawn = count(page, 2)
         assert drawn > int((mask == 2).sum()), drawn
         assert not [r for r in requests if "/api/" in r], requests
         # the eraser over the same line, then undo brings the stroke back
         page.keyboard.press("e")
-        drag(page, box)
+        drag(page)
         erased = count(page, 2)
         assert erased < drawn, (erased, drawn)
         page.click("#undo")
@@ -242,25 +235,39 @@ def test_box_on_a_2d_case(server: Server, data_root: Path) -> None:
         browser.close()
 
 
+# a pen stroke as the canvas's own mouse events, each placed from the canvas's box as it is
+# when the event is sent (fractions of its width and height)
+PEN_EVENTS = """([path]) => {
+  const canvas = window.mrimasterViewer.canvas;
+  path.forEach(([fx, fy], i) => {
+    const r = canvas.getBoundingClientRect();
+    const type = i === 0 ? "mousedown" : i === path.length - 1 ? "mouseup" : "mousemove";
+    canvas.dispatchEvent(new MouseEvent(type, {
+      clientX: r.left + fx * r.width, clientY: r.top + fy * r.height, button: 0,
+      buttons: type === "mouseup" ? 0 : 1, bubbles: true, cancelable: true, view: window }));
+  });
+}"""
+
+
 def pen(page: Any, points: list[tuple[float, float]], steps: int = 10) -> None:
-    """A pen stroke through ``points`` (page pixels), ``steps`` moves a segment, each given a
-    frame of its own: while the page is busy drawing, chromium merges the mouse moves of one
-    frame into one event (rAF-aligned input), and a closed outline whose moves all merged ends
-    where it began: the filled pen then draws nothing (seen under load)."""
-    page.mouse.move(*points[0])
-    page.mouse.down()
-    for (xa, ya), (xb, yb) in zip(points, points[1:], strict=False):
-        for k in range(1, steps + 1):
-            page.mouse.move(xa + (xb - xa) * k / steps, ya + (yb - ya) * k / steps)
-            page.evaluate("() => new Promise(done => requestAnimationFrame(() => done()))")
-    page.mouse.up()
+    """A pen stroke through ``points`` (fractions of the canvas's width and height), ``steps``
+    moves a segment, sent to the canvas as DOM mouse events in one call.
+
+    Not Playwright's mouse: under load (CI's 2 cores) chromium merges the real moves of one
+    frame into one event (rAF-aligned input), so a closed outline could end where it began,
+    and the page may scroll or reflow (NiiVue focuses the canvas on a drag) between measuring
+    the canvas and pressing the button, which then lands beside it: both seen as a filled pen
+    that drew nothing. Sent this way, every event reaches NiiVue's own listeners in order, at
+    the place meant, whatever the load."""
+    path = [points[0]] + [(xa + (xb - xa) * k / steps, ya + (yb - ya) * k / steps)
+                          for (xa, ya), (xb, yb) in zip(points, points[1:], strict=False)
+                          for k in range(1, steps + 1)]
+    page.evaluate(PEN_EVENTS, [[*path, path[-1]]])
 
 
-def outline(page: Any, box: dict[str, float], x0: float, x1: float, y0: float, y1: float
-            ) -> None:
+def outline(page: Any, x0: float, x1: float, y0: float, y1: float) -> None:
     """A closed square outline with the pen (fractions of the canvas)."""
-    pts = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-    pen(page, [(box["x"] + box["width"] * x, box["y"] + box["height"] * y) for x, y in pts])
+    pen(page, [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)])
 
 
 def stroke(page: Any, affine: np.ndarray, a: tuple[int, int, int], b: tuple[int, int, int]
@@ -275,7 +282,7 @@ def stroke(page: Any, affine: np.ndarray, a: tuple[int, int, int], b: tuple[int,
           frac[2] = nv.scene.crosshairPos[2];  // on the slice shown
           const p = nv.frac2canvasPos(frac), r = nv.canvas.getBoundingClientRect();
           const dpr = nv.uiData.dpr || window.devicePixelRatio || 1;
-          return [r.left + p[0] / dpr, r.top + p[1] / dpr];
+          return [p[0] / dpr / r.width, p[1] / dpr / r.height];
         }""", mm)))
     pen(page, ends, steps=8)
 
@@ -343,12 +350,10 @@ def test_filled_pen_grow_and_export(server: Server, data_root: Path, tmp_path: P
         page.select_option("#plane", "0")
         page.wait_for_timeout(300)
         page.on("request", lambda r: requests.append(r.method + " " + r.url))
-        box = canvas.bounding_box()
-        assert box is not None
         page.click("#tools button[data-pen='2']")
         square = (0.55, 0.68, 0.40, 0.53)
         # the outline alone (no fill), measured, then undone
-        outline(page, box, *square)
+        outline(page, *square)
         line = count(page, 2) - ai_edema
         assert line > 0, line
         page.click("#undo")
@@ -356,7 +361,7 @@ def test_filled_pen_grow_and_export(server: Server, data_root: Path, tmp_path: P
         # the filled pen: the same outline is filled inside
         page.click("#fill")
         expect(page.locator("#fill")).to_have_class(re.compile("active"))
-        outline(page, box, *square)
+        outline(page, *square)
         filled = count(page, 2) - ai_edema
         assert filled > 2 * line, (filled, line)
         page.click("#fill")  # back to the plain pen
