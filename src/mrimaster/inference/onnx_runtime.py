@@ -91,8 +91,9 @@ def open_graph(path: Path, variant: str) -> Graph:
         names = [(out, name) for out in compiled.outputs for name in out.get_names()]
 
         def run_openvino(x: np.ndarray) -> dict[str, np.ndarray]:
-            result = request.infer({"image": x})
-            return {name: np.array(result[out]) for out, name in names}
+            # share_outputs=False (the default): the results are copies already
+            result = request.infer({"image": x}, share_outputs=False)
+            return {name: np.asarray(result[out]) for out, name in names}
 
         return run_openvino
     import onnxruntime as ort

@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from mrimaster.imaging.figures import plane
 from mrimaster.segmentation.labels import regions_to_brats2021
 from mrimaster.segmentation.volumes import Volume
 
@@ -19,11 +20,6 @@ _WHOLE = ListedColormap([(0, 0, 0, 0), (0.2, 0.6, 1.0, 0.5), (0, 0, 0, 0), (0, 0
                          (0, 0, 0, 0)])
 _LEGEND = "edema green, necrotic/non-enhancing core red, enhancing yellow"
 _LEGEND_WHOLE = "whole tumour blue (core and enhancing tumour not assessable without T1-Gd)"
-
-
-def _plane(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """A 2D slice of a canonical (RAS) array, rotated for display (anterior/superior up)."""
-    return np.rot90(np.take(arr, index, axis=axis))
 
 
 def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str,
@@ -44,8 +40,8 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
         img = volume.image[channel]
         for col, (axis, name) in enumerate(((2, "axial"), (1, "coronal"), (0, "sagittal"))):
             ax = axes[row, col]
-            ax.imshow(_plane(img, axis, centre[axis]), cmap="gray")
-            ax.imshow(_plane(labels, axis, centre[axis]), cmap=cmap, vmin=0, vmax=4,
+            ax.imshow(plane(img, axis, centre[axis]), cmap="gray")
+            ax.imshow(plane(labels, axis, centre[axis]), cmap=cmap, vmin=0, vmax=4,
                       interpolation="nearest")
             ax.set_title(f"{volume.modalities[channel]} {name}", fontsize=9)
             ax.axis("off")
@@ -61,8 +57,8 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
     for ax in axes.ravel():
         ax.axis("off")
     for ax, z in zip(axes.ravel(), picks, strict=False):
-        ax.imshow(_plane(volume.image[rows[0]], 2, z), cmap="gray")
-        ax.imshow(_plane(labels, 2, z), cmap=cmap, vmin=0, vmax=4, interpolation="nearest")
+        ax.imshow(plane(volume.image[rows[0]], 2, z), cmap="gray")
+        ax.imshow(plane(labels, 2, z), cmap=cmap, vmin=0, vmax=4, interpolation="nearest")
         ax.set_title(f"axial {z}", fontsize=8)
     fig.suptitle(f"{title}: axial slices through the tumour ({volume.modalities[rows[0]]})")
     fig.tight_layout()

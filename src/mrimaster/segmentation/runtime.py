@@ -120,8 +120,10 @@ class OnnxSegmenter(SegInfo):
 
     graph: Graph | None = field(default=None, kw_only=True)
 
-    def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
+    def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 4
                ) -> np.ndarray:
+        # 4 patches a call: 68 ms a 96^3 patch in OpenVINO bf16 on 2 cores, against 73 with
+        # 2 and 82 with 1 (measured 2026-12-06)
         graph = self.graph
         assert graph is not None
         return sliding_window(np.ascontiguousarray(image, np.float32), self.patch,
