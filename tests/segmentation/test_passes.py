@@ -4,6 +4,8 @@ voxel, and the trust figures of the first network's plain and left-right passes.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from mrimaster.segmentation.ensemble import SegEnsemble
@@ -116,3 +118,13 @@ def test_ensemble_averages_its_members_and_measures_their_disagreement() -> None
     assert passes.features["mirror_disagreement"] == 0.0
     # logits of the mean probability: the ensemble still reads as one model
     assert np.array_equal(ens.logits(image)[0] > 0, passes.raw[0])
+
+
+def test_fold_folders_in_fold_order_and_only_numbered_ones(tmp_path: Path) -> None:
+    from mrimaster.segmentation.ensemble import FOLDS_DIR, fold_folders
+
+    assert fold_folders(tmp_path) == []
+    for name in ("fold_10", "fold_2", "fold_0", "fold_3.old", "fold_x", "notes"):
+        (tmp_path / FOLDS_DIR / name).mkdir(parents=True)
+    (tmp_path / FOLDS_DIR / "fold_1").write_text("a file, not a member")
+    assert [p.name for p in fold_folders(tmp_path)] == ["fold_0", "fold_2", "fold_10"]

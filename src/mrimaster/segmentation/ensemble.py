@@ -95,12 +95,15 @@ def mutual_information(probs: list[np.ndarray]) -> np.ndarray:
 
 
 def fold_folders(folder: Path) -> list[Path]:
-    """The fold members' folders of a model folder, in fold order (empty when it has none)."""
+    """The fold members' folders of a model folder (``folds/fold_<k>``, ``k`` a whole number),
+    in fold order; empty when it has none. Other folders there (``fold_3.old``) are not
+    members."""
     root = folder / FOLDS_DIR
     if not root.is_dir():
         return []
-    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("fold_")),
-                  key=lambda p: int(p.name.split("_")[1]))
+    found = [(int(p.name[5:]), p) for p in root.iterdir()
+             if p.is_dir() and p.name.startswith("fold_") and p.name[5:].isdigit()]
+    return [p for _, p in sorted(found)]
 
 
 def _load_member(folder: Path, runtime: str) -> SegModel:
