@@ -4,6 +4,7 @@ and without Grad-CAM; p50/p95 in ms, throughput and the error count, and each p5
 to the single-client p50 without Grad-CAM of the same run.
 
     MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/bench_serve.py [--per-client 8]
+        [--clients 1,4,16]
 
 Every request stores a case (upload, AI read, files, database row), as a doctor's upload does.
 """
@@ -57,6 +58,9 @@ def run(server: Server, token: str, images: list[bytes], clients: int, per_clien
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--per-client", type=int, default=8, help="requests per client")
+    ap.add_argument("--clients", default="1,4,16",
+                    help="concurrent clients, comma-separated (the first one's p50 without "
+                         "Grad-CAM is the baseline)")
     args = ap.parse_args()
     data_root = Path(os.environ["MRIMASTER_DATA_ROOT"])
     images = [p.read_bytes() for p in sorted(
@@ -74,7 +78,7 @@ def main() -> None:
             print("|---|---:|---:|---:|---:|---:|---:|---:|")
             baseline = None
             for gradcam in (False, True):
-                for clients in (1, 4, 16):
+                for clients in [int(c) for c in args.clients.split(",")]:
                     ms, errors, wall = run(server, token, images, clients, args.per_client,
                                            gradcam)
                     p50 = statistics.median(ms)

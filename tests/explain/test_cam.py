@@ -65,6 +65,28 @@ def test_several_layers_from_one_pass_match_the_hand_computation(seed_cnn: nn.Mo
     assert all(len(m._forward_hooks) == 0 for m in conv_layers(seed_cnn).values())
 
 
+@pytest.mark.parametrize("frozen", [False, True])
+def test_backward_reaches_frozen_layers_and_leaves_weight_gradients_alone(
+        seed_cnn: nn.Module, frozen: bool) -> None:
+    """Only the activations' gradients are computed: with every weight frozen (nothing upstream
+    needs gradients) the maps are still right, and no weight gets a ``.grad``."""
+    from contextlib import ExitStack
+
+    from mrimaster.explain.cam import explain_layers
+
+    seed_cnn.requires_grad_(not frozen)
+    x = torch.randn(2, 3, 64, 64)
+    with ExitStack() as stack:
+        cams = [stack.enter_context(GradCAM(seed_cnn, name)) for name in ("features.0",
+                                                                          "features.9")]
+        results = explain_layers(cams, x, 2)
+    assert all(p.grad is None for p in seed_cnn.parameters())
+    seed_cnn.requires_grad_(True)  # the hand computation needs no weight gradients either
+    for result, index in zip(results, (0, 9), strict=True):
+        np.testing.assert_allclose(result.maps, _by_hand(seed_cnn, index, x, 2),
+                                   atol=1e-5, rtol=1e-4)
+
+
 def test_maps_are_valid_class_specific_and_hooks_are_released(seed_cnn: nn.Module) -> None:
     x = torch.randn(2, 3, 64, 64)
     layer = conv_layers(seed_cnn)["features.9"]

@@ -119,13 +119,11 @@ class CAM:
         if not isinstance(output, Tensor) or output.dim() != 4:
             raise MRIMasterError(f"layer {self.layer_name!r} does not output feature maps "
                                  "(B, K, h, w)", "choose a convolutional block or activation")
+        if torch.is_grad_enabled() and not output.requires_grad:
+            # nothing upstream needs gradients (frozen layers, plain input): start the graph here
+            output = output.detach().requires_grad_(True)
         self._activations = output
         self._calls += 1
-
-        def keep_grad(grad: Tensor) -> None:
-            self._gradients = grad
-
-        output.register_hook(keep_grad)
         # Hand later layers a copy, so that an in-place op (ReLU(inplace=True)) cannot alter A.
         return output.clone()
 
@@ -158,7 +156,9 @@ class CAM:
 def explain_layers(cams: Sequence[CAM], x: Tensor, target: int | list[int] | None = None
                    ) -> list[CAMResult]:
     """Maps at several layers of one network from a single forward and backward pass (the
-    gradient of the class score reaches every hooked layer in the same backward pass).
+    gradient of the class score reaches every hooked layer in the same backward pass). The
+    backward pass computes only the gradients with respect to the hooked activations: it stops
+    at the shallowest hooked layer and computes no weight gradients (``.grad`` is untouched).
 
     Args:
         cams: Entered CAMs (``with``) of one network, one per layer.
@@ -172,16 +172,18 @@ def explain_layers(cams: Sequence[CAM], x: Tensor, target: int | list[int] | Non
         raise RuntimeError("use the CAM as a context manager: `with GradCAM(...) as cam`")
     net = cams[0].net
     device = next(net.parameters()).device
-    x = x.detach().to(device).clone().requires_grad_(True)  # grads reach frozen layers too
+    x = x.detach().to(device)
     for c in cams:
         c._calls = 0
     with torch.enable_grad():
         logits = net(x)
+        acts: list[Tensor] = []
         for c in cams:
-            if c._calls != 1:  # a module reused within one pass has no single map
+            if c._calls != 1 or c._activations is None:  # a reused module has no single map
                 raise MRIMasterError(f"layer {c.layer_name!r} runs {c._calls} times per "
                                      "forward pass", "choose a module that runs once, e.g. a "
                                      "convolution or a block")
+            acts.append(c._activations)
         n_classes = logits.shape[1]
         if target is None:
             classes = logits.argmax(dim=1)
@@ -191,8 +193,9 @@ def explain_layers(cams: Sequence[CAM], x: Tensor, target: int | list[int] | Non
                 raise MRIMasterError(f"class index {wanted} out of range 0..{n_classes - 1}")
             classes = torch.tensor(wanted, dtype=torch.long, device=device)
         score = logits.gather(1, classes[:, None]).sum()  # y^c, pre-softmax
-        net.zero_grad(set_to_none=True)
-        score.backward()
+        grads = torch.autograd.grad(score, acts)  # d y^c / d A^k_ij, nothing else
+        for c, g in zip(cams, grads, strict=True):
+            c._gradients = g
     return [c._result(x, logits, classes) for c in cams]
 
 

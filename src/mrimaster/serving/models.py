@@ -24,16 +24,26 @@ def model_version(ref: str, models_dir: Path, default: str = "default") -> str:
 
 @dataclass
 class CamLayer:
-    """A layer offered in the page's layer selector."""
+    """A layer offered in the page's layer selector.
+
+    Attributes:
+        name: The module's qualified name.
+        label: What the selector shows.
+        method: ``cam`` where the layer is pooled straight into the linear head (its Grad-CAM
+            is CAM, from the forward pass alone: :mod:`mrimaster.explain.forward_cam`), else
+            ``gradcam`` (a backward pass).
+    """
 
     name: str
     label: str
+    method: str = "gradcam"
 
 
 @dataclass
 class ServedModels:
-    """The classifier (fastest validated runtime), its PyTorch twin for Grad-CAM (loaded on
-    first use: gradients need PyTorch) and the segmenter (loaded on first use).
+    """The classifier (fastest validated runtime), its PyTorch twin for the heatmaps (loaded on
+    first use: the feature maps and gradients come from PyTorch) and the segmenter (loaded on
+    first use).
 
     Attributes:
         classifier: For predictions with every trust field.
@@ -83,27 +93,40 @@ class ServedModels:
 
 def stage_layers(net: Any, size: int, stages: int = 4) -> list[CamLayer]:
     """The last convolution of each of the deepest ``stages`` output resolutions, then the
-    network's default Grad-CAM layer: a short, readable path through the network."""
+    network's default Grad-CAM layer: a short, readable path through the network. The default
+    layer's method is ``cam`` when the network pools it straight into its linear head (checked
+    on this pass, and again on every pass by :class:`mrimaster.explain.forward_cam.ForwardCAM`).
+    """
     import torch
 
+    from mrimaster.errors import MRIMasterError
     from mrimaster.explain.cam import conv_layers, default_layer
+    from mrimaster.explain.forward_cam import ForwardCAM
 
     sizes: dict[str, int] = {}
     hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: sizes.__setitem__(n, o.shape[-1]))
              for n, m in conv_layers(net).items()]
+    default = default_layer(net)
+    forward_cam = ForwardCAM(net, default)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), forward_cam:
             net.eval()
-            net(torch.from_numpy(np.zeros((1, 3, size, size), np.float32)))
+            # a fixed, non-constant probe: on a constant image the check could hold by chance
+            probe = np.random.default_rng(0).standard_normal((1, 3, size, size))
+            logits = net(torch.from_numpy(probe.astype(np.float32)))
     finally:
         for h in hooks:
             h.remove()
+    try:
+        forward_cam.result((size, size), logits.float().numpy())
+        method = "cam"
+    except MRIMasterError:  # not pooled straight into the head: gradients needed
+        method = "gradcam"
     last_at: dict[int, str] = {}
     for name, px in sizes.items():  # forward order: the last conv seen at each resolution
         last_at[px] = name
     chosen = [CamLayer(last_at[px], f"{px}x{px} stage ({last_at[px]})")
               for px in sorted(last_at, reverse=True)][-stages:]
-    default = default_layer(net)
     chosen = [c for c in chosen if c.name != default]
-    chosen.append(CamLayer(default, f"final features ({default}, default)"))
+    chosen.append(CamLayer(default, f"final features ({default}, default)", method))
     return chosen
