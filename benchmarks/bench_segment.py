@@ -12,11 +12,17 @@ with test-time mirroring (``--tta``, 8 passes).
         --case ../shared/datasets/brats-mini/deepmedic-brats2015/test/brats_2013_pat0001_1
 
 Compare rows only within one run.
+
+With ``--baseline-src DIR`` (the ``src`` folder of another checkout, e.g. ``git worktree add
+/tmp/base HEAD~3``) it compares code instead of runtimes: the default run (``auto``, the
+ensemble) with that code and with this one, their cold runs interleaved so that both meet the
+same machine, the medians and their ratio, and the Dice between the two masks.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -41,12 +47,51 @@ def _regions(out: Path) -> np.ndarray:
     return to_regions(labels, convention)[0]
 
 
+def _cold_run(args: argparse.Namespace, out: Path, runtime: str, extra: list[str],
+              src: Path | None = None) -> float:
+    """One ``seg predict`` in a fresh process (``src``: run that checkout's code); seconds."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mrimaster.cli.main", "-q", "seg", "predict",
+                    "--model", args.model, "--runtime", runtime, *extra,
+                    "--case", str(args.case), "--out", str(out)], check=True, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def compare_code(args: argparse.Namespace) -> None:
+    """The ``--baseline-src`` mode (see the module docstring)."""
+    walls: dict[str, list[float]] = {"baseline": [], "this": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        outs = {k: Path(tmp) / k for k in walls}
+        for _ in range(args.repeats):
+            for key, src in (("baseline", args.baseline_src), ("this", None)):
+                walls[key].append(_cold_run(args, outs[key], "auto", [], src))
+        a, b = _regions(outs["baseline"]), _regions(outs["this"])
+        same = ", ".join(f"{name} {dice(a[k], b[k]):.4f}" for k, name in enumerate(REGIONS))
+    base = statistics.median(walls["baseline"])
+    for key, runs in walls.items():
+        median = statistics.median(runs)
+        print(f"{key:<9} code: median {median:6.2f} s (runs {', '.join(f'{w:.2f}' for w in runs)})"
+              f"  time / baseline {median / base:5.2f}", flush=True)
+    print(f"Dice between the two masks: {same}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", type=Path, required=True)
     parser.add_argument("--model", default="default")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline-src", type=Path,
+                        help="compare this code with another checkout's src folder")
     args = parser.parse_args()
+    if args.baseline_src is not None:
+        print(f"case {args.case}; model {args.model}; {args.repeats} cold runs each, "
+              f"interleaved; baseline code {args.baseline_src}")
+        compare_code(args)
+        return
     case = find_case(args.case)
     reference = None
     if case.seg is not None:
@@ -62,14 +107,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for runtime, extra in runtimes:
             out = Path(tmp) / (runtime + "".join(extra))
-            walls = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "mrimaster.cli.main", "-q", "seg",
-                                "predict", "--model", args.model, "--runtime", runtime, *extra,
-                                "--case", str(args.case), "--out", str(out)], check=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                walls.append(time.perf_counter() - start)
+            walls = [_cold_run(args, out, runtime, extra) for _ in range(args.repeats)]
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             median = statistics.median(walls)
             base = base if base is not None or runtime != "auto" else median
