@@ -42,15 +42,32 @@ def test_upload_read_review_export(client: TestClient, doctor: dict[str, str],
     assert "Jane" not in str(case) and case["pseudonym"].startswith("P-")
     again = upload(client, doctor, real_slice(data_root, index=1), patient="jane example 1970")
     assert again["pseudonym"] == case["pseudonym"]
-    # the heatmaps lie on the original image's grid, one per selectable layer
+    # the heatmaps lie on the original image's grid, one per selectable layer: the upload
+    # stored the default (last) layer's, the others are made when first asked for, then kept
     original = Image.open(io.BytesIO(client.get(case["files"]["image"], headers=doctor).content))
     assert len(r["layers"]) >= 3
-    for layer in r["layers"]:
-        png = client.get(case["files"][f"cam/{layer['name']}"], headers=doctor)
+    cams = [f"cam/{layer['name']}" for layer in r["layers"]]
+
+    def stored() -> list[str]:
+        with ctx.sessions() as db:
+            row = repo.get_case(db, case["id"])
+            assert row is not None
+            return sorted(k for k in row.files if k.startswith("cam/"))
+
+    assert stored() == cams[-1:]
+    pngs = []
+    for role in cams:
+        png = client.get(case["files"][role], headers=doctor)
         assert png.status_code == 200
         cam = Image.open(io.BytesIO(png.content))
         assert cam.mode == "RGBA" and cam.size == original.size
         assert np.asarray(cam)[..., 3].max() > 0
+        pngs.append(png.content)
+    assert stored() == sorted(cams) and len(set(pngs)) == len(cams)
+    again = client.get(case["files"][cams[0]], headers=doctor)  # kept: the same bytes
+    assert again.content == pngs[0]
+    missing = client.get(f"/api/cases/{case['id']}/files/cam/no.such.layer", headers=doctor)
+    assert missing.status_code == 404 and "has no file" in missing.text
     # the doctor corrects it: reviewed, in the worklist filter, in the export under the new class
     wrong = next(c for c in ctx.models.classifier.classes  # type: ignore[union-attr]
                  if c != r["label"])

@@ -139,6 +139,7 @@ def test_doctor_flow_2d(server: Server, data_root: Path, shots: Path, tmp_path: 
         page.select_option("#layer", index=0)
         first_layer = options.nth(0).get_attribute("value")
         expect(page.locator("img.cam.shown")).to_have_attribute("data-layer", first_layer or "")
+        wait_for_image(page.locator("img.cam.shown"))  # made by the server when first chosen
         page.fill("#opacity", "40")
         page.dispatch_event("#opacity", "input")
         assert page.evaluate("document.querySelector('img.cam.shown').style.opacity") == "0.4"

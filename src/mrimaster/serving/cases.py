@@ -182,12 +182,22 @@ def decode_upload(ctx: AppContext, path: Path, filename: str, reference: str,
     return gray, alias, blobs, burned
 
 
-def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None
+def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None,
+                   only: set[str] | None = None
                    ) -> tuple[dict[str, bytes], list[dict[str, str]]]:
-    """Grad-CAM maps of class ``label`` (default: PyTorch's predicted class) at the layers of
-    the selector, as PNG overlays on the original image's grid; returns ``(role -> PNG bytes,
-    layers)``. The read shown may come from an int8 export whose class can, rarely, differ
-    from PyTorch's: the map then still explains the class shown.
+    """Grad-CAM maps of class ``label`` (default: PyTorch's predicted class) at layers of the
+    selector, as PNG overlays on the original image's grid; returns ``(role -> PNG bytes,
+    every layer of the selector)``. The read shown may come from an int8 export whose class
+    can, rarely, differ from PyTorch's: the map then still explains the class shown.
+
+    Args:
+        ctx: The app.
+        gray: ``(H, W)`` uint8, the slice as stored.
+        label: The class explained.
+        only: The layers to map (names); ``None``: the ones the forward pass gives alone
+            (method ``cam``), or the default layer when none does. The upload maps those; the
+            page asks for another layer when the doctor chooses it
+            (:func:`heatmap_on_demand`).
 
     A layer pooled straight into the linear head (method ``cam``, the default one) gets its map
     from the forward pass alone (:mod:`mrimaster.explain.forward_cam`: there Grad-CAM is CAM);
@@ -201,7 +211,10 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None
     from mrimaster.explain.cam import CAMResult, GradCAM, explain_layers
     from mrimaster.explain.forward_cam import ForwardCAM
 
-    clf, layers = ctx.models_or_fail().cam_model()
+    clf, every = ctx.models_or_fail().cam_model()
+    if only is None:
+        only = {layer.name for layer in every if layer.method == "cam"} or {every[-1].name}
+    layers = [layer for layer in every if layer.name in only]
     x = eval_batch(prepare_slice(gray, clf.image_size)[None])
     target = clf.classes.index(label) if label in clf.classes else None
     by_gradient = [layer for layer in layers if layer.method != "cam"]
@@ -222,12 +235,31 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None
             results[name] = fcam.result(x.shape[-2:], logits, classes)
     geometry = slice_geometry(gray)
     files: dict[str, bytes] = {}
-    shown = []
     for layer in layers:
         on_original = to_original_grid(results[layer.name].upsampled[0], geometry, gray.shape)
         files[f"cam/{layer.name}"] = png_bytes(heatmap_rgba(on_original), HEATMAP_PNG_LEVEL)
-        shown.append({"name": layer.name, "label": layer.label})
-    return files, shown
+    return files, [{"name": layer.name, "label": layer.label} for layer in every]
+
+
+def heatmap_on_demand(ctx: AppContext, db: Session, case: Case, role: str) -> str | None:
+    """The stored heatmap ``role`` (``cam/<layer>``) of a 2D case, made now when the upload
+    did not (a layer of the selector the doctor chose); its digest, or ``None`` when the case
+    offers no such layer. It explains the class the case's read showed, from the slice as
+    stored, and is kept with the case's files."""
+    layer = role.removeprefix("cam/")
+    offered = {entry.get("name") for entry in (case.result or {}).get("layers") or []}
+    if case.kind != "2d" or not role.startswith("cam/") or layer not in offered or \
+            not isinstance(case.files.get("image"), str):
+        return None
+    gray = np.asarray(Image.open(io.BytesIO(ctx.store.read(case.files["image"]))).convert("L"))
+    with ctx.infer_lock:
+        made, _ = grad_cam_files(ctx, gray, case.result.get("label"), {layer})
+    if role not in made:  # the model's layers changed since the upload
+        return None
+    digest = ctx.store.put_bytes(made[role])
+    case.files = {**case.files, role: digest}
+    db.commit()
+    return digest
 
 
 def classify_upload(ctx: AppContext, db: Session, user: User, path: Path, filename: str,

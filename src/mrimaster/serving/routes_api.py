@@ -246,6 +246,8 @@ def case_file(case_id: int, role: str, auth: Auth = Depends(get_auth),
               ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)) -> Response:
     case = _case(db, case_id)
     digest = case.files.get(role)
+    if not isinstance(digest, str) and role.startswith("cam/"):
+        digest = cases.heatmap_on_demand(ctx, db, case, role)
     if not isinstance(digest, str):
         raise cases.UploadError(f"case {case_id} has no file {role!r}",
                                 f"it has: {', '.join(sorted(case.files))}", 404)
