@@ -247,13 +247,14 @@ def heatmap_on_demand(ctx: AppContext, db: Session, case: Case, role: str) -> st
     offers no such layer. It explains the class the case's read showed, from the slice as
     stored, and is kept with the case's files."""
     layer = role.removeprefix("cam/")
-    offered = {entry.get("name") for entry in (case.result or {}).get("layers") or []}
+    result = case.result or {}
+    offered = {entry.get("name") for entry in result.get("layers") or []}
     if case.kind != "2d" or not role.startswith("cam/") or layer not in offered or \
             not isinstance(case.files.get("image"), str):
         return None
     gray = np.asarray(Image.open(io.BytesIO(ctx.store.read(case.files["image"]))).convert("L"))
     with ctx.infer_lock:
-        made, _ = grad_cam_files(ctx, gray, case.result.get("label"), {layer})
+        made, _ = grad_cam_files(ctx, gray, result.get("label"), {layer})
     if role not in made:  # the model's layers changed since the upload
         return None
     digest = ctx.store.put_bytes(made[role])
