@@ -67,4 +67,11 @@ def test_calibrate_and_checks_find_a_dataset_named_relative_to_the_data_root(
     monkeypatch.chdir(tmp_path)  # no folder named like the dataset here
     report = run_calibration(CalibrateConfig(str(copy)), settings)
     assert report["n_val"] > 0
+    # the report gives selection with guaranteed risk's choice; with that rule it is the one used
+    sgr = report["sgr"]
+    assert sgr["bound"] < sgr["target_risk"] or sgr["threshold"] == -1.0
+    assert report["referral"]["rule"] == "empirical"
+    again = run_calibration(CalibrateConfig(str(copy), threshold_rule="sgr"), settings)
+    assert again["referral"]["threshold"] == sgr["threshold"]
+    assert again["referral"]["rule"] == "sgr"
     assert run_checks(copy, settings)["in_source"]["n"] > 0

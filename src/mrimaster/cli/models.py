@@ -34,6 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--data", type=Path, help="dataset the split refers to")
     c.add_argument("--target-error", type=float, default=0.03,
                    help="error allowed among non-referred predictions (default 0.03)")
+    c.add_argument("--threshold-rule", choices=("empirical", "sgr"), default="empirical",
+                   help="empirical: the largest threshold whose validation error meets the "
+                   "target; sgr: selection with guaranteed risk (Geifman & El-Yaniv 2017), the "
+                   "largest whose binomial upper bound at --delta meets it")
+    c.add_argument("--delta", type=float, default=0.05,
+                   help="sgr: the bound holds with probability 1 - delta (default 0.05)")
     c.add_argument("--write-shipped", action="store_true",
                    help="allow rewriting a model inside the shipped models folder")
     c.add_argument("--no-checks", dest="checks", action="store_false",
@@ -93,14 +99,21 @@ def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
 
     report = run_calibration(CalibrateConfig(args.model, args.data,
                                              target_error=args.target_error,
-                                             write_shipped=args.write_shipped), settings)
+                                             write_shipped=args.write_shipped,
+                                             threshold_rule=args.threshold_rule,
+                                             delta=args.delta), settings)
     ref, ood = report["referral"], report["ood"]
     print(f"temperature {report['temperature']:.4f} (fitted {report['temperature_fitted']:.4f},"
           f" never below 1); validation ECE {report['before']['ece']:.4f} -> "
           f"{report['after']['ece']:.4f}; uncertainty {ref['method']}, refer above "
-          f"{ref['threshold']:.4f}; feature distance: refer above {ood['refer_above']:.2f}, "
+          f"{ref['threshold']:.4f} ({ref.get('rule', 'empirical')} rule); feature distance: "
+          f"refer above {ood['refer_above']:.2f}, "
           f"reject above {ood['reject_above']:.2f} (validation coverage "
           f"{ref['val_coverage']:.1%})")
+    sgr = report["sgr"]
+    print(f"selection with guaranteed risk: accept uncertainty <= {sgr['threshold']:.4f}, "
+          f"validation coverage {sgr['coverage']:.1%}, error {sgr['risk']:.3f}, bound "
+          f"{sgr['bound']:.3f} at delta {sgr['delta']} (target {sgr['target_risk']})")
     if args.checks:
         model = Path(args.model)
         run_dir = model if model.is_dir() else model.parent

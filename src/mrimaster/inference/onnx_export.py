@@ -307,9 +307,10 @@ def export_variants(clf: Classifier, model_pt: Path, out_dir: Path, data: Calibr
         if variant.precision == "fp32":
             temperature, referral, ood = clf.temperature, clf.referral, clf.ood
         else:
-            target = (clf.referral or {}).get("target_error", 0.03)
-            fit = fit_trust(runtime, clf.classes, data,
-                            CalibrateConfig(str(model_pt), target_error=target))
+            ref = clf.referral or {}
+            fit = fit_trust(runtime, clf.classes, data, CalibrateConfig(
+                str(model_pt), target_error=ref.get("target_error", 0.03),
+                threshold_rule=ref.get("rule", "empirical"), delta=ref.get("delta", 0.05)))
             temperature, referral, ood = fit.temperature, fit.referral, fit.ood
             entry["calibration"] = fit.report
         meta = {"arch": clf.arch, "classes": clf.classes, "image_size": clf.image_size,

@@ -70,6 +70,17 @@ def _calibration_rows(cal: dict[str, Any] | None, checks: dict[str, Any]) -> lis
     return rows
 
 
+def _sgr_line(sgr: dict[str, Any]) -> str:
+    """What selection with guaranteed risk (:mod:`mrimaster.trust.selective`) chose."""
+    if sgr["threshold"] < 0:
+        return (f"Selection with guaranteed risk finds no threshold whose risk bound (delta "
+                f"{sgr['delta']}) is below {sgr['target_risk']} on these validation images: "
+                "too few for that guarantee, it would refer every image.")
+    return (f"Selection with guaranteed risk would accept up to {sgr['threshold']:.4f}: "
+            f"validation coverage {sgr['coverage']:.1%}, risk bound {sgr['bound']:.3f} at "
+            f"delta {sgr['delta']}.")
+
+
 def _trust_section(cal: dict[str, Any] | None, checks: dict[str, Any]) -> list[str]:
     lines = ["## Confidence, referral and out-of-distribution refusal", ""]
     if cal:
@@ -83,7 +94,8 @@ def _trust_section(cal: dict[str, Any] | None, checks: dict[str, Any]) -> list[s
                   + (f"; chosen among those within {cal['max_passes']} passes"
                      if "max_passes" in cal else "")
                   + f"); refer when above {ref['threshold']:.4f} (target error "
-                  f"{ref['target_error']}).",
+                  f"{ref['target_error']}, {ref.get('rule', 'empirical')} rule)."
+                  + (" " + _sgr_line(cal["sgr"]) if "sgr" in cal else ""),
                   f"- Feature distance (Mahalanobis, per dimension, fitted on {ood['n_fit']} "
                   f"training images): refer above {ood['refer_above']:.2f} (validation quantile "
                   f"{ood['refer_quantile']}), reject above {ood['reject_above']:.2f} "

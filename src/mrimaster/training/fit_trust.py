@@ -13,8 +13,11 @@ Rules (fixed in advance, not tuned on any check):
 - **Uncertainty estimator**: among the estimators that cost at most ``max_passes`` network
   passes per image (2: every trust field at no more than twice a single pass), the cheapest
   whose validation AURC is within ``aurc_tolerance`` (10%) of the lowest; all are measured and
-  reported. The referral threshold is the largest that keeps the validation error of the
-  accepted images within ``target_error``.
+  reported. The referral threshold (``threshold_rule``): ``empirical``, the largest that keeps
+  the validation error of the accepted images within ``target_error``; or ``sgr``, selection
+  with guaranteed risk (:mod:`mrimaster.trust.selective`): the largest whose binomial upper
+  bound of that error, at confidence ``1 - delta``, is below ``target_error``. The report
+  gives SGR's choice either way.
 - **Feature distance** (:class:`mrimaster.trust.ood.FeatureDistance`): refer above the
   ``refer_quantile`` of validation distances; reject above ``reject_factor`` times the largest
   distance of any real MRI slice the model was trained or validated on.
@@ -46,6 +49,7 @@ from mrimaster.trust.calibration import calibration_metrics, fit_temperature
 from mrimaster.trust.figures import plot_reliability, plot_risk_coverage
 from mrimaster.trust.ood import FeatureDistance
 from mrimaster.trust.report import strip_curve
+from mrimaster.trust.selective import sgr_threshold
 from mrimaster.trust.uncertainty import (
     PASSES,
     UNCERTAINTY_METHODS,
@@ -74,6 +78,8 @@ class CalibrateConfig:
         write_shipped: Allow ``model`` to lie in the shipped models folder.
         refer_quantile: Validation quantile of the feature distance above which to refer.
         reject_factor: Reject above this multiple of the largest known MRI distance.
+        threshold_rule: ``empirical`` or ``sgr`` (see the module docstring).
+        delta: SGR's confidence parameter: its bound holds with probability ``1 - delta``.
     """
 
     model: str
@@ -86,6 +92,11 @@ class CalibrateConfig:
     write_shipped: bool = False
     refer_quantile: float = 0.99
     reject_factor: float = 1.5
+    threshold_rule: str = "empirical"
+    delta: float = 0.05
+
+
+THRESHOLD_RULES = ("empirical", "sgr")
 
 
 def train_config_of(folder: Path, cfg: CalibrateConfig) -> TrainConfig:
@@ -186,11 +197,16 @@ def fit_trust(runtime: Runtime, classes: list[str], data: CalibrationData,
     lowest = min(rc["aurc"] for rc in affordable.values())
     best = min((m for m, rc in affordable.items()
                 if rc["aurc"] <= (1 + cfg.aurc_tolerance) * lowest), key=lambda m: PASSES[m])
-    threshold = choose_threshold(uncertainties[best], correct, cfg.target_error)
+    if cfg.threshold_rule not in THRESHOLD_RULES:
+        raise MRIMasterError(f"unknown threshold rule {cfg.threshold_rule!r}",
+                             f"choose one of: {', '.join(THRESHOLD_RULES)}")
+    guaranteed = sgr_threshold(uncertainties[best], correct, cfg.target_error, cfg.delta)
+    threshold = guaranteed.threshold if cfg.threshold_rule == "sgr" else \
+        choose_threshold(uncertainties[best], correct, cfg.target_error)
     accepted = (uncertainties[best] <= threshold) & (d_val <= refer_above)
     referral = {
         "method": best, "threshold": threshold, "target_error": cfg.target_error, "mc": "head",
-        "passes": PASSES[best],
+        "rule": cfg.threshold_rule, "delta": cfg.delta, "passes": PASSES[best],
         "val_coverage": float(accepted.mean()),
         "val_error_accepted": float((~correct[accepted]).mean()) if accepted.any() else 0.0,
     }
@@ -204,6 +220,7 @@ def fit_trust(runtime: Runtime, classes: list[str], data: CalibrationData,
               "uncertainty_aurc": {m: dict(strip_curve(rc), passes=PASSES[m])
                                    for m, rc in curves.items()},
               "max_passes": cfg.max_passes, "chosen_method": best, "referral": referral,
+              "sgr": guaranteed.as_dict(),
               "ood": {"refer_above": refer_above, "reject_above": reject_above,
                       "refer_quantile": cfg.refer_quantile, "reject_factor": cfg.reject_factor,
                       "n_fit": int(len(train_feats)),
