@@ -43,7 +43,8 @@ def test_upload_read_review_export(client: TestClient, doctor: dict[str, str],
     again = upload(client, doctor, real_slice(data_root, index=1), patient="jane example 1970")
     assert again["pseudonym"] == case["pseudonym"]
     # the heatmaps lie on the original image's grid, one per selectable layer: the upload
-    # stored the default (last) layer's, the others are made when first asked for, then kept
+    # stored the default (last) layer's, the others are made when first asked for (at the
+    # file's URL), then kept and listed with the case's files
     original = Image.open(io.BytesIO(client.get(case["files"]["image"], headers=doctor).content))
     assert len(r["layers"]) >= 3
     cams = [f"cam/{layer['name']}" for layer in r["layers"]]
@@ -54,17 +55,20 @@ def test_upload_read_review_export(client: TestClient, doctor: dict[str, str],
             assert row is not None
             return sorted(k for k in row.files if k.startswith("cam/"))
 
-    assert stored() == cams[-1:]
+    assert stored() == cams[-1:] and [k for k in case["files"] if k.startswith("cam/")] == \
+        cams[-1:]
     pngs = []
     for role in cams:
-        png = client.get(case["files"][role], headers=doctor)
+        png = client.get(f"/api/cases/{case['id']}/files/{role}", headers=doctor)
         assert png.status_code == 200
         cam = Image.open(io.BytesIO(png.content))
         assert cam.mode == "RGBA" and cam.size == original.size
         assert np.asarray(cam)[..., 3].max() > 0
         pngs.append(png.content)
     assert stored() == sorted(cams) and len(set(pngs)) == len(cams)
-    again = client.get(case["files"][cams[0]], headers=doctor)  # kept: the same bytes
+    listed = client.get(f"/api/cases/{case['id']}", headers=doctor).json()["files"]
+    assert sorted(k for k in listed if k.startswith("cam/")) == sorted(cams)
+    again = client.get(listed[cams[0]], headers=doctor)  # kept: the same bytes
     assert again.content == pngs[0]
     missing = client.get(f"/api/cases/{case['id']}/files/cam/no.such.layer", headers=doctor)
     assert missing.status_code == 404 and "has no file" in missing.text

@@ -18,14 +18,6 @@ def review_view(review: Review, reviewer: str) -> dict[str, Any]:
             "at": review.created_at.isoformat()}
 
 
-def heatmap_roles(case: Case) -> list[str]:
-    """The heatmap files a 2D case offers, one per layer of its selector: the default one is
-    stored at upload, the others are made when first asked for."""
-    layers = ((case.result or {}).get("layers") or []) if case.kind == "2d" else []
-    return [f"cam/{entry['name']}" for entry in layers if isinstance(entry, dict)
-            and isinstance(entry.get("name"), str)]
-
-
 def case_view(case: Case, reviews: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A case as the API returns it; files as the URLs that serve them."""
     return {
@@ -33,6 +25,5 @@ def case_view(case: Case, reviews: list[dict[str, Any]] | None = None) -> dict[s
         "created_at": case.created_at.isoformat(), "updated_at": case.updated_at.isoformat(),
         "ai_label": case.ai_label, "model": case.model, "result": case.result,
         "note": case.note,
-        "files": {role: f"/api/cases/{case.id}/files/{role}" for role in sorted(
-            {*case.files, *heatmap_roles(case)})},
+        "files": {role: f"/api/cases/{case.id}/files/{role}" for role in sorted(case.files)},
         "reviews": reviews or []}
