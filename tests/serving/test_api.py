@@ -72,6 +72,15 @@ def test_upload_read_review_export(client: TestClient, doctor: dict[str, str],
     assert again.content == pngs[0]
     missing = client.get(f"/api/cases/{case['id']}/files/cam/no.such.layer", headers=doctor)
     assert missing.status_code == 404 and "has no file" in missing.text
+    # a case read by another model gets no new map from the one loaded now
+    other = upload(client, doctor, real_slice(data_root, index=2))
+    with ctx.sessions() as db:
+        row = repo.get_case(db, other["id"])
+        assert row is not None
+        row.model = "another@model"
+        db.commit()
+    refused = client.get(f"/api/cases/{other['id']}/files/{cams[0]}", headers=doctor)
+    assert refused.status_code == 404
     # the doctor corrects it: reviewed, in the worklist filter, in the export under the new class
     wrong = next(c for c in ctx.models.classifier.classes  # type: ignore[union-attr]
                  if c != r["label"])

@@ -369,7 +369,10 @@ def test_a_file_full_of_identifying_values_leaks_nowhere(
         answer = client.get(url, headers=admin)
         assert answer.status_code == 200, url
         seen.append(answer.content)
-    for role in case["files"]:
+    # every heatmap layer, those made on first request included (stored then)
+    roles = {*case["files"], *(f"cam/{layer['name']}" for layer in case["result"]["layers"])}
+    assert len(roles) > len(case["files"])
+    for role in sorted(roles):
         answer = client.get(f"/api/cases/{case['id']}/files/{role}", headers=doctor)
         assert answer.status_code == 200, role
         seen.append(answer.content)

@@ -42,7 +42,10 @@ FEATURES: dict[str, str] = {
 """The figures a rule may use, all oriented so that higher means less trustworthy."""
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
+def mask_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two bool masks of one shape, in [0, 1]; 1.0 when both are empty. The
+    same as :func:`mrimaster.segmentation.metrics.dice`, without that module's torch and
+    MONAI imports (this one runs on the torch-free inference path)."""
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
@@ -65,7 +68,7 @@ def trust_features(plain: np.ndarray, mirrored: np.ndarray) -> dict[str, float]:
     mean = 0.5 * (plain + mirrored)
     mask = mean > 0.5
     n = int(mask.sum())
-    out = {"mirror_disagreement": 1.0 - _dice(a, b), "soft_fraction": 0.0, "scattered": 0.0,
+    out = {"mirror_disagreement": 1.0 - mask_dice(a, b), "soft_fraction": 0.0, "scattered": 0.0,
            "unsure_in_mask": 0.0}
     if n:
         out["soft_fraction"] = float(((mean > 0.1) & (mean < 0.9)).sum()) / n

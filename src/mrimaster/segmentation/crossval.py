@@ -37,7 +37,7 @@ from mrimaster.segmentation.case_trust import (
     trust_markdown,
 )
 from mrimaster.segmentation.cases import Case, find_case
-from mrimaster.segmentation.checkpoint import NOT_RECIPE
+from mrimaster.segmentation.checkpoint import recipe_differences
 from mrimaster.segmentation.evaluate import score_prediction, scored_regions
 from mrimaster.segmentation.infer import case_subset, plan_inputs, prepare_inputs
 from mrimaster.segmentation.labels import REGIONS
@@ -111,14 +111,12 @@ def finished(folder: Path, expected: SegTrainConfig) -> bool:
         raise ConfigError(f"{folder} holds a model without its config.yaml, so its recipe is "
                           "unknown", "use a new --out folder, or delete that folder to retrain")
     saved = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    wanted = config_to_dict(expected)
     # a setting newer than the saved run had its default there
-    saved = {**config_to_dict(SegTrainConfig(train_cases=expected.train_cases)), **saved}
-    differ = sorted(k for k in wanted.keys() - NOT_RECIPE if saved[k] != wanted[k])
+    differ = recipe_differences(saved, config_to_dict(expected), config_to_dict(
+        SegTrainConfig(train_cases=expected.train_cases)))
     if differ:
         raise ConfigError(
-            f"{folder} was trained with another recipe ("
-            + ", ".join(f"{k} {saved[k]} here, {wanted[k]} asked" for k in differ) + ")",
+            f"{folder} was trained with another recipe ({', '.join(differ)})",
             "pass the same --config and --set options as that run, or use a new --out folder")
     return True
 

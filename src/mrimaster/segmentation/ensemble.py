@@ -98,7 +98,13 @@ def fold_folders(folder: Path) -> list[Path]:
     """The fold members' folders of a model folder (``folds/fold_<k>``, ``k`` a whole number),
     in fold order; empty when it has none. Other folders there (``fold_3.old``) are not
     members."""
-    root = folder / FOLDS_DIR
+    return numbered_folds(folder / FOLDS_DIR)
+
+
+def numbered_folds(root: Path) -> list[Path]:
+    """The ``fold_<k>`` folders directly in ``root`` (``k`` a whole number), in fold order;
+    empty when ``root`` is not a folder. Used for a model folder's members and for a
+    cross-validation run's folds alike."""
     if not root.is_dir():
         return []
     found = [(int(p.name[5:]), p) for p in root.iterdir()

@@ -20,7 +20,7 @@ import yaml
 from mrimaster.errors import ModelError
 from mrimaster.runs.cards import MAX_MODEL_BYTES, exported_line, run_lines
 from mrimaster.segmentation.case_trust import TRUST_FILE
-from mrimaster.segmentation.ensemble import FOLDS_DIR
+from mrimaster.segmentation.ensemble import FOLDS_DIR, numbered_folds
 from mrimaster.segmentation.postprocess import describe
 
 FINAL_FILES = ("model.pt", "config.yaml", "history.json", "curves.png")
@@ -31,9 +31,11 @@ FOLD_GRAPH_FILES = ("model.onnx", "model.onnx.json")
 def copy_folds(cv_dir: Path, out_dir: Path) -> list[str]:
     """Copy each fold's network into ``out_dir/folds/fold_K``: its ONNX export where it has
     one (``mrimaster seg export-onnx --model RUN/fold_K``), else its ``model.pt``. Returns
-    what each fold got, in fold order."""
+    what each fold got, in fold order. Members of an earlier export there are removed
+    first: a stale one would join the ensemble."""
     out = []
-    for fold in sorted(cv_dir.glob("fold_*"), key=lambda p: int(p.name.split("_")[1])):
+    shutil.rmtree(out_dir / FOLDS_DIR, ignore_errors=True)
+    for fold in numbered_folds(cv_dir):
         names = FOLD_GRAPH_FILES if all((fold / n).is_file() for n in FOLD_GRAPH_FILES) \
             else ("model.pt",)
         if not (fold / names[0]).is_file():
@@ -74,6 +76,7 @@ def export_seg_run(cv_dir: Path, out_dir: Path, command: str) -> Path:
             shutil.copy2(final / n, out_dir / n)
     for n in CV_FILES:
         shutil.copy2(cv_dir / n, out_dir / n)
+    (out_dir / TRUST_FILE).unlink(missing_ok=True)  # an earlier export's rule is not this one's
     if (final / TRUST_FILE).is_file():
         shutil.copy2(final / TRUST_FILE, out_dir / TRUST_FILE)
     folds = copy_folds(cv_dir, out_dir)

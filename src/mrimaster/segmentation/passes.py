@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mrimaster.segmentation.case_trust import trust_features
+from mrimaster.segmentation.case_trust import mask_dice, trust_features
 from mrimaster.segmentation.ensemble import SegEnsemble, mutual_information, sigmoid
 from mrimaster.segmentation.postprocess import clean_regions
 from mrimaster.segmentation.runtime import SegModel
@@ -63,11 +63,6 @@ def _probabilities(seg: SegModel, image: np.ndarray, axes: tuple[int, ...]) -> n
     return np.ascontiguousarray(np.flip(prob, axes))
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
-
-
 def mirroring_disagreement(passes: list[np.ndarray], voxel_ml: float, method: str
                            ) -> dict[str, Any]:
     """How much passes (or ensemble members) disagree on the whole tumour, for one case.
@@ -86,7 +81,7 @@ def mirroring_disagreement(passes: list[np.ndarray], voxel_ml: float, method: st
     """
     if len(passes) < 2:
         raise ValueError("the disagreement needs at least two passes")
-    pairs = [_dice(a, b) for a, b in itertools.combinations(passes, 2)]
+    pairs = [mask_dice(a, b) for a, b in itertools.combinations(passes, 2)]
     d = float(np.mean(pairs))
     vols = [float(p.sum()) * voxel_ml for p in passes]
     return {"method": method, "wt_dice_between_passes": round(d, 4),

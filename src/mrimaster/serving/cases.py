@@ -205,8 +205,6 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None,
     shallowest of them. With only ``cam`` layers there is no backward pass."""
     from contextlib import ExitStack
 
-    import torch
-
     from mrimaster.data.transforms import eval_batch
     from mrimaster.explain.cam import CAMResult, GradCAM, explain_layers
     from mrimaster.explain.forward_cam import ForwardCAM
@@ -228,11 +226,10 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None,
                                explain_layers(cams, x, target), strict=True))
             first = next(iter(results.values()))
             logits, classes = first.logits, first.classes.tolist()
+            for name, fcam in forward.items():  # from the same forward pass
+                results[name] = fcam.result(x.shape[-2:], logits, classes)
         else:
-            with torch.inference_mode():
-                logits, classes = clf.net(x).float().numpy(), target
-        for name, fcam in forward.items():
-            results[name] = fcam.result(x.shape[-2:], logits, classes)
+            results = {name: fcam(x, target) for name, fcam in forward.items()}
     geometry = slice_geometry(gray)
     files: dict[str, bytes] = {}
     for layer in layers:
@@ -244,22 +241,27 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None,
 def heatmap_on_demand(ctx: AppContext, db: Session, case: Case, role: str) -> str | None:
     """The stored heatmap ``role`` (``cam/<layer>``) of a 2D case, made now when the upload
     did not (a layer of the selector the doctor chose); its digest, or ``None`` when the case
-    offers no such layer. It explains the class the case's read showed, from the slice as
-    stored, and is kept with the case's files."""
+    offers no such layer or the model that read it is not the one loaded (a map of another
+    model would not explain that read). It explains the class the case's read showed, from
+    the slice as stored, and is kept with the case's files."""
     layer = role.removeprefix("cam/")
     result = case.result or {}
     offered = {entry.get("name") for entry in result.get("layers") or []}
     if case.kind != "2d" or not role.startswith("cam/") or layer not in offered or \
-            not isinstance(case.files.get("image"), str):
+            not isinstance(case.files.get("image"), str) or \
+            case.model != ctx.models_or_fail().version:
         return None
     gray = np.asarray(Image.open(io.BytesIO(ctx.store.read(case.files["image"]))).convert("L"))
     with ctx.infer_lock:
+        db.refresh(case)  # another request may have made it, or another layer, meanwhile
+        if isinstance(case.files.get(role), str):
+            return str(case.files[role])
         made, _ = grad_cam_files(ctx, gray, result.get("label"), {layer})
-    if role not in made:  # the model's layers changed since the upload
-        return None
-    digest = ctx.store.put_bytes(made[role])
-    case.files = {**case.files, role: digest}
-    db.commit()
+        if role not in made:  # the model's layers changed since the upload
+            return None
+        digest = ctx.store.put_bytes(made[role])
+        case.files = {**case.files, role: digest}
+        db.commit()
     return digest
 
 

@@ -78,7 +78,8 @@ def _sgr_line(sgr: dict[str, Any]) -> str:
                 "too few for that guarantee, it would refer every image.")
     return (f"Selection with guaranteed risk would accept up to {sgr['threshold']:.4f}: "
             f"validation coverage {sgr['coverage']:.1%}, risk bound {sgr['bound']:.3f} at "
-            f"delta {sgr['delta']}.")
+            f"delta {sgr['delta']} (for the uncertainty cut alone, the estimator and "
+            "temperature chosen on the same images: an estimate, not a proof).")
 
 
 def _trust_section(cal: dict[str, Any] | None, checks: dict[str, Any]) -> list[str]:

@@ -200,6 +200,10 @@ def fit_trust(runtime: Runtime, classes: list[str], data: CalibrationData,
     if cfg.threshold_rule not in THRESHOLD_RULES:
         raise MRIMasterError(f"unknown threshold rule {cfg.threshold_rule!r}",
                              f"choose one of: {', '.join(THRESHOLD_RULES)}")
+    if not (0 < cfg.target_error < 1 and 0 < cfg.delta < 1):
+        raise MRIMasterError(f"the target error ({cfg.target_error}) and delta ({cfg.delta}) "
+                             "must each lie strictly between 0 and 1",
+                             "e.g. --target-error 0.03 --delta 0.05")
     guaranteed = sgr_threshold(uncertainties[best], correct, cfg.target_error, cfg.delta)
     threshold = guaranteed.threshold if cfg.threshold_rule == "sgr" else \
         choose_threshold(uncertainties[best], correct, cfg.target_error)

@@ -15,7 +15,11 @@ coverage whose bound is below ``r*``. By the union bound over the ``k`` threshol
 with probability at least ``1 - delta`` over the draw of the validation images, the risk of
 the accepted images of a new image drawn *from the same distribution* is at most the bound
 (Theorem 3.2). It says nothing about images from another hospital or scanner: there the
-bound is a figure to compare with what is measured, not a promise.
+bound is a figure to compare with what is measured, not a promise. It also assumes the
+uncertainty (estimator and temperature) was fixed before these images were seen, and bounds
+the uncertainty cut alone: in :mod:`mrimaster.training.fit_trust` the estimator and the
+temperature are chosen on the same validation images, and the feature-distance referral
+removes further images, so there the bound is an estimate, not a proof.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from mrimaster.trust.uncertainty import accepted_counts
 
 
 def risk_upper_bound(errors: int, n: int, delta: float) -> float:
@@ -90,16 +96,13 @@ def sgr_threshold(unc: np.ndarray, correct: np.ndarray, target_risk: float,
         ValueError: empty or mismatched inputs, ``target_risk`` or ``delta`` out of range.
     """
     unc = np.asarray(unc, dtype=np.float64)
-    wrong = ~np.asarray(correct, dtype=bool)
     m = len(unc)
-    if m == 0 or wrong.shape != unc.shape:
+    if m == 0 or np.shape(correct) != unc.shape:
         raise ValueError("need one correctness flag per uncertainty, and at least one image")
     if not 0 < target_risk < 1:
         raise ValueError(f"target_risk must lie in (0, 1), not {target_risk}")
     ordered = np.sort(unc)
-    values, inverse = np.unique(unc, return_inverse=True)
-    accepted_at = np.cumsum(np.bincount(inverse, minlength=len(values)))
-    errors_at = np.cumsum(np.bincount(inverse, weights=wrong, minlength=len(values)))
+    values, accepted_at, errors_at = accepted_counts(unc, correct)
     tried = max(1, math.ceil(math.log2(m)))
     step_delta = delta / tried
     best: tuple[int, float] | None = None  # (index into values, bound)
@@ -110,8 +113,7 @@ def sgr_threshold(unc: np.ndarray, correct: np.ndarray, target_risk: float,
         n, e = int(accepted_at[v]), int(round(errors_at[v]))
         bound = risk_upper_bound(e, n, step_delta)
         if bound < target_risk:
-            if best is None or v > best[0]:
-                best = (v, bound)
+            best = (v, bound)  # lo only rises: each success covers more than the last
             lo = z  # within the target: try a larger coverage
         else:
             hi = z  # over the target: a smaller coverage

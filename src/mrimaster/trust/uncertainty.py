@@ -147,6 +147,17 @@ def risk_coverage(unc: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
             "error_at_80": at(0.8), "error_at_90": at(0.9), "error_at_100": float(risk[-1])}
 
 
+def accepted_counts(unc: np.ndarray, correct: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each distinct uncertainty ``t`` (ascending), how many images ``{unc <= t}`` would
+    accept and how many of those are wrong: ``(values, accepted, errors)``, each ``(k,)``."""
+    values, inverse = np.unique(np.asarray(unc, dtype=np.float64), return_inverse=True)
+    wrong = ~np.asarray(correct, dtype=bool)
+    accepted = np.cumsum(np.bincount(inverse, minlength=len(values)))
+    errors = np.cumsum(np.bincount(inverse, weights=wrong, minlength=len(values)))
+    return values, accepted, errors
+
+
 def choose_threshold(unc: np.ndarray, correct: np.ndarray, target_error: float) -> float:
     """Largest threshold ``t`` whose accepted set ``{unc <= t}`` has error <= ``target_error``.
 
@@ -155,10 +166,6 @@ def choose_threshold(unc: np.ndarray, correct: np.ndarray, target_error: float) 
 
     Returns ``-1.0`` (refer everything) when no threshold meets the target.
     """
-    unc = np.asarray(unc, dtype=np.float64)
-    wrong = ~np.asarray(correct, dtype=bool)
-    values, inverse = np.unique(unc, return_inverse=True)
-    accepted = np.cumsum(np.bincount(inverse, minlength=len(values)))
-    errors = np.cumsum(np.bincount(inverse, weights=wrong, minlength=len(values)))
+    values, accepted, errors = accepted_counts(unc, correct)
     ok = np.flatnonzero(errors / accepted <= target_error + 1e-12)
     return float(values[ok[-1]]) if ok.size else -1.0
