@@ -32,7 +32,9 @@ def test_trained_run_has_checks_and_a_fitted_trust_rule(trained: tuple[Path, Pat
     assert {"forward_ms_per_image", "assess_ms_per_image"} <= set(checks["cost"])
     clf = load_classifier(run / "model.pt")
     assert clf.ood is not None and clf.ood["reject_above"] > clf.ood["refer_above"] > 0
-    assert clf.temperature >= 1.0
+    # the default rule's temperature, shipped as fitted (no floor at 1)
+    cal = json.loads((run / "calibration.json").read_text())
+    assert clf.temperature == cal["temperature"] == cal["temperature_shift_aware"] > 0
 
 
 def test_calibrate_refuses_to_rewrite_the_shipped_model() -> None:

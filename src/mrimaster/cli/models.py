@@ -40,6 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "largest whose binomial upper bound at --delta meets it")
     c.add_argument("--delta", type=float, default=0.05,
                    help="sgr: the bound holds with probability 1 - delta (default 0.05)")
+    c.add_argument("--temperature-rule", choices=("shift-aware", "validation"),
+                   default="shift-aware",
+                   help="shift-aware: the temperature fitted on the validation images and "
+                   "their copies under the shift augmentation; validation: on them alone "
+                   "(either shipped as fitted)")
     c.add_argument("--write-shipped", action="store_true",
                    help="allow rewriting a model inside the shipped models folder")
     c.add_argument("--no-checks", dest="checks", action="store_false",
@@ -101,10 +106,12 @@ def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
                                              target_error=args.target_error,
                                              write_shipped=args.write_shipped,
                                              threshold_rule=args.threshold_rule,
-                                             delta=args.delta), settings)
+                                             delta=args.delta,
+                                             temperature_rule=args.temperature_rule), settings)
     ref, ood = report["referral"], report["ood"]
-    print(f"temperature {report['temperature']:.4f} (fitted {report['temperature_fitted']:.4f},"
-          f" never below 1); validation ECE {report['before']['ece']:.4f} -> "
+    print(f"temperature {report['temperature']:.4f} ({report['temperature_rule']}; on "
+          f"validation alone {report['temperature_fitted']:.4f}); validation ECE "
+          f"{report['before']['ece']:.4f} -> "
           f"{report['after']['ece']:.4f}; uncertainty {ref['method']}, refer above "
           f"{ref['threshold']:.4f} ({ref.get('rule', 'empirical')} rule); feature distance: "
           f"refer above {ood['refer_above']:.2f}, "

@@ -164,3 +164,27 @@ class SliceDataset(torch.utils.data.Dataset[tuple[Tensor, int]]):
 
     def __getitem__(self, idx: int) -> tuple[Tensor, int]:
         return self.transform(self.images[idx].unsqueeze(0)), int(self.labels[idx])
+
+
+def augmented_views(images: np.ndarray, preset: str, draws: int, seed: int = 0) -> np.ndarray:
+    """``draws`` randomly augmented copies of each slice, as the model's input slices.
+
+    Args:
+        images: ``(N, S, S)`` uint8 preprocessed slices.
+        preset: One of :data:`AUGMENT_PRESETS` (at size ``S``).
+        draws: Copies per slice.
+        seed: Seed of the augmentation's random draws (the same views every call).
+
+    Returns:
+        ``(draws * N, S, S)`` uint8: the first ``N`` are the first draw of every slice.
+    """
+    transform = train_transform(preset, int(images.shape[-1]))
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        views = [(transform(torch.from_numpy(np.ascontiguousarray(im))[None])[0]
+                  .clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+                 for _ in range(draws) for im in images]
+    finally:
+        torch.random.set_rng_state(state)
+    return np.stack(views) if views else np.zeros((0, *images.shape[1:]), np.uint8)

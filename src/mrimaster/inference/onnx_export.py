@@ -310,7 +310,8 @@ def export_variants(clf: Classifier, model_pt: Path, out_dir: Path, data: Calibr
             ref = clf.referral or {}
             fit = fit_trust(runtime, clf.classes, data, CalibrateConfig(
                 str(model_pt), target_error=ref.get("target_error", 0.03),
-                threshold_rule=ref.get("rule", "empirical"), delta=ref.get("delta", 0.05)))
+                threshold_rule=ref.get("rule", "empirical"), delta=ref.get("delta", 0.05),
+                temperature_rule=ref.get("temperature_rule", "shift-aware")))
             temperature, referral, ood = fit.temperature, fit.referral, fit.ood
             entry["calibration"] = fit.report
         meta = {"arch": clf.arch, "classes": clf.classes, "image_size": clf.image_size,

@@ -86,8 +86,11 @@ def _trust_section(cal: dict[str, Any] | None, checks: dict[str, Any]) -> list[s
     lines = ["## Confidence, referral and out-of-distribution refusal", ""]
     if cal:
         ood, ref = cal["ood"], cal["referral"]
-        lines += [f"- Temperature: fitted on validation {cal['temperature_fitted']:.4f}, shipped "
-                  f"{cal['temperature']:.4f} (rule: {cal['temperature_rule']}).",
+        shift_aware = cal.get("temperature_shift_aware")
+        lines += [f"- Temperature: fitted on validation {cal['temperature_fitted']:.4f}"
+                  + (f", on validation with its shifted copies {shift_aware:.4f}"
+                     if shift_aware is not None else "")
+                  + f"; shipped {cal['temperature']:.4f} (rule: {cal['temperature_rule']}).",
                   f"- Uncertainty: `{cal['chosen_method']}` (validation AURC per estimator, "
                   "with its cost in network passes: "
                   + ", ".join(f"{k} {v['aurc']:.4f} ({v.get('passes', '?')})"
