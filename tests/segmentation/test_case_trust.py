@@ -150,6 +150,18 @@ def test_fold_ensemble_from_a_model_folder(seg_run: tuple[Path, Path], tmp_path:
     info = json.loads((fast / "volumes.json").read_text())
     assert info["ensemble"] is None and info["uncertainty"]["method"].startswith("test-time")
     assert (fast / "uncertainty.nii.gz").is_file()
+    assert not any("ensemble" in w for w in info["warnings"])  # asked for: nothing to say
+
+    # a member that cannot run in the asked runtime: the final model runs, and the result says so
+    (folder / "folds" / "fold_1" / "model.pt").unlink()
+    (folder / "folds" / "fold_1" / "model.onnx").write_bytes(b"not a graph")
+    alone = tmp_path / "alone"
+    assert main(["seg", "predict", "--model", str(folder), "--case", str(case), "--out",
+                 str(alone), "--runtime", "torch"]) == 0
+    info = json.loads((alone / "volumes.json").read_text())
+    assert info["ensemble"] is None
+    assert any(w.startswith("the fold ensemble could not run here, so the final model ran "
+                            "alone") and "fold_1" in w for w in info["warnings"])
 
 
 def test_a_model_without_a_rule_gives_no_status(seg_run: tuple[Path, Path],

@@ -267,7 +267,7 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
         problems = problems_of({m: c for m, c in checks.items()  # the left out: in warnings
                                 if not str(c.problem).startswith("left out")}, case.name)
     volume, plan = prepare_inputs(seg, case, plan)
-    volume.notes = [*volume.notes, *problems]
+    volume.notes = [*seg.notes, *volume.notes, *problems]
     work_voxels = float(np.prod(volume.work_shape or volume.canonical_shape))
     work_voxel_ml = volume.voxel_ml * float(np.prod(volume.canonical_shape)) / work_voxels
     passes = run_passes(seg, volume.image, work_voxel_ml, tta)

@@ -61,14 +61,17 @@ def load_segmenter_for_inference(ref: str | Path, models_dir: Path, runtime: str
     """
     path = resolve_model_path(ref, models_dir, default="seg-default")
     model: SegModel | None = None
+    notes: list[str] = []
     if not fast and fold_folders(path.parent):
         try:
             model = load_ensemble(final_info(path), path.parent, runtime)
         except ModelError as exc:
-            log.warning("the fold ensemble cannot run here, the final model runs alone: %s",
-                        exc)
+            notes.append("the fold ensemble could not run here, so the final model ran alone "
+                         f"({exc.message})")
+            log.warning(notes[-1])
     if model is None:
         model = load_single(path, runtime, device)
+    model.notes = notes
     model.trust = load_rule(path.parent)
     return model
 

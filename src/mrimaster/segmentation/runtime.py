@@ -55,6 +55,8 @@ class SegInfo:
             not fed even when a case has them (unless nothing else usable is left).
         meta: Provenance and metrics.
         runtime_name: ``torch`` or the exported variant that runs the network.
+        notes: What loading noticed that every result should say (e.g. that the fold
+            ensemble could not run, so the final model ran alone); not saved.
         trust: The model folder's fitted case trust rule
             (:class:`mrimaster.segmentation.case_trust.CaseTrustRule`), set by the loader;
             ``None`` without one.
@@ -69,6 +71,7 @@ class SegInfo:
     excluded: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     runtime_name: str = "torch"
+    notes: list[str] = field(default_factory=list, compare=False)
     trust: Any = field(default=None, compare=False, repr=False)
 
     def info_dict(self) -> dict[str, Any]:
@@ -106,6 +109,7 @@ class SegModel(Protocol):
     excluded: dict[str, str]
     meta: dict[str, Any]
     runtime_name: str
+    notes: list[str]
     trust: Any
 
     def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
