@@ -6,7 +6,7 @@ import pytest
 from mrimaster.data.folders import scan_class_folders
 from mrimaster.data.hashing import near_duplicate_groups, phash_variants
 from mrimaster.data.images import load_grayscale
-from mrimaster.data.splits import SplitTable, grouped_stratified_split
+from mrimaster.data.splits import EXCLUDED_PART, SplitTable, grouped_stratified_split
 
 
 def _random_groups(seed: int, n: int = 600) -> tuple[np.ndarray, np.ndarray]:
@@ -62,8 +62,9 @@ def test_make_split_keeps_groups_whole_and_holds_out_whole_style_clusters(tmp_pa
     assert len(table.paths) == 128 and set(info["parts"]) >= {"train", "val", "test"}
     parts = np.array(table.splits)
     groups = np.array(table.groups)
-    for g in np.unique(groups):
-        assert len(set(parts[groups == g])) == 1
+    used = parts != EXCLUDED_PART
+    for g in np.unique(groups):  # whole among the parts anything is trained or scored on
+        assert len(set(parts[(groups == g) & used])) <= 1
     for name in ("glioma", "pituitary"):
         members = [table.paths.index(f"{name}/{f}") for f in ("0.png", "copy.png", "copy.jpg")]
         assert len({table.groups[i] for i in members}) == 1
@@ -74,6 +75,9 @@ def test_make_split_keeps_groups_whole_and_holds_out_whole_style_clusters(tmp_pa
     in_held = np.isin(clusters, held)
     assert shift.any() and shift[in_held].mean() > 0.5  # held-out clusters went to shift
     assert not shift[~in_held].any() or shift[~in_held].mean() < 0.5
+    # what is left of a held-out cluster is excluded, never trained, fitted or tested on
+    assert set(parts[in_held]) <= {SHIFT_PART, EXCLUDED_PART}
+    assert in_held[~used].all()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +98,8 @@ def _cross_side_pairs(table: SplitTable, hashes_of: dict[str, np.ndarray], thres
     dist = np.minimum(dist, dist.T)
     parts = np.array(table.splits)
     i, j = np.nonzero(np.triu(dist <= threshold, k=1))
-    cross = parts[i] != parts[j]
+    # an excluded image is never used, so its near-duplicates may lie anywhere
+    cross = (parts[i] != parts[j]) & (parts[i] != EXCLUDED_PART) & (parts[j] != EXCLUDED_PART)
     return [(table.paths[a], table.paths[b], int(dist[a, b]))
             for a, b in zip(i[cross], j[cross], strict=True)]
 
@@ -118,7 +123,8 @@ def test_shipped_split_has_no_near_duplicate_across_sides(data_root: Path, split
     # exact byte copies are on one side too
     byte_groups: dict[bytes, set[str]] = {}
     for path, part in zip(table.paths, table.splits, strict=True):
-        byte_groups.setdefault((root / path).read_bytes(), set()).add(part)
+        if part != EXCLUDED_PART:
+            byte_groups.setdefault((root / path).read_bytes(), set()).add(part)
     assert all(len(parts) == 1 for parts in byte_groups.values())
 
 

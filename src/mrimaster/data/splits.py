@@ -27,6 +27,10 @@ from mrimaster.errors import DataError
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 SHIFT_PART = "shift"
 """The source-held-out part: whole acquisition-style clusters no model is trained on."""
+EXCLUDED_PART = "excluded"
+"""Images of a held-out style cluster whose near-duplicate group went elsewhere (most of the
+group lies in other clusters): neither trained, fitted nor scored on, so that no image of a
+held-out style reaches training."""
 PRESENCE_PARTS: tuple[str, ...] = ("fit", "report")
 """Parts of a presence-only set: ``fit`` may be used for training or fitting, ``report`` only
 for reporting."""
@@ -209,7 +213,9 @@ def make_split(root: Path, cfg: SplitConfig, progress: bool = True
 
     Class-per-folder datasets get ``train`` / ``val`` / ``test`` (in-source, stratified by
     class) and ``shift``: every group whose images mostly fall in a held-out acquisition-style
-    cluster (:mod:`mrimaster.data.styles`), an estimate of accuracy on a new source.
+    cluster (:mod:`mrimaster.data.styles`), an estimate of accuracy on a new source. The rest
+    of a held-out cluster (images whose group mostly lies in other clusters) is
+    :data:`EXCLUDED_PART`, not moved into training: the model never sees a held-out style.
     Presence-only datasets (:mod:`mrimaster.data.presence`) get ``fit`` / ``report``.
 
     Returns:
@@ -248,6 +254,7 @@ def make_split(root: Path, cfg: SplitConfig, progress: bool = True
         rest = np.flatnonzero(~shift)
         idx = grouped_stratified_split(labels[rest], groups[rest], cfg.fractions, cfg.seed)
         parts[rest] = np.array(SPLIT_NAMES)[idx]
+        parts[np.isin(clusters, held) & ~shift] = EXCLUDED_PART
     rel = [p.relative_to(base).as_posix() for p in paths]
     table = SplitTable(rel, list(labels_text), [int(g) for g in groups], [str(p) for p in parts],
                        [int(c) for c in clusters])
