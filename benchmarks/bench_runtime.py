@@ -8,7 +8,9 @@ kept).
 
 Part 2, end to end (fresh processes, as a user runs them): ``mrimaster predict`` on
 ``--images`` slices with every trust field, per runtime; and ``mrimaster --help`` and
-``predict`` on one image, cold, median of ``--cold`` runs.
+``predict`` on one image, cold, median of ``--cold`` runs. ``--baseline MODEL`` also times
+``predict --runtime auto`` of another model folder on the same slices (the two alternated,
+median of 3) and ``--end-to-end`` skips part 1.
 
     MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/bench_runtime.py [--no-compile]
 
@@ -156,7 +158,20 @@ def _cli(args: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def end_to_end(paths: list[Path], model: str, cold: int) -> None:
+def _versus(folder: Path, out: Path, model: str, baseline: str) -> None:
+    times: dict[str, list[float]] = {baseline: [], model: []}
+    for _ in range(3):
+        for name in times:
+            times[name].append(_cli(["predict", "--model", name, "--runtime", "auto",
+                                     str(folder), "--output", str(out), "--format", "csv"]))
+    base, this = (statistics.median(times[n]) for n in (baseline, model))
+    n = len(list(folder.iterdir()))
+    print(f"  predict --runtime auto, median of 3 alternated: baseline {baseline} {base:.2f} s "
+          f"({n / base:.1f} img/s); {model} {this:.2f} s ({n / this:.1f} img/s); "
+          f"x baseline {base / this:.2f}")
+
+
+def end_to_end(paths: list[Path], model: str, cold: int, baseline: str | None = None) -> None:
     print(f"\nend to end, fresh processes ({len(paths)} slices, all trust fields)")
     runtimes = ["torch"] + [r for r in ("onnx", "openvino")
                             if any(engine_problem(v) is None for v in ENGINE_OF_RUNTIME[r])]
@@ -165,6 +180,8 @@ def end_to_end(paths: list[Path], model: str, cold: int) -> None:
         folder.mkdir()
         for i, p in enumerate(paths):
             shutil.copy(p, folder / f"{i:04d}{p.suffix}")
+        if baseline:
+            _versus(folder, Path(tmp) / "versus.csv", model, baseline)
         base = None
         for runtime in [*runtimes, "auto"]:
             seconds = _cli(["predict", "--model", model, "--runtime", runtime, str(folder),
@@ -202,6 +219,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cold", type=int, default=5)
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--baseline", help="another model folder to time predict against")
+    parser.add_argument("--end-to-end", action="store_true", help="skip the network table")
     args = parser.parse_args()
     settings = load_settings()
     path = resolve_model_path(args.model, settings.models_dir)
@@ -210,13 +229,14 @@ def main() -> None:
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads); model {args.model}; "
           f"{len(images)} slices of the test part")
-    calib = int8_calibration_images(data.x_fit)
-    network_table(path, images, calib, args.repeats, args.compile)
+    if not args.end_to_end:
+        network_table(path, images, int8_calibration_images(data.x_fit), args.repeats,
+                      args.compile)
     from mrimaster.data.folders import collect_image_paths
 
     all_paths, _ = collect_image_paths([settings.data_root / "sartaj-training"])
     pick = np.linspace(0, len(all_paths) - 1, args.images).astype(int)
-    end_to_end([all_paths[i] for i in pick], args.model, args.cold)
+    end_to_end([all_paths[i] for i in pick], args.model, args.cold, args.baseline)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ it ships (the largest threshold whose validation error is within the target) and
 guaranteed risk (:mod:`mrimaster.trust.selective`, Geifman & El-Yaniv 2017) at each target given;
 coverage, error and the 95% binomial upper bound of the error on the validation part (fitted
 on) and the test part (never fitted on). The network runs in PyTorch fp32 with the model's
-temperature and softmax uncertainty.
+temperature and its own uncertainty estimator (the referral's ``method``).
 
     MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/eval_sgr.py [--model default]
 """
@@ -14,13 +14,13 @@ import argparse
 
 import numpy as np
 
-from mrimaster.inference.runtime import softmax
 from mrimaster.models.checkpoint import load_classifier
 from mrimaster.models.paths import resolve_model_path
 from mrimaster.settings import load_settings
 from mrimaster.training.fit_trust import CalibrateConfig, load_calibration_data
+from mrimaster.trust.referral import TrustRule
 from mrimaster.trust.selective import risk_upper_bound, sgr_threshold
-from mrimaster.trust.uncertainty import choose_threshold
+from mrimaster.trust.uncertainty import choose_threshold, uncertainty
 
 
 def main() -> None:
@@ -34,13 +34,16 @@ def main() -> None:
     clf = load_classifier(path)
     data = load_calibration_data(path.parent, CalibrateConfig(str(path)), settings)
 
+    rule = TrustRule.of(clf)
+
     def part(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, _ = clf.runtime.forward(x)
-        p = softmax(logits, clf.temperature)
-        return 1 - p.max(1), p.argmax(1) == y
+        logits, features = clf.runtime.forward(x)
+        unc = uncertainty(rule.method, clf.runtime, x, rule.temperature, logits, features)
+        return unc, logits.argmax(1) == y
 
     parts = {"validation": part(data.x_val, data.y_val), "test": part(data.x_test, data.y_test)}
-    print(f"model {path}; temperature {clf.temperature}; " + "; ".join(
+    print(f"model {path}; temperature {rule.temperature:.3f}; uncertainty {rule.method}; "
+          + "; ".join(
         f"{k} {len(c)} images, accuracy {c.mean():.4f}" for k, (_, c) in parts.items()))
     rules = [("measured rule, target 0.03", choose_threshold(*parts["validation"], 0.03))]
     for target in (float(t) for t in args.targets.split(",")):

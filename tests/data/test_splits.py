@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,12 @@ def test_shipped_split_has_no_near_duplicate_across_sides(data_root: Path, split
         if part != EXCLUDED_PART:
             byte_groups.setdefault((root / path).read_bytes(), set()).add(part)
     assert all(len(parts) == 1 for parts in byte_groups.values())
+    # the held-out style clusters (two in the shipped split) are whole: none of their images
+    # trains, selects or tests
+    held_out = set(json.loads((repo / "splits" / "sartaj-training.json").read_text())
+                   ["held_out_clusters"])
+    used = {part for c, part in zip(table.clusters, table.splits, strict=True) if c in held_out}
+    assert len(held_out) >= 2 and used == {"shift", EXCLUDED_PART}
 
 
 @pytest.mark.realdata

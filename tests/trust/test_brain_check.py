@@ -303,3 +303,20 @@ def test_shipped_check_keeps_real_mri_of_the_shared_sets(data_root: Path) -> Non
     total = len(p_files) + len(p_brats)
     assert total >= 300 and len(p_brats) >= 40
     assert sum(rejected.values()) / total <= 0.005, (rejected, total)
+
+
+def test_an_excluded_image_goes_to_the_part_of_its_near_duplicate_group(tmp_path: Path) -> None:
+    """The rest of a held-out style cluster (`excluded`) is real MRI that the check may use, on
+    the side where its near-copies are."""
+    from mrimaster.data.splits import SplitTable
+    from mrimaster.training.brain_check_data import _SARTAJ_PART, _files
+    from tests.conftest import write_class_folders
+
+    write_class_folders(tmp_path, per_class=2, names=("glioma_tumor", "meningioma"))
+    paths = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("img_*"))
+    table = SplitTable(paths, ["glioma", "glioma", "meningioma", "meningioma"], [0, 0, 1, 1],
+                       ["val", "excluded", "shift", "excluded"])
+    ex = _files(tmp_path, table, _SARTAJ_PART, "sartaj", 0)
+    part = dict(zip(ex.names, ex.parts, strict=True))
+    assert part == {paths[0]: "calib", paths[1]: "calib", paths[2]: "report",
+                    paths[3]: "report"}

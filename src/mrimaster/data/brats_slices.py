@@ -13,11 +13,13 @@ displayed. The result goes through :func:`mrimaster.data.images.prepare_slice` l
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from PIL import Image
 
 from mrimaster.data.images import prepare_slice
 from mrimaster.errors import DataError
@@ -91,15 +93,14 @@ def pick_slices(tumour: np.ndarray, brain: np.ndarray, per_case: int, margin: in
     return _evenly(with_tumour, per_case), _evenly(free, max(per_case // 2, 1))
 
 
-def load_brats_slices(root: Path, size: int, per_case: int = 8) -> BratsSlices:
-    """Cut labelled axial slices from every case under ``root`` (see the module docstring).
+def cut_brats_slices(root: Path, per_case: int = 8
+                     ) -> Iterator[tuple[str, str, np.ndarray]]:
+    """Labelled axial slices of every case under ``root``, before any resizing.
 
-    Raises:
-        DataError: no case with a label map under ``root``.
+    Yields:
+        ``(label, source, slice)``: ``glioma`` or ``no_tumor``; ``case/modality/z``; ``(H, W)``
+        uint8 windowed as :func:`to_uint8` and rotated anterior-up.
     """
-    images: list[np.ndarray] = []
-    labels: list[str] = []
-    sources: list[str] = []
     for case in find_cases(Path(root)):
         if case.seg is None or case.convention is None or not case.images:
             continue
@@ -118,10 +119,46 @@ def load_brats_slices(root: Path, size: int, per_case: int = 8) -> BratsSlices:
             t_z, f_z = pick_slices(tumour, brain_mask(vol), per_case)
             for label, zs in (("glioma", t_z), ("no_tumor", f_z)):
                 for z in zs:
-                    images.append(prepare_slice(np.rot90(gray[:, :, z]), size))
-                    labels.append(label)
-                    sources.append(f"{case.name}/{modality}/{int(z)}")
+                    yield label, f"{case.name}/{modality}/{int(z)}", np.rot90(gray[:, :, z])
+
+
+def load_brats_slices(root: Path, size: int, per_case: int = 8) -> BratsSlices:
+    """Cut labelled axial slices from every case under ``root`` (see the module docstring),
+    preprocessed to ``size`` like any file.
+
+    Raises:
+        DataError: no case with a label map under ``root``.
+    """
+    images: list[np.ndarray] = []
+    labels: list[str] = []
+    sources: list[str] = []
+    for label, source, gray in cut_brats_slices(root, per_case):
+        images.append(prepare_slice(gray, size))
+        labels.append(label)
+        sources.append(source)
     if not images:
         raise DataError(f"no labelled BraTS case under {root}",
                         "point brats_dir at a folder of BraTS case folders with label maps")
     return BratsSlices(np.stack(images), labels, sources)
+
+
+def write_brats_slices(root: Path, out_dir: Path, per_case: int = 8) -> int:
+    """Write the slices of :func:`cut_brats_slices` as PNG files in the class-per-folder layout
+    (``out_dir/glioma/``, ``out_dir/no_tumor/``), so that they are read like any user's files.
+
+    Returns:
+        The number of files written.
+
+    Raises:
+        DataError: no case with a label map under ``root``.
+    """
+    n = 0
+    for label, source, gray in cut_brats_slices(root, per_case):
+        path = Path(out_dir) / label / (source.replace("/", "_") + ".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(gray)).save(path)
+        n += 1
+    if n == 0:
+        raise DataError(f"no labelled BraTS case under {root}",
+                        "point at a folder of BraTS case folders with label maps")
+    return n

@@ -17,7 +17,7 @@ from mrimaster.data import non_mri
 from mrimaster.data.brats_slices import to_uint8
 from mrimaster.data.folders import load_slices
 from mrimaster.data.images import prepare_slice
-from mrimaster.data.splits import SplitTable
+from mrimaster.data.splits import EXCLUDED_PART, SplitTable
 from mrimaster.errors import DataError
 from mrimaster.trust.brain_check import thumbnail
 
@@ -94,7 +94,13 @@ class Examples:
 def _files(root: Path, table: SplitTable, part_of: dict[str, str], source: str, limit: int
            ) -> Examples:
     rows: dict[str, list[int]] = {p: [] for p in PARTS}
+    # An `excluded` image (the rest of a held-out style cluster) goes with its near-duplicate
+    # group, which lies mostly in another part: near-copies stay on one side here too.
+    group_split = {g: s for g, s in zip(table.groups, table.splits, strict=True)
+                   if s != EXCLUDED_PART}
     for i, split in enumerate(table.splits):
+        if split == EXCLUDED_PART:
+            split = group_split.get(table.groups[i], PARTS[0])
         rows[part_of[split] if split in part_of else part_of[f"{split}/{table.groups[i] % 2}"]
              ].append(i)
     out = []

@@ -123,8 +123,9 @@ def _trust_section(cal: dict[str, Any] | None, checks: dict[str, Any]) -> list[s
 
 
 def _presence_section(p: dict[str, Any]) -> list[str]:
-    lines = [f"## Tumours from other sources: `{Path(p['data']).name}`, part `{p['part']}` "
-             "(never trained or fitted on)", "",
+    lines = [f"## Tumours from another source: `{Path(p['data']).name}`, part `{p['part']}` "
+             "(never trained or fitted on; a same-source check: the set's `fit` part trains "
+             "the presence loss)", "",
              f"- n = {p['n']}, every image shows a tumour; sensitivity (top class is a tumour) "
              f"**{p['sensitivity']:.4f}**",
              f"- called 'no tumour': {p['missed']}; with p > 0.95: {p['confident_misses']}, of "
@@ -210,13 +211,17 @@ def model_card(run_dir: Path, command: str, onnx: dict[str, Any] | None = None) 
         f"- **Data:** `{data}` split by `{cfg.get('split_file') or 'a split computed for the run'}`"
         f" (`split.csv` here): " + ", ".join(f"{k} {v}" for k, v in sorted(parts.items()))
         + f" images; near-duplicates (raw-image 256-bit pHash, <= {cfg['dedup_threshold']} "
-        "bits) never cross parts; `shift` holds out whole acquisition-style clusters. Extra "
+        "bits) never cross parts; `shift` holds out whole acquisition-style clusters (what "
+        "is left of them is `excluded`: not trained, fitted or scored on). Extra "
         f"training images from other sources: {extras}.",
         f"- **Command:** `{command}`",
         *run_lines(_read(run_dir, "run.json")),
         f"- **Epochs run:** {len(history)} (best validation macro F1 at epoch "
         f"{metrics['summary']['best_epoch']}); curves in `curves.png`; validation accuracy "
-        f"{val['accuracy']:.4f}, macro F1 {val['macro_f1']:.4f} (n = {val['n']}).", ""]
+        f"{val['accuracy']:.4f}, macro F1 {val['macro_f1']:.4f} (n = {val['n']}).",
+        "- **How the figures below were made:** PyTorch fp32 (`model.pt`) with the shipped "
+        "temperature and referral rule (see *Confidence*), on the part each heading names; "
+        "the reduced-precision runtimes' own figures are in *Inference runtimes*.", ""]
     if "in_source" in checks:
         lines += _labelled_section("In-source held-out test part", checks["in_source"])
     else:

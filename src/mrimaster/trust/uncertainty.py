@@ -128,8 +128,8 @@ def risk_coverage(unc: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
 
     Returns:
         ``coverage`` and ``risk`` arrays (N,), ``aurc`` (mean risk over coverages, lower is
-        better), ``error_at_80``/``error_at_90`` (risk at 80% / 90% coverage) and
-        ``error_at_100``.
+        better), ``error_at_60``/``error_at_80``/``error_at_90`` (risk at 60% / 80% / 90%
+        coverage) and ``error_at_100``.
     """
     if len(unc) == 0:
         raise MRIMasterError("no predictions to build a risk-coverage curve from")
@@ -144,7 +144,8 @@ def risk_coverage(unc: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
         return float(risk[max(int(np.ceil(cov * n)) - 1, 0)])
 
     return {"coverage": coverage, "risk": risk, "aurc": float(risk.mean()),
-            "error_at_80": at(0.8), "error_at_90": at(0.9), "error_at_100": float(risk[-1])}
+            "error_at_60": at(0.6), "error_at_80": at(0.8), "error_at_90": at(0.9),
+            "error_at_100": float(risk[-1])}
 
 
 def accepted_counts(unc: np.ndarray, correct: np.ndarray
