@@ -47,6 +47,16 @@ class RandomGamma(torch.nn.Module):
         return x.clamp(0, 1).pow(gamma)
 
 
+def piecewise_linear(x: Tensor, xs: Tensor, ys: Tensor) -> Tensor:
+    """The curve through the points ``(xs[i], ys[i])`` (``xs`` sorted, from 0 to 1) at ``x``
+    clipped to [0, 1]; same shape as ``x``."""
+    flat = x.clamp(0, 1).reshape(-1)
+    idx = torch.searchsorted(xs, flat.contiguous(), right=True).clamp(1, len(xs) - 1)
+    x0, x1, y0, y1 = xs[idx - 1], xs[idx], ys[idx - 1], ys[idx]
+    out = y0 + (flat - x0) * (y1 - y0) / (x1 - x0).clamp_min(1e-6)
+    return out.reshape(x.shape)
+
+
 class RandomIntensityCurve(torch.nn.Module):
     """A random monotone piecewise-linear intensity curve through (0, 0) and (1, 1).
 
@@ -62,11 +72,30 @@ class RandomIntensityCurve(torch.nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         xs = torch.cat([torch.zeros(1), torch.rand(self.knots).sort().values, torch.ones(1)])
         ys = torch.cat([torch.zeros(1), torch.rand(self.knots).sort().values, torch.ones(1)])
-        flat = x.clamp(0, 1).reshape(-1)
-        idx = torch.searchsorted(xs, flat.contiguous(), right=True).clamp(1, len(xs) - 1)
-        x0, x1, y0, y1 = xs[idx - 1], xs[idx], ys[idx - 1], ys[idx]
-        out = y0 + (flat - x0) * (y1 - y0) / (x1 - x0).clamp_min(1e-6)
-        return out.reshape(x.shape)
+        return piecewise_linear(x, xs, ys)
+
+
+class RandomTissueContrast(torch.nn.Module):
+    """A random *non-monotone* piecewise-linear curve applied inside the head only.
+
+    Where :class:`RandomIntensityCurve` keeps the order of tissue intensities, this one may
+    reverse it (a lesion bright on FLAIR and T2 is dark on a pre-contrast T1): ``knots`` inner
+    control points with sorted uniform inputs in ``[dark, 1]`` and *unsorted* uniform outputs
+    in [0, 1]. The curve starts at (0, 0) and rises no faster than ``1 / dark`` there, so the
+    background and its JPEG noise stay dark and the head outline is kept. The idea is the
+    contrast randomisation of SynthSeg (Billot et al., Medical Image Analysis 86:102789, 2023),
+    here without labels: intensity ranges, not tissues, get random values.
+    """
+
+    def __init__(self, knots: int = 4, dark: float = 0.1) -> None:
+        super().__init__()
+        self.knots, self.dark = knots, dark
+
+    def forward(self, x: Tensor) -> Tensor:
+        inner = self.dark + (1 - self.dark) * torch.rand(self.knots).sort().values
+        xs = torch.cat([torch.zeros(1), inner, torch.ones(1)])
+        ys = torch.cat([torch.zeros(1), torch.rand(self.knots + 1)])
+        return piecewise_linear(x, xs, ys).clamp(0, 1)
 
 
 class RandomResolution(torch.nn.Module):
@@ -112,20 +141,22 @@ class RandomJPEG(torch.nn.Module):
         return torch.from_numpy(np.asarray(Image.open(buf).convert("L")).copy())[None]
 
 
-AUGMENT_PRESETS: tuple[str, ...] = ("shift", "mri", "seed", "none")
+AUGMENT_PRESETS: tuple[str, ...] = ("shift", "shift-contrast", "mri", "seed", "none")
 
 
 def train_transform(preset: str, size: int) -> v2.Transform:
     """Per-image random transform: ``(1, S, S)`` uint8 -> ``(1, size, size)`` float in [0, 1]."""
     steps: list[v2.Transform] = []
-    if preset == "shift":
+    if preset in ("shift", "shift-contrast"):
         steps += [v2.RandomApply([RandomJPEG()], p=0.3),
                   v2.RandomResizedCrop(size, scale=(0.65, 1.0), ratio=(0.85, 1.15),
                                        antialias=True),
                   v2.RandomHorizontalFlip(),
                   v2.RandomApply([v2.RandomRotation(20)], p=0.7),
-                  v2.ToDtype(torch.float32, scale=True),
-                  v2.RandomApply([RandomIntensityCurve()], p=0.6),
+                  v2.ToDtype(torch.float32, scale=True)]
+        if preset == "shift-contrast":
+            steps.append(v2.RandomApply([RandomTissueContrast()], p=0.3))
+        steps += [v2.RandomApply([RandomIntensityCurve()], p=0.6),
                   v2.RandomApply([v2.ColorJitter(brightness=0.3, contrast=0.3)], p=0.8),
                   v2.RandomApply([RandomGamma(0.6, 1.7)], p=0.5),
                   v2.RandomApply([RandomResolution()], p=0.3),

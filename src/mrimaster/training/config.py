@@ -27,7 +27,8 @@ class TrainConfig:
         warmup_epochs: Linear warm-up before the cosine decay (``schedule: cosine``).
         schedule: ``cosine`` or ``constant``.
         label_smoothing: Cross-entropy label smoothing.
-        augment: ``shift`` (``mri`` plus intensity curves, resolution, noise, JPEG), ``mri``
+        augment: ``shift`` (``mri`` plus intensity curves, resolution, noise, JPEG),
+            ``shift-contrast`` (``shift`` plus a curve that may reverse tissue contrast), ``mri``
             (crop, flip, rotation, intensity), ``seed`` (flip, rotation) or ``none``.
         freeze: Parameter-name prefixes to keep frozen (e.g. ``_blocks.0.``).
         patience: Stop after this many epochs without a better validation macro F1 (0: never).
