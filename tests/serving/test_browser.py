@@ -130,6 +130,8 @@ def test_doctor_flow_2d(server: Server, data_root: Path, shots: Path, tmp_path: 
         verdict = page.locator("#ai-read .verdict").inner_text()
         assert "calibrated probability" in verdict
         assert page.locator("#ai-read meter").count() == 4
+        # what a read cannot promise is on the page beside it
+        assert "does not rule a tumour out" in page.locator("#ai-read .limits").inner_text()
         # the heatmap: switch layers and opacity, it stays over the original
         shown = page.locator("img.cam.shown")
         expect(shown).to_have_count(1)
