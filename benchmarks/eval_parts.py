@@ -42,12 +42,9 @@ from mrimaster.trust.uncertainty import risk_coverage
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _brats_parts(root: Path, sources: list[str], tmp: Path, size: int) -> dict[str, SliceSet]:
-    parts = {}
-    for source in sources:
-        write_brats_slices(root / source, tmp / source)
-        parts[f"brats:{source}"] = load_class_folders(tmp / source, size, progress=False)
-    return parts
+def _brats_parts(folders: dict[str, Path], size: int) -> dict[str, SliceSet]:
+    return {f"brats:{source}": load_class_folders(folder, size, progress=False)
+            for source, folder in folders.items()}
 
 
 def main() -> None:
@@ -66,14 +63,16 @@ def main() -> None:
           " error | AURC | error at 60 / 80 / 90% coverage | wrong of answers with p > 0.95 |")
     print("|---|---:|---|---:|---:|---:|---:|---|---|---:|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
+        brats = {source: Path(tmp) / source for source in args.brats}
+        for source, folder in brats.items():  # written once, read at each model's size
+            write_brats_slices(root / "brats-mini" / source, folder)
         for folder in args.model:
             clf = load_classifier(Path(folder) / "model.pt")
             rule = TrustRule.of(clf)
             parts = {part: load_part(root / "sartaj-training", table, part, clf.image_size,
                                      progress=False)
                      for part in args.parts if table.indices(part)}
-            parts |= _brats_parts(root / "brats-mini", args.brats, Path(tmp) / folder
-                                  .replace("/", "_"), clf.image_size)
+            parts |= _brats_parts(brats, clf.image_size)
             for part, data in parts.items():
                 metrics, result, _ = labelled_evaluation(clf, data)
                 trust = metrics["trust"]

@@ -76,7 +76,7 @@ class RandomIntensityCurve(torch.nn.Module):
 
 
 class RandomTissueContrast(torch.nn.Module):
-    """A random *non-monotone* piecewise-linear curve applied inside the head only.
+    """A random *non-monotone* piecewise-linear intensity curve through (0, 0).
 
     Where :class:`RandomIntensityCurve` keeps the order of tissue intensities, this one may
     reverse it (a lesion bright on FLAIR and T2 is dark on a pre-contrast T1): ``knots`` inner
