@@ -58,6 +58,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     se.add_argument("dir", type=Path, metavar="DIR", help="the --out folder of `pacs segment`")
     se.set_defaults(handler=run_send)
 
+    li = pacs_sub.add_parser(
+        "listen", help="receive studies from scanners and PACS (DICOM C-STORE, C-ECHO)",
+        description="A DICOM receiver (C-STORE and C-ECHO SCP) into the web app's database "
+        "and store (the settings of `mrimaster serve`): each study, once no instance of it has "
+        "arrived for --stable seconds, is stored de-identified as a 3D case with its "
+        "segmentation queued (run by `mrimaster serve` or `mrimaster worker`); its original "
+        "identifiers are kept encrypted (MRIMASTER_LINK_KEY) so that approved results can be "
+        "filed back. Only the AE titles given by --allow may send. See docs/pacs.md.")
+    li.add_argument("--allow", required=True, action="append", metavar="AET[,AET...]",
+                    help="AE titles that may send (the scanners' and PACS's own titles)")
+    li.add_argument("--ae-title", default="MRIMASTER", help="this receiver's AE title "
+                    "(default MRIMASTER)")
+    li.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                    "127.0.0.1; 0.0.0.0 for every interface)")
+    li.add_argument("--port", type=int, default=11112, help="TCP port (default 11112)")
+    li.add_argument("--stable", type=float, default=30.0, metavar="S", help="seconds without "
+                    "a new instance after which a study is complete (default 30)")
+    li.set_defaults(handler=run_listen)
+
 
 def _pacs(args: argparse.Namespace) -> Pacs:
     import logging
@@ -115,4 +134,45 @@ def run_send(args: argparse.Namespace, settings: Settings) -> int:
     files = outbox(args.dir)  # a wrong folder fails before any connection
     result = send_results(_pacs(args), args.dir)
     print(f"stored {len(result.stored)} instances: {', '.join(p.name for p in files)}")
+    return 0
+
+
+def run_listen(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+    from types import FrameType
+
+    from mrimaster.pacs.receiver import Receiver, ReceiverConfig, parse_titles
+    from mrimaster.serving.config import load_serve_config
+    from mrimaster.serving.context import start_up
+    from mrimaster.serving.dicom_receive import receiver_user, store_received
+    from mrimaster.serving.pacs_service import link_fernet
+    from mrimaster.storage.filestore import private_dir
+
+    config = ReceiverConfig(allow=parse_titles(args.allow), ae_title=args.ae_title.strip(),
+                            host=args.host, port=args.port, stable_s=args.stable)
+    fernet = link_fernet()  # without it no received case could be filed back: refuse first
+    ctx, password = start_up(load_serve_config(), load_models=False)
+    if password:
+        print(f"first start: created the admin account {ctx.config.admin_user!r} with the "
+              f"one-time password {password}", flush=True)
+    receiver_user(ctx)
+    spool = private_dir(ctx.config.app_dir / "dicom-spool")
+    receiver = Receiver(config, spool, lambda study: store_received(ctx, study, fernet))
+    host, port = receiver.start()
+    print(f"DICOM receiver {config.ae_title} on {host}:{port}, accepting "
+          f"{', '.join(config.allow)}; a study is complete after {config.stable_s:g} s "
+          "without a new instance", flush=True)
+    done = threading.Event()
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.stop()
     return 0

@@ -171,12 +171,44 @@ def _link_new_case(db: Session, blob: bytes) -> Iterator[None]:
         event.remove(db, "after_flush_postexec", after_postexec)
 
 
+def store_linked(ctx: AppContext, db: Session, user: User, folder: Path, files: Sequence[Path],
+                 fernet: Any, *, confirm_burned_in: bool = False,
+                 expected_study: str | None = None) -> Case:
+    """Store the DICOM study in ``folder`` (its Part-10 ``files``) de-identified as a 3D case
+    with a queued segmentation, its original identifiers kept only as a Fernet token in the
+    same transaction (flushed, not committed).
+
+    Raises:
+        PacsError: the files are of another study than ``expected_study``.
+        UploadError, DataError: as :func:`studies.store_study` (no FLAIR, burned-in, several
+            studies...).
+    """
+    with ctx.store.work_dir() as work:
+        link = read_identifiers(files)
+        if expected_study is not None and link["study_uid"] != expected_study:
+            raise PacsError("the PACS sent another study than the one asked for",
+                            "check the PACS; nothing was stored")
+        blob = fernet.encrypt(json.dumps(link, sort_keys=True).encode())
+        try:
+            with _link_new_case(db, blob):
+                case = studies.store_study(ctx, db, user, {}, folder, "", work,
+                                           confirm_burned_in)
+        except MRIMasterError as exc:  # PACS-side texts may name the patient or the study
+            exc.message = _scrub(ctx, exc.message, link)
+            exc.args = (exc.message,)
+            raise
+    if db.get(PacsLink, case.id) is None:  # the flush hook is the guarantee: check it
+        raise AssertionError(f"case {case.id} was stored without its PACS link")
+    return case
+
+
 def pull_study(ctx: AppContext, db: Session, user: User, study_uid: str, *,
                confirm_burned_in: bool = False, pacs: Pacs | None = None,
                fernet: Any = None) -> Case:
     """Retrieve ``study_uid`` (WADO-RS), keep its original identifiers encrypted, and store it
-    de-identified as a 3D case with a queued segmentation (as an upload). The retrieved files
-    live only in a temporary folder, removed whatever happens.
+    de-identified as a 3D case with a queued segmentation (as an upload, through
+    :func:`store_linked`). The retrieved files live only in a temporary folder, removed
+    whatever happens.
 
     Raises:
         PacsDisabled: no link key or no PACS (checked before any transfer).
@@ -188,16 +220,8 @@ def pull_study(ctx: AppContext, db: Session, user: User, study_uid: str, *,
     study_uid = study_uid.strip()
     with ctx.store.work_dir() as work:
         files = pacs.retrieve_study(study_uid, work / "pacs")
-        link = read_identifiers(files)
-        if link["study_uid"] != study_uid:
-            raise PacsError("the PACS sent another study than the one asked for",
-                            "check the PACS; nothing was stored")
-        blob = fernet.encrypt(json.dumps(link, sort_keys=True).encode())
-        with _link_new_case(db, blob):
-            case = studies.store_study(ctx, db, user, {}, work / "pacs", "", work,
-                                       confirm_burned_in)
-    if db.get(PacsLink, case.id) is None:  # the flush hook is the guarantee: check it
-        raise AssertionError(f"case {case.id} was stored without its PACS link")
+        case = store_linked(ctx, db, user, work / "pacs", files, fernet,
+                            confirm_burned_in=confirm_burned_in, expected_study=study_uid)
     repo.audit(db, user.username, "pacs-pull", f"case {case.id}",
                f"{len(files)} instances retrieved and stored de-identified")
     db.commit()
