@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mrimaster.data.hashing import DEFAULT_THRESHOLD
 from mrimaster.data.transforms import AUGMENT_PRESETS
@@ -55,6 +56,10 @@ class TrainConfig:
         experiment: MLflow experiment name.
         registered_model: Name the model is registered under in the MLflow model registry
             (when tracking; empty: not registered).
+        members: A deep ensemble: one mapping of overrides per member (e.g. ``{seed: 1,
+            augment: shift-contrast}``); each member is trained as this recipe with its
+            overrides into ``out_dir/members/K`` (:mod:`mrimaster.training.ensemble`). Empty:
+            a single model.
         precision: ``fp32``, ``bf16`` (autocast of the forward pass and loss) or ``auto``
             (bf16 on CUDA and on CPUs with AVX512-BF16 or AMX).
     """
@@ -92,6 +97,7 @@ class TrainConfig:
     experiment: str = "mrimaster-classification"
     registered_model: str = "mrimaster-classifier"
     precision: str = "fp32"
+    members: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         spec = get_spec(self.model)

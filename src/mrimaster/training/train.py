@@ -156,7 +156,13 @@ score and may raise ``optuna.TrialPruned`` to stop the run)."""
 def run_training(cfg: TrainConfig, settings: Settings, on_epoch: EpochHook | None = None
                  ) -> Path:
     """Train a classifier into a run folder (see :func:`_run_training`), with every global
-    random generator seeded by ``cfg.seed`` and given back unchanged afterwards."""
+    random generator seeded by ``cfg.seed`` and given back unchanged afterwards. A recipe
+    with ``members`` trains a deep ensemble instead
+    (:func:`mrimaster.training.ensemble.run_ensemble_training`)."""
+    if cfg.members:
+        from mrimaster.training.ensemble import run_ensemble_training
+
+        return run_ensemble_training(cfg, settings)
     with seeded(cfg.seed):
         return _run_training(cfg, settings, on_epoch)
 
