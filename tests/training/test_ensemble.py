@@ -58,3 +58,18 @@ def test_bad_member_lists_are_refused(small_data: Path, tmp_path: Path,  # noqa:
     cfg.members = members  # type: ignore[assignment]
     with pytest.raises(ConfigError, match=says):
         member_configs(cfg, tmp_path / "x")
+
+
+def test_the_shipped_ensemble_recipe_is_the_default_recipe_with_members(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from mrimaster.config import load_config
+    from mrimaster.training.config import TrainConfig
+
+    repo = Path(__file__).resolve().parents[2]
+    ensemble = load_config(TrainConfig, repo / "configs" / "ensemble.yaml")
+    default = load_config(TrainConfig, repo / "configs" / "default.yaml")
+    members = member_configs(ensemble, tmp_path)
+    assert len(members) >= 4
+    assert replace(members[0], out_dir=None) == default  # member 0 is the single model
+    assert len({(m.seed, m.augment, m.image_size, m.model) for m in members}) == len(members)
