@@ -224,6 +224,10 @@ class Receiver:
                 f.write(data)
         except OSError:
             log.exception("could not spool an instance")
+            with self._lock:
+                current.studies[uid].remove(path)
+                self._bytes -= len(data)
+            path.unlink(missing_ok=True)
             return OUT_OF_RESOURCES
         return SUCCESS
 
