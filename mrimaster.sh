@@ -95,6 +95,14 @@ ensure_orthanc() {
     else say "warning: no Orthanc with its DICOMweb plugin, the PACS tests will fail (apt-get install orthanc orthanc-dicomweb)"; fi
 }
 
+# dicom3tools' dciodvfy: the tests validate the DICOM SEG and the simulated studies against the
+# standard's IODs with it.
+ensure_dicom3tools() {
+    command -v dciodvfy >/dev/null && return
+    if is_root && command -v apt-get >/dev/null; then apt_install dicom3tools
+    else say "warning: no dciodvfy, the DICOM validation tests will fail (apt-get install dicom3tools)"; fi
+}
+
 # A throw-away PostgreSQL 15 server for the tests, stopped and removed when this script exits.
 PGDIR=""
 start_postgres() {
@@ -140,6 +148,7 @@ setup_tests() {
     ensure_web
     ensure_chromium
     ensure_orthanc
+    ensure_dicom3tools
     data_root
     start_postgres
 }
