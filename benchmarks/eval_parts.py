@@ -35,6 +35,7 @@ some ``excluded`` images: its row there is not held out.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import tempfile
@@ -124,7 +125,9 @@ def main() -> None:
         for source, folder in brats.items():  # written once, read at each model's size
             write_brats_slices(root / "brats-mini" / source, folder)
 
+        @functools.cache
         def parts_at(size: int) -> dict[str, SliceSet]:
+            """The parts at one image size, read once (members of one size share them)."""
             parts = {part: load_part(root / "sartaj-training", table, part, size,
                                      progress=False)
                      for part in args.parts if table.indices(part)}
@@ -145,6 +148,7 @@ def main() -> None:
                       flush=True)
         for run in args.ensemble:
             _ensemble_rows(run, parts_at)
+
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,9 @@ from tests.pacs.conftest import (  # noqa: F401 (fixtures)
     simulated_study,
     study_uid_of,
 )
+from tests.pacs.test_receiver import settled
 from tests.serving.conftest import serve_env
+from tests.serving.server import free_port
 from tests.serving.test_pacs_web import identifiers_in
 
 pytestmark = [pytest.mark.realdata]
@@ -78,12 +79,6 @@ def send(server: Any, resources: list[str]) -> requests.Response:
                          json={"Resources": resources, "Synchronous": True})
 
 
-def settle(receiver: Receiver) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any((receiver.spool / "partial").iterdir()):
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_routed_study_is_stored_deidentified_linked_and_queued(
         routed: Routed, simulated_study: Path) -> None:  # noqa: F811
@@ -93,7 +88,7 @@ def test_a_routed_study_is_stored_deidentified_linked_and_queued(
     assert echo.status_code == 200, echo.text  # Orthanc's C-ECHO is answered
     r = send(server, [server.study_id(uid)])
     assert r.status_code == 200, r.text
-    settle(routed.receiver)
+    settled(routed.receiver)
     assert routed.receiver.hand_on() == 1
     [case_id] = routed.stored
     assert case_id is not None
@@ -120,6 +115,43 @@ def test_a_routed_study_is_stored_deidentified_linked_and_queued(
     assert identifiers_in(ctx, db_file, needles) == []
 
 
+PROBES = {"InstitutionName": "St Probe Hospital", "ReferringPhysicianName": "Dr^Probe^Referrer",
+          "OtherPatientIDs": "PROBE-OTHER-77", "PatientAddress": "1 Probe Street",
+          "StationName": "PROBESTATION"}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_identifying_values_at_any_depth_of_a_received_study_are_not_kept(
+        routed: Routed, simulated_study: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Every file of the study carries identifying values at the top level and inside a
+    nested sequence; after the study is stored none of them, nor its original date, is in the
+    app folder or the database."""
+    from pydicom.dataset import Dataset
+
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    files = []
+    for k, path in enumerate(p for p in sorted(simulated_study.rglob("*")) if p.is_file()):
+        ds = pydicom.dcmread(path)
+        for keyword, value in PROBES.items():
+            setattr(ds, keyword, value)
+        item = Dataset()
+        item.RequestedProcedureID = "PROBE-REQ-991"
+        item.ScheduledProcedureStepID = "PROBE-SPS-5"
+        item.RequestingPhysician = "Probe^Nested^Doctor"
+        ds.RequestAttributesSequence = [item]
+        files.append(folder / f"{k:05d}.dcm")
+        ds.save_as(files[-1])
+    date = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyDate)
+    case_id = store_received(routed.ctx, ReceivedStudy(folder, files, ["SCANNER1"], 0),
+                             routed.fernet)
+    assert case_id is not None
+    needles = [*PROBES.values(), "Probe^Referrer", "PROBE-REQ-991", "PROBE-SPS-5",
+               "Probe^Nested", PATIENT_ID, date]
+    db_file = Path(routed.ctx.config.database_url.removeprefix("sqlite:///"))
+    assert len(date) == 8 and identifiers_in(routed.ctx, db_file, needles) == []
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_study_without_flair_is_refused_and_nothing_kept(
         routed: Routed, simulated_study: Path) -> None:  # noqa: F811
@@ -131,7 +163,7 @@ def test_a_study_without_flair_is_refused_and_nothing_kept(
     assert 0 < len(others) < len(series)
     r = send(server, others)
     assert r.status_code == 200, r.text
-    settle(routed.receiver)
+    settled(routed.receiver)
     assert routed.receiver.hand_on() == 1
     assert routed.stored == [None]
     with ctx.sessions() as db:
@@ -154,7 +186,7 @@ def test_a_sender_off_the_allow_list_or_misaddressing_is_refused(
         server.rest("PUT", "/modalities/mrimaster", json={"AET": "MRIMASTER", "Host": host,
                                                           "Port": port})
         assert send(server, [study]).status_code != 200
-        settle(closed)
+        settled(closed)
         assert closed.hand_on() == 0
     finally:
         closed.stop()
@@ -162,7 +194,7 @@ def test_a_sender_off_the_allow_list_or_misaddressing_is_refused(
     server.rest("PUT", "/modalities/mrimaster", json={"AET": "OTHERNAME", "Host": host,
                                                       "Port": port})
     assert send(server, [study]).status_code != 200  # addressed by another AE title
-    settle(routed.receiver)
+    settled(routed.receiver)
     assert routed.receiver.hand_on() == 0 and routed.stored == []
     assert not list(tmp_path.rglob("*.dcm"))
     assert not list(routed.receiver.spool.rglob("*.dcm"))
@@ -173,8 +205,6 @@ def test_listen_command_answers_echo_and_needs_the_link_key(tmp_path: Path) -> N
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-    from tests.pacs.conftest import _free_port
-
     env = {**os.environ, **serve_env(tmp_path / "app", f"sqlite:///{tmp_path / 'app.db'}")}
     env.pop("MRIMASTER_LINK_KEY", None)
     cmd = [sys.executable, "-m", "mrimaster.cli.main", "pacs", "listen", "--allow", "SCANNER1"]
@@ -182,7 +212,7 @@ def test_listen_command_answers_echo_and_needs_the_link_key(tmp_path: Path) -> N
                              timeout=120)
     assert refused.returncode != 0 and "MRIMASTER_LINK_KEY" in refused.stderr + refused.stdout
     assert "Traceback" not in refused.stderr
-    port = _free_port()
+    port = free_port()
     env["MRIMASTER_LINK_KEY"] = Fernet.generate_key().decode()
     proc = subprocess.Popen([*cmd, "--port", str(port)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

@@ -165,21 +165,21 @@ def fit_ensemble(run_dir: Path, settings: Settings, target_error: float = TARGET
     score = min(SCORES, key=lambda s: curves[s]["aurc"])
     threshold = choose_threshold(val_scores[score], correct, target_error)
     guaranteed = sgr_threshold(val_scores[score], correct, target_error, delta)
-    q_test, test_scores = ensemble_scores(member_probs(test_logits, temps), temperature)
     members = []
-    for folder, t, zv, zt in zip(folders, temps, val_logits, test_logits, strict=True):
+    test_probs = member_probs(test_logits, temps)
+    q_test, test_scores = ensemble_scores(test_probs, temperature)
+    for k, folder in enumerate(folders):
         single = {}
-        for part, z, y in (("val", zv, y_val), ("test", zt, y_test)):
-            p = member_probs(z[None], np.array([t]))[0]
+        for part, p, y in (("val", val_probs[k], y_val), ("test", test_probs[k], y_test)):
             ok = p.argmax(1) == y
+            rc = risk_coverage(1 - p.max(1), ok)
             single[part] = {"accuracy": float(ok.mean()),
                             "ece": calibration_metrics(p, y)["ece"],
-                            "softmax_aurc": risk_coverage(1 - p.max(1), ok)["aurc"]}
-        members.append({"folder": str(folder.relative_to(run_dir)), "temperature": float(t),
-                         "single_pass_softmax": single})
-        curves[f"member {folder.name} softmax"] = risk_coverage(
-            1 - member_probs(zv[None], np.array([t]))[0].max(1),
-            member_probs(zv[None], np.array([t]))[0].argmax(1) == y_val)
+                            "softmax_aurc": rc["aurc"]}
+            if part == "val":
+                curves[f"member {folder.name} softmax"] = rc
+        members.append({"folder": str(folder.relative_to(run_dir)),
+                        "temperature": float(temps[k]), "single_pass_softmax": single})
     report: dict[str, Any] = {
         "members": members, "overrides": _overrides(run_dir),
         "pooling": "mean of the members' calibrated probabilities, then one temperature",
