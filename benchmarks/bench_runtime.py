@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,10 @@ from mrimaster.settings import load_settings
 from mrimaster.training.fit_trust import CalibrateConfig, load_calibration_data
 
 Route = Callable[[np.ndarray], np.ndarray]
+
+
+def _logits_of(graph: Callable[[np.ndarray], dict[str, np.ndarray]]) -> Route:
+    return lambda x: graph(x)["logits"]
 
 
 def _torch_routes(net: torch.nn.Module, compile_: bool) -> dict[str, Route]:
@@ -121,8 +126,7 @@ def _onnx_routes(folder: Path, net: torch.nn.Module, image_size: int, calib: np.
                 # the int8 graph is written by the export only when its check held
                 print(f"{label}: not measured ({engine_problem(name) or f'no {path.name}'})")
                 continue
-            graph = open_graph(path, name)
-            routes[label] = lambda x, g=graph: g(x)["logits"]
+            routes[label] = _logits_of(open_graph(path, name))
     return routes
 
 
@@ -139,8 +143,8 @@ def network_table(clf_path: Path, images: np.ndarray, calib: np.ndarray, repeats
             start = time.perf_counter()
             out = np.concatenate([route(x[i:i + 64]) for i in range(0, len(x), 64)])
             first = time.perf_counter() - start
-            batch = _median_time(lambda r=route: r(x[:64]), repeats)
-            single = _median_time(lambda r=route: r(x[:1]), repeats * 4)
+            batch = _median_time(partial(route, x[:64]), repeats)
+            single = _median_time(partial(route, x[:1]), repeats * 4)
             rows.append((name, 64 / batch, 1000 * single,
                          float((out.argmax(1) == ref.argmax(1)).mean()), first))
     base_ips, base_ms = rows[0][1], rows[0][2]

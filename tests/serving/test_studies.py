@@ -190,3 +190,17 @@ def test_series_entries_quote_no_removed_header_value(tmp_path: Path) -> None:
     entry["reason"] = f"series 'no-uid:{tmp_path}': its slices are not evenly spaced"
     assert _without_header_text(entry, [tmp_path / "slice.dcm"])["reason"] == \
         "series 'no-uid:(removed)': its slices are not evenly spaced"
+
+
+def test_series_entries_name_no_description_and_read_as_sentences() -> None:
+    """The series description (removed by de-identification) is replaced wherever a decision
+    or refusal quotes it, and the sentence still reads: "localizer series: the series mixes
+    slice orientations", not "series the series mixes"."""
+    from mrimaster.serving.studies import _without_description
+
+    entry = _without_description({
+        "description": "3-PLANE LOC", "why": ["description '3-PLANE LOC' names a localizer"],
+        "reason": "localizer series: series '3-PLANE LOC' mixes slice orientations"})
+    assert entry["description"] == ""
+    assert entry["why"] == ["description the series names a localizer"]
+    assert entry["reason"] == "localizer series: the series mixes slice orientations"

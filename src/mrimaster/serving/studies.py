@@ -171,8 +171,10 @@ def _without_description(entry: dict[str, Any]) -> dict[str, Any]:
     E.1-1: X), since people type names into it; the app stores and shows what is left."""
     description = str(entry.get("description") or "")
 
-    def clean(text: str) -> str:
-        return text.replace(repr(description), "the series").replace(description, "the series")
+    def clean(text: str) -> str:  # "series 'AX FLAIR' mixes ..." -> "the series mixes ..."
+        for quoted in (f"series {description!r}", repr(description), description):
+            text = text.replace(quoted, "the series")
+        return text
 
     if description:
         entry["why"] = [clean(str(w)) for w in entry.get("why") or []]
