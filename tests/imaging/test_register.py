@@ -21,12 +21,12 @@ import SimpleITK as sitk
 
 from mrimaster.imaging.register import (
     RegistrationError,
-    foreground,
     from_sitk,
     register,
     resample_labels,
     to_sitk,
 )
+from mrimaster.imaging.registration_quality import foreground
 
 CASES = "brats-mini/deepvoxnet2-brats2018"
 

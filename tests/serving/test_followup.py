@@ -41,7 +41,17 @@ pat0004, x1.15, taper 15 (used here; the app: same) +45.4       +36.1     -20%
 None is within 10%: the model consistently reads less change than the label (its misses grow
 with the tumour: on pat0004 x1.15 taper 50 its false negatives against the transformed label
 went from 11.8k to 26.6k voxels). The 10% must-hold is unmet; it is the model's
-segmentation of a grown tumour, not the follow-up's arithmetic, that falls short."""
+segmentation of a grown tumour, not the follow-up's arithmetic, that falls short.
+
+About a third of the shortfall is the input normalisation: each channel is z-scored over the
+whole brain, so a grown bright tumour raises the mean and the spread and its own edge falls
+under the network's threshold. A diagnostic run (pat0004 x1.15, taper 15, no movement, the
+fold ensemble, ``segment_case`` on both time points) with the statistics taken over the brain
+outside the reference label's tumour read the change at -12.9% (110.3 -> 146.9 mL as shipped,
+-19.3%; 118.8 -> 158.3 mL so). It needs the true tumour, so it is not a method; it says that
+training and inference with statistics of normal-appearing brain would close part of the gap,
+not all of it. Nor does the fold model that never saw pat0004 (fold 0) do better on its own:
+110.7 -> 147.3 mL, -19.4%, so the in-sample model is not the cause."""
 
 from __future__ import annotations
 

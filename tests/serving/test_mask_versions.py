@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from mrimaster.serving import masks
+from mrimaster.serving import label_maps, masks
 from mrimaster.serving.app import create_app
 from mrimaster.serving.config import load_serve_config
 from mrimaster.serving.context import AppContext, build_context
@@ -65,8 +65,8 @@ def add_3d_case(ctx: AppContext, labels: np.ndarray, affine: np.ndarray = AFFINE
         assert admin is not None
         mask = ctx.store.put_bytes(nifti(labels, affine))
         flair = ctx.store.put_bytes(image if image is not None else nifti(labels * 10, affine))
-        vols = masks.volumes_ml(labels, float(abs(np.linalg.det(affine[:3, :3]))) / 1000,
-                                convention)
+        vols = label_maps.volumes_ml(labels, float(abs(np.linalg.det(affine[:3, :3]))) / 1000,
+                                     convention)
         info = {"volumes_ml": vols, "label_convention": convention, "labels": convention,
                 "modalities_used": ["flair"], "modalities_missing": [], "warnings": [],
                 **(result or {})}

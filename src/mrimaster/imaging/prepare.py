@@ -56,11 +56,11 @@ from mrimaster.imaging.inputs import ROLE_NAMES, Sequence, gather, load3d
 from mrimaster.imaging.register import (
     RegistrationError,
     from_sitk,
-    measure,
     register,
     sitk_affine,
     to_sitk,
 )
+from mrimaster.imaging.registration_quality import MIN_NMI, measure
 from mrimaster.imaging.skullstrip import skull_strip
 from mrimaster.segmentation.cases import MODALITIES, Case
 from mrimaster.segmentation.geometry import corner_distance, voxel_sizes, warn_if_unusual
@@ -192,8 +192,6 @@ def align(reference: nib.Nifti1Image, seq: Sequence, image: nib.Nifti1Image, gri
         info: dict[str, Any] = {"method": "already on the reference's grid (not moved)",
                                 "nmi": nmi, "correlation": corr, "overlap": overlap,
                                 "seconds": 0.0}
-        from mrimaster.imaging.register import MIN_NMI
-
         if not nmi >= MIN_NMI:
             raise RegistrationError(f"{label}: on the reference's grid but unlike it "
                                     f"(normalised mutual information {nmi:.3f}, below "

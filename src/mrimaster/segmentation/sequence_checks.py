@@ -11,15 +11,16 @@ first sequence used, whose grid the outputs are written on):
   reference's grid through both files' world coordinates when its grid differs, must
 
   1. cover the same head: the Dice overlap of the two head masks (every voxel other than the
-     background, :func:`mrimaster.imaging.register.foreground`, holes filled, at about 2 mm)
-     inside the region both cover is at least :data:`MIN_HEAD_DICE`;
+     background, :func:`mrimaster.imaging.registration_quality.foreground`, holes filled, at
+     about 2 mm) inside the region both cover is at least :data:`MIN_HEAD_DICE`;
   2. not be a mirror image: the information it shares with the reference (normalised mutual
      information minus 1; Studholme's NMI, the registration's quality figure, computed
-     :func:`mrimaster.imaging.register.measure`'s way) is not exceeded :data:`MIRROR_RATIO`
-     times by that of the same sequence mirrored along a grid axis. A sequence as given
-     agrees with the reference better than its mirror image does; a flipped one (a
-     converter's or a header's mistake) agrees worse than its mirror image, which is the right
-     one. Left-right flips keep a brain's outline, so the overlap alone does not see them.
+     :func:`mrimaster.imaging.registration_quality.measure`'s way) is not exceeded
+     :data:`MIRROR_RATIO` times by that of the same sequence mirrored along a grid axis. A
+     sequence as given agrees with the reference better than its mirror image does; a flipped
+     one (a converter's or a header's mistake) agrees worse than its mirror image, which is
+     the right one. Left-right flips keep a brain's outline, so the overlap alone does not see
+     them.
 
 Measured on the 14 real ``brats-mini`` cases (FLAIR as reference; the other sequence: T1-Gd
 for the six BraTS 2015 cases, T1 for the eight BraTS 2018 ones; ``benchmarks/
@@ -129,7 +130,7 @@ def _onto_reference(moving: nib.Nifti1Image, reference: nib.Nifti1Image
 def _head_mask(data: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
-    from mrimaster.imaging.register import foreground
+    from mrimaster.imaging.registration_quality import foreground
 
     return np.asarray(ndimage.binary_fill_holes(foreground(data)))
 
@@ -151,7 +152,7 @@ def head_figures(reference: nib.Nifti1Image, moving: nib.Nifti1Image) -> dict[st
     """
     from scipy import ndimage
 
-    from mrimaster.imaging.register import normalised_mutual_information
+    from mrimaster.imaging.registration_quality import normalised_mutual_information
 
     ref = np.asarray(reference.dataobj, np.float32)
     if same_grid(moving, reference):

@@ -1,6 +1,7 @@
 """The PACS view: search the configured PACS, pull a study into the worklist, and (on the case
 page, by a doctor) approve and send its results back. Thin routes over
-:mod:`mrimaster.serving.pacs_service`; pages and their JSON twins under ``/api/pacs``.
+:mod:`mrimaster.serving.pacs_service` (search, pull) and :mod:`mrimaster.serving.pacs_send`
+(send); pages and their JSON twins under ``/api/pacs``.
 
 Searches are POSTs: the filters (a patient ID, an accession number) then stay out of URLs,
 access logs and browser history.
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from mrimaster.errors import MRIMasterError
 from mrimaster.pacs import PacsError
-from mrimaster.serving import pacs_service
+from mrimaster.serving import pacs_send, pacs_service
 from mrimaster.serving.cases import UploadError, error_status
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.deps import Auth, check_csrf, get_auth, get_ctx, get_db
@@ -117,12 +118,12 @@ def approve_and_send(request: Request, case_id: int, approve: bool = Form(defaul
         if not approve:
             raise UploadError("tick the approval box to send",
                               "you approve the segmentation as shown", 422)
-        pacs_service.send_results(ctx, db, auth.user, case)
+        pacs_send.send_results(ctx, db, auth.user, case)
     except MRIMasterError as exc:
         db.rollback()
         classes = ctx.models.classifier.classes if ctx.models else []
         return _case_page(request, auth, ctx, db, case_id, full_case(db, case), classes,
-                          status_of(exc), pacs=pacs_service.panel(ctx, db, case),
+                          status_of(exc), pacs=pacs_send.panel(ctx, db, case),
                           pacs_error=_message(exc))
     return RedirectResponse(f"/cases/{case_id}#pacs", status_code=303)
 
@@ -163,7 +164,7 @@ def api_pull(body: PullIn, request: Request, auth: Auth = Depends(get_auth),
 def api_case_pacs(case_id: int, auth: Auth = Depends(get_auth),
                   ctx: AppContext = Depends(get_ctx), db: Session = Depends(get_db)) -> Any:
     case = _case(db, case_id)
-    return pacs_service.panel(ctx, db, case) or {"linked": False}
+    return pacs_send.panel(ctx, db, case) or {"linked": False}
 
 
 @router.post("/api/pacs/cases/{case_id}/send", summary="Approve a case's results and send "
@@ -174,8 +175,8 @@ def api_send(case_id: int, auth: Auth = Depends(get_auth),
     check_csrf(auth, x_csrf_token)
     case = _case(db, case_id)
     try:
-        row = pacs_service.send_results(ctx, db, auth.user, case)
+        row = pacs_send.send_results(ctx, db, auth.user, case)
     except MRIMasterError as exc:
         db.rollback()
         return _fail(exc)
-    return pacs_service.send_view(row)
+    return pacs_send.send_view(row)

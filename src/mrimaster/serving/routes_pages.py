@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from mrimaster.errors import MRIMasterError
-from mrimaster.serving import accounts, cases, masks, pacs_service, security, studies
+from mrimaster.serving import accounts, cases, masks, pacs_send, security, studies
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.deps import (
     COOKIE,
@@ -176,7 +176,7 @@ def _case_page(request: Request, auth: Auth, ctx: AppContext, db: Session, case_
                ) -> HTMLResponse:
     case = _case(db, case_id)
     series = studies.series_of(ctx, case) if case.kind == "3d" else []
-    extra.setdefault("pacs", pacs_service.panel(ctx, db, case))
+    extra.setdefault("pacs", pacs_send.panel(ctx, db, case))
     extra.setdefault("masks", masks.panel(db, case, auth.user))
     return page(request, "case.html", auth, code, case=view, classes=classes,
                 job=repo.job_of(db, case_id), series=series, roles=studies.MODALITY_NAMES,

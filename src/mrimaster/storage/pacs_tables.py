@@ -1,5 +1,6 @@
-"""Tables of the PACS link (:mod:`mrimaster.serving.pacs_service`): the encrypted link from a
-de-identified case to its study's original identifiers, and the record of every send.
+"""Tables of the PACS link: the encrypted link from a de-identified case to its study's
+original identifiers (:mod:`mrimaster.serving.pacs_service`), and the record of every send
+(:mod:`mrimaster.serving.pacs_send`).
 
 Created by the migration ``0004_pacs_links``; the same declarative ``Base`` as
 :mod:`mrimaster.storage.tables`.
