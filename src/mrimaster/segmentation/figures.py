@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from mrimaster.imaging.figures import plane
+from mrimaster.imaging.figures import compact_layout, plane
 from mrimaster.segmentation.labels import regions_to_brats2021
 from mrimaster.segmentation.volumes import Volume
 
@@ -43,10 +43,10 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
             ax.imshow(plane(img, axis, centre[axis]), cmap="gray")
             ax.imshow(plane(labels, axis, centre[axis]), cmap=cmap, vmin=0, vmax=4,
                       interpolation="nearest")
-            ax.set_title(f"{volume.modalities[channel]} {name}", fontsize=9)
+            ax.set_title(f"{volume.modalities[channel]} {name}", fontsize=9, y=1.0)
             ax.axis("off")
     fig.suptitle(f"{title}: {legend}", fontsize=10)
-    fig.tight_layout()
+    compact_layout(fig)
     planes = out_dir / "overlay_planes.png"
     fig.savefig(planes, dpi=90)
 
@@ -59,9 +59,9 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
     for ax, z in zip(axes.ravel(), picks, strict=False):
         ax.imshow(plane(volume.image[rows[0]], 2, z), cmap="gray")
         ax.imshow(plane(labels, 2, z), cmap=cmap, vmin=0, vmax=4, interpolation="nearest")
-        ax.set_title(f"axial {z}", fontsize=8)
+        ax.set_title(f"axial {z}", fontsize=8, y=1.0)
     fig.suptitle(f"{title}: axial slices through the tumour ({volume.modalities[rows[0]]})")
-    fig.tight_layout()
+    compact_layout(fig, hspace=0.1)
     mosaic = out_dir / "overlay_mosaic.png"
     fig.savefig(mosaic, dpi=80)
     return [planes, mosaic]
