@@ -31,6 +31,7 @@ from mrimaster.segmentation.labels import to_regions
 from mrimaster.segmentation.metrics import dice
 from mrimaster.segmentation.outputs import result_mask
 from mrimaster.segmentation.study import onto_reference
+from mrimaster.segmentation.volumes import load_nifti
 
 
 def moved(img: nib.Nifti1Image, degrees: float, shift: tuple[float, float, float]
@@ -46,7 +47,7 @@ def moved(img: nib.Nifti1Image, degrees: float, shift: tuple[float, float, float
 
 
 def wt_dice(seg: Path, truth: nib.Nifti1Image, convention: str) -> float:
-    labels = np.asarray(onto_reference(nib.load(str(seg)), truth).dataobj) > 0
+    labels = np.asarray(onto_reference(load_nifti(seg), truth).dataobj) > 0
     return dice(labels, to_regions(np.asarray(truth.dataobj).round(), convention)[0][0])
 
 
@@ -57,14 +58,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for k, case in enumerate(find_cases(root)):
             assert case.seg is not None and case.convention is not None
-            truth = nib.load(str(case.seg))
+            truth = load_nifti(case.seg)
             out = Path(tmp) / case.name
             folder = case.images["flair"].parent
             assert cli(["seg", "predict", "--case", str(folder), "--out",
                         str(out / "aligned")]) == 0
             base = wt_dice(result_mask(out / "aligned")[0], truth, case.convention)
             volumes: dict[str, nib.Nifti1Image | Path] = {
-                "flair": moved(nib.load(str(case.images["flair"])), 3.0, (4.0, -3.0, 2.0))}
+                "flair": moved(load_nifti(case.images["flair"]), 3.0, (4.0, -3.0, 2.0))}
             volumes.update({r: p for r, p in case.images.items() if r != "flair"})
             build_study(volumes, out / "study", seed=k)
             assert cli(["seg", "predict", "--case", str(out / "study"), "--out",

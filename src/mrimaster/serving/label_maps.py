@@ -100,23 +100,6 @@ def encode(labels: np.ndarray, affine: np.ndarray) -> bytes:
     return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
 
 
-def region_masks(labels: np.ndarray, convention: str) -> dict[str, np.ndarray | None]:
-    """``{region: bool mask, or None where the convention does not define it}``."""
-    from mrimaster.segmentation.labels import get_convention
-
-    conv = get_convention(convention)
-    lut = np.zeros(256, dtype=bool)
-    out: dict[str, np.ndarray | None] = {}
-    for region in REGIONS:
-        if region not in conv.regions:
-            out[region] = None
-            continue
-        lut[:] = False
-        lut[list(conv.regions[region])] = True
-        out[region] = lut[labels]
-    return out
-
-
 def check_labels(labels: np.ndarray, convention: str) -> None:
     """Raises UploadError (422) when ``labels`` holds a value outside ``convention``."""
     from mrimaster.segmentation.labels import get_convention
