@@ -51,7 +51,7 @@ outside the reference label's tumour read the change at -12.9% (110.3 -> 146.9 m
 -19.3%; 118.8 -> 158.3 mL so). It needs the true tumour, so it is not a method; it says that
 training and inference with statistics of normal-appearing brain would close part of the gap,
 not all of it. Nor does the fold model that never saw pat0004 (fold 0) do better on its own:
-110.7 -> 147.3 mL, -19.4%, so the in-sample model is not the cause."""
+110.7 -> 147.3 mL, -19.2%, so the in-sample model is not the cause."""
 
 from __future__ import annotations
 
