@@ -91,8 +91,10 @@ def open_graph(path: Path, variant: str) -> Graph:
         names = [(out, name) for out in compiled.outputs for name in out.get_names()]
 
         def run_openvino(x: np.ndarray) -> dict[str, np.ndarray]:
-            # share_outputs=False (the default): the results are copies already
-            result = request.infer({"image": x}, share_outputs=False)
+            # share_outputs=False (the default): the results are copies already;
+            # share_inputs: a C-contiguous float32 batch is read in place, not copied (the
+            # call is synchronous, so the caller may refill it afterwards)
+            result = request.infer({"image": x}, share_inputs=True, share_outputs=False)
             return {name: np.asarray(result[out]) for out, name in names}
 
         return run_openvino
