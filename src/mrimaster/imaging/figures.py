@@ -31,20 +31,38 @@ def _canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(nib.affines.voxel_sizes(can.affine), np.float64))
 
 
-def _normalised(data: np.ndarray) -> np.ndarray:
-    """``data`` (float32) windowed to [0, 1] between the 1st and 99th percentiles of its
-    non-zero voxels, taken from every second voxel along each axis (the same window to a
-    fraction of a grey level, an eighth of the work) unless that leaves fewer than 1000."""
+def display_window(data: np.ndarray) -> tuple[float, float]:
+    """The grey-level window of a volume: the 1st and 99th percentiles of its non-zero voxels,
+    taken from every second voxel along each axis (the same window to a fraction of a grey
+    level, an eighth of the work) unless that leaves fewer than 1000; ``(0, 1)`` for an empty
+    volume. One window per volume, so that every panel of a picture shows it alike."""
     sample = data[::2, ::2, ::2] if data.ndim == 3 else data
     inside = sample[sample != 0]
     if inside.size < 1000:
         inside = data[data != 0]
     if inside.size == 0:
-        return np.zeros_like(data)
+        return 0.0, 1.0
     lo, hi = np.percentile(inside, [1, 99])
+    return float(lo), float(max(float(hi), float(lo) + 1e-6))
+
+
+def windowed(data: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """``data`` mapped to [0, 1] float32 through ``window`` (:func:`display_window`), its exact
+    zeros (outside the head, or outside the brain of a skull-stripped, z-scored network input
+    whose brain has mean 0) black, not the grey of the window's middle."""
+    lo, hi = window
     out = np.subtract(data, np.float32(lo), dtype=np.float32)
-    out *= np.float32(1.0 / max(float(hi - lo), 1e-6))
-    return np.clip(out, 0, 1, out=out)
+    out *= np.float32(1.0 / (hi - lo))
+    np.clip(out, 0, 1, out=out)
+    out[data == 0] = 0
+    return out
+
+
+def _normalised(data: np.ndarray) -> np.ndarray:
+    """``data`` windowed to [0, 1] (:func:`display_window`, :func:`windowed`)."""
+    if not np.any(data):
+        return np.zeros_like(data, dtype=np.float32)
+    return windowed(data, display_window(data))
 
 
 def compact_layout(fig: Figure, title_in: float = 0.65, hspace: float = 0.12) -> None:
@@ -110,7 +128,7 @@ def registration_figures(images: dict[str, nib.Nifti1Image], reference: str, out
         for col, (axis, name) in enumerate(PLANES):
             aspect = _aspect(zooms, axis)
             top, bottom = axes[0, col], axes[1, col]
-            top.imshow(plane(ref_n, axis, centre[axis]), cmap="gray", aspect=aspect)
+            top.imshow(plane(ref_n, axis, centre[axis]), cmap="gray", vmin=0, vmax=1, aspect=aspect)
             edges = _edges(plane(moving, axis, centre[axis]), _plane_zooms(zooms, axis))
             overlay = np.ma.masked_where(~edges, np.ones(edges.shape))
             top.imshow(overlay, cmap="autumn", alpha=0.8, aspect=aspect,
@@ -121,7 +139,8 @@ def registration_figures(images: dict[str, nib.Nifti1Image], reference: str, out
             rows, cols = _plane_zooms(zooms, axis)
             squares = (np.indices(a.shape) * np.array([rows, cols])[:, None, None]
                        // CHECKER_MM).sum(axis=0) % 2
-            bottom.imshow(np.where(squares == 0, a, b), cmap="gray", aspect=aspect)
+            bottom.imshow(np.where(squares == 0, a, b), cmap="gray", vmin=0, vmax=1,
+                          aspect=aspect)
             bottom.set_title(f"{name}: checkerboard", fontsize=8, y=1.0)
             top.axis("off")
             bottom.axis("off")
@@ -148,7 +167,7 @@ def brain_mask_figure(reference: nib.Nifti1Image, mask: nib.Nifti1Image, out_dir
     for col, (axis, name) in enumerate(PLANES):
         aspect = _aspect(zooms, axis)
         ax = axes[0, col]
-        ax.imshow(plane(ref_n, axis, centre[axis]), cmap="gray", aspect=aspect)
+        ax.imshow(plane(ref_n, axis, centre[axis]), cmap="gray", vmin=0, vmax=1, aspect=aspect)
         cut = plane(inside_b, axis, centre[axis])
         line = cut & ~ndimage.binary_erosion(cut)
         ax.imshow(np.ma.masked_where(~line, np.ones(line.shape)), cmap="cool", alpha=0.9,

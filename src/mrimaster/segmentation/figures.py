@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-from mrimaster.imaging.figures import compact_layout, plane
+from mrimaster.imaging.figures import compact_layout, display_window, plane, windowed
 from mrimaster.segmentation.labels import regions_to_brats2021
 from mrimaster.segmentation.volumes import Volume
 
@@ -27,7 +27,8 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
     """``overlay_planes.png`` (axial, coronal, sagittal through the tumour's centre, one row per
     modality in ``shown``: those the case has and the network used) and ``overlay_mosaic.png``
     (axial slices through the tumour, first shown modality). With ``whole_only`` the whole
-    tumour is drawn in one colour."""
+    tumour is drawn in one colour. Each modality is shown in one grey-level window
+    (:func:`mrimaster.imaging.figures.display_window`) in every panel, outside the brain black."""
     labels = regions[0].astype(np.uint8) if whole_only else regions_to_brats2021(regions)
     cmap, legend = (_WHOLE, _LEGEND_WHOLE) if whole_only else (_COLOURS, _LEGEND)
     rows = [volume.modalities.index(m) for m in (shown or volume.modalities)]
@@ -36,11 +37,13 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
         (np.array(labels.shape) // 2)
     fig = Figure(figsize=(10, 3.4 * len(rows)))
     axes = fig.subplots(len(rows), 3, squeeze=False)
+    windows = {channel: display_window(volume.image[channel]) for channel in rows}
     for row, channel in enumerate(rows):
         img = volume.image[channel]
         for col, (axis, name) in enumerate(((2, "axial"), (1, "coronal"), (0, "sagittal"))):
             ax = axes[row, col]
-            ax.imshow(plane(img, axis, centre[axis]), cmap="gray")
+            ax.imshow(windowed(plane(img, axis, centre[axis]), windows[channel]), cmap="gray",
+                      vmin=0, vmax=1)
             ax.imshow(plane(labels, axis, centre[axis]), cmap=cmap, vmin=0, vmax=4,
                       interpolation="nearest")
             ax.set_title(f"{volume.modalities[channel]} {name}", fontsize=9, y=1.0)
@@ -57,7 +60,8 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
     for ax in axes.ravel():
         ax.axis("off")
     for ax, z in zip(axes.ravel(), picks, strict=False):
-        ax.imshow(plane(volume.image[rows[0]], 2, z), cmap="gray")
+        ax.imshow(windowed(plane(volume.image[rows[0]], 2, z), windows[rows[0]]), cmap="gray",
+                  vmin=0, vmax=1)
         ax.imshow(plane(labels, 2, z), cmap=cmap, vmin=0, vmax=4, interpolation="nearest")
         ax.set_title(f"axial {z}", fontsize=8, y=1.0)
     fig.suptitle(f"{title}: axial slices through the tumour ({volume.modalities[rows[0]]})")
