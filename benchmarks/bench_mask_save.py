@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.serving.conftest import ADMIN_PASSWORD  # noqa: E402
+from tests.serving.server import Server  # noqa: E402
 from tests.serving.test_mask_versions import (  # noqa: E402
-    MaskServer,
     add_3d_case,
     context_beside,
     token_of,
@@ -39,7 +39,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        server = MaskServer(folder / "app", f"sqlite:///{folder / 'app.db'}").start()
+        server = Server(folder / "app", f"sqlite:///{folder / 'app.db'}").start()
         try:
             ctx = context_beside(server)
             ai = np.zeros(SHAPE, np.uint8)

@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from mrimaster.inference.onnx_runtime import ENGINE_OF_RUNTIME, engine_problem
@@ -39,11 +38,12 @@ from mrimaster.segmentation.cases import find_case
 from mrimaster.segmentation.labels import REGIONS, to_regions
 from mrimaster.segmentation.metrics import dice
 from mrimaster.segmentation.outputs import result_mask
+from mrimaster.segmentation.volumes import load_nifti
 
 
 def _regions(out: Path) -> np.ndarray:
     mask, convention = result_mask(out)
-    labels = np.asarray(nib.load(str(mask)).dataobj).astype(np.int16)
+    labels = np.asarray(load_nifti(mask).dataobj).astype(np.int16)
     return to_regions(labels, convention)[0]
 
 
@@ -94,8 +94,8 @@ def main() -> None:
         return
     case = find_case(args.case)
     reference = None
-    if case.seg is not None:
-        ref_labels = np.asarray(nib.load(str(case.seg)).dataobj).astype(np.int16)
+    if case.seg is not None and case.convention is not None:
+        ref_labels = np.asarray(load_nifti(case.seg).dataobj).astype(np.int16)
         reference, known = to_regions(ref_labels, case.convention)
     engines = [r for r in ("onnx", "openvino")
                if any(engine_problem(v) is None for v in ENGINE_OF_RUNTIME[r])]

@@ -59,7 +59,8 @@ def main() -> None:
         print(f"{'input':<30} {'wall s':>7} {'x base':>7}  " +
               " ".join(f"{s[:12]:>12}" for s in STEPS))
         for name, extra in runs.items():
-            walls, steps = [], []
+            walls: list[float] = []
+            steps: list[dict[str, float]] = []
             for k in range(args.repeats):
                 wall, timing = _run(extra, Path(tmp) / f"{len(walls)}-{k}-{name[:3]}")
                 walls.append(wall)

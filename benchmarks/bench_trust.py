@@ -13,6 +13,7 @@ Figures are medians of repeated calls after a warm-up, batch 64; compare rows wi
 from __future__ import annotations
 
 import argparse
+import functools
 
 import numpy as np
 from bench_classify import _median_time  # same folder: run as `python benchmarks/...`
@@ -53,9 +54,9 @@ def main() -> None:
                                                        args.repeats)))
     for method in UNCERTAINTY_METHODS:
         try:
-            rows.append((f"uncertainty {method} alone", _median_time(
-                lambda m=method: uncertainty(m, runtime, images, rule.temperature, logits,
-                                             feats), args.repeats)))
+            rows.append((f"uncertainty {method} alone", _median_time(functools.partial(
+                uncertainty, method, runtime, images, rule.temperature, logits, feats),
+                args.repeats)))
         except MRIMasterError as exc:  # e.g. MC dropout on a network without dropout
             print(f"uncertainty {method}: {exc.message}")
     rows.append((f"whole decision (assess, uncertainty {rule.method})", _median_time(

@@ -79,6 +79,7 @@ class ClassifierInfo:
 class ClassifierModel(Protocol):
     """What inference needs of a loaded classifier, whichever runtime runs it."""
 
+    arch: str
     classes: list[str]
     image_size: int
     temperature: float
