@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -128,3 +129,25 @@ def test_dicom_upload_is_deidentified(client: TestClient, doctor: dict[str, str]
     for secret in (b"Doe^John", b"PID-12345", b"19700101", b"General Hospital", b"Dr^Who"):
         assert secret not in stored
     assert case["pseudonym"].startswith("P-")
+
+
+def test_the_uploads_heatmap_comes_from_the_served_graph_without_pytorch(
+        client: TestClient, doctor: dict[str, str], ctx: AppContext, data_root: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The served runtime is an exported graph: the default layer's map (CAM) comes from that
+    graph's pass (explain.forward_cam.graph_cam), so PyTorch's forward is not run for it."""
+    from mrimaster.explain.forward_cam import ForwardCAM
+
+    runtime = ctx.models.classifier.model.runtime  # type: ignore[union-attr]
+    assert runtime.name != "torch"
+
+    def no_pytorch(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the default heatmap ran PyTorch's forward pass")
+
+    monkeypatch.setattr(ForwardCAM, "__call__", no_pytorch)
+    case = upload(client, doctor, real_slice(data_root, "meningioma_tumor", 3))
+    roles = [k for k in case["files"] if k.startswith("cam/")]
+    assert len(roles) == 1
+    png = client.get(case["files"][roles[0]], headers=doctor)
+    cam = np.asarray(Image.open(io.BytesIO(png.content)))
+    assert cam.shape[-1] == 4 and cam[..., 3].max() > 0

@@ -78,17 +78,72 @@ Graph = Callable[[np.ndarray], dict[str, np.ndarray]]
 """A compiled graph: input ``image`` -> every output by name."""
 
 
-def open_graph(path: Path, variant: str) -> Graph:
-    """Compile ``path`` for variant ``name``'s engine and precision, on the CPU."""
+FEATURE_MAP = "feature_map"
+"""The extra output :func:`open_graph` adds with ``feature_map=True``: ``(N, D, h, w)``, the
+activations the network pools into ``features`` (what CAM weighs:
+:mod:`mrimaster.explain.forward_cam`)."""
+
+_PASS_THROUGH = {"Reshape", "Flatten", "Squeeze"}
+_POOLS = {"ReduceMean", "GlobalAveragePool", "AvgPool"}
+
+
+def _pooled_openvino(model: Any) -> Any:
+    """The OpenVINO output that the pooling behind ``features`` averages (through reshapes)."""
+    output = next((o for o in model.outputs if "features" in o.get_names()), None)
+    node: Any = output.get_node() if output is not None else None
+    for _ in range(8 if node is not None else 0):
+        node = node.input_value(0).get_node()
+        if node.get_type_name() in _POOLS:
+            return node.input_value(0)
+        if node.get_type_name() not in _PASS_THROUGH:
+            break
+    raise ModelError("the exported graph does not pool a feature map into its features",
+                     "the heatmap is made in PyTorch instead")
+
+
+def _pooled_onnx(graph: Any) -> str:
+    """The name of the ONNX tensor that the pooling behind ``features`` averages."""
+    producer = {out: node for node in graph.node for out in node.output}
+    name = "features"
+    for _ in range(8):
+        node = producer.get(name)
+        if node is None:
+            break
+        if node.op_type in _POOLS:
+            return str(node.input[0])
+        if node.op_type not in _PASS_THROUGH:
+            break
+        name = node.input[0]
+    raise ModelError("the exported graph does not pool a feature map into its features",
+                     "the heatmap is made in PyTorch instead")
+
+
+def open_graph(path: Path, variant: str, feature_map: bool = False) -> Graph:
+    """Compile ``path`` for variant ``name``'s engine and precision, on the CPU.
+
+    With ``feature_map`` the graph also returns :data:`FEATURE_MAP` (the tensor the global
+    average pooling behind ``features`` reads, added as an output when compiling; the file is
+    unchanged).
+
+    Raises:
+        ModelError: ``feature_map`` asked of a graph that does not pool a feature map.
+    """
     spec = VARIANTS[variant]
     if spec.engine == "openvino":
         import openvino as ov
 
+        core = ov.Core()
+        model = core.read_model(str(path))
+        if feature_map:
+            model.add_outputs([_pooled_openvino(model)])
         # int8 IR: what NNCF left unquantised runs in fp32, not in the CPU's bf16
         hint = {"bf16": "bf16", "fp32": "f32", "int8": "f32"}[spec.precision]
-        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
         request = compiled.create_infer_request()
-        names = [(out, name) for out in compiled.outputs for name in out.get_names()]
+        names = [(out, name) for out in compiled.outputs for name in out.get_names()
+                 if name in ("logits", "features")]
+        if feature_map:
+            names.append((compiled.outputs[-1], FEATURE_MAP))
 
         def run_openvino(x: np.ndarray) -> dict[str, np.ndarray]:
             # share_outputs=False (the default): the results are copies already;
@@ -103,11 +158,21 @@ def open_graph(path: Path, variant: str) -> Graph:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source: str | bytes = str(path)
+    extra: list[str] = []
+    if feature_map:
+        import onnx
+
+        proto = onnx.load(str(path))
+        extra = [_pooled_onnx(proto.graph)]
+        proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(extra[0]))
+        source = proto.SerializeToString()
+    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     output_names = [out.name for out in session.get_outputs()]
+    keys = [FEATURE_MAP if name in extra else name for name in output_names]
 
     def run_onnxruntime(x: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(output_names, session.run(output_names, {"image": x}), strict=True))
+        return dict(zip(keys, session.run(output_names, {"image": x}), strict=True))
 
     return run_onnxruntime
 
@@ -117,8 +182,24 @@ class GraphRuntime:
 
     def __init__(self, path: Path, head: Head, variant: str) -> None:
         self.graph = open_graph(path, variant)
+        self._path = path
         self._head = head
         self.name = variant
+        self._mapped: Graph | None = None
+
+    def feature_map(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, S, S)`` uint8 slices -> ``((N, C) float32 logits, (N, D, h, w) float32
+        feature map)`` from one pass of this variant (the graph with its pooled feature map as
+        an extra output, compiled on first use).
+
+        Raises:
+            ModelError: the graph does not pool a feature map into its features.
+        """
+        if self._mapped is None:
+            self._mapped = open_graph(self._path, self.name, feature_map=True)
+        out = self._mapped(model_input(images))
+        return (np.asarray(out["logits"], np.float32),
+                np.asarray(out[FEATURE_MAP], np.float32))
 
     def forward(self, images: np.ndarray, batch_size: int = 64
                 ) -> tuple[np.ndarray, np.ndarray]:

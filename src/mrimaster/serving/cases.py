@@ -202,24 +202,34 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None,
     A layer pooled straight into the linear head (method ``cam``, the default one) gets its map
     from the forward pass alone (:mod:`mrimaster.explain.forward_cam`: there Grad-CAM is CAM);
     the other layers share that forward pass and one backward pass that stops at the
-    shallowest of them. With only ``cam`` layers there is no backward pass."""
+    shallowest of them. With only ``cam`` layers there is no backward pass, and when the
+    served runtime is an exported graph the map comes from that graph's own pass
+    (:func:`mrimaster.explain.forward_cam.graph_cam`), not from PyTorch."""
     from contextlib import ExitStack
 
     from mrimaster.data.transforms import eval_batch
     from mrimaster.explain.cam import CAMResult, GradCAM, explain_layers
-    from mrimaster.explain.forward_cam import ForwardCAM
+    from mrimaster.explain.forward_cam import ForwardCAM, graph_cam
 
-    clf, every = ctx.models_or_fail().cam_model()
+    served = ctx.models_or_fail()
+    clf, every = served.cam_model()
     if only is None:
         only = {layer.name for layer in every if layer.method == "cam"} or {every[-1].name}
     layers = [layer for layer in every if layer.name in only]
-    x = eval_batch(prepare_slice(gray, clf.image_size)[None])
+    prepared = prepare_slice(gray, clf.image_size)[None]
     target = clf.classes.index(label) if label in clf.classes else None
     by_gradient = [layer for layer in layers if layer.method != "cam"]
     results: dict[str, CAMResult] = {}
+    runtime = served.classifier.model.runtime
+    if not by_gradient and len(layers) == 1 and hasattr(runtime, "feature_map"):
+        try:
+            results = {layers[0].name: graph_cam(runtime, prepared, target)}
+        except MRIMasterError as exc:  # no pooled feature map in this graph: PyTorch's
+            log.warning("heatmap from PyTorch: %s", exc.message)
+    x = eval_batch(prepared)
     with ExitStack() as stack:  # every layer from one forward pass (and one backward pass)
         forward = {layer.name: stack.enter_context(ForwardCAM(clf.net, layer.name))
-                   for layer in layers if layer.method == "cam"}
+                   for layer in layers if layer.method == "cam" and layer.name not in results}
         cams = [stack.enter_context(GradCAM(clf.net, layer.name)) for layer in by_gradient]
         if cams:
             results = dict(zip([layer.name for layer in by_gradient],
@@ -229,7 +239,7 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None,
             for name, fcam in forward.items():  # from the same forward pass
                 results[name] = fcam.result(x.shape[-2:], logits, classes)
         else:
-            results = {name: fcam(x, target) for name, fcam in forward.items()}
+            results.update({name: fcam(x, target) for name, fcam in forward.items()})
     geometry = slice_geometry(gray)
     files: dict[str, bytes] = {}
     for layer in layers:
