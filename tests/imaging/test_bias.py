@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mrimaster.imaging.bias import correct_bias
-from mrimaster.imaging.simulate import bias_field
+from mrimaster.imaging.scanner_grid import bias_field
 
 SHAPE = (96, 112, 48)
 

@@ -233,7 +233,8 @@ def test_thick_flair_reference_and_t1_converge_with_room(data_root: Path) -> Non
     after the study's DICOM round trip it ran out and the T1 was refused; sampling a quarter it
     converges in a small share of its limit, within 1 degree and 1.2 mm of the known motion."""
     from mrimaster.imaging.bias import correct_bias
-    from mrimaster.imaging.simulate import DEFAULT_GRIDS, clinical_copy
+    from mrimaster.imaging.scanner_grid import clinical_copy
+    from mrimaster.imaging.simulate import DEFAULT_GRIDS
 
     folder = data_root / CASES / "case_2"
     flair = nib.load(folder / "FLAIR.nii.gz")

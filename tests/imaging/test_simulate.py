@@ -13,14 +13,8 @@ import pydicom
 import pytest
 
 from mrimaster.imaging.dicom_import import import_study
-from mrimaster.imaging.simulate import (
-    DEFAULT_GRIDS,
-    GridSpec,
-    background,
-    build_study,
-    clinical_copy,
-    resample,
-)
+from mrimaster.imaging.scanner_grid import GridSpec, background, clinical_copy, resample
+from mrimaster.imaging.simulate import DEFAULT_GRIDS, build_study
 
 CASE = "brats-mini/deepmedic-brats2015/test/brats_2013_pat0001_1"
 

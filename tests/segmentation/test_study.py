@@ -21,12 +21,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mrimaster.cli.main import main
 from mrimaster.imaging.dicom_seg import read_dicom_seg
+from mrimaster.imaging.scanner_grid import GridSpec, clinical_copy
 from mrimaster.imaging.simulate import (
     ROLE_ATTRIBUTES,
-    GridSpec,
     StudyInfo,
     build_study,
-    clinical_copy,
     write_dicom_series,
 )
 from mrimaster.segmentation.labels import to_regions
