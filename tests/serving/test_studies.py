@@ -171,7 +171,7 @@ def test_series_entries_quote_no_removed_header_value(tmp_path: Path) -> None:
     ``(removed)`` instead."""
     import pydicom
 
-    from mrimaster.serving.studies import _without_header_text
+    from mrimaster.serving.study_import import _without_header_text
     from tests.data.test_dicom_series import series_files, volume_and_affine
 
     _name, content = series_files(*volume_and_affine(), "AX T1 POST")[0]
@@ -196,7 +196,7 @@ def test_series_entries_name_no_description_and_read_as_sentences() -> None:
     """The series description (removed by de-identification) is replaced wherever a decision
     or refusal quotes it, and the sentence still reads: "localizer series: the series mixes
     slice orientations", not "series the series mixes"."""
-    from mrimaster.serving.studies import _without_description
+    from mrimaster.serving.study_import import _without_description
 
     entry = _without_description({
         "description": "3-PLANE LOC", "why": ["description '3-PLANE LOC' names a localizer"],

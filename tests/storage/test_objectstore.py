@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mrimaster.storage.filestore import FileStore, ObjectStore, S3Store, open_store
+from mrimaster.storage.filestore import FileStore
+from mrimaster.storage.objectstore import ObjectStore
+from mrimaster.storage.s3store import S3Store
+from mrimaster.storage.store_url import open_store
 
 BUCKET = "mrimaster-test"
 

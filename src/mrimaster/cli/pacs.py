@@ -147,7 +147,7 @@ def run_listen(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.serving.context import start_up
     from mrimaster.serving.dicom_receive import receiver_user, store_received
     from mrimaster.serving.pacs_service import link_fernet
-    from mrimaster.storage.filestore import private_dir
+    from mrimaster.storage.private_files import private_dir
 
     config = ReceiverConfig(allow=parse_titles(args.allow), ae_title=args.ae_title.strip(),
                             host=args.host, port=args.port, stable_s=args.stable)

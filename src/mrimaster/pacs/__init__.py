@@ -13,13 +13,9 @@ Nothing here knows about models except :mod:`mrimaster.pacs.segment`, which call
 Importing this package does no work (no settings read, no network).
 """
 
-from mrimaster.pacs.client import (
-    Pacs,
-    PacsConfig,
-    PacsError,
-    StoreResult,
-    StudySummary,
-    pacs_config,
-)
+from mrimaster.pacs.client import Pacs
+from mrimaster.pacs.config import PacsConfig, pacs_config
+from mrimaster.pacs.errors import PacsError
+from mrimaster.pacs.records import StoreResult, StudySummary
 
 __all__ = ["Pacs", "PacsConfig", "PacsError", "StoreResult", "StudySummary", "pacs_config"]

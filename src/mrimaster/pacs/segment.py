@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from mrimaster.errors import DataError
-from mrimaster.pacs.client import Pacs, PacsError, StoreResult
+from mrimaster.pacs.client import Pacs
+from mrimaster.pacs.errors import PacsError
+from mrimaster.pacs.records import StoreResult
 
 log = logging.getLogger(__name__)
 OUTBOX = "pacs"

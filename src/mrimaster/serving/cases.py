@@ -38,7 +38,7 @@ class UploadError(MRIMasterError):
 def error_status(exc: MRIMasterError) -> int:
     """The HTTP status of a refused request: 413 too large, 415 not a decodable image, the
     upload error's own status, else 400."""
-    from mrimaster.storage.filestore import UploadTooLarge
+    from mrimaster.storage.objectstore import UploadTooLarge
 
     if isinstance(exc, UploadError):
         return exc.status

@@ -30,7 +30,9 @@ from mrimaster.storage.database import (
     session_factory,
     startup_lock,
 )
-from mrimaster.storage.filestore import ObjectStore, open_store, private_dir
+from mrimaster.storage.objectstore import ObjectStore
+from mrimaster.storage.private_files import private_dir
+from mrimaster.storage.store_url import open_store
 
 if TYPE_CHECKING:
     from mrimaster.serving.models import ServedModels

@@ -3,7 +3,7 @@ study's original identifiers as an encrypted link (filing a case's results back 
 study: :mod:`mrimaster.serving.pacs_send`).
 
 Identity. The app's store stays de-identified: a pulled study goes through the same
-de-identifying import as an upload (:func:`mrimaster.serving.studies.store_study`). Filing
+de-identifying import as an upload (:func:`mrimaster.serving.study_upload.store_study`). Filing
 back needs the original identifiers (PatientID, PatientName, StudyInstanceUID,
 AccessionNumber, SeriesInstanceUID per series number): they are read from the retrieved files
 before the import and kept only as one Fernet token (AES-128-CBC + HMAC-SHA256) in
@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from mrimaster.errors import MRIMasterError
 from mrimaster.pacs import Pacs, PacsError, StudySummary, pacs_config
-from mrimaster.serving import studies
+from mrimaster.serving import study_upload
 from mrimaster.serving.cases import UploadError, strip_paths
 from mrimaster.serving.context import AppContext
 from mrimaster.storage import repository as repo
@@ -177,8 +177,8 @@ def store_linked(ctx: AppContext, db: Session, user: User, folder: Path, files: 
 
     Raises:
         PacsError: the files are of another study than ``expected_study``.
-        UploadError, DataError: as :func:`studies.store_study` (no FLAIR, burned-in, several
-            studies...).
+        UploadError, DataError: as :func:`study_upload.store_study` (no FLAIR, burned-in,
+            several studies...).
     """
     with ctx.store.work_dir() as work:
         link = read_identifiers(files)
@@ -188,8 +188,8 @@ def store_linked(ctx: AppContext, db: Session, user: User, folder: Path, files: 
         blob = fernet.encrypt(json.dumps(link, sort_keys=True).encode())
         try:
             with _link_new_case(db, blob):
-                case = studies.store_study(ctx, db, user, {}, folder, "", work,
-                                           confirm_burned_in)
+                case = study_upload.store_study(ctx, db, user, {}, folder, "", work,
+                                                confirm_burned_in)
         except MRIMasterError as exc:  # PACS-side texts may name the patient or the study
             exc.message = scrub_link_values(ctx, exc.message, link)
             exc.args = (exc.message,)
@@ -210,7 +210,7 @@ def pull_study(ctx: AppContext, db: Session, user: User, study_uid: str, *,
     Raises:
         PacsDisabled: no link key or no PACS (checked before any transfer).
         PacsError: the retrieval failed or was incomplete.
-        UploadError, DataError: as :func:`studies.store_study` (no FLAIR, burned-in...).
+        UploadError, DataError: as :func:`study_upload.store_study` (no FLAIR, burned-in...).
     """
     fernet = fernet or link_fernet()
     pacs = pacs or connect()

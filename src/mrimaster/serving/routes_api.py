@@ -11,7 +11,16 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from mrimaster.serving import accounts, cases, exports, followup, masks, report, studies
+from mrimaster.serving import (
+    accounts,
+    cases,
+    exports,
+    followup,
+    masks,
+    report,
+    studies,
+    study_upload,
+)
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.deps import (
     Auth,
@@ -155,9 +164,9 @@ def upload_3d(request: Request, flair: UploadFile | None = File(default=None),
     """A zip whose series declare burned-in annotation is refused (409, naming the series)
     unless sent with ``confirm_burned_in=true``."""
     check_csrf(auth, x_csrf_token)
-    case = studies.receive_study(ctx, db, auth.user, {"flair": flair, "t1": t1, "t1ce": t1ce,
-                                                      "t2": t2}, dicom_zip, patient,
-                                 confirm_burned_in)
+    case = study_upload.receive_study(ctx, db, auth.user, {"flair": flair, "t1": t1,
+                                                           "t1ce": t1ce, "t2": t2},
+                                      dicom_zip, patient, confirm_burned_in)
     wake_jobs(request)
     return full_case(db, case)
 

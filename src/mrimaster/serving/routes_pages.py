@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from mrimaster.errors import MRIMasterError
-from mrimaster.serving import accounts, cases, masks, pacs_send, security, studies
+from mrimaster.serving import accounts, cases, masks, pacs_send, security, studies, study_upload
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.deps import (
     COOKIE,
@@ -148,9 +148,9 @@ def upload_study(request: Request, flair: UploadFile | None = File(default=None)
                  db: Session = Depends(get_db)) -> Response:
     check_csrf(auth, csrf)
     try:
-        case = studies.receive_study(ctx, db, auth.user, {"flair": flair, "t1": t1,
-                                                          "t1ce": t1ce, "t2": t2},
-                                     dicom_zip, patient, confirm_burned_in)
+        case = study_upload.receive_study(ctx, db, auth.user, {"flair": flair, "t1": t1,
+                                                               "t1ce": t1ce, "t2": t2},
+                                          dicom_zip, patient, confirm_burned_in)
     except MRIMasterError as exc:
         db.rollback()
         return page(request, "upload.html", auth, cases.error_status(exc), error=str(exc),
