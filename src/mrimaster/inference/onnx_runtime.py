@@ -134,16 +134,15 @@ def open_graph(path: Path, variant: str, feature_map: bool = False) -> Graph:
 
         core = ov.Core()
         model = core.read_model(str(path))
+        own = len(model.outputs)
         if feature_map:
             model.add_outputs([_pooled_openvino(model)])
         # int8 IR: what NNCF left unquantised runs in fp32, not in the CPU's bf16
         hint = {"bf16": "bf16", "fp32": "f32", "int8": "f32"}[spec.precision]
         compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint})
         request = compiled.create_infer_request()
-        names = [(out, name) for out in compiled.outputs for name in out.get_names()
-                 if name in ("logits", "features")]
-        if feature_map:
-            names.append((compiled.outputs[-1], FEATURE_MAP))
+        names = [(out, name) for out in compiled.outputs[:own] for name in out.get_names()]
+        names += [(out, FEATURE_MAP) for out in compiled.outputs[own:]]
 
         def run_openvino(x: np.ndarray) -> dict[str, np.ndarray]:
             # share_outputs=False (the default): the results are copies already;
