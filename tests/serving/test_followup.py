@@ -51,7 +51,14 @@ outside the reference label's tumour read the change at -12.9% (110.3 -> 146.9 m
 -19.3%; 118.8 -> 158.3 mL so). It needs the true tumour, so it is not a method; it says that
 training and inference with statistics of normal-appearing brain would close part of the gap,
 not all of it. Nor does the fold model that never saw pat0004 (fold 0) do better on its own:
-110.7 -> 147.3 mL, -19.2%, so the in-sample model is not the cause."""
+110.7 -> 147.3 mL, -19.2%, so the in-sample model is not the cause.
+
+Robust statistics at inference alone do not help either (2026-12-07, the fold ensemble on the
+same pair, and each of the 14 cross-validation cases by its held-out fold model): median and
+IQR / 1.349 read the change at -11.3% but cost mean whole-tumour Dice 0.836 -> 0.779 (the
+network was trained on mean and standard deviation); mean and deviation of the brain below its
+99th or 95th percentile: -19.1% and -19.5%, Dice 0.819 and 0.766. Any such change would have to
+be trained with."""
 
 from __future__ import annotations
 
