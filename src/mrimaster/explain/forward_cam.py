@@ -257,7 +257,9 @@ def graph_cam(runtime: Any, images: np.ndarray,
     """
     logits, features = runtime.feature_map(images)
     head = runtime.head()
-    tol = 1e-3 if runtime.name.endswith("fp32") else REDUCED_PRECISION_TOL
+    from mrimaster.inference.onnx_runtime import VARIANTS
+
+    tol = 1e-3 if VARIANTS[runtime.name].precision == "fp32" else REDUCED_PRECISION_TOL
     check_gap_linear(features, head, logits, "the graph's pooled feature map", tol)
     classes = choose_classes(logits, target)
     maps = gap_linear_cam(features, head.weight, classes)

@@ -59,9 +59,8 @@ def windowed(data: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 
 
 def _normalised(data: np.ndarray) -> np.ndarray:
-    """``data`` windowed to [0, 1] (:func:`display_window`, :func:`windowed`)."""
-    if not np.any(data):
-        return np.zeros_like(data, dtype=np.float32)
+    """``data`` windowed to [0, 1] (:func:`display_window`, :func:`windowed`; an empty volume
+    stays 0)."""
     return windowed(data, display_window(data))
 
 

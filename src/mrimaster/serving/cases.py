@@ -226,10 +226,13 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None,
             results = {layers[0].name: graph_cam(runtime, prepared, target)}
         except MRIMasterError as exc:  # no pooled feature map in this graph: PyTorch's
             log.warning("heatmap from PyTorch: %s", exc.message)
+    offered = [{"name": layer.name, "label": layer.label} for layer in every]
+    if len(results) == len(layers):  # the graph gave the one map asked for
+        return _heatmap_files(gray, layers, results), offered
     x = eval_batch(prepared)
     with ExitStack() as stack:  # every layer from one forward pass (and one backward pass)
         forward = {layer.name: stack.enter_context(ForwardCAM(clf.net, layer.name))
-                   for layer in layers if layer.method == "cam" and layer.name not in results}
+                   for layer in layers if layer.method == "cam"}
         cams = [stack.enter_context(GradCAM(clf.net, layer.name)) for layer in by_gradient]
         if cams:
             results = dict(zip([layer.name for layer in by_gradient],
@@ -239,13 +242,19 @@ def grad_cam_files(ctx: AppContext, gray: np.ndarray, label: str | None = None,
             for name, fcam in forward.items():  # from the same forward pass
                 results[name] = fcam.result(x.shape[-2:], logits, classes)
         else:
-            results.update({name: fcam(x, target) for name, fcam in forward.items()})
+            results = {name: fcam(x, target) for name, fcam in forward.items()}
+    return _heatmap_files(gray, layers, results), offered
+
+
+def _heatmap_files(gray: np.ndarray, layers: list[Any], results: dict[str, Any]
+                   ) -> dict[str, bytes]:
+    """``cam/<layer>`` -> PNG overlay of each layer's map on the original image's grid."""
     geometry = slice_geometry(gray)
     files: dict[str, bytes] = {}
     for layer in layers:
         on_original = to_original_grid(results[layer.name].upsampled[0], geometry, gray.shape)
         files[f"cam/{layer.name}"] = png_bytes(heatmap_rgba(on_original), HEATMAP_PNG_LEVEL)
-    return files, [{"name": layer.name, "label": layer.label} for layer in every]
+    return files
 
 
 def heatmap_on_demand(ctx: AppContext, db: Session, case: Case, role: str) -> str | None:
