@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from PIL import ImageFont
 
 from mrimaster.errors import DataError
 
@@ -52,14 +51,6 @@ def crop(src: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     y, x = int(rng.integers(0, h - min(ch, h) + 1)), int(rng.integers(0, w - min(cw, w) + 1))
     out = src[y:y + ch, x:x + cw]
     return np.rot90(out[:, ::-1] if rng.random() < 0.5 else out, int(rng.integers(4)))
-
-
-def default_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    """Pillow's default font at ``size`` points (its bitmap font where it has no other)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without a scalable default font
-        return ImageFont.load_default()
 
 
 def skimage_data() -> Any:

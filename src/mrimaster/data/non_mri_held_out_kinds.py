@@ -17,12 +17,12 @@ from scipy import ndimage
 from mrimaster.data.non_mri_common import (
     WORDS,
     crop,
-    default_font,
     gray,
     random_size,
     skimage_data,
     to_uint8,
 )
+from mrimaster.imaging.panels import default_font
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ Top row: the reference in grey with the registered sequence's edges drawn over i
 outline is seen at once). Bottom row: a checkerboard of the two (each normalised to its own
 1st-99th percentile), the classic registration check: structures run on across the squares'
 borders when the two agree. ``brain_mask.png``: the reference with the brain mask's outline.
+Drawn with Pillow (:mod:`mrimaster.imaging.panels`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,18 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from matplotlib.figure import Figure
 from scipy import ndimage
+
+from mrimaster.imaging.panels import Layer, Panel, save_grid
 
 ROLE_NAMES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1-Gd", "t2": "T2"}
 PLANES = ((2, "axial"), (1, "coronal"), (0, "sagittal"))
 CHECKER_MM = 16.0
 """Side of the checkerboard's squares (mm)."""
+EDGE_COLOURS = ((0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 0.0, 0.8))
+"""The registered sequence's edges: yellow."""
+OUTLINE_COLOURS = ((0.0, 0.0, 0.0, 0.0), (1.0, 0.0, 1.0, 0.9))
+"""The brain mask's outline: magenta."""
 
 
 def _canonical(img: nib.Nifti1Image) -> tuple[np.ndarray, np.ndarray]:
@@ -62,17 +68,6 @@ def _normalised(data: np.ndarray) -> np.ndarray:
     """``data`` windowed to [0, 1] (:func:`display_window`, :func:`windowed`; an empty volume
     stays 0)."""
     return windowed(data, display_window(data))
-
-
-def compact_layout(fig: Figure, title_in: float = 0.65, hspace: float = 0.12) -> None:
-    """Fixed margins for a grid of image panels with one title each and a figure title above
-    (``title_in`` inches). Panel titles are placed with ``y=1.0`` by the callers: matplotlib's
-    automatic title placement and ``tight_layout`` measure every axis's extent for every text.
-    With this and :func:`_normalised`'s sampled window, a case's overlay, registration and
-    brain-mask pictures take 0.68-0.75 s instead of 1.41-1.47 s (BraTS 2015 pat0001, FLAIR and
-    T1-Gd, median of 5, 2 cores)."""
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - title_in / fig.get_figheight(),
-                        wspace=0.04, hspace=hspace)
 
 
 def plane(arr: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -117,39 +112,29 @@ def registration_figures(images: dict[str, nib.Nifti1Image], reference: str, out
     ref_n = _normalised(ref)
     centre = _centre(ref)
     written = []
+    ref_name = ROLE_NAMES.get(reference, reference)
     for role, img in images.items():
         if role == reference:
             continue
         moving, _ = _canonical(img)
         mov_n = _normalised(moving)
-        fig = Figure(figsize=(10, 6.8))
-        axes = fig.subplots(2, 3, squeeze=False)
-        for col, (axis, name) in enumerate(PLANES):
+        name_of = ROLE_NAMES.get(role, role)
+        edges, checks = [], []
+        for axis, name in PLANES:
             aspect = _aspect(zooms, axis)
-            top, bottom = axes[0, col], axes[1, col]
-            top.imshow(plane(ref_n, axis, centre[axis]), cmap="gray", vmin=0, vmax=1, aspect=aspect)
-            edges = _edges(plane(moving, axis, centre[axis]), _plane_zooms(zooms, axis))
-            overlay = np.ma.masked_where(~edges, np.ones(edges.shape))
-            top.imshow(overlay, cmap="autumn", alpha=0.8, aspect=aspect,
-                       interpolation="nearest")
-            top.set_title(f"{name}: {ROLE_NAMES.get(role, role)} edges on "
-                          f"{ROLE_NAMES.get(reference, reference)}", fontsize=8, y=1.0)
             a, b = plane(ref_n, axis, centre[axis]), plane(mov_n, axis, centre[axis])
+            outline = _edges(plane(moving, axis, centre[axis]), _plane_zooms(zooms, axis))
+            edges.append(Panel(a, f"{name}: {name_of} edges on {ref_name}",
+                               [Layer(outline, EDGE_COLOURS)], aspect))
             rows, cols = _plane_zooms(zooms, axis)
             squares = (np.indices(a.shape) * np.array([rows, cols])[:, None, None]
                        // CHECKER_MM).sum(axis=0) % 2
-            bottom.imshow(np.where(squares == 0, a, b), cmap="gray", vmin=0, vmax=1,
-                          aspect=aspect)
-            bottom.set_title(f"{name}: checkerboard", fontsize=8, y=1.0)
-            top.axis("off")
-            bottom.axis("off")
-        fig.suptitle(f"{ROLE_NAMES.get(role, role)} registered onto the "
-                     f"{ROLE_NAMES.get(reference, reference)}: outlines should follow the "
-                     "anatomy, structures run on across the squares", fontsize=9)
-        compact_layout(fig)
-        path = out_dir / f"registration_{role}.png"
-        fig.savefig(path, dpi=80)
-        written.append(path)
+            checks.append(Panel(np.where(squares == 0, a, b), f"{name}: checkerboard",
+                                aspect=aspect))
+        written.append(save_grid(
+            edges + checks, 3, out_dir / f"registration_{role}.png",
+            f"{name_of} registered onto the {ref_name}: outlines should follow the anatomy, "
+            "structures run on across the squares", cell=260))
     return written
 
 
@@ -161,22 +146,13 @@ def brain_mask_figure(reference: nib.Nifti1Image, mask: nib.Nifti1Image, out_dir
     inside_b = inside > 0
     centre = _centre(inside_b.astype(np.float32))
     ref_n = _normalised(ref)
-    fig = Figure(figsize=(10, 3.6))
-    axes = fig.subplots(1, 3, squeeze=False)
-    for col, (axis, name) in enumerate(PLANES):
-        aspect = _aspect(zooms, axis)
-        ax = axes[0, col]
-        ax.imshow(plane(ref_n, axis, centre[axis]), cmap="gray", vmin=0, vmax=1, aspect=aspect)
+    panels = []
+    for axis, name in PLANES:
         cut = plane(inside_b, axis, centre[axis])
         line = cut & ~ndimage.binary_erosion(cut)
-        ax.imshow(np.ma.masked_where(~line, np.ones(line.shape)), cmap="cool", alpha=0.9,
-                  aspect=aspect, interpolation="nearest")
-        ax.set_title(name, fontsize=8, y=1.0)
-        ax.axis("off")
+        panels.append(Panel(plane(ref_n, axis, centre[axis]), name,
+                            [Layer(line, OUTLINE_COLOURS)], _aspect(zooms, axis)))
     volume_ml = float(inside_b.sum() * np.prod(zooms) / 1000)
-    fig.suptitle(f"brain mask ({volume_ml:.0f} mL): the outline should follow the brain's "
-                 "surface, without scalp or skull", fontsize=9)
-    compact_layout(fig)
-    path = out_dir / "brain_mask.png"
-    fig.savefig(path, dpi=80)
-    return path
+    return save_grid(panels, 3, out_dir / "brain_mask.png",
+                     f"brain mask ({volume_ml:.0f} mL): the outline should follow the brain's "
+                     "surface, without scalp or skull", cell=260)

@@ -79,7 +79,7 @@ def export_segmenter(seg: Segmenter, model_pt: Path, cases: list[Case]) -> dict[
             report["variants"][variant] = {"kept": False, "why": f"not checked: {missing}"}
             continue
         model = OnnxSegmenter(**info_from_dict(seg.info_dict()), runtime_name=variant,
-                              graph=open_graph(folder / GRAPH, variant))
+                              graph=open_graph(folder / GRAPH, variant, parallel=True))
         per_case: dict[str, Any] = {}
         worst = 0.0
         for case, volume, ref in zip(cases, inputs, reference, strict=True):

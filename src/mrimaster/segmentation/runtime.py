@@ -163,4 +163,4 @@ def load_seg_variant(folder: Path, variant: str) -> OnnxSegmenter:
     """Load a validated variant (check it first with :func:`seg_variant_problem`)."""
     meta = read_seg_meta(folder)
     return OnnxSegmenter(**info_from_dict(meta), runtime_name=variant,
-                         graph=open_graph(folder / GRAPH, variant))
+                         graph=open_graph(folder / GRAPH, variant, parallel=True))
