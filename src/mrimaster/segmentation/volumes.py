@@ -202,8 +202,9 @@ def load_volume(case: Case, modalities: list[str], margin: int = 4,
                             case.name)
     if work is not None:
         stack = np.stack([resample_image(c, work) for c in stack])
-    background = stack[:, 0, 0, 0][:, None, None, None]
-    brain = (np.abs(stack - background) > 1e-6).any(axis=0)
+    brain = np.zeros(stack.shape[1:], bool)
+    for channel in stack:  # one channel's temporaries at a time, not the whole stack's
+        brain |= np.abs(channel - channel[0, 0, 0]) > 1e-6
     if not brain.any():
         raise DataError(f"case {case.name}: every voxel has the background value")
     work_voxel_mm3 = float(np.prod(np.asarray(canonical_shape) * zooms / np.asarray(
