@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from mrimaster.imaging.panels import Layer, Panel, render, save_grid
@@ -48,3 +49,13 @@ def test_grid_is_written_as_a_png_with_every_panel_at_its_aspect(tmp_path: Path)
     black = np.all(image == 0, axis=2)
     assert black.sum() >= 2 * 100 * 67  # the two black panels, the second on a second row
     assert image.shape[0] > 2 * 100
+
+
+def test_negative_labels_are_not_drawn_and_a_misshapen_layer_is_refused() -> None:
+    grey = np.full((4, 4), 0.5, np.float32)
+    plain = render(Panel(grey, "t"), (4, 4))
+    negative = np.full((4, 4), -1, np.int16)
+    opaque = ((1.0, 0.0, 0.0, 1.0),)  # even a colour for 0 is not given to -1
+    assert np.array_equal(render(Panel(grey, "t", [Layer(negative, opaque)]), (4, 4)), plain)
+    with pytest.raises(ValueError, match="shape"):
+        render(Panel(grey, "t", [Layer(np.zeros((3, 4), np.uint8), RED)]), (4, 4))

@@ -28,8 +28,8 @@ class Layer:
 
     Attributes:
         labels: ``(H, W)`` integer label map (or bool), the panel's shape.
-        colours: The colour of each label value (:data:`Colours`); values past its end are not
-            drawn.
+        colours: The colour of each label value (:data:`Colours`, at most 255); negative
+            values and values past its end are not drawn.
     """
 
     labels: np.ndarray
@@ -70,17 +70,25 @@ def _fitted(panel: Panel, cell: int) -> tuple[int, int]:
 
 
 def render(panel: Panel, size: tuple[int, int]) -> np.ndarray:
-    """``panel`` resized to ``size`` (width, height) with its layers: ``(h, w, 3)`` uint8."""
+    """``panel`` resized to ``size`` (width, height) with its layers: ``(h, w, 3)`` uint8.
+
+    Raises:
+        ValueError: a layer whose shape is not the panel's.
+    """
     grey = np.clip(np.nan_to_num(panel.grey), 0.0, 1.0)
     shown = Image.fromarray(np.round(grey * 255).astype(np.uint8)).resize(
         size, Image.Resampling.BILINEAR)
     out = np.repeat(np.asarray(shown, np.float32)[:, :, None], 3, axis=2)
     for layer in panel.layers:
         labels = np.asarray(layer.labels)
-        table = np.zeros((256, 4), np.float32)
-        table[:len(layer.colours)] = np.asarray(layer.colours, np.float32)[:256]
-        values = np.clip(labels, 0, 255).astype(np.uint8)
-        values[labels > 255] = 0
+        if labels.shape != panel.grey.shape:
+            raise ValueError(f"a layer of shape {labels.shape} over a panel of shape "
+                             f"{panel.grey.shape}")
+        table = np.zeros((256, 4), np.float32)  # 255 and past the colours: transparent
+        colours = np.asarray(layer.colours, np.float32).reshape(-1, 4)[:255]
+        table[:len(colours)] = colours
+        drawn = (labels >= 0) & (labels < len(colours))
+        values = np.where(drawn, labels, 255).astype(np.uint8)
         index = np.asarray(Image.fromarray(values).resize(size, Image.Resampling.NEAREST))
         rgba = table[index]
         alpha = rgba[:, :, 3:]
@@ -99,12 +107,17 @@ def save_grid(panels: list[Panel], columns: int, path: Path, title: str, cell: i
         title: The picture's title (wrapped to its width).
         cell: Side in pixels of each panel's square cell.
         rows: Rows of the grid (default: as many as ``panels`` need); cells past the last
-            panel stay empty.
+            panel stay empty, panels past the last cell are left out.
 
     Returns:
         ``path``.
+
+    Raises:
+        ValueError: fewer than one column.
     """
-    rows = rows or -(-len(panels) // columns)
+    if columns < 1:
+        raise ValueError("a grid needs at least one column")
+    rows = rows or max(1, -(-len(panels) // columns))
     small, large = default_font(12), default_font(14)
     gap, title_h = 6, 18
     width = columns * cell + (columns + 1) * gap
@@ -120,6 +133,8 @@ def save_grid(panels: list[Panel], columns: int, path: Path, title: str, cell: i
         x0 = gap + col * (cell + gap)
         y0 = top + row * (cell + title_h + gap)
         draw.text((x0 + cell / 2, y0 + 2), panel.title, fill="black", font=small, anchor="ma")
+        if panel.grey.size == 0:
+            continue
         size = _fitted(panel, cell)
         image = Image.fromarray(render(panel, size))
         canvas.paste(image, (x0 + (cell - size[0]) // 2, y0 + title_h + (cell - size[1]) // 2))

@@ -125,33 +125,42 @@ def _split_between(requests: list[Any], names: list[tuple[Any, str]]) -> Graph:
     Outputs whose shape is fixed but for the batch are written by the requests straight into
     arrays this graph keeps (no copy: fresh arrays for a batch of 96^3 patches cost about
     50 ms a call in page faults, more than the copy itself), so what a call returns is
-    overwritten by the next call: a caller keeps a copy of what it needs beyond that.
+    overwritten by the next call: a caller keeps a copy of what it needs beyond that. The kept
+    arrays live as long as the graph (for the segmenter: its batch of logits, about 42 MB).
+    An output with several names is one array under each name.
     """
     import openvino as ov
 
-    fixed = {name: tuple(out.get_partial_shape().get_min_shape())[1:] for out, name in names
+    outputs = list(dict.fromkeys(out for out, _ in names))  # each output once, in order
+    fixed = {k: tuple(out.get_partial_shape().get_min_shape())[1:]
+             for k, out in enumerate(outputs)
              if out.get_partial_shape()[1:].is_static and out.get_element_type() == ov.Type.f32}
-    kept: dict[str, np.ndarray] = {}
+    index = {name: outputs.index(out) for out, name in names}
+    kept: dict[int, np.ndarray] = {}
 
     def run_split(x: np.ndarray) -> dict[str, np.ndarray]:
         x = np.ascontiguousarray(x, np.float32)
         rows = [slice(int(p[0]), int(p[-1]) + 1)
                 for p in np.array_split(np.arange(len(x)), len(requests)) if len(p)]
-        busy = requests[:len(rows)]
-        for name, shape in fixed.items():
-            if name not in kept or len(kept[name]) < len(x):
-                kept[name] = np.empty((len(x), *shape), np.float32)
-        for request, part in zip(busy, rows, strict=True):
-            for out, name in names:
-                if name in fixed:
-                    request.set_tensor(out, ov.Tensor(kept[name][part], shared_memory=True))
-            # a slice of whole samples of a C-contiguous batch is C-contiguous: read in place
-            request.start_async({"image": x[part]}, share_inputs=True)
-        for request in busy:
-            request.wait()
-        return {name: kept[name][:len(x)] if name in fixed else
-                np.concatenate([np.array(r.get_tensor(out).data) for r in busy])
-                for out, name in names}
+        for k, shape in fixed.items():
+            if k not in kept or len(kept[k]) < len(x):
+                kept[k] = np.empty((len(x), *shape), np.float32)
+        started = []
+        try:
+            for request, part in zip(requests, rows, strict=False):
+                for k in fixed:
+                    request.set_tensor(outputs[k], ov.Tensor(kept[k][part], shared_memory=True))
+                # a slice of whole samples of a C-contiguous batch is C-contiguous: read in
+                # place
+                request.start_async({"image": x[part]}, share_inputs=True)
+                started.append(request)
+        finally:  # never leave a request running into the next call
+            for request in started:
+                request.wait()
+        merged = {k: kept[k][:len(x)] if k in fixed else
+                  np.concatenate([np.array(r.get_tensor(outputs[k]).data) for r in started])
+                  for k in range(len(outputs))}
+        return {name: merged[k] for name, k in index.items()}
 
     return run_split
 
@@ -167,9 +176,14 @@ def open_graph(path: Path, variant: str, feature_map: bool = False,
     With ``parallel`` (OpenVINO only; for callers that pass batches of several large inputs,
     such as the segmenter's sliding window) the graph is compiled for throughput: OpenVINO's
     CPU streams (one per request it finds best, 2 on 2 cores), each call's batch split between
-    them and run at once. The outputs are the same numbers (measured equal to the last bit on
-    12 patches of 96^3); a batch of 4 patches took 0.86 s against 0.98 s in one request
-    (median of 6, 2 cores, bf16). A batch of one gains nothing, so the 2D read stays serial.
+    them and run at once. For batches of two or more the outputs equal one request's to the
+    last bit (measured on 2 cores, fp32 and bf16: ``tests/inference/test_parallel_graph.py``);
+    a batch of one runs on one stream, which, like one request's batch of one against its
+    larger batches, can differ in the last digits (bf16 logits by up to 0.07). 12 patches of
+    96^3, 4 a call, took 0.86 s against 0.98 s with one request (median of 6, 2 cores, bf16).
+    A batch of one gains nothing, so the 2D read stays serial. Such a graph keeps its output
+    arrays between calls (see :func:`_split_between`), and like any compiled graph here it is
+    not for two threads at once.
 
     Raises:
         ModelError: ``feature_map`` asked of a graph that does not pool a feature map.

@@ -37,10 +37,11 @@ FOLDS_DIR = "folds"
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Element-wise logistic function, float32, without overflow warnings: ``0.5 (1 +
-    tanh(x / 2))``, computed in one fresh array (a volume's temporaries cost more in page
-    faults than the arithmetic)."""
-    out = np.multiply(logits, np.float32(0.5), dtype=np.float32)
+    """Element-wise logistic function in float32 (inputs rounded to float32 first), without
+    overflow warnings: ``0.5 (1 + tanh(x / 2))``, computed in one fresh array (a volume's
+    temporaries cost more in page faults than the arithmetic)."""
+    out = np.array(logits, dtype=np.float32)
+    out *= np.float32(0.5)
     np.tanh(out, out=out)
     out += np.float32(1.0)
     out *= np.float32(0.5)
