@@ -3,10 +3,19 @@ the brain black."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 
-from mrimaster.imaging.figures import display_window, windowed
+from mrimaster.imaging.figures import (
+    brain_mask_figure,
+    display_window,
+    registration_figures,
+    windowed,
+)
 
 
 def test_window_is_the_1st_to_99th_percentile_of_the_non_zero_voxels() -> None:
@@ -47,3 +56,30 @@ def test_outside_the_brain_is_black_even_when_zero_is_mid_window() -> None:
     assert shown.min() >= 0.0 and shown.max() <= 1.0
     assert np.all(shown[data == 0] == 0.0)
     assert 0.3 < float(shown[data != 0].mean()) < 0.7
+
+
+def _head(shape: tuple[int, int, int] = (40, 44, 36)) -> nib.Nifti1Image:
+    grid = np.indices(shape)
+    r = np.sqrt(((grid - np.array(shape)[:, None, None, None] / 2) ** 2).sum(axis=0))
+    rng = np.random.default_rng(3)
+    data = np.where(r < 16, 100 + 20 * np.cos(r) + rng.normal(0, 2, shape), 0)
+    return nib.Nifti1Image(data.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0]))
+
+
+def test_brain_mask_picture_draws_the_outline_in_magenta(tmp_path: Path) -> None:
+    head = _head()
+    inside = (np.asarray(head.dataobj) > 0).astype(np.uint8)
+    path = brain_mask_figure(head, nib.Nifti1Image(inside, head.affine), tmp_path)
+    image = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    r, g, b = image[:, :, 0], image[:, :, 1], image[:, :, 2]
+    assert path.name == "brain_mask.png"
+    assert int(((r > 200) & (b > 200) & (g < 80)).sum()) > 50  # the outline
+
+
+def test_registration_picture_per_sequence_with_edges_in_yellow(tmp_path: Path) -> None:
+    head = _head()
+    written = registration_figures({"t1ce": head, "flair": head}, "t1ce", tmp_path)
+    assert [p.name for p in written] == ["registration_flair.png"]
+    image = np.asarray(Image.open(written[0]).convert("RGB")).astype(int)
+    r, g, b = image[:, :, 0], image[:, :, 1], image[:, :, 2]
+    assert int(((r > 200) & (g > 200) & (b < 100)).sum()) > 50  # the moving image's edges
