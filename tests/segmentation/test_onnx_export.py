@@ -34,6 +34,17 @@ def test_export_records_every_variant_and_keeps_fp32(exported: Path) -> None:
         assert abs(scores["dice"] - scores["torch_dice"]) <= 0.005
 
 
+def test_a_dropout_model_is_also_checked_on_flair_alone(exported: Path) -> None:
+    """The model was trained with modality dropout, so FLAIR alone is an input it serves and
+    each variant is checked on it too."""
+    report = json.loads((exported / "model.onnx.json").read_text())
+    assert report["modality_dropout"]
+    assert report["inputs"] == ["v", "v (FLAIR alone)"]
+    for variant in report["variants"].values():
+        if "per_case" in variant:
+            assert set(variant["per_case"]) == {"v", "v (FLAIR alone)"}
+
+
 @pytest.mark.parametrize("variant", ["onnx-fp32", "openvino-fp32"])
 def test_fp32_graph_gives_the_torch_labels(exported: Path, tmp_path: Path, variant: str) -> None:
     from mrimaster.segmentation.cases import find_case
