@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrimaster.imaging.figures import display_window, plane, windowed
+from mrimaster.imaging.figures import PLANES, display_window, plane, windowed
 from mrimaster.imaging.panels import Layer, Panel, save_grid
 from mrimaster.segmentation.labels import regions_to_brats2021
 from mrimaster.segmentation.volumes import Volume
@@ -19,7 +19,6 @@ WHOLE_COLOURS = ((0.0, 0.0, 0.0, 0.0), (0.2, 0.6, 1.0, 0.5))
 """Whole tumour only (no T1-Gd): label 1 blue."""
 _LEGEND = "edema green, necrotic/non-enhancing core red, enhancing yellow"
 _LEGEND_WHOLE = "whole tumour blue (core and enhancing tumour not assessable without T1-Gd)"
-_PLANES = ((2, "axial"), (1, "coronal"), (0, "sagittal"))
 
 
 def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str,
@@ -39,7 +38,7 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
     panels = [Panel(windowed(plane(volume.image[channel], axis, centre[axis]), windows[channel]),
                     f"{volume.modalities[channel]} {name}",
                     [Layer(plane(labels, axis, centre[axis]), colours)])
-              for channel in rows for axis, name in _PLANES]
+              for channel in rows for axis, name in PLANES]
     planes = save_grid(panels, 3, out_dir / "overlay_planes.png", f"{title}: {legend}")
 
     zs = np.unique(tumour[:, 2]) if len(tumour) else np.arange(labels.shape[2])
