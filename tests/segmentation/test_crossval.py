@@ -57,6 +57,7 @@ def test_cross_validation_run_and_export(seg_run: tuple[Path, Path], tmp_path: P
     final = load_segmenter(out / "final" / "model.pt")
     assert final.postprocess == cv["postprocess"]
     assert ["flair", "t1"] in final.combinations and final.spacing == (1.0, 1.0, 1.0)
+    assert final.grid == "even"  # the recipe's patch grid, with which the folds were scored
     # resuming: finished folds are not trained again
     stamp = (out / "fold_0" / "model.pt").stat().st_mtime_ns
     assert main(args) == 0

@@ -67,3 +67,13 @@ def test_a_modality_cross_validation_excluded_is_not_fed_unless_it_is_all_there_
     plan = plan_inputs(model, case("flair", "t1"))
     assert plan.used == ["flair"] and plan.ignored == {"t1": why}
     assert plan_inputs(model, case("t1")).used == ["t1"]  # nothing else to read
+
+
+def test_a_model_file_from_before_the_grid_was_recorded_reads_as_monai_s() -> None:
+    from mrimaster.segmentation.runtime import info_from_dict
+
+    saved = MODEL.info_dict()
+    assert saved["grid"] == "monai" and info_from_dict(saved)["grid"] == "monai"
+    assert info_from_dict({**saved, "grid": "even"})["grid"] == "even"
+    del saved["grid"]
+    assert info_from_dict(saved)["grid"] == "monai"

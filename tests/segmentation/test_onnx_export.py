@@ -45,8 +45,12 @@ def test_a_dropout_model_is_also_checked_on_flair_alone(exported: Path) -> None:
             assert set(variant["per_case"]) == {"v", "v (FLAIR alone)"}
 
 
+@pytest.mark.parametrize("grid", ["monai", "even"])
 @pytest.mark.parametrize("variant", ["onnx-fp32", "openvino-fp32"])
-def test_fp32_graph_gives_the_torch_labels(exported: Path, tmp_path: Path, variant: str) -> None:
+def test_fp32_graph_gives_the_torch_labels(exported: Path, tmp_path: Path, variant: str,
+                                           grid: str) -> None:
+    """On either patch grid (PyTorch runs MONAI's sliding window on its own grid, the NumPy
+    one on the even grid; the graph always the NumPy one)."""
     from mrimaster.segmentation.cases import find_case
     from mrimaster.segmentation.infer import prepare_inputs
     from mrimaster.segmentation.model import load_segmenter
@@ -56,6 +60,8 @@ def test_fp32_graph_gives_the_torch_labels(exported: Path, tmp_path: Path, varia
     case = find_case(write_case(tmp_path / "case", "brats2021", seed=7))
     torch_seg = load_segmenter(exported / "model.pt")
     fast = load_seg_variant(exported, variant)
+    assert torch_seg.grid == fast.grid == "even"  # the recipe's default, carried by the export
+    torch_seg.grid = fast.grid = grid
     volume, _ = prepare_inputs(torch_seg, case)
     np.testing.assert_allclose(fast.logits(volume.image), torch_seg.logits(volume.image),
                                atol=1e-3)

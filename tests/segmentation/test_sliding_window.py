@@ -8,7 +8,13 @@ import torch
 from monai.data.utils import compute_importance_map
 from monai.inferers import sliding_window_inference
 
-from mrimaster.segmentation.sliding_window import gaussian_importance, sliding_window
+from mrimaster.segmentation.sliding_window import (
+    GRIDS,
+    gaussian_importance,
+    patch_starts,
+    scan_interval,
+    sliding_window,
+)
 
 
 @pytest.mark.parametrize("patch", [(8, 8), (6, 10), (8, 8, 8), (5, 6, 7)])
@@ -43,3 +49,46 @@ def test_sliding_window_matches_monai(shape: tuple[int, ...], patch: tuple[int, 
     got = sliding_window(image, patch, _numpy_net, overlap=overlap, batch_size=3)
     assert got.shape == (2, *shape[1:])
     np.testing.assert_allclose(got, want[0].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _axis_starts(size: int, roi: int, overlap: float, grid: str) -> list[int]:
+    return sorted({start[0] for start in patch_starts((size,), (roi,),
+                                                      scan_interval((size,), (roi,), overlap),
+                                                      grid)})
+
+
+@pytest.mark.parametrize(("size", "roi", "overlap"), [
+    (184, 96, 0.25), (144, 96, 0.25), (96, 96, 0.25), (97, 96, 0.5), (300, 96, 0.25),
+    (169, 96, 0.25), (30, 8, 0.6),
+])
+def test_even_grid_spreads_monai_s_number_of_patches(size: int, roi: int, overlap: float
+                                                      ) -> None:
+    monai = _axis_starts(size, roi, overlap, "monai")
+    even = _axis_starts(size, roi, overlap, "even")
+    assert len(even) == len(monai)  # the same cost
+    assert even[0] == 0 and even[-1] == size - roi
+    steps = np.diff(even)
+    assert len(steps) == 0 or steps.max() - steps.min() <= 1  # evenly spread
+    assert len(steps) == 0 or steps.max() <= int(roi * (1 - overlap)) + 1
+
+
+def test_even_grid_takes_apart_monai_s_nearly_coinciding_patches() -> None:
+    assert _axis_starts(184, 96, 0.25, "monai") == [0, 72, 88]
+    assert _axis_starts(184, 96, 0.25, "even") == [0, 44, 88]
+
+
+@pytest.mark.parametrize("grid", sorted(GRIDS))
+@pytest.mark.parametrize(("shape", "patch"), [((2, 20, 17), (8, 8)), ((1, 19, 16, 23), (8, 8, 8)),
+                                              ((2, 6, 30), (8, 8))])
+def test_every_grid_blends_an_identity_network_back_into_the_image(
+        grid: str, shape: tuple[int, ...], patch: tuple[int, ...]) -> None:
+    """The weights of every voxel sum to one on either grid, padding included."""
+    image = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    got = sliding_window(image, patch, lambda x: x.copy(), overlap=0.25, batch_size=2,
+                         grid=grid)
+    np.testing.assert_allclose(got, image, rtol=1e-5, atol=1e-5)
+
+
+def test_an_unknown_grid_is_refused() -> None:
+    with pytest.raises(ValueError, match="grid 'dense' unknown"):
+        patch_starts((20,), (8,), (6,), "dense")

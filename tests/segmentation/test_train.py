@@ -5,6 +5,7 @@ from itertools import islice
 import numpy as np
 import pytest
 
+from mrimaster.errors import ConfigError
 from mrimaster.segmentation.augment import AugmentConfig, PatchAugmenter
 from mrimaster.segmentation.cases import find_case
 from mrimaster.segmentation.train import (
@@ -48,3 +49,13 @@ def test_batches_are_reproducible_from_the_seed(cases: list) -> None:
     for a, b in zip(first, again, strict=True):
         assert all(np.array_equal(u, v) for u, v in zip(a, b, strict=True))
     assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other, strict=True))
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("grid", "dense", "grid 'dense' unknown"), ("precision", "fp16", "precision 'fp16' unknown"),
+    ("spacing", [1.0, 0.0, 1.0], "3 positive sizes"), ("patch", [64, 60, 64], "multiples of 8"),
+])
+def test_a_recipe_with_a_bad_setting_is_refused_with_the_setting_named(
+        field: str, value: object, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        SegTrainConfig(train_cases=["a"], **{field: value})  # type: ignore[arg-type]

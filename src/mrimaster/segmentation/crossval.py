@@ -169,6 +169,7 @@ def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
     out: dict[str, dict[str, Any]] = {}
     for k, folder in enumerate(folders):
         seg = load_segmenter(folder / "model.pt")
+        seg.grid = cfg.train.grid  # the recipe's (a fold trained by older code lacks it)
         for name, f in zip(cfg.train.train_cases, fold_of, strict=True):
             if f != k:
                 continue
@@ -379,6 +380,7 @@ def run_cross_validation(cfg: CrossValConfig, settings: Settings) -> Path:
         final = train_final(cfg, settings, run_dir)
         seg = load_segmenter(final / "model.pt")
         seg.postprocess = dict(results["postprocess"])
+        seg.grid = cfg.train.grid
         seg.excluded = dict(results["excluded"])
         seg.meta["postprocess_from"] = "cross-validation"
         save_segmenter(final / "model.pt", seg)

@@ -22,6 +22,7 @@ from mrimaster.runs.cards import MAX_MODEL_BYTES, exported_line, run_lines
 from mrimaster.segmentation.case_trust import TRUST_FILE
 from mrimaster.segmentation.ensemble import FOLDS_DIR, numbered_folds
 from mrimaster.segmentation.postprocess import describe
+from mrimaster.segmentation.sliding_window import GRID_WORDS
 
 FINAL_FILES = ("model.pt", "config.yaml", "history.json", "curves.png")
 CV_FILES = ("cv.json", "cv.md", "cv.png", "cv.yaml")
@@ -132,7 +133,8 @@ def card(cfg: dict[str, Any], cv: dict[str, Any], record: dict[str, Any],
         "- **Outputs:** WT / TC / ET as BraTS 2021 labels on the input grid; without T1-Gd "
         "only the whole tumour (1 = tumour) and \"not assessable without T1-Gd\" for TC and ET.",
         f"- **Network:** MONAI residual UNet, channels {cfg['channels']}, instance norm; "
-        f"patches {cfg['patch']}, sliding-window inference (Gaussian blending, overlap 0.25); "
+        f"patches {cfg['patch']}, sliding-window inference (Gaussian blending, overlap 0.25, "
+        f"{GRID_WORDS[cfg.get('grid', 'monai')]}); "
         "optional test-time mirroring (`--tta`, 8 passes).",
         "- **Training:** nnU-Net-style augmentation (rotation, scaling, elastic deformation, "
         "mirroring, gamma, brightness, noise, simulated low resolution), Dice + BCE per region "

@@ -16,6 +16,7 @@ from torch import nn
 from mrimaster.errors import ModelError
 from mrimaster.models.paths import resolve_model_path
 from mrimaster.segmentation.runtime import SegInfo, info_from_dict
+from mrimaster.segmentation.sliding_window import sliding_window
 
 FORMAT = "mrimaster-segmenter/1"
 
@@ -44,9 +45,18 @@ class Segmenter(SegInfo):
     @torch.inference_mode()
     def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
                ) -> np.ndarray:
-        """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` float32 WT/TC/ET logits (MONAI's
-        Gaussian sliding window over :attr:`patch`)."""
+        """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` float32 WT/TC/ET logits (Gaussian
+        sliding window over :attr:`patch`: MONAI's on its own grid, else the NumPy one of
+        :mod:`mrimaster.segmentation.sliding_window` on :attr:`grid`, as the exported graph
+        runs it)."""
         device = next(self.net.parameters()).device
+        if self.grid != "monai":
+            def net(batch: np.ndarray) -> np.ndarray:
+                out = self.net(torch.from_numpy(batch).to(device))
+                return np.asarray(out.float().cpu().numpy(), np.float32)
+
+            return sliding_window(np.ascontiguousarray(image, np.float32), self.patch, net,
+                                  overlap, batch_size, self.grid)
         x = torch.from_numpy(np.ascontiguousarray(image))[None].to(device)
         out = sliding_window_inference(x, self.patch, batch_size, self.net, overlap=overlap,
                                        mode="gaussian", progress=sys.stderr.isatty())

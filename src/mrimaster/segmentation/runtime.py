@@ -54,6 +54,9 @@ class SegInfo:
         excluded: ``{modality: reason}``: modalities cross-validation found to lower the Dice;
             not fed even when a case has them (unless nothing else usable is left).
         meta: Provenance and metrics.
+        grid: The sliding window's patch grid
+            (:data:`mrimaster.segmentation.sliding_window.GRIDS`), part of what the model's
+            cross-validation measured; ``monai`` for models from before it was recorded.
         runtime_name: ``torch`` or the exported variant that runs the network.
         notes: What loading noticed that every result should say (e.g. that the fold
             ensemble could not run, so the final model ran alone); not saved.
@@ -70,6 +73,7 @@ class SegInfo:
     postprocess: dict[str, float | None] = field(default_factory=lambda: {"WT": 0.1})
     excluded: dict[str, str] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    grid: str = "monai"
     runtime_name: str = "torch"
     notes: list[str] = field(default_factory=list, compare=False)
     trust: Any = field(default=None, compare=False, repr=False)
@@ -80,12 +84,12 @@ class SegInfo:
                 "modality_dropout": self.modality_dropout, "spacing": list(self.spacing),
                 "combinations": [list(c) for c in self.combinations],
                 "postprocess": dict(self.postprocess), "excluded": dict(self.excluded),
-                "meta": self.meta}
+                "grid": self.grid, "meta": self.meta}
 
 
 def info_from_dict(d: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of :class:`SegInfo` from a saved dict (older files lack the newer
-    fields: 1 mm, every combination, WT clean-up at 0.1 as before)."""
+    fields: 1 mm, every combination, WT clean-up at 0.1, MONAI's patch grid as before)."""
     patch = d["patch"]
     spacing = d.get("spacing", (1.0, 1.0, 1.0))
     return {"modalities": list(d["modalities"]),
@@ -94,7 +98,8 @@ def info_from_dict(d: dict[str, Any]) -> dict[str, Any]:
             "spacing": (float(spacing[0]), float(spacing[1]), float(spacing[2])),
             "combinations": [list(c) for c in d.get("combinations", [])],
             "postprocess": dict(d.get("postprocess", {"WT": 0.1})),
-            "excluded": dict(d.get("excluded", {})), "meta": d.get("meta", {})}
+            "excluded": dict(d.get("excluded", {})), "grid": str(d.get("grid", "monai")),
+            "meta": d.get("meta", {})}
 
 
 class SegModel(Protocol):
@@ -131,7 +136,7 @@ class OnnxSegmenter(SegInfo):
         graph = self.graph
         assert graph is not None
         return sliding_window(np.ascontiguousarray(image, np.float32), self.patch,
-                              lambda x: graph(x)["logits"], overlap, batch_size)
+                              lambda x: graph(x)["logits"], overlap, batch_size, self.grid)
 
 
 def read_seg_meta(folder: Path) -> dict[str, Any]:

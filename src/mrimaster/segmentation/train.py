@@ -63,6 +63,7 @@ from mrimaster.segmentation.model import Segmenter, build_unet, load_segmenter, 
 from mrimaster.segmentation.patches import Batch, TrainCase, load_training_case, patch_batches
 from mrimaster.segmentation.reviewed import read_reviewed_dataset
 from mrimaster.segmentation.run_report import plot_history, write_finetune_card
+from mrimaster.segmentation.sliding_window import GRIDS
 from mrimaster.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ class SegTrainConfig:
         precision: ``auto`` (bf16 autocast where the processor supports it, else fp32),
             ``fp32`` or ``bf16``.
         spacing: Voxel size (mm) cases are resampled to; recorded in the model file.
+        grid: The sliding window's patch grid at inference
+            (:data:`mrimaster.segmentation.sliding_window.GRIDS`), recorded in the model file:
+            ``even`` (nnU-Net's) unless a recipe says ``monai``.
         device: ``auto``, ``cpu`` or ``cuda``.
         num_threads: Torch CPU threads (0: default).
         out_dir: Run folder (default ``<runs dir>/seg-<timestamp>``).
@@ -128,6 +132,7 @@ class SegTrainConfig:
     augment: bool = True
     precision: str = "auto"
     spacing: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    grid: str = "even"
     device: str = "auto"
     num_threads: int = 0
     out_dir: Path | None = None
@@ -152,6 +157,8 @@ class SegTrainConfig:
             raise ConfigError(f"precision {self.precision!r} unknown", "use auto, fp32 or bf16")
         if len(self.spacing) != 3 or min(self.spacing) <= 0:
             raise ConfigError(f"spacing {self.spacing} must be 3 positive sizes in mm")
+        if self.grid not in GRIDS:
+            raise ConfigError(f"grid {self.grid!r} unknown", f"use {' or '.join(GRIDS)}")
 
 
 _DICE = DiceLoss(sigmoid=True, reduction="none", smooth_nr=1e-5, smooth_dr=1e-5)
@@ -296,10 +303,12 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
     seg = Segmenter(list(cfg.modalities), (cfg.patch[0], cfg.patch[1], cfg.patch[2]),
                     cfg.modality_dropout > 0, (cfg.spacing[0], cfg.spacing[1], cfg.spacing[2]),
                     combinations_of(train, cfg.modalities), meta={"run": run_dir.name},
-                    net=net, channels=tuple(cfg.channels))
+                    grid=cfg.grid, net=net, channels=tuple(cfg.channels))
     if init is not None and init_path is not None:
-        # the post-processing and exclusions cross-validation chose for it carry over
+        # the post-processing, exclusions and patch grid its cross-validation measured carry
+        # over
         seg.postprocess, seg.excluded = dict(init.postprocess), dict(init.excluded)
+        seg.grid = init.grid
         seg.combinations = [list(c) for c in init.combinations] + \
             [c for c in seg.combinations if c not in init.combinations]
         seg.meta["init"] = {"model": str(cfg.init), "sha256": file_sha256(init_path)}
