@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from mrimaster.cli.main import main
@@ -66,6 +67,7 @@ def test_cross_validation_run_and_export(seg_run: tuple[Path, Path], tmp_path: P
     assert main(["seg", "export", str(out), "--out", str(tmp_path / "m")]) == 0
     card = (tmp_path / "m" / "MODEL_CARD.md").read_text()
     assert "| a |" in card and "Dice WT" in card and "FLAIR alone" in card
+    assert "patches spread evenly" in card  # the grid the model runs
     assert (tmp_path / "m" / "model.pt").is_file() and (tmp_path / "m" / "cv.json").is_file()
     # the trust rule, fitted on the held-out predictions, goes with the model ...
     trust = cv["trust"]
@@ -80,6 +82,8 @@ def test_cross_validation_run_and_export(seg_run: tuple[Path, Path], tmp_path: P
     folds = sorted(p.name for p in (tmp_path / "m" / "folds").iterdir())
     assert folds == ["fold_0", "fold_1", "fold_2"]
     assert all((tmp_path / "m" / "folds" / f / "model.pt").is_file() for f in folds)
+    assert {load_segmenter(tmp_path / "m" / "folds" / f / "model.pt").grid
+            for f in folds} == {"even"}
 
 
 def test_export_refuses_an_unfinished_run(tmp_path: Path,
@@ -123,13 +127,24 @@ def test_folds_train_one_at_a_time_then_the_run_scores_them(
     args = ["seg", "cv", "--config", str(config), "--folds", "3", "--data", str(data),
             "--out", str(out), *TINY]
     assert main([*args, "--fold", "1"]) == 0
+    # fold 1 as trained before the patch grid was recorded: neither its model nor its recipe
+    # names one
+    blob = torch.load(out / "fold_1" / "model.pt", weights_only=True)
+    del blob["grid"]
+    torch.save(blob, out / "fold_1" / "model.pt")
+    recipe = yaml.safe_load((out / "fold_1" / "config.yaml").read_text())
+    del recipe["grid"]
+    (out / "fold_1" / "config.yaml").write_text(yaml.safe_dump(recipe))
+    assert load_segmenter(out / "fold_1" / "model.pt").grid == "monai"
     assert main([*args, "--fold", "final"]) == 0
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["final", "fold_1"]
     assert not (out / "cv.json").exists()  # one fold alone is not scored
-    fold_1 = (out / "fold_1" / "model.pt").stat().st_mtime_ns
+    fold_1 = (out / "fold_1" / "history.json").stat().st_mtime_ns
     final = (out / "final" / "history.json").stat().st_mtime_ns
     assert main(args) == 0  # trains folds 0 and 2, keeps 1 and final, scores all
-    assert (out / "fold_1" / "model.pt").stat().st_mtime_ns == fold_1
+    assert (out / "fold_1" / "history.json").stat().st_mtime_ns == fold_1  # not retrained
+    # ... scored on the recipe's grid, which its model file now records
+    assert load_segmenter(out / "fold_1" / "model.pt").grid == "even"
     assert (out / "final" / "history.json").stat().st_mtime_ns == final  # not retrained
     assert (out / "fold_0" / "model.pt").is_file() and (out / "fold_2" / "model.pt").is_file()
     assert set(json.loads((out / "cv.json").read_text())["all"]["per_case"]) == {"a", "b", "v"}

@@ -100,6 +100,8 @@ def test_shipped_fold_ensemble(data_root: Path, tmp_path: Path) -> None:
 
     seg = load_segmenter_for_inference("default", load_settings().models_dir, "auto")
     assert isinstance(seg, SegEnsemble) and len(seg.members) == 5 and seg.trust is not None
+    # MONAI's patch grid, on which its cross-validation and trust rule were measured
+    assert seg.grid == "monai" and {m.grid for m in seg.members} == {"monai"}
     regions, info = _segment(tmp_path / "o", "--case", str(data_root / "brats-mini" / PAT1))
     assert info["ensemble"]["members"] == 5 and info["status"] in ("ok", "refer")
     assert info["uncertainty"]["method"] == "fold ensemble disagreement (5 members)"
@@ -199,3 +201,19 @@ def test_misregistered_modalities_are_registered(data_root: Path, tmp_path: Path
                        "brats2015")[0]
     # voxel (i, j, k) of the T1-Gd is the label's; the aligned case scores 0.875 (run by hand)
     assert dice(regions[0], truth[0]) >= 0.875 - 0.05
+
+
+def test_a_fold_member_on_another_patch_grid_is_refused(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from mrimaster.errors import ModelError
+    from mrimaster.segmentation.ensemble import load_ensemble
+    from mrimaster.segmentation.loading import final_info
+
+    folder = tmp_path / "seg"
+    shutil.copytree(load_settings().models_dir / "seg-default", folder)
+    meta = folder / "folds" / "fold_1" / "model.onnx.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "grid": "even"}))
+    with pytest.raises(ModelError, match="fold_1 places its patches on the even grid"):
+        load_ensemble(final_info(folder / "model.pt"), folder, "auto")

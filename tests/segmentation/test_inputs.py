@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mrimaster.errors import DataError
+from mrimaster.errors import DataError, ModelError
 from mrimaster.segmentation.cases import Case
 from mrimaster.segmentation.infer import NOT_ASSESSABLE, plan_inputs
 from mrimaster.segmentation.runtime import SegInfo
@@ -77,3 +77,5 @@ def test_a_model_file_from_before_the_grid_was_recorded_reads_as_monai_s() -> No
     assert info_from_dict({**saved, "grid": "even"})["grid"] == "even"
     del saved["grid"]
     assert info_from_dict(saved)["grid"] == "monai"
+    with pytest.raises(ModelError, match="grid 'dense' is unknown"):
+        info_from_dict({**saved, "grid": "dense"})

@@ -101,3 +101,17 @@ def test_a_checkpoint_of_another_recipe_is_refused(
     assert "new --out folder" in err and "delete" in err
     assert (out / checkpoint.LAST).is_file()  # refused, not overwritten
     assert not (out / "metrics.json").exists()
+
+
+def test_the_patch_grid_is_part_of_the_recipe_only_where_validation_uses_it() -> None:
+    """Without validation cases the grid changes nothing training does, so a fold trained
+    before it was recorded (or on another grid) is kept; with them it picks the checkpoint."""
+    from mrimaster.segmentation.checkpoint import recipe_differences
+
+    saved = {"grid": "monai", "val_cases": [], "epochs": 2}
+    assert recipe_differences(saved, {**saved, "grid": "even"}) == []
+    assert recipe_differences(saved, {**saved, "grid": "even", "epochs": 3}) == \
+        ["epochs 2 here, 3 asked"]
+    validated = {**saved, "val_cases": ["v"]}
+    assert recipe_differences(validated, {**validated, "grid": "even"}) == \
+        ["grid monai here, even asked"]

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from mrimaster.cli.main import main
 from mrimaster.errors import DataError
@@ -16,7 +18,7 @@ from mrimaster.models.paths import file_sha256
 from mrimaster.segmentation import train as train_module
 from mrimaster.segmentation.cases import find_case
 from mrimaster.segmentation.labels import to_regions
-from mrimaster.segmentation.model import load_segmenter
+from mrimaster.segmentation.model import load_segmenter, save_segmenter
 from mrimaster.segmentation.reviewed import (
     ReviewedCase,
     read_reviewed_dataset,
@@ -123,7 +125,12 @@ def test_export_refuses_identifying_names_and_misaligned_grids(tmp_path: Path) -
 
 def test_finetune_starts_from_init_and_writes_a_card(
         seg_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data, run = seg_run
+    data, trained = seg_run
+    run = tmp_path / "init"  # a model measured on MONAI's patch grid, as the shipped one
+    shutil.copytree(trained, run)
+    older = load_segmenter(run / "model.pt")
+    older.grid = "monai"
+    save_segmenter(run / "model.pt", older)
     export = tmp_path / "export"
     assert main(["seg", "export-dataset", "--case", str(data / "v"),
                  "--case", str(write_case(tmp_path / "c9", "wt", seed=9)),
@@ -155,6 +162,9 @@ def test_finetune_starts_from_init_and_writes_a_card(
     assert sha in card and "reference of v" in card and "`a`" in card
     assert "--init" in card or "pytest" in card  # the command that ran
     tuned = load_segmenter(out)
+    # its grid carries over (the recipe replayed from the init run says even)
+    assert tuned.grid == "monai"
+    assert yaml.safe_load((out / "config.yaml").read_text())["grid"] == "monai"
     changed = any(not torch.equal(tuned.net.state_dict()[k], v)
                   for k, v in init.net.state_dict().items() if v.is_floating_point())
     assert changed

@@ -37,7 +37,8 @@ NOT_RECIPE = frozenset({"data_dir", "out_dir", "device", "num_threads", "track",
                         "experiment", "registered_model"})
 """Training settings that say where or how fast a run goes, not what it learns from: a
 ``last.pt`` or a finished fold (:func:`mrimaster.segmentation.crossval.finished`) is kept when
-everything else matches."""
+everything else matches. ``grid`` (where inference places its patches) is one of them too in a
+run without validation cases, where it changes nothing that training does."""
 
 
 def recipe_differences(saved: dict[str, Any], wanted: dict[str, Any],
@@ -53,7 +54,8 @@ def recipe_differences(saved: dict[str, Any], wanted: dict[str, Any],
         ``"<key> <saved> here, <wanted> asked"`` per differing setting, sorted by key.
     """
     saved = {**(defaults or {}), **saved}
-    keys = sorted(k for k in wanted.keys() - NOT_RECIPE if saved.get(k) != wanted[k])
+    ignored = NOT_RECIPE | (set() if wanted.get("val_cases") else {"grid"})
+    keys = sorted(k for k in wanted.keys() - ignored if saved.get(k) != wanted[k])
     return [f"{k} {saved.get(k)} here, {wanted[k]} asked" for k in keys]
 
 

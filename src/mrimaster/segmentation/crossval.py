@@ -163,13 +163,15 @@ def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
         measures each prediction); a setting the model cannot run on a case (no trained
         combination in it) is left out.
     """
-    from mrimaster.segmentation.model import load_segmenter
+    from mrimaster.segmentation.model import load_segmenter, save_segmenter
 
     fold_of = assign_folds(cfg.train.train_cases, cfg.folds)
     out: dict[str, dict[str, Any]] = {}
     for k, folder in enumerate(folders):
         seg = load_segmenter(folder / "model.pt")
-        seg.grid = cfg.train.grid  # the recipe's (a fold trained by older code lacks it)
+        if seg.grid != cfg.train.grid:  # trained before the grid was recorded
+            seg.grid = cfg.train.grid  # scored, and from now on run, on the recipe's
+            save_segmenter(folder / "model.pt", seg)
         for name, f in zip(cfg.train.train_cases, fold_of, strict=True):
             if f != k:
                 continue

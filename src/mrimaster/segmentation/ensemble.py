@@ -151,7 +151,8 @@ def load_ensemble(final: SegInfo, folder: Path, runtime: str = "auto") -> SegEns
 
     Raises:
         ModelError: the folder has fewer than two fold members, a member takes other
-            modalities than the final model, or a member cannot run here.
+            modalities or patches than the final model or places them on another grid, or a
+            member cannot run here.
     """
     folders = fold_folders(folder)
     if len(folders) < 2:
@@ -163,6 +164,10 @@ def load_ensemble(final: SegInfo, folder: Path, runtime: str = "auto") -> SegEns
         if list(m.modalities) != list(final.modalities) or tuple(m.patch) != tuple(final.patch):
             raise ModelError(f"fold member {f.name} takes {m.modalities} in {m.patch} patches, "
                              f"the final model {final.modalities} in {final.patch}",
+                             "export the folds and the final model from one `seg cv` run")
+        if m.grid != final.grid:
+            raise ModelError(f"fold member {f.name} places its patches on the {m.grid} grid, "
+                             f"the final model on the {final.grid} grid",
                              "export the folds and the final model from one `seg cv` run")
     info = info_from_dict({**final.info_dict(), "meta": {**final.meta, "members": len(members)}})
     names = sorted({m.runtime_name for m in members})

@@ -94,8 +94,8 @@ def export_seg_run(cv_dir: Path, out_dir: Path, command: str) -> Path:
         raise ModelError("the final model's post-processing or inputs differ from the "
                          "cross-validation's choice",
                          "run `mrimaster seg cv` again to finish the run")
-    (out_dir / "MODEL_CARD.md").write_text(card(cfg, cv, record, history, run, command,
-                                                seg.combinations, folds))
+    (out_dir / "MODEL_CARD.md").write_text(card({**cfg, "grid": seg.grid}, cv, record, history,
+                                                run, command, seg.combinations, folds))
     return out_dir
 
 

@@ -26,7 +26,7 @@ from mrimaster.inference.onnx_runtime import (
     export_mismatch,
     open_graph,
 )
-from mrimaster.segmentation.sliding_window import sliding_window
+from mrimaster.segmentation.sliding_window import GRIDS, sliding_window
 
 FORMAT = "mrimaster-segmenter-onnx/1"
 GRAPH = "model.onnx"
@@ -92,13 +92,17 @@ def info_from_dict(d: dict[str, Any]) -> dict[str, Any]:
     fields: 1 mm, every combination, WT clean-up at 0.1, MONAI's patch grid as before)."""
     patch = d["patch"]
     spacing = d.get("spacing", (1.0, 1.0, 1.0))
+    grid = str(d.get("grid", "monai"))
+    if grid not in GRIDS:
+        raise ModelError(f"the model's sliding-window grid {grid!r} is unknown to this version "
+                         f"({', '.join(GRIDS)})", "update mrimaster, or use another model")
     return {"modalities": list(d["modalities"]),
             "patch": (int(patch[0]), int(patch[1]), int(patch[2])),
             "modality_dropout": bool(d["modality_dropout"]),
             "spacing": (float(spacing[0]), float(spacing[1]), float(spacing[2])),
             "combinations": [list(c) for c in d.get("combinations", [])],
             "postprocess": dict(d.get("postprocess", {"WT": 0.1})),
-            "excluded": dict(d.get("excluded", {})), "grid": str(d.get("grid", "monai")),
+            "excluded": dict(d.get("excluded", {})), "grid": grid,
             "meta": d.get("meta", {})}
 
 
@@ -113,6 +117,7 @@ class SegModel(Protocol):
     postprocess: dict[str, float | None]
     excluded: dict[str, str]
     meta: dict[str, Any]
+    grid: str
     runtime_name: str
     notes: list[str]
     trust: Any

@@ -1,21 +1,23 @@
 """Gaussian-blended sliding-window inference in NumPy, for the torch-free segmentation path.
 
-The PyTorch path uses MONAI's ``sliding_window_inference``; this module reproduces what it
-computes for ``mode="gaussian"`` (patch grid of ``monai.data.utils.dense_patch_slices`` with
-the interval of ``_get_scan_interval``; importance map of
-``monai.data.utils.compute_importance_map``, sigma 0.125 of the patch; symmetric zero padding of
-volumes smaller than the patch), so that an exported network gives the same labels without
-importing torch or MONAI. ``tests/segmentation/test_sliding_window.py`` checks it against MONAI.
-Blending follows nnU-Net (Isensee et al., Nature Methods 2021): patch outputs are weighted by a
-Gaussian centred on the patch, which down-weights the less reliable patch borders.
+On MONAI's grid the PyTorch path uses MONAI's ``sliding_window_inference``; this module
+reproduces what it computes for ``mode="gaussian"`` (patch grid of
+``monai.data.utils.dense_patch_slices`` with the interval of ``_get_scan_interval``; importance
+map of ``monai.data.utils.compute_importance_map``, sigma 0.125 of the patch; symmetric zero
+padding of volumes smaller than the patch), so that an exported network gives the same labels
+without importing torch or MONAI. ``tests/segmentation/test_sliding_window.py`` checks it
+against MONAI. Blending follows nnU-Net (Isensee et al., Nature Methods 2021): patch outputs
+are weighted by a Gaussian centred on the patch, which down-weights the less reliable patch
+borders.
 
 Two patch grids (:data:`GRIDS`), recorded with each model (``SegInfo.grid``): ``monai``
 (MONAI's: equal steps, the last patch pulled back flush with the end, which can leave two
 patches nearly on top of each other: starts 0, 72, 88 on a 184-voxel axis) and ``even``
-(nnU-Net's ``compute_steps_for_sliding_window``: the same number of patches spread evenly from
-one end to the other: 0, 44, 88). They cost the same; on the 14 cross-validation cases, each by
-the fold model that never saw it, ``even`` raised the mean whole-tumour Dice from 0.836 to
-0.841 (README, *Segmentation*).
+(MONAI's number of patches placed as nnU-Net's ``compute_steps_for_sliding_window`` places
+them, spread evenly from one end to the other: 0, 44, 88; PyTorch then runs this module's
+window too). They cost the same; on the 14 cross-validation cases, each by the fold model that
+never saw it, ``even`` read the mean whole-tumour Dice 0.841 against 0.836 (7 cases better, 4
+worse: within what 14 cases can tell apart; README, *Segmentation*).
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ def sliding_window(image: np.ndarray, patch: Sequence[int], predictor: Predictor
         ``(K, *spatial)`` float32 blended outputs.
     """
     patch = tuple(int(roi) for roi in patch)
+    overlap = float(overlap)  # one step for the patches and the cached weights alike
     spatial = image.shape[1:]
     pad = [max(roi - size, 0) for roi, size in zip(patch, spatial, strict=True)]
     padding = [(0, 0)] + [(p // 2, p - p // 2) for p in pad]
@@ -151,6 +154,6 @@ def sliding_window(image: np.ndarray, patch: Sequence[int], predictor: Predictor
         for box, patch_out in zip(boxes, out, strict=True):
             total[(slice(None), *box)] += np.multiply(patch_out, weights, out=patch_out)
     assert total is not None
-    total *= _inverse_weight_sum(size, patch, float(overlap), grid)
+    total *= _inverse_weight_sum(size, patch, overlap, grid)
     crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(padding[1:], spatial, strict=True))
     return total[(slice(None), *crop)]

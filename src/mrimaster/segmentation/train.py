@@ -97,7 +97,7 @@ class SegTrainConfig:
         spacing: Voxel size (mm) cases are resampled to; recorded in the model file.
         grid: The sliding window's patch grid at inference
             (:data:`mrimaster.segmentation.sliding_window.GRIDS`), recorded in the model file:
-            ``even`` (nnU-Net's) unless a recipe says ``monai``.
+            ``even`` unless a recipe says ``monai``; fine-tuning keeps the init model's.
         device: ``auto``, ``cpu`` or ``cuda``.
         num_threads: Torch CPU threads (0: default).
         out_dir: Run folder (default ``<runs dir>/seg-<timestamp>``).
@@ -269,6 +269,11 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
     root = dataset_dir(cfg.data_dir, settings, "brats-mini")
     reviewed = under_root(Path(cfg.reviewed_dir), settings) if cfg.reviewed_dir else None
     init, init_path = load_init(cfg, settings) if cfg.init is not None else (None, None)
+    if init is not None and init.grid != cfg.grid:
+        log.warning("fine-tuning keeps the init model's patch grid (%s, on which its "
+                    "cross-validation and trust rule were measured), not %s", init.grid,
+                    cfg.grid)
+        cfg = replace(cfg, grid=init.grid)
     run_dir = Path(cfg.out_dir) if cfg.out_dir else \
         settings.runs_dir / f"seg-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -305,10 +310,9 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
                     combinations_of(train, cfg.modalities), meta={"run": run_dir.name},
                     grid=cfg.grid, net=net, channels=tuple(cfg.channels))
     if init is not None and init_path is not None:
-        # the post-processing, exclusions and patch grid its cross-validation measured carry
-        # over
+        # the post-processing and exclusions cross-validation chose for it carry over (its
+        # patch grid did above)
         seg.postprocess, seg.excluded = dict(init.postprocess), dict(init.excluded)
-        seg.grid = init.grid
         seg.combinations = [list(c) for c in init.combinations] + \
             [c for c in seg.combinations if c not in init.combinations]
         seg.meta["init"] = {"model": str(cfg.init), "sha256": file_sha256(init_path)}
