@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from mrimaster.segmentation.case_trust import load_rule
+from mrimaster.segmentation.case_trust import load_rule, mask_dice
 from mrimaster.segmentation.cases import find_case
 from mrimaster.segmentation.infer import case_subset, finish_regions, prepare_inputs
 from mrimaster.segmentation.labels import to_regions
@@ -39,20 +40,14 @@ class Gridded:
     """A fold model run on another grid and overlap (only ``logits`` differs)."""
 
     def __init__(self, seg: OnnxSegmenter, grid: str, overlap: float) -> None:
-        self._seg, self.grid, self.overlap = seg, grid, overlap
+        self._seg, self.overlap = replace(seg, grid=grid), overlap  # the same compiled graph
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._seg, name)
 
     def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 4
                ) -> np.ndarray:
-        self._seg.grid = self.grid
         return self._seg.logits(image, self.overlap, batch_size)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def main() -> None:
@@ -84,7 +79,7 @@ def main() -> None:
                 wt = finish_regions(passes.raw, final, plan)[0].astype(np.uint8)
                 got = np.asarray(restore_to_input_grid(wt, volume).dataobj) > 0
                 row = {"case": case.name, "setting": setting, "grid": grid,
-                       "overlap": overlap, "wt_dice": round(dice(got, reference), 4),
+                       "overlap": overlap, "wt_dice": round(mask_dice(got, reference), 4),
                        "status": rule.decide(passes.features)[0] if rule else None,
                        "patches": len(patch_starts(shape, final.patch, scan_interval(
                            shape, final.patch, overlap), grid)),
