@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrimaster.segmentation.ensemble import SegEnsemble
+from mrimaster.segmentation.ensemble import SegEnsemble, sigmoid
 from mrimaster.segmentation.passes import (
     UNCERTAINTY_2_PASSES,
     UNCERTAINTY_8_PASSES,
@@ -128,3 +128,21 @@ def test_fold_folders_in_fold_order_and_only_numbered_ones(tmp_path: Path) -> No
         (tmp_path / FOLDS_DIR / name).mkdir(parents=True)
     (tmp_path / FOLDS_DIR / "fold_1").write_text("a file, not a member")
     assert [p.name for p in fold_folders(tmp_path)] == ["fold_0", "fold_2", "fold_10"]
+
+
+def test_sigmoid_in_place_only_where_it_may_write() -> None:
+    logits = np.array([-200.0, -1.0, 0.0, 2.5, 200.0], np.float32)
+    want = (1 / (1 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    fresh = sigmoid(logits)
+    assert fresh is not logits
+    np.testing.assert_allclose(fresh, want, atol=1e-6)
+    assert logits[1] == -1.0  # untouched without in_place
+    same = sigmoid(logits, in_place=True)
+    assert same is logits
+    np.testing.assert_array_equal(same, fresh)
+    frozen = np.array([-1.0, 1.0], np.float32)
+    frozen.flags.writeable = False
+    assert sigmoid(frozen, in_place=True) is not frozen  # read-only: a fresh array
+    wide = np.array([-1.0, 1.0])
+    out = sigmoid(wide, in_place=True)
+    assert out is not wide and out.dtype == np.float32 and wide[0] == -1.0

@@ -36,11 +36,16 @@ FOLDS_DIR = "folds"
 """Sub-folder of a model folder that holds the fold members (``fold_0``, ``fold_1``, ...)."""
 
 
-def sigmoid(logits: np.ndarray) -> np.ndarray:
+def sigmoid(logits: np.ndarray, in_place: bool = False) -> np.ndarray:
     """Element-wise logistic function in float32 (inputs rounded to float32 first), without
     overflow warnings: ``0.5 (1 + tanh(x / 2))``, computed in one fresh array (a volume's
-    temporaries cost more in page faults than the arithmetic)."""
-    out = np.array(logits, dtype=np.float32)
+    temporaries cost more in page faults than the arithmetic), or with ``in_place`` in
+    ``logits`` itself when it is a writeable float32 array (a caller that has no further use
+    for the logits: a fresh volume of them costs about 0.08 s on 2 cores, as much as the
+    arithmetic)."""
+    writeable = isinstance(logits, np.ndarray) and logits.flags.writeable
+    out = (logits if in_place and writeable and logits.dtype == np.float32
+           else np.array(logits, dtype=np.float32))
     out *= np.float32(0.5)
     np.tanh(out, out=out)
     out += np.float32(1.0)
@@ -64,7 +69,7 @@ class SegEnsemble(SegInfo):
                              batch_size: int = 2) -> Iterator[np.ndarray]:
         """``(C, D, H, W)`` float32 -> each member's ``(3, D, H, W)`` float32 probabilities."""
         for member in self.members:
-            yield sigmoid(member.logits(image, overlap, batch_size))
+            yield sigmoid(member.logits(image, overlap, batch_size), in_place=True)
 
     def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
                ) -> np.ndarray:

@@ -58,8 +58,8 @@ def _probabilities(seg: SegModel, image: np.ndarray, axes: tuple[int, ...]) -> n
     """``(3, D, H, W)`` float32 probabilities of ``image`` mirrored along ``axes``, mirrored
     back."""
     if not axes:
-        return sigmoid(seg.logits(image))
-    prob = sigmoid(seg.logits(np.ascontiguousarray(np.flip(image, axes))))
+        return sigmoid(seg.logits(image), in_place=True)
+    prob = sigmoid(seg.logits(np.ascontiguousarray(np.flip(image, axes))), in_place=True)
     return np.ascontiguousarray(np.flip(prob, axes))
 
 

@@ -134,10 +134,13 @@ class OnnxSegmenter(SegInfo):
 
     graph: Graph | None = field(default=None, kw_only=True)
 
-    def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 4
+    def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
                ) -> np.ndarray:
-        # 4 patches a call: 68 ms a 96^3 patch in OpenVINO bf16 on 2 cores, against 73 with
-        # 2 and 82 with 1 (measured 2026-12-06)
+        # 2 patches a call, one on each of OpenVINO's 2 CPU streams (open_graph's parallel):
+        # as fast a patch as 4 a call (57-60 ms a 96^3 patch in bf16, 2 cores) and half the
+        # working memory, whose first touch the kernel pays for: `seg predict` with the fold
+        # ensemble peaked at 1.93 GB against 2.86 GB and ran 8.9 s against 9.3 s (median of
+        # 4 cold runs each, 2026-12-07; README, Segmentation)
         graph = self.graph
         assert graph is not None
         return sliding_window(np.ascontiguousarray(image, np.float32), self.patch,
