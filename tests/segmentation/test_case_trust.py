@@ -57,13 +57,33 @@ def test_rule_refers_every_bad_prediction_and_keeps_the_most() -> None:
     rows = [_row("a", 0.9, mirror_disagreement=0.05), _row("b", 0.88, mirror_disagreement=0.1),
             _row("c", 0.35, mirror_disagreement=0.3), _row("d", 0.91, mirror_disagreement=0.2,
                                                            scattered=0.01)]
-    rule = fit_rule(rows)
-    # one figure suffices: halfway between the largest kept (0.2) and the bad one (0.3)
-    assert rule.thresholds == {"mirror_disagreement": pytest.approx(0.25)}
+    rule = fit_rule(rows, features=("mirror_disagreement",))
+    # one figure suffices: halfway between the largest kept (0.2) and the bad one (0.3),
+    # then capped at the largest among the acceptable rows (the envelope, 0.2)
+    assert rule.envelope == {"mirror_disagreement": pytest.approx(0.2)}
+    assert rule.thresholds == {"mirror_disagreement": pytest.approx(0.2)}
     assert [rule.decide(r.features)[0] for r in rows] == ["ok", "ok", "refer", "ok"]
     status, reason = rule.decide(rows[2].features)
-    assert "mirroring" in reason and "0.300 > 0.250" in reason
-    assert "mirror_disagreement > 0.250" in rule.describe()
+    assert "mirroring" in reason and "0.300 > 0.200, beyond every acceptable" in reason
+    assert "mirror_disagreement > 0.200" in rule.describe()
+    # every figure is bounded by the envelope, the ones the fit did not choose too
+    full = fit_rule(rows)
+    assert full.thresholds == {"mirror_disagreement": pytest.approx(0.2), "soft_fraction": 0.0,
+                               "scattered": pytest.approx(0.01), "unsure_in_mask": 0.0}
+    assert [full.decide(r.features)[0] for r in rows] == ["ok", "ok", "refer", "ok"]
+    assert full.decide({**rows[0].features, "scattered": 0.02})[0] == "refer"
+
+
+def test_a_threshold_the_fit_sets_below_the_envelope_is_kept() -> None:
+    """A good row above a bad one: the fit refers it, and its threshold (under the envelope)
+    is the one used, without the envelope's words."""
+    rows = [_row("a", 0.9, mirror_disagreement=0.05), _row("b", 0.9, mirror_disagreement=0.4),
+            _row("c", 0.35, mirror_disagreement=0.3)]
+    rule = fit_rule(rows, features=("mirror_disagreement",))
+    assert rule.thresholds == {"mirror_disagreement": pytest.approx(0.175)}
+    assert rule.envelope == {"mirror_disagreement": pytest.approx(0.4)}
+    assert [rule.decide(r.features)[0] for r in rows] == ["ok", "refer", "refer"]
+    assert "beyond every acceptable" not in rule.decide(rows[2].features)[1]
 
 
 def test_two_figures_when_no_single_one_separates() -> None:
@@ -97,6 +117,7 @@ def test_cross_validated_report_and_leave_one_out() -> None:
     assert loo["bad1"] == "refer" and loo["bad2"] == "refer"
     # with nothing bad to learn from, the rule refers only beyond every case seen
     lone = fit_rule(rows[:5])
+    assert lone.thresholds["mirror_disagreement"] == pytest.approx(0.08)
     assert all(lone.decide(r.features)[0] == "ok" for r in rows[:5])
     assert lone.decide({"mirror_disagreement": 0.9})[0] == "refer"
 
@@ -173,3 +194,59 @@ def test_a_model_without_a_rule_gives_no_status(seg_run: tuple[Path, Path],
     info = json.loads((tmp_path / "o" / "volumes.json").read_text())
     assert "status" not in info and info["trust"]["rule"] is None
     assert info["trust"]["features"]["mirror_disagreement"] >= 0
+
+
+def test_a_failure_unlike_those_seen_is_referred_when_left_out() -> None:
+    """Two failures of different kinds: left out, each is referred by the rule fitted on the
+    other. The unstable one (mirroring) is caught by the fitted threshold; the scattered one,
+    whose mirror figure looks fine, only by the envelope of the acceptable cases."""
+    rows = [_row(f"c{i}", 0.85 + 0.01 * i, mirror_disagreement=0.02 * i, scattered=0.01 * i)
+            for i in range(5)]
+    rows += [_row("unstable", 0.3, mirror_disagreement=0.5),
+             _row("scattered", 0.4, mirror_disagreement=0.01, scattered=0.6)]
+    rule = fit_and_report(rows)
+    loo = {r["case"]: r["status_leave_one_out"] for r in rule.cv["rows"]}
+    assert loo["unstable"] == "refer" and loo["scattered"] == "refer"
+    without = fit_rule(rows[:5] + rows[5:6])  # fitted on the unstable failure alone
+    status, reason = without.decide(rows[6].features)
+    assert status == "refer" and "scattered 0.600 > 0.040, beyond every acceptable" in reason
+    assert rule.cv["leave_one_out"]["overall"]["risk"] == 0.0
+
+
+def test_refit_trust_rewrites_the_rule_and_only_its_words(tmp_path: Path) -> None:
+    """`seg refit-trust` on a copy of the shipped folder whose rule is an older one: the rule
+    becomes this version's fit of the recorded held-out predictions (the shipped one), in
+    ``trust.json`` and ``cv.json`` alike; the card changes only in its trust lines; the
+    shipped folder itself is refused without ``--write-shipped``."""
+    from mrimaster.settings import load_settings
+
+    shipped = load_settings().models_dir / "seg-default"
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("MODEL_CARD.md", "cv.json", "cv.md", "trust.json", "model.pt"):
+        shutil.copy2(shipped / name, folder / name)
+    cv = json.loads((folder / "cv.json").read_text())
+    cv["trust"].update(thresholds={"scattered": 9.0}, fitted_on="an older fit")
+    (folder / "cv.json").write_text(json.dumps(cv))
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert main(["seg", "refit-trust", "--model", str(folder)]) == 0
+    trust = json.loads((folder / "trust.json").read_text())
+    assert trust == json.loads((folder / "cv.json").read_text())["trust"]
+    want = json.loads((shipped / "trust.json").read_text())
+    assert trust["thresholds"] == pytest.approx(want["thresholds"])
+    assert "refitted" in trust["fitted_on"] and "older" not in trust["fitted_on"]
+    assert trust["cv"]["rows"] == want["cv"]["rows"]
+    new = (folder / "MODEL_CARD.md").read_text()
+
+    def untouched(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith(
+            ("Rule: refer", "| all cases |", "| each case left out |", "- The trust rule"))]
+
+    assert untouched(new) == untouched(card)
+    assert new.count("### Case-level trust rule") == 1 and "\n\n## Limits\n" in new
+    assert f"scattered > {trust['thresholds']['scattered']:.3f}" in new
+    with pytest.raises(ModelError, match="--write-shipped"):
+        main(["--debug", "seg", "refit-trust", "--model", str(shipped)])
+    (folder / "cv.json").write_text(json.dumps({"trust": {}}))
+    with pytest.raises(ModelError, match="no held-out predictions"):
+        main(["--debug", "seg", "refit-trust", "--model", str(folder)])

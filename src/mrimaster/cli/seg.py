@@ -1,4 +1,4 @@
-"""``mrimaster seg train|cv|predict|evaluate|export|export-onnx|export-dataset``."""
+"""``mrimaster seg train|cv|predict|evaluate|export|export-onnx|export-dataset|refit-trust``."""
 
 from __future__ import annotations
 
@@ -119,6 +119,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="allow writing into a model inside the shipped models folder")
     _case_args(ox)
     ox.set_defaults(handler=run_export_onnx)
+    rt = seg_sub.add_parser("refit-trust", help="refit a model folder's case trust rule on "
+                            "the held-out predictions its cross-validation recorded (this "
+                            "version's fit), rewriting trust.json, cv.json, cv.md and the "
+                            "card's trust sections; the networks are unchanged")
+    rt.add_argument("--model", required=True, help="model folder (not `default`)")
+    rt.add_argument("--write-shipped", action="store_true",
+                    help="allow writing into a model inside the shipped models folder")
+    rt.set_defaults(handler=run_refit_trust)
     ex = seg_sub.add_parser("export", help="copy a cross-validation run's final model into a "
                             "model folder with a model card (the cross-validation table)")
     ex.add_argument("run_dir", type=Path, help="folder of `mrimaster seg cv`")
@@ -296,6 +304,27 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
 
     command = args.command or f"mrimaster seg cv --config CONFIG --out {args.run_dir}"
     print(f"exported to {export_seg_run(args.run_dir, args.out, command)}")
+    return 0
+
+
+def run_refit_trust(args: argparse.Namespace, settings: Settings) -> int:
+    import datetime
+
+    from mrimaster.errors import ModelError
+    from mrimaster.models.paths import refuse_shipped, resolve_model_path
+    from mrimaster.segmentation.export import refit_trust
+
+    if args.model == "default":
+        raise ModelError("refusing to write into the shipped default model implicitly",
+                         "name its folder explicitly: --model models/seg-default")
+    path = resolve_model_path(args.model, settings.models_dir, default="seg-default")
+    refuse_shipped(path, settings.models_dir, args.write_shipped)
+    rule = refit_trust(path.parent, datetime.date.today().isoformat())
+    print(rule.describe())
+    for how in ("fitted", "leave_one_out"):
+        v = rule.cv[how]["overall"]
+        print(f"{how.replace('_', '-')}: {v['ok']} of {v['predictions']} ok, risk {v['risk']}, "
+              f"lowest ok Dice {v['min_wt_dice_ok']}")
     return 0
 
 

@@ -5,10 +5,15 @@ figures of one network's two passes (the image as it is and mirrored left-right;
 :func:`trust_features`): how much the passes disagree, how much of the mask is soft or in
 stray pieces. A rule (:class:`CaseTrustRule`) refers a case when any figure it uses is above
 its threshold. The rule is fitted on the cross-validation predictions, each case segmented by
-the fold model that never saw it (:func:`fit_rule`): the thresholds are the largest that
-refer every held-out prediction under its target Dice, with the most cases kept, and
+the fold model that never saw it (:func:`fit_rule`), in two parts: the thresholds that refer
+every held-out prediction under its target Dice with the most cases kept (the failures seen),
+each then capped at the largest value of its figure among the acceptable predictions (the
+envelope: a case whose figures lie beyond every acceptable held-out case is referred, whatever
+failure it is; a one-class rule, which needs no failure to have been seen).
 :func:`leave_one_out` refits it without each case in turn to say how the rule does on a case
-it was not fitted on.
+it was not fitted on. On the shipped model's 28 held-out predictions the envelope is what
+refers its worst case (whole-tumour Dice 0.347) when that case is left out of the fit; the
+failure-separating thresholds alone let it through (README, *Segmentation*).
 
 With the fold ensemble deployed, the figures still come from one member (the first fold
 model, which like every member never saw the new case), and its mirrored pass: the same
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,11 +101,18 @@ class CaseTrustRule:
     targets: dict[str, float] = field(default_factory=lambda: {"all": 0.70, "flair": 0.80})
     fitted_on: str = ""
     cv: dict[str, Any] = field(default_factory=dict)
+    envelope: dict[str, float] = field(default_factory=dict)
 
     def decide(self, features: dict[str, float]) -> tuple[str, str]:
-        """``("ok", "")`` or ``("refer", reason)`` for a case's :func:`trust_features`."""
-        reasons = [f"{FEATURES[k].split(' (')[0]} ({k} {features[k]:.3f} > {t:.3f})"
-                   for k, t in self.thresholds.items() if features.get(k, 0.0) > t]
+        """``("ok", "")`` or ``("refer", reason)`` for a case's :func:`trust_features`; a
+        threshold set by the envelope says so (``beyond every acceptable held-out case``)."""
+        reasons = []
+        for k, t in self.thresholds.items():
+            if features.get(k, 0.0) > t:
+                beyond = ", beyond every acceptable held-out case" \
+                    if self.envelope.get(k) == t else ""
+                reasons.append(f"{FEATURES[k].split(' (')[0]} ({k} {features[k]:.3f} > "
+                               f"{t:.3f}{beyond})")
         return ("refer", "; ".join(reasons)) if reasons else ("ok", "")
 
     def describe(self) -> str:
@@ -160,13 +173,15 @@ def _threshold(values: list[float], catch: list[float]) -> float:
 def fit_rule(rows: list[TrustRow], targets: dict[str, float] | None = None,
              features: tuple[str, ...] = tuple(FEATURES)) -> CaseTrustRule:
     """The rule of one or two figures that refers every row under its target Dice and keeps
-    the most rows (ties: one figure before two, then the larger margin).
+    the most rows (ties: one figure before two, then the larger margin), with every figure of
+    ``features`` then capped at its largest value among the acceptable rows (the envelope:
+    see the module docstring; it refers no row the fit keeps).
 
     Args:
         rows: Held-out predictions (at least one).
         targets: Dice per setting a prediction must reach (default 0.70 with every modality,
             0.80 from FLAIR alone).
-        features: Figures to choose from.
+        features: Figures to choose from, and to bound by the envelope.
     """
     targets = targets or {"all": 0.70, "flair": 0.80}
     bad = [r for r in rows if _bad(r, targets)]
@@ -184,9 +199,14 @@ def fit_rule(rows: list[TrustRow], targets: dict[str, float] | None = None,
                 if best is None or key > best[0]:
                     best = (key, thresholds)
     assert best is not None  # one figure above every row always works
-    return CaseTrustRule({k: float(v) for k, v in best[1].items()}, dict(targets),
+    good = [r for r in rows if not _bad(r, targets)]
+    envelope = {k: float(max(r.features[k] for r in good)) for k in features} if good else {}
+    thresholds = {k: float(min(best[1].get(k, math.inf), envelope.get(k, math.inf)))
+                  for k in features if k in best[1] or k in envelope}
+    return CaseTrustRule(thresholds, dict(targets),
                          f"fitted on {len(rows)} cross-validated predictions, "
-                         f"{len(bad)} under target")
+                         f"{len(bad)} under target; each figure at most its largest among "
+                         f"the {len(good)} acceptable", envelope=envelope)
 
 
 def _candidates(rows: list[TrustRow], bad: list[TrustRow], names: tuple[str, ...]

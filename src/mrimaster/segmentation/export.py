@@ -11,7 +11,9 @@ was not exported); the card states the data, the folds, the command and the per-
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,14 @@ import yaml
 
 from mrimaster.errors import ModelError
 from mrimaster.runs.cards import MAX_MODEL_BYTES, exported_line, run_lines
-from mrimaster.segmentation.case_trust import TRUST_FILE
+from mrimaster.segmentation.case_trust import (
+    TRUST_FILE,
+    CaseTrustRule,
+    TrustRow,
+    fit_and_report,
+    save_rule,
+    trust_markdown,
+)
 from mrimaster.segmentation.ensemble import FOLDS_DIR, numbered_folds
 from mrimaster.segmentation.postprocess import describe
 from mrimaster.segmentation.sliding_window import GRID_WORDS
@@ -196,6 +205,55 @@ def card(cfg: dict[str, Any], cv: dict[str, Any], record: dict[str, Any],
     return "\n".join(lines) + "\n"
 
 
+def refit_trust(folder: Path, when: str) -> CaseTrustRule:
+    """Refit a model folder's case trust rule with this version's
+    :func:`~mrimaster.segmentation.case_trust.fit_and_report`, on the held-out predictions
+    its cross-validation recorded (``cv.json``: ``trust.cv.rows``, each case's figures and
+    whole-tumour Dice by the fold model that never saw it), and rewrite what shows it:
+    ``trust.json``, ``cv.json``'s ``trust``, ``cv.md`` and the card's trust table and limit.
+    The networks and every other figure are unchanged.
+
+    Args:
+        folder: A model folder written by :func:`export_seg_run`.
+        when: The date to record in the rule's ``fitted_on``.
+
+    Raises:
+        ModelError: the folder has no recorded held-out predictions to refit on.
+    """
+    from mrimaster.segmentation.crossval import markdown
+
+    cv_path = folder / "cv.json"
+    try:
+        cv = json.loads(cv_path.read_text())
+        old = cv["trust"]
+        rows = [TrustRow(r["case"], r["setting"], dict(r["features"]), float(r["dice"]))
+                for r in old["cv"]["rows"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{folder} records no held-out predictions to refit a trust rule on "
+                         f"({type(exc).__name__}: {exc})",
+                         "run `mrimaster seg cv` and `mrimaster seg export` again") from exc
+    if not rows:
+        raise ModelError(f"{cv_path} records no held-out predictions",
+                         "run `mrimaster seg cv` and `mrimaster seg export` again")
+    rule = fit_and_report(rows, dict(old.get("targets") or {}) or None)
+    rule.fitted_on += (f"; refitted {when} from the held-out predictions in cv.json "
+                       "(`mrimaster seg refit-trust`)")
+    save_rule(rule, folder)
+    cv["trust"] = asdict(rule)
+    cv_path.write_text(json.dumps(cv, indent=2))
+    (folder / "cv.md").write_text(markdown(cv))
+    card_path = folder / "MODEL_CARD.md"
+    if card_path.is_file():
+        text = re.sub(r"\n### Case-level trust rule.*?(?=\n+## )",
+                      lambda _: trust_markdown(cv["trust"]).rstrip("\n"),
+                      card_path.read_text(), count=1, flags=re.S)
+        limits = _trust_limits(cv["trust"])
+        text = re.sub(r"^- The trust rule was fitted on .*$", lambda _: limits[0], text,
+                      count=1, flags=re.M)
+        card_path.write_text(text)
+    return rule
+
+
 def _trust_limits(trust: dict[str, Any] | None) -> list[str]:
     """The trust rule's limits in the card: what it refers when fitted on every case, and
     what it misses when each case is left out of the fit."""
@@ -213,6 +271,7 @@ def _trust_limits(trust: dict[str, Any] | None) -> list[str]:
             "each case in turn, it "
             + (f"misses {', '.join(missed)}" if missed else "still refers every one")
             + f" (leave-one-out coverage {loo['coverage']}, risk {loo['risk']}): with "
-            "this few failures the figures separate them only where the rule has seen them. "
-            "A `status` of ok is no licence to skip the review."]
+            "this few failures, one whose figures lie among the acceptable cases' is caught "
+            "only where the rule has seen it. A `status` of ok is no licence to skip the "
+            "review."]
 
