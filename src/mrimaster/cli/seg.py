@@ -307,18 +307,26 @@ def run_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def run_refit_trust(args: argparse.Namespace, settings: Settings) -> int:
-    import datetime
-
+def _model_to_write(args: argparse.Namespace, settings: Settings) -> Path:
+    """``args.model``'s model file, refused when it is the shipped default named implicitly,
+    or any shipped model without ``--write-shipped``."""
     from mrimaster.errors import ModelError
     from mrimaster.models.paths import refuse_shipped, resolve_model_path
-    from mrimaster.segmentation.export import refit_trust
 
     if args.model == "default":
         raise ModelError("refusing to write into the shipped default model implicitly",
                          "name its folder explicitly: --model models/seg-default")
     path = resolve_model_path(args.model, settings.models_dir, default="seg-default")
     refuse_shipped(path, settings.models_dir, args.write_shipped)
+    return path
+
+
+def run_refit_trust(args: argparse.Namespace, settings: Settings) -> int:
+    import datetime
+
+    from mrimaster.segmentation.export import refit_trust
+
+    path = _model_to_write(args, settings)
     rule = refit_trust(path.parent, datetime.date.today().isoformat())
     print(rule.describe())
     for how in ("fitted", "leave_one_out"):
@@ -329,16 +337,10 @@ def run_refit_trust(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
-    from mrimaster.errors import ModelError
-    from mrimaster.models.paths import refuse_shipped, resolve_model_path
     from mrimaster.segmentation.model import load_segmenter
     from mrimaster.segmentation.onnx_export import export_segmenter
 
-    if args.model == "default":
-        raise ModelError("refusing to write into the shipped default model implicitly",
-                         "name its folder explicitly: --model models/seg-default")
-    path = resolve_model_path(args.model, settings.models_dir, default="seg-default")
-    refuse_shipped(path, settings.models_dir, args.write_shipped)
+    path = _model_to_write(args, settings)
     report = export_segmenter(load_segmenter(path), path, _cases(args))
     for name, v in report["variants"].items():
         why = v.get("why") or f"largest Dice difference {v['largest_dice_difference']:.4f}"
