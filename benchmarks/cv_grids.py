@@ -7,15 +7,15 @@ it has and from FLAIR alone, as the cross-validation scores it: its plain and le
 (:func:`mrimaster.segmentation.passes.run_passes`), the model's clean-up, the mask put back on
 the input grid. Rows: patch grid (:data:`mrimaster.segmentation.sliding_window.GRIDS`),
 overlap and batch (patches a network call; OpenVINO splits a call between its CPU streams, and
-its kernels for one patch a stream could round differently from those for two); per row the
-mean Dice, what the shipped trust rule decides on that row's figures, and the patches a pass
-runs (the network's cost; seconds are left out, as this is a quality
-figure). The rule was fitted on the shipped grid (``monai`` at 0.25): other rows show how its
-decisions move, not a rule fitted to them.
+on 2 cores one patch a stream gave the logits of a larger batch to the last bit, so batches of
+2 and 4 agreed exactly); per row the mean Dice, what the shipped trust rule decides on that
+row's figures, and the patches a pass runs (the network's cost; seconds are left out, as this
+is a quality figure). The rule was fitted on the shipped grid (``monai`` at 0.25): other rows
+show how its decisions move, not a rule fitted to them.
 
     MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/cv_grids.py \\
         --rows monai:0.25 even:0.25 even:0.1 even:0
-    MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/cv_grids.py \
+    MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/cv_grids.py \\
         --rows monai:0.25:4 monai:0.25:2
 """
 

@@ -28,6 +28,7 @@ def test_split_batches_equal_one_request(variant: str) -> None:
     # a smaller batch next (the kept output arrays are reused), then one patch
     np.testing.assert_array_equal(split(x[1:3])["logits"], serial(x[1:3])["logits"])
     np.testing.assert_array_equal(split(x[2:])["logits"], want[2:])  # one stream, one patch
+    assert split.streams >= 1 and not hasattr(serial, "streams")  # type: ignore[attr-defined]
     # a non-contiguous batch is read right
     np.testing.assert_array_equal(split(x[::2])["logits"], serial(x[::2])["logits"])
 

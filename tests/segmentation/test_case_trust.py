@@ -214,10 +214,62 @@ def test_a_failure_unlike_those_seen_is_referred_when_left_out() -> None:
 
 
 def test_refit_trust_rewrites_the_rule_and_only_its_words(tmp_path: Path) -> None:
-    """`seg refit-trust` on a copy of the shipped folder whose rule is an older one: the rule
-    becomes this version's fit of the recorded held-out predictions (the shipped one), in
-    ``trust.json`` and ``cv.json`` alike; the card changes only in its trust lines; the
-    shipped folder itself is refused without ``--write-shipped``."""
+    """`seg refit-trust` on a copy of the shipped folder whose rule, tables and card lines are
+    an older fit's: the rule becomes this version's fit of the recorded held-out predictions
+    (the shipped one) in ``trust.json`` and ``cv.json`` alike, ``cv.md`` is the tables of the
+    new ``cv.json``, and the card changes only in its trust lines, which now say the new rule.
+    The shipped folder itself is refused without ``--write-shipped``."""
+    from mrimaster.segmentation.crossval import markdown
+    from mrimaster.segmentation.export import _trust_limits
+    from mrimaster.settings import load_settings
+
+    shipped = load_settings().models_dir / "seg-default"
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("MODEL_CARD.md", "cv.json", "model.pt"):
+        shutil.copy2(shipped / name, folder / name)
+    cv = json.loads((folder / "cv.json").read_text())
+    cv["trust"].update(thresholds={"scattered": 9.0}, fitted_on="an older fit", envelope={})
+    (folder / "cv.json").write_text(json.dumps(cv))
+    (folder / "trust.json").write_text(json.dumps(cv["trust"]))
+    (folder / "cv.md").write_text("an older table\n")
+    old = [("Rule: refer when", "Rule: refer when scattered > 9.000 (an older fit)."),
+           ("| each case left out |", "| each case left out | an older row |"),
+           ("- The trust rule was fitted on", "- The trust rule was fitted on an older day.")]
+    lines = (shipped / "MODEL_CARD.md").read_text().splitlines()
+    card = "\n".join(next((o for start, o in old if line.startswith(start)), line)
+                     for line in lines) + "\n"
+    (folder / "MODEL_CARD.md").write_text(card)
+    assert main(["seg", "refit-trust", "--model", str(folder)]) == 0
+
+    trust = json.loads((folder / "trust.json").read_text())
+    new_cv = json.loads((folder / "cv.json").read_text())
+    assert trust == new_cv["trust"]
+    want = json.loads((shipped / "trust.json").read_text())
+    assert trust["thresholds"] == want["thresholds"] and trust["envelope"] == want["envelope"]
+    assert trust["cv"] == want["cv"]
+    assert "refitted" in trust["fitted_on"] and "older" not in trust["fitted_on"]
+    assert (folder / "cv.md").read_text() == markdown(new_cv)
+    new = (folder / "MODEL_CARD.md").read_text()
+
+    def untouched(text: str) -> list[str]:
+        return [line for line in text.splitlines() if not line.startswith(
+            ("Rule: refer", "| all cases |", "| each case left out |", "- The trust rule"))]
+
+    assert untouched(new) == untouched(card) and "older" not in new
+    assert "Rule: " + CaseTrustRule(**trust).describe() in new
+    assert _trust_limits(trust)[0] in new.splitlines()
+    loo = trust["cv"]["leave_one_out"]["overall"]
+    assert f"| each case left out | overall | 28 | {loo['ok']} | {loo['coverage']:.3f} |" in new
+    assert new.count("### Case-level trust rule") == 1 and "\n\n## Limits\n" in new
+    assert not list(folder.glob(".*.tmp"))
+    with pytest.raises(ModelError, match="--write-shipped"):
+        main(["--debug", "seg", "refit-trust", "--model", str(shipped)])
+
+
+@pytest.mark.parametrize("damage", ["no trust rows", "no tables", "no card section"])
+def test_refit_trust_refuses_and_writes_nothing(tmp_path: Path, damage: str) -> None:
+    """A folder it cannot refit whole is left exactly as it was."""
     from mrimaster.settings import load_settings
 
     shipped = load_settings().models_dir / "seg-default"
@@ -226,27 +278,15 @@ def test_refit_trust_rewrites_the_rule_and_only_its_words(tmp_path: Path) -> Non
     for name in ("MODEL_CARD.md", "cv.json", "cv.md", "trust.json", "model.pt"):
         shutil.copy2(shipped / name, folder / name)
     cv = json.loads((folder / "cv.json").read_text())
-    cv["trust"].update(thresholds={"scattered": 9.0}, fitted_on="an older fit")
+    if damage == "no trust rows":
+        cv["trust"] = {}
+    elif damage == "no tables":
+        del cv["every_modality"]
     (folder / "cv.json").write_text(json.dumps(cv))
-    card = (folder / "MODEL_CARD.md").read_text()
-    assert main(["seg", "refit-trust", "--model", str(folder)]) == 0
-    trust = json.loads((folder / "trust.json").read_text())
-    assert trust == json.loads((folder / "cv.json").read_text())["trust"]
-    want = json.loads((shipped / "trust.json").read_text())
-    assert trust["thresholds"] == pytest.approx(want["thresholds"])
-    assert "refitted" in trust["fitted_on"] and "older" not in trust["fitted_on"]
-    assert trust["cv"]["rows"] == want["cv"]["rows"]
-    new = (folder / "MODEL_CARD.md").read_text()
-
-    def untouched(text: str) -> list[str]:
-        return [line for line in text.splitlines() if not line.startswith(
-            ("Rule: refer", "| all cases |", "| each case left out |", "- The trust rule"))]
-
-    assert untouched(new) == untouched(card)
-    assert new.count("### Case-level trust rule") == 1 and "\n\n## Limits\n" in new
-    assert f"scattered > {trust['thresholds']['scattered']:.3f}" in new
-    with pytest.raises(ModelError, match="--write-shipped"):
-        main(["--debug", "seg", "refit-trust", "--model", str(shipped)])
-    (folder / "cv.json").write_text(json.dumps({"trust": {}}))
-    with pytest.raises(ModelError, match="no held-out predictions"):
+    if damage == "no card section":
+        card = (folder / "MODEL_CARD.md").read_text()
+        (folder / "MODEL_CARD.md").write_text(card.replace("### Case-level trust rule", "###"))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(ModelError, match="held-out predictions|lacks|cannot be updated"):
         main(["--debug", "seg", "refit-trust", "--model", str(folder)])
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

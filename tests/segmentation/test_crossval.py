@@ -31,7 +31,8 @@ def test_folds_hold_out_every_case_once_and_mix_sources() -> None:
     assert len({f for c, f in zip(cases, folds, strict=True) if c.startswith("a/")}) == 5
 
 
-def test_cross_validation_run_and_export(seg_run: tuple[Path, Path], tmp_path: Path) -> None:
+def test_cross_validation_run_and_export(seg_run: tuple[Path, Path], tmp_path: Path,
+                                        caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "data"
     shutil.copytree(seg_run[0], data)
     # a case whose FLAIR covers less than its T1-Gd: FLAIR alone has another brain box
@@ -84,6 +85,13 @@ def test_cross_validation_run_and_export(seg_run: tuple[Path, Path], tmp_path: P
     assert all((tmp_path / "m" / "folds" / f / "model.pt").is_file() for f in folds)
     assert {load_segmenter(tmp_path / "m" / "folds" / f / "model.pt").grid
             for f in folds} == {"even"}
+    # a run whose rule an earlier version fitted is exported as recorded, with a warning
+    assert "refit-trust" not in caplog.text
+    cv["trust"]["thresholds"] = {"scattered": 9.0}
+    (out / "cv.json").write_text(json.dumps(cv))
+    with caplog.at_level("WARNING"):
+        assert main(["seg", "export", str(out), "--out", str(tmp_path / "m2")]) == 0
+    assert "fitted by an earlier version" in caplog.text and "refit-trust" in caplog.text
 
 
 def test_export_refuses_an_unfinished_run(tmp_path: Path,

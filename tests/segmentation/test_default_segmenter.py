@@ -7,6 +7,7 @@ cross-validation's (each case scored by a fold that never saw it), in ``cv.json`
 """
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import nibabel as nib
@@ -16,7 +17,7 @@ import yaml
 from nibabel.processing import resample_to_output
 
 from mrimaster.cli.main import main
-from mrimaster.segmentation.case_trust import TrustRow, fit_rule
+from mrimaster.segmentation.case_trust import TrustRow, fit_and_report
 from mrimaster.segmentation.cases import find_case
 from mrimaster.segmentation.evaluate import evaluate_cases
 from mrimaster.segmentation.labels import to_regions
@@ -91,10 +92,12 @@ def test_shipped_trust_rule_refers_every_held_out_miss() -> None:
         if row["dice"] < trust["targets"][row["setting"]]:
             assert row["status"] == "refer", row
     assert trust["cv"]["fitted"]["overall"]["risk"] == 0.0
-    # this version's fit gives the shipped rule from the recorded held-out predictions
-    refit = fit_rule([TrustRow(r["case"], r["setting"], r["features"], r["dice"])
-                      for r in rows], trust["targets"])
-    assert refit.thresholds == pytest.approx(trust["thresholds"])
+    # this version's fit gives the shipped rule and its cross-validated figures from the
+    # recorded held-out predictions
+    refit = fit_and_report([TrustRow(r["case"], r["setting"], r["features"], r["dice"])
+                            for r in rows], trust["targets"])
+    assert (refit.thresholds, refit.envelope) == (trust["thresholds"], trust["envelope"])
+    assert asdict(refit)["cv"] == trust["cv"]
     # refitted without its case, the rule still refers every held-out prediction under 0.60
     for row in rows:
         if row["dice"] < 0.60:

@@ -92,3 +92,26 @@ def test_every_grid_blends_an_identity_network_back_into_the_image(
 def test_an_unknown_grid_is_refused() -> None:
     with pytest.raises(ValueError, match="grid 'dense' unknown"):
         patch_starts((20,), (8,), (6,), "dense")
+
+
+@pytest.mark.parametrize(("streams", "want"), [(None, 2), (2, 2), (4, 4)])
+def test_exported_segmenter_sends_one_patch_a_stream(streams: int | None, want: int) -> None:
+    """An exported network's sliding window sends as many patches a call as the graph has
+    CPU streams (at least 2; a graph without streams, ONNX Runtime's, gets 2), unless told."""
+    from mrimaster.segmentation.runtime import OnnxSegmenter
+
+    sizes: list[int] = []
+
+    def graph(x: np.ndarray) -> dict[str, np.ndarray]:
+        sizes.append(len(x))
+        return {"logits": np.zeros((len(x), 3, *x.shape[2:]), np.float32)}
+
+    if streams is not None:
+        graph.streams = streams  # type: ignore[attr-defined]
+    seg = OnnxSegmenter(["flair"], (8, 8, 8), False, graph=graph)
+    image = np.zeros((1, 20, 20, 20), np.float32)  # 3 x 3 x 3 = 27 patches of 8 at 0.25
+    assert seg.logits(image).shape == (3, 20, 20, 20)
+    assert max(sizes) == want and sum(sizes) == 27
+    sizes.clear()
+    seg.logits(image, batch_size=5)
+    assert max(sizes) == 5

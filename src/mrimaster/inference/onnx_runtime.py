@@ -162,6 +162,7 @@ def _split_between(requests: list[Any], names: list[tuple[Any, str]]) -> Graph:
                   for k in range(len(outputs))}
         return {name: merged[k] for name, k in index.items()}
 
+    run_split.streams = len(requests)  # type: ignore[attr-defined]
     return run_split
 
 
@@ -176,14 +177,15 @@ def open_graph(path: Path, variant: str, feature_map: bool = False,
     With ``parallel`` (OpenVINO only; for callers that pass batches of several large inputs,
     such as the segmenter's sliding window) the graph is compiled for throughput: OpenVINO's
     CPU streams (one per request it finds best, 2 on 2 cores), each call's batch split between
-    them and run at once. For batches of two or more the outputs equal one request's to the
-    last bit (measured on 2 cores, fp32 and bf16: ``tests/inference/test_parallel_graph.py``);
-    a batch of one runs on one stream, which, like one request's batch of one against its
-    larger batches, can differ in the last digits (bf16 logits by up to 0.07). 12 patches of
-    96^3, 4 a call, took 0.86 s against 0.98 s with one request (median of 6, 2 cores, bf16).
-    A batch of one gains nothing, so the 2D read stays serial. Such a graph keeps its output
-    arrays between calls (see :func:`_split_between`), and like any compiled graph here it is
-    not for two threads at once.
+    them and run at once (the graph's ``streams`` attribute says how many). Its outputs for
+    batches of one to four patches equal one request's for the same patches in a larger
+    batch to the last bit (measured on 2 cores, fp32 and bf16:
+    ``tests/inference/test_parallel_graph.py``); only the serial graph's batch of one rounds
+    differently from its larger batches (bf16 logits by up to 0.07). 12 patches of 96^3, 4 a
+    call, took 0.86 s against 0.98 s with one request (median of 6, 2 cores, bf16). A batch
+    of one gains nothing, so the 2D read stays serial. Such a graph keeps its output arrays
+    between calls (see :func:`_split_between`), and like any compiled graph here it is not for
+    two threads at once.
 
     Raises:
         ModelError: ``feature_map`` asked of a graph that does not pool a feature map.

@@ -5,11 +5,11 @@ figures of one network's two passes (the image as it is and mirrored left-right;
 :func:`trust_features`): how much the passes disagree, how much of the mask is soft or in
 stray pieces. A rule (:class:`CaseTrustRule`) refers a case when any figure it uses is above
 its threshold. The rule is fitted on the cross-validation predictions, each case segmented by
-the fold model that never saw it (:func:`fit_rule`), in two parts: the thresholds that refer
-every held-out prediction under its target Dice with the most cases kept (the failures seen),
-each then capped at the largest value of its figure among the acceptable predictions (the
-envelope: a case whose figures lie beyond every acceptable held-out case is referred, whatever
-failure it is; a one-class rule, which needs no failure to have been seen).
+the fold model that never saw it (:func:`fit_rule`), in two parts: the thresholds of one or
+two figures that refer every held-out prediction under its target Dice with the most cases
+kept (the failures seen), and for every figure a cap at its largest value among the acceptable
+predictions (the envelope: a case whose figures lie beyond every acceptable held-out case is
+referred, whatever failure it is; a one-class rule, which needs no failure to have been seen).
 :func:`leave_one_out` refits it without each case in turn to say how the rule does on a case
 it was not fitted on. On the shipped model's 28 held-out predictions the envelope is what
 refers its worst case (whole-tumour Dice 0.347) when that case is left out of the fit; the
@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,11 @@ class CaseTrustRule:
 
     Attributes:
         thresholds: ``{feature: threshold}``; a case is ``refer`` when a feature is above.
+        envelope: ``{feature: largest value among the acceptable held-out predictions}``
+            (empty for rules fitted before it existed); a threshold equal to it is reported as
+            "beyond every acceptable held-out case". It has no margin: the acceptable case
+            with the largest value sits on it, so a change in the fourth decimal of its figures
+            would move that case across.
         targets: The Dice a held-out prediction had to reach to count as acceptable, per
             setting (``all``: every modality the case has; ``flair``: FLAIR alone).
         fitted_on: Where the thresholds come from (words).
@@ -135,8 +140,9 @@ def load_rule(folder: Path) -> CaseTrustRule | None:
         return None
     try:
         blob = json.loads(path.read_text())
-        rule = CaseTrustRule(**blob)
-    except (ValueError, TypeError) as exc:
+        known = {f.name for f in fields(CaseTrustRule)}  # keys a later version adds: ignored
+        rule = CaseTrustRule(**{k: v for k, v in blob.items() if k in known})
+    except (ValueError, TypeError, AttributeError) as exc:
         raise ModelError(f"{path} is not a readable trust rule ({type(exc).__name__})",
                          "export the model again with `mrimaster seg export`") from exc
     unknown = [k for k in rule.thresholds if k not in FEATURES]
@@ -172,10 +178,11 @@ def _threshold(values: list[float], catch: list[float]) -> float:
 
 def fit_rule(rows: list[TrustRow], targets: dict[str, float] | None = None,
              features: tuple[str, ...] = tuple(FEATURES)) -> CaseTrustRule:
-    """The rule of one or two figures that refers every row under its target Dice and keeps
-    the most rows (ties: one figure before two, then the larger margin), with every figure of
-    ``features`` then capped at its largest value among the acceptable rows (the envelope:
-    see the module docstring; it refers no row the fit keeps).
+    """The thresholds of one or two figures that refer every row under its target Dice and
+    keep the most rows (ties: one figure before two, then the larger margin), then a threshold
+    for every figure of ``features``: the smaller of that fit's (where it chose the figure)
+    and the figure's largest value among the acceptable rows (the envelope: see the module
+    docstring; it refers no row the fit keeps).
 
     Args:
         rows: Held-out predictions (at least one).

@@ -66,12 +66,15 @@ class SegEnsemble(SegInfo):
     members: list[SegModel] = field(default_factory=list, kw_only=True)
 
     def member_probabilities(self, image: np.ndarray, overlap: float = 0.25,
-                             batch_size: int = 2) -> Iterator[np.ndarray]:
-        """``(C, D, H, W)`` float32 -> each member's ``(3, D, H, W)`` float32 probabilities."""
+                             batch_size: int | None = None) -> Iterator[np.ndarray]:
+        """``(C, D, H, W)`` float32 -> each member's ``(3, D, H, W)`` float32 probabilities
+        (``batch_size`` None: each member's own default)."""
         for member in self.members:
-            yield sigmoid(member.logits(image, overlap, batch_size), in_place=True)
+            logits = member.logits(image, overlap) if batch_size is None else \
+                member.logits(image, overlap, batch_size)
+            yield sigmoid(logits, in_place=True)
 
-    def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
+    def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int | None = None
                ) -> np.ndarray:
         total = np.zeros((3, *image.shape[1:]), np.float32)
         for prob in self.member_probabilities(image, overlap, batch_size):

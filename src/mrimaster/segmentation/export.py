@@ -11,6 +11,8 @@ was not exported); the card states the data, the folds, the command and the per-
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import shutil
 from dataclasses import asdict
@@ -26,12 +28,14 @@ from mrimaster.segmentation.case_trust import (
     CaseTrustRule,
     TrustRow,
     fit_and_report,
-    save_rule,
+    fit_rule,
     trust_markdown,
 )
 from mrimaster.segmentation.ensemble import FOLDS_DIR, numbered_folds
 from mrimaster.segmentation.postprocess import describe
 from mrimaster.segmentation.sliding_window import GRID_WORDS
+
+log = logging.getLogger(__name__)
 
 FINAL_FILES = ("model.pt", "config.yaml", "history.json", "curves.png")
 CV_FILES = ("cv.json", "cv.md", "cv.png", "cv.yaml")
@@ -90,6 +94,7 @@ def export_seg_run(cv_dir: Path, out_dir: Path, command: str) -> Path:
     if (final / TRUST_FILE).is_file():
         shutil.copy2(final / TRUST_FILE, out_dir / TRUST_FILE)
     folds = copy_folds(cv_dir, out_dir)
+    _warn_if_refit_differs(cv_dir / "cv.json", out_dir)
     cfg = yaml.safe_load((final / "config.yaml").read_text())
     cv = json.loads((cv_dir / "cv.json").read_text())
     record = yaml.safe_load((cv_dir / "cv.yaml").read_text())
@@ -205,6 +210,19 @@ def card(cfg: dict[str, Any], cv: dict[str, Any], record: dict[str, Any],
     return "\n".join(lines) + "\n"
 
 
+def _warn_if_refit_differs(cv_path: Path, out_dir: Path) -> None:
+    """Log when a run's recorded trust rule is not what this version fits on its own recorded
+    held-out predictions (a run fitted by an earlier version): the export ships it as
+    recorded, and says how to refit it."""
+    trust = json.loads(cv_path.read_text()).get("trust") or {}
+    rows = [TrustRow(r["case"], r["setting"], dict(r["features"]), float(r["dice"]))
+            for r in trust.get("cv", {}).get("rows", [])]
+    if rows and fit_rule(rows, trust.get("targets")).thresholds != trust.get("thresholds"):
+        log.warning("the trust rule this run recorded was fitted by an earlier version of "
+                    "MRIMaster; it is exported as recorded. `mrimaster seg refit-trust --model "
+                    "%s` refits it with this version's fit", out_dir)
+
+
 def refit_trust(folder: Path, when: str) -> CaseTrustRule:
     """Refit a model folder's case trust rule with this version's
     :func:`~mrimaster.segmentation.case_trust.fit_and_report`, on the held-out predictions
@@ -238,19 +256,32 @@ def refit_trust(folder: Path, when: str) -> CaseTrustRule:
     rule = fit_and_report(rows, dict(old.get("targets") or {}) or None)
     rule.fitted_on += (f"; refitted {when} from the held-out predictions in cv.json "
                        "(`mrimaster seg refit-trust`)")
-    save_rule(rule, folder)
     cv["trust"] = asdict(rule)
-    cv_path.write_text(json.dumps(cv, indent=2))
-    (folder / "cv.md").write_text(markdown(cv))
+    texts = {TRUST_FILE: json.dumps(asdict(rule), indent=2), "cv.json": json.dumps(cv, indent=2)}
+    try:
+        texts["cv.md"] = markdown(cv)
+    except KeyError as exc:
+        raise ModelError(f"{cv_path} lacks the cross-validation results ({exc}) its tables "
+                         "need", "run `mrimaster seg cv` and `mrimaster seg export` "
+                         "again") from exc
     card_path = folder / "MODEL_CARD.md"
     if card_path.is_file():
-        text = re.sub(r"\n### Case-level trust rule.*?(?=\n+## )",
-                      lambda _: trust_markdown(cv["trust"]).rstrip("\n"),
-                      card_path.read_text(), count=1, flags=re.S)
+        text, blocks = re.subn(r"\n### Case-level trust rule.*?(?=\n+## )",
+                               lambda _: trust_markdown(cv["trust"]).rstrip("\n"),
+                               card_path.read_text(), flags=re.S)
         limits = _trust_limits(cv["trust"])
-        text = re.sub(r"^- The trust rule was fitted on .*$", lambda _: limits[0], text,
-                      count=1, flags=re.M)
-        card_path.write_text(text)
+        text, lines = re.subn(r"^- The trust rule was fitted on .*$", lambda _: limits[0], text,
+                              flags=re.M)
+        if (blocks, lines) != (1, 1):
+            raise ModelError(f"{card_path} has {blocks} trust-rule tables and {lines} trust-rule "
+                             "limits where one of each was expected, so it cannot be updated "
+                             "in place", "export the model again with `mrimaster seg export`")
+        texts["MODEL_CARD.md"] = text
+    # every text is made before any file is written, and each file replaced whole
+    for name, content in texts.items():
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(content)
+        os.replace(tmp, folder / name)
     return rule
 
 
@@ -272,6 +303,8 @@ def _trust_limits(trust: dict[str, Any] | None) -> list[str]:
             + (f"misses {', '.join(missed)}" if missed else "still refers every one")
             + f" (leave-one-out coverage {loo['coverage']}, risk {loo['risk']}): with "
             "this few failures, one whose figures lie among the acceptable cases' is caught "
-            "only where the rule has seen it. A `status` of ok is no licence to skip the "
-            "review."]
+            "only where the rule has seen it."
+            + (" Each figure is capped at the largest an acceptable held-out prediction had, "
+               "with no margin: that case sits on the cap." if trust.get("envelope") else "")
+            + " A `status` of ok is no licence to skip the review."]
 

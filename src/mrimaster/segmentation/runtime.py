@@ -124,7 +124,8 @@ class SegModel(Protocol):
 
     def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
                ) -> np.ndarray:
-        """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` float32 WT/TC/ET logits."""
+        """``(C, D, H, W)`` float32 -> ``(3, D, H, W)`` float32 WT/TC/ET logits, a fresh array
+        the caller owns and may overwrite (the passes turn it into probabilities in place)."""
         ...
 
 
@@ -134,17 +135,19 @@ class OnnxSegmenter(SegInfo):
 
     graph: Graph | None = field(default=None, kw_only=True)
 
-    def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
+    def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int | None = None
                ) -> np.ndarray:
-        # 2 patches a call, one on each of OpenVINO's 2 CPU streams (open_graph's parallel):
-        # as fast a patch as 4 a call (57-60 ms a 96^3 patch in bf16, 2 cores) and half the
-        # working memory, whose first touch the kernel pays for: `seg predict` with the fold
-        # ensemble peaked at 1.93 GB against 2.86 GB and ran 8.9 s against 9.3 s (median of
-        # 4 cold runs each, 2026-12-07; README, Segmentation)
+        # by default one patch a call for each of OpenVINO's CPU streams (open_graph's
+        # parallel; at least 2): on 2 cores as fast a patch as 4 a call (57-60 ms a 96^3
+        # patch in bf16) with half the working memory, whose first touch the kernel pays for:
+        # a cold `seg predict` with the fold ensemble 9.83 s -> 8.89 s (median of 7 each,
+        # interleaved) and 2.86 -> 1.93 GB at its peak, the same logits (2026-12-07; README,
+        # Segmentation)
         graph = self.graph
         assert graph is not None
+        batch = batch_size or max(2, int(getattr(graph, "streams", 2)))
         return sliding_window(np.ascontiguousarray(image, np.float32), self.patch,
-                              lambda x: graph(x)["logits"], overlap, batch_size, self.grid)
+                              lambda x: graph(x)["logits"], overlap, batch, self.grid)
 
 
 def read_seg_meta(folder: Path) -> dict[str, Any]:
