@@ -38,17 +38,12 @@ import torch
 from bench_classify import _median_time  # same folder: run as `python benchmarks/...`
 
 from mrimaster.data.images import model_input
+from mrimaster.inference.graph import ENGINE_OF_RUNTIME, VARIANTS, engine_problem, open_graph
 from mrimaster.inference.onnx_export import (
     FeatureNet,
     export_graph,
     int8_calibration_images,
     quantize_int8,
-)
-from mrimaster.inference.onnx_runtime import (
-    ENGINE_OF_RUNTIME,
-    VARIANTS,
-    engine_problem,
-    open_graph,
 )
 from mrimaster.models.checkpoint import load_classifier
 from mrimaster.models.paths import resolve_model_path

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrimaster.inference.onnx_runtime import ENGINE_OF_RUNTIME, engine_problem
+from mrimaster.inference.graph import ENGINE_OF_RUNTIME, engine_problem
 from mrimaster.segmentation.cases import find_case
 from mrimaster.segmentation.labels import REGIONS, to_regions
 from mrimaster.segmentation.metrics import dice

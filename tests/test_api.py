@@ -45,7 +45,7 @@ def test_predict_returns_typed_results_with_trust_fields(images: list[Path]) -> 
 def test_every_runtime_answers_like_torch(images: list[Path], runtime: str) -> None:
     """fp32 variants give PyTorch's labels; the int8 one may differ only on a referred image
     (here the second: probabilities 0.44 / 0.43 between two classes)."""
-    from mrimaster.inference.onnx_runtime import VARIANTS
+    from mrimaster.inference.graph import VARIANTS
 
     fast, torch_clf = (Classifier.load("default", runtime=runtime),
                        Classifier.load("default", runtime="torch"))

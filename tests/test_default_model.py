@@ -14,8 +14,9 @@ from mrimaster.data.splits import SHIFT_PART, SplitTable
 from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.evaluation.presence import evaluate_presence
 from mrimaster.explain.sanity import randomization_check
+from mrimaster.inference.graph import VARIANTS
 from mrimaster.inference.loading import load_for_inference
-from mrimaster.inference.onnx_runtime import VARIANTS, variant_problem
+from mrimaster.inference.onnx_runtime import variant_problem
 from mrimaster.inference.predict import predict_files
 from mrimaster.models.checkpoint import Classifier, load_classifier
 from mrimaster.models.paths import resolve_model_path

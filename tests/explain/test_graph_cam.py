@@ -12,7 +12,8 @@ from mrimaster.data.images import model_input
 from mrimaster.data.transforms import eval_batch
 from mrimaster.errors import MRIMasterError
 from mrimaster.explain.forward_cam import ForwardCAM, graph_cam
-from mrimaster.inference.onnx_runtime import FEATURE_MAP, load_variant, open_graph
+from mrimaster.inference.graph import FEATURE_MAP, open_graph
+from mrimaster.inference.onnx_runtime import load_variant
 from mrimaster.models.checkpoint import load_classifier
 from mrimaster.models.paths import resolve_model_path
 from mrimaster.settings import load_settings

@@ -11,7 +11,8 @@ import pytest
 
 from mrimaster.errors import ModelError
 from mrimaster.inference.forward import TorchRuntime
-from mrimaster.inference.onnx_runtime import VARIANTS, variant_problem
+from mrimaster.inference.graph import VARIANTS
+from mrimaster.inference.onnx_runtime import variant_problem
 from tests.conftest import synthetic_slice
 
 # needs the [fast] extra, which .ci/run installs: without it these tests fail, never skip

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mrimaster.inference.onnx_runtime import engine_problem, open_graph
+from mrimaster.inference.graph import engine_problem, open_graph
 from mrimaster.settings import load_settings
 
 

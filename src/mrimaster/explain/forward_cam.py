@@ -257,7 +257,7 @@ def graph_cam(runtime: Any, images: np.ndarray,
     """
     logits, features = runtime.feature_map(images)
     head = runtime.head()
-    from mrimaster.inference.onnx_runtime import VARIANTS
+    from mrimaster.inference.graph import VARIANTS
 
     tol = 1e-3 if VARIANTS[runtime.name].precision == "fp32" else REDUCED_PRECISION_TOL
     check_gap_linear(features, head, logits, "the graph's pooled feature map", tol)

@@ -1,7 +1,7 @@
 """Load a classifier for inference in the runtime asked for (``--runtime``).
 
 ``auto`` takes the first validated variant of the model's ONNX export whose engine is
-installed (:data:`mrimaster.inference.onnx_runtime.VARIANTS`, fastest first) and that passes
+installed (:data:`mrimaster.inference.graph.VARIANTS`, fastest first) and that passes
 its check on this machine (:mod:`mrimaster.inference.site_check`), and falls back to PyTorch,
 which is always available. torch is imported only when PyTorch runs the model. The loaded
 model's ``meta["runtime_choice"]`` says which runtime runs it and why.
@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 
 from mrimaster.data.images import model_input
+from mrimaster.inference.graph import VARIANTS, open_graph
 from mrimaster.inference.onnx_runtime import (
-    VARIANTS,
     choose_variant,
     graph_sha256,
     load_variant,
-    open_graph,
     variant_problem,
 )
 from mrimaster.inference.runtime import ClassifierModel

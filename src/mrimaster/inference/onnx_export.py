@@ -6,7 +6,7 @@ Steps (:func:`export_variants`), all on the run's own split:
    exported with ``torch.onnx.export`` (opset 18, dynamic batch). Weights are stored as float16
    (exactly the values of ``model.pt``, which stores float16) and cast to float32 inside the
    graph, which both engines fold once at load: the file stays under the 10 MB limit.
-2. **Check** of every variant (:data:`mrimaster.inference.onnx_runtime.VARIANTS`) against the
+2. **Check** of every variant (:data:`mrimaster.inference.graph.VARIANTS`) against the
    PyTorch model: top-1 agreement, largest logit difference, macro F1 on the validation part
    (decides) and the test part (reported only).
 3. **Keep rule**: an fp32 variant must match PyTorch (logits within :data:`FP32_TOLERANCE`),
@@ -42,9 +42,8 @@ from mrimaster.data.images import model_input
 from mrimaster.errors import ModelError
 from mrimaster.evaluation.metrics import classification_metrics
 from mrimaster.inference.forward import head_of
+from mrimaster.inference.graph import VARIANTS, engine_problem
 from mrimaster.inference.onnx_runtime import (
-    VARIANTS,
-    engine_problem,
     graph_files,
     graph_sha256,
     load_variant,
@@ -205,7 +204,7 @@ def int8_calibration_images(x_fit: np.ndarray, count: int = INT8_CALIBRATION_IMA
 
 def export_problem(name: str) -> str | None:
     """Why variant ``name`` cannot be exported here: its engine cannot run (see
-    :func:`~mrimaster.inference.onnx_runtime.engine_problem`) or, for OpenVINO int8, NNCF is
+    :func:`~mrimaster.inference.graph.engine_problem`) or, for OpenVINO int8, NNCF is
     not installed."""
     problem = engine_problem(name)
     if problem is None and name == "openvino-int8" and importlib.util.find_spec("nncf") is None:

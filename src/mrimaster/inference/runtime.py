@@ -38,7 +38,7 @@ class Runtime(Protocol):
     """A network ready to run on prepared slices."""
 
     name: str
-    """``torch`` or a variant of :data:`mrimaster.inference.onnx_runtime.VARIANTS`."""
+    """``torch`` or a variant of :data:`mrimaster.inference.graph.VARIANTS`."""
 
     def forward(self, images: np.ndarray, batch_size: int = 64
                 ) -> tuple[np.ndarray, np.ndarray]:

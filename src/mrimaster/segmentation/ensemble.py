@@ -134,7 +134,7 @@ def _load_member(folder: Path, runtime: str) -> SegModel:
     Raises:
         ModelError: neither is usable (the message says why for each variant).
     """
-    from mrimaster.inference.onnx_runtime import ENGINE_OF_RUNTIME
+    from mrimaster.inference.graph import ENGINE_OF_RUNTIME
 
     problems = []
     for variant in SEG_VARIANTS:

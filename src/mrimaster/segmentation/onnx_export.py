@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from mrimaster.errors import DataError
-from mrimaster.inference.onnx_runtime import VARIANTS, engine_problem, open_graph
+from mrimaster.inference.graph import VARIANTS, engine_problem, open_graph
 from mrimaster.models.paths import file_sha256
 from mrimaster.segmentation.cases import Case
 from mrimaster.segmentation.infer import case_subset, prepare_inputs

@@ -20,12 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from mrimaster.errors import ModelError
-from mrimaster.inference.onnx_runtime import (
-    Graph,
-    engine_problem,
-    export_mismatch,
-    open_graph,
-)
+from mrimaster.inference.graph import Graph, engine_problem, open_graph
+from mrimaster.inference.onnx_runtime import export_mismatch
 from mrimaster.segmentation.sliding_window import GRIDS, sliding_window
 
 FORMAT = "mrimaster-segmenter-onnx/1"
