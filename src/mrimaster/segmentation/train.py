@@ -359,7 +359,8 @@ def _run_seg_training(cfg: SegTrainConfig, settings: Settings) -> Path:
             tracker.metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             log.info("epoch %d/%d  loss %.4f  %s%s", epoch + 1, cfg.epochs, loss,
                      "  ".join(f"{k[4:]} {v:.3f}" for k, v in row.items()
-                               if k.startswith("val_dice")), "  *best*" if improved else "")
+                               if k.startswith("val_dice")),
+                     "  *best*" if improved and score is not None else "")
             if ctx.is_main:
                 (run_dir / "history.json").write_text(json.dumps(history, indent=2))
             save_last(run_dir, ctx, net=seg.net, optimizer=optimizer, scheduler=scheduler,
