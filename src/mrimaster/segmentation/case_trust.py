@@ -162,6 +162,17 @@ class TrustRow:
     dice: float
 
 
+def recorded_rows(trust: dict[str, Any]) -> list[TrustRow]:
+    """The held-out predictions a saved rule (``asdict`` of a :func:`fit_and_report` rule, as
+    in ``trust.json`` or ``cv.json``'s ``trust``) records in ``cv.rows``; empty when none.
+
+    Raises:
+        KeyError, TypeError, ValueError: a row lacks its case, setting, figures or Dice.
+    """
+    return [TrustRow(r["case"], r["setting"], dict(r["features"]), float(r["dice"]))
+            for r in trust.get("cv", {}).get("rows", [])]
+
+
 def _bad(row: TrustRow, targets: dict[str, float]) -> bool:
     return row.dice < targets.get(row.setting, targets["all"])
 

@@ -26,9 +26,9 @@ from mrimaster.runs.cards import MAX_MODEL_BYTES, exported_line, run_lines
 from mrimaster.segmentation.case_trust import (
     TRUST_FILE,
     CaseTrustRule,
-    TrustRow,
     fit_and_report,
     fit_rule,
+    recorded_rows,
     trust_markdown,
 )
 from mrimaster.segmentation.ensemble import FOLDS_DIR, numbered_folds
@@ -215,8 +215,7 @@ def _warn_if_refit_differs(cv_path: Path, out_dir: Path) -> None:
     held-out predictions (a run fitted by an earlier version): the export ships it as
     recorded, and says how to refit it."""
     trust = json.loads(cv_path.read_text()).get("trust") or {}
-    rows = [TrustRow(r["case"], r["setting"], dict(r["features"]), float(r["dice"]))
-            for r in trust.get("cv", {}).get("rows", [])]
+    rows = recorded_rows(trust)
     if rows and fit_rule(rows, trust.get("targets")).thresholds != trust.get("thresholds"):
         log.warning("the trust rule this run recorded was fitted by an earlier version of "
                     "MRIMaster; it is exported as recorded. `mrimaster seg refit-trust --model "
@@ -244,9 +243,8 @@ def refit_trust(folder: Path, when: str) -> CaseTrustRule:
     try:
         cv = json.loads(cv_path.read_text())
         old = cv["trust"]
-        rows = [TrustRow(r["case"], r["setting"], dict(r["features"]), float(r["dice"]))
-                for r in old["cv"]["rows"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        rows = recorded_rows(old)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelError(f"{folder} records no held-out predictions to refit a trust rule on "
                          f"({type(exc).__name__}: {exc})",
                          "run `mrimaster seg cv` and `mrimaster seg export` again") from exc
