@@ -159,6 +159,20 @@ def test_folds_train_one_at_a_time_then_the_run_scores_them(
     # ... and given the post-processing the scores chose
     assert load_segmenter(out / "final" / "model.pt").meta["postprocess_from"] == \
         "cross-validation"
+    # run again: the same fold models are not segmented again, a retrained one is
+    table = (out / "cv.json").read_bytes()
+    cv = json.loads(table)
+    assert set(cv["fold_models"]) == {"fold_0", "fold_1", "fold_2"}
+    (out / "cv.json").write_text(json.dumps({**cv, "marker": 1}))
+    assert main(args) == 0
+    assert json.loads((out / "cv.json").read_text())["marker"] == 1  # kept as it was
+    blob = torch.load(out / "fold_2" / "model.pt", weights_only=True)
+    blob["meta"] = {**blob.get("meta", {}), "retrained": True}
+    torch.save(blob, out / "fold_2" / "model.pt")
+    assert main(args) == 0
+    rescored = json.loads((out / "cv.json").read_text())
+    assert "marker" not in rescored and rescored["fold_models"]["fold_2"] != \
+        cv["fold_models"]["fold_2"]
     capsys.readouterr()
     assert main([*args, "--fold", "3"]) == 2
     assert "fold '3' does not exist" in capsys.readouterr().err

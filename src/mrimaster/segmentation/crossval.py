@@ -6,8 +6,9 @@ with every modality they have, and again from FLAIR alone. The post-processing i
 per region on these predictions (:mod:`mrimaster.segmentation.postprocess`), the table is
 written (``cv.json``, ``cv.md``, ``cv.png``), and, unless told not to, the recipe is trained
 once more on every case (``final/``) and given the chosen post-processing: that is the model
-to ship. Folds whose run folder already holds a finished model are not trained again, so an
-interrupted run resumes. ``only`` trains one fold (or the final model) and stops: several
+to ship. Folds whose run folder already holds a finished model are not trained again, and a
+table that scored the same fold models (their SHA-256 in ``cv.json``) is not computed again, so
+an interrupted run resumes. ``only`` trains one fold (or the final model) and stops: several
 processes can then train the folds side by side (on a GPU, say), and a last run without it
 finds them finished, scores them and writes the tables.
 
@@ -17,6 +18,7 @@ each fold mixes sources; cases are patients here (the shared cases are 14 distin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -39,8 +41,8 @@ from mrimaster.segmentation.case_trust import (
 from mrimaster.segmentation.cases import Case, find_case
 from mrimaster.segmentation.checkpoint import recipe_differences
 from mrimaster.segmentation.evaluate import score_prediction, scored_regions
+from mrimaster.segmentation.figures import plot_cross_validation
 from mrimaster.segmentation.infer import case_subset, plan_inputs, prepare_inputs
-from mrimaster.segmentation.labels import REGIONS
 from mrimaster.segmentation.metrics import dice, mean_scores
 from mrimaster.segmentation.passes import run_passes
 from mrimaster.segmentation.postprocess import choose_postprocessing, clean_regions, describe
@@ -329,29 +331,6 @@ def markdown(results: dict[str, Any]) -> str:
             f". Post-processing chosen: {pp}.\n" + trust_markdown(results.get("trust")))
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
-    """Per-case Dice bars: WT / TC / ET from every modality, WT from FLAIR alone."""
-    from matplotlib.figure import Figure
-
-    names = list(results["all"]["per_case"])
-    fig = Figure(figsize=(max(8, 0.7 * len(names)), 4.5))
-    ax = fig.subplots()
-    x = np.arange(len(names))
-    series = [("all", r) for r in REGIONS] + [("flair", "WT")]
-    width = 0.8 / len(series)
-    for j, (setting, region) in enumerate(series):
-        vals = [results[setting]["per_case"][n].get(region, {}).get("dice", np.nan)
-                for n in names]
-        ax.bar(x + j * width, vals, width, label=f"{region} ({setting})")
-    ax.set_xticks(x + 0.4 - width / 2, [n.split("_")[-2] if n.startswith("brats") else n
-                                        for n in names], rotation=45, fontsize=8)
-    ax.set(ylabel="Dice", ylim=(0, 1), title="Cross-validation: held-out Dice per case")
-    ax.axhline(0.6, color="grey", lw=0.8, ls="--")
-    ax.legend(fontsize=8, ncol=4)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-
-
 def run_cross_validation(cfg: CrossValConfig, settings: Settings) -> Path:
     """Train the folds, segment the held-out cases, choose the post-processing, write the
     tables and figure, and train the final model; returns the run folder."""
@@ -373,11 +352,16 @@ def run_cross_validation(cfg: CrossValConfig, settings: Settings) -> Path:
     folders = train_folds(cfg, settings, run_dir)
     if cfg.only is not None:
         return run_dir
-    results = summarise(segment_held_out(folders, cfg, root))
-    (run_dir / "cv.json").write_text(json.dumps(results, indent=2))
-    (run_dir / "cv.md").write_text(markdown(results))
-    plot(results, run_dir / "cv.png")
-    log.info("cross-validation:\n%s", markdown(results))
+    results = scored_earlier(run_dir, folders)
+    if results is None:
+        results = summarise(segment_held_out(folders, cfg, root))
+        results["fold_models"] = fold_fingerprints(folders)
+        (run_dir / "cv.json").write_text(json.dumps(results, indent=2))
+        (run_dir / "cv.md").write_text(markdown(results))
+        plot_cross_validation(results, run_dir / "cv.png")
+        log.info("cross-validation:\n%s", markdown(results))
+    else:
+        log.info("cross-validation: the fold models are those cv.json scored, kept")
     if cfg.final:
         final = train_final(cfg, settings, run_dir)
         seg = load_segmenter(final / "model.pt")
@@ -388,6 +372,23 @@ def run_cross_validation(cfg: CrossValConfig, settings: Settings) -> Path:
         save_segmenter(final / "model.pt", seg)
         save_rule(CaseTrustRule(**results["trust"]), final)
     return run_dir
+
+
+def fold_fingerprints(folders: list[Path]) -> dict[str, str]:
+    """SHA-256 (first 16 hex digits) of each fold's ``model.pt``, as scored."""
+    return {f.name: hashlib.sha256((f / "model.pt").read_bytes()).hexdigest()[:16]
+            for f in folders}
+
+
+def scored_earlier(run_dir: Path, folders: list[Path]) -> dict[str, Any] | None:
+    """``cv.json``'s results when it scored exactly these fold models (a run interrupted while
+    training the final model resumes without segmenting the held-out cases again), else None
+    (no table yet, one written before fingerprints were recorded, or a fold trained since)."""
+    path = run_dir / "cv.json"
+    if not path.is_file():
+        return None
+    results: dict[str, Any] = json.loads(path.read_text())
+    return results if results.get("fold_models") == fold_fingerprints(folders) else None
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:

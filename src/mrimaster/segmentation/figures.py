@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mrimaster.imaging.figures import PLANES, display_window, plane, windowed
 from mrimaster.imaging.panels import Layer, Panel, save_grid
-from mrimaster.segmentation.labels import regions_to_brats2021
+from mrimaster.segmentation.labels import REGIONS, regions_to_brats2021
 from mrimaster.segmentation.volumes import Volume
 
 COLOURS = ((0.0, 0.0, 0.0, 0.0), (0.9, 0.1, 0.1, 0.6), (0.1, 0.8, 0.2, 0.45),
@@ -50,3 +51,27 @@ def save_overlays(volume: Volume, regions: np.ndarray, out_dir: Path, title: str
                        f"{title}: axial slices through the tumour "
                        f"({volume.modalities[first]})", cell=220, rows=2)
     return [planes, mosaic]
+
+
+def plot_cross_validation(results: dict[str, Any], path: Path) -> None:
+    """``cv.png`` of ``mrimaster seg cv``: per-case Dice bars, WT / TC / ET from every
+    modality and WT from FLAIR alone."""
+    from matplotlib.figure import Figure
+
+    names = list(results["all"]["per_case"])
+    fig = Figure(figsize=(max(8, 0.7 * len(names)), 4.5))
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    series = [("all", r) for r in REGIONS] + [("flair", "WT")]
+    width = 0.8 / len(series)
+    for j, (setting, region) in enumerate(series):
+        vals = [results[setting]["per_case"][n].get(region, {}).get("dice", np.nan)
+                for n in names]
+        ax.bar(x + j * width, vals, width, label=f"{region} ({setting})")
+    ax.set_xticks(x + 0.4 - width / 2, [n.split("_")[-2] if n.startswith("brats") else n
+                                        for n in names], rotation=45, fontsize=8)
+    ax.set(ylabel="Dice", ylim=(0, 1), title="Cross-validation: held-out Dice per case")
+    ax.axhline(0.6, color="grey", lw=0.8, ls="--")
+    ax.legend(fontsize=8, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
