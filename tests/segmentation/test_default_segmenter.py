@@ -112,8 +112,9 @@ def test_shipped_fold_ensemble(data_root: Path, tmp_path: Path) -> None:
 
     seg = load_segmenter_for_inference("default", load_settings().models_dir, "auto")
     assert isinstance(seg, SegEnsemble) and len(seg.members) == 5 and seg.trust is not None
-    # MONAI's patch grid, on which its cross-validation and trust rule were measured
-    assert seg.grid == "monai" and {m.grid for m in seg.members} == {"monai"}
+    # the recipe's patch grid (evenly spread), on which its cross-validation and trust rule
+    # were measured
+    assert seg.grid == "even" and {m.grid for m in seg.members} == {"even"}
     regions, info = _segment(tmp_path / "o", "--case", str(data_root / "brats-mini" / PAT1))
     assert info["ensemble"]["members"] == 5 and info["status"] in ("ok", "refer")
     assert info["uncertainty"]["method"] == "fold ensemble disagreement (5 members)"

@@ -3,7 +3,8 @@ tumour grown by a known volume, uploaded as one patient; the patient page shows 
 the later study registered onto the earlier.
 
 Issue 22 asks for the change within 10% of the known one. That does NOT hold (the table
-below): the shipped model reads 20% less growth than the transformed label. What the test
+below): the shipped model reads 14% less growth than the transformed label (the 16-epoch
+models before it: 20% less). What the test
 asserts is what holds: the page's change is the difference of the two studies' segmented
 volumes, it has the right direction and at least half the known size (guarding against a
 follow-up that registers or pairs the wrong studies), the registration undoes the head's
@@ -36,8 +37,12 @@ pat0004, x1.15, plateau 20 voxels then taper 50    +62.7       +46.6     -26%
 pat0004, x0.87 (shrinking, response), taper 50     -41.3       -33.0     -20%
 pat0003, x1.15, taper 15                           +50.2       +34.3     -32%
 pat0004, x1.15, taper 15 (used here; the app: same) +45.4       +36.1     -20%
+pat0004, x1.15, taper 15, 48-epoch models          +45.4       +39.0     -14%
 =================================================  ==========  ========  =======
 
+The rows above the last were read by the 16-epoch models, the last by the 48-epoch models
+shipped on 2026-12-07 (the same pair read by the 16-epoch ensemble in the same session: 110.3 ->
+146.9 mL, -19.3%; by the 48-epoch one 109.6 -> 148.6 mL, -14.0%).
 None is within 10%: the model consistently reads less change than the label (its misses grow
 with the tumour: on pat0004 x1.15 taper 50 its false negatives against the transformed label
 went from 11.8k to 26.6k voxels). The 10% must-hold is unmet; it is the model's
@@ -224,7 +229,7 @@ def test_follow_up_shows_the_known_growth(followup_app: FollowUpApp,
           f" mL ({v0:.1f} -> {v1:.1f} mL)")
     assert time_points.known_ml > 10
     assert measured == pytest.approx(v1 - v0, abs=0.05)  # the page's arithmetic
-    # the issue's 10% is not met (-20% measured, see the module docstring); this guards the
+    # the issue's 10% is not met (-14% measured, see the module docstring); this guards the
     # direction and the order of magnitude
     assert 0.5 * time_points.known_ml <= measured <= 1.1 * time_points.known_ml, (
         measured, time_points.known_ml)
