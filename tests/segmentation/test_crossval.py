@@ -173,6 +173,16 @@ def test_folds_train_one_at_a_time_then_the_run_scores_them(
     rescored = json.loads((out / "cv.json").read_text())
     assert "marker" not in rescored and rescored["fold_models"]["fold_2"] != \
         cv["fold_models"]["fold_2"]
+    # ... and so is a table of another patch grid, or one that cannot be read
+    for damage in ("unreadable", "grid"):
+        (out / "cv.json").write_text(json.dumps({**rescored, "marker": 1}))
+        if damage == "unreadable":
+            (out / "cv.json").write_text('{"marker": 1, "fold_models": ')
+        assert main([*args, "--set", "grid=monai"] if damage == "grid" else args) == 0
+        again = json.loads((out / "cv.json").read_text())
+        assert "marker" not in again
+        assert again["scored_on"]["grid"] == ("monai" if damage == "grid" else "even")
+        assert load_segmenter(out / "fold_0" / "model.pt").grid == again["scored_on"]["grid"]
     capsys.readouterr()
     assert main([*args, "--fold", "3"]) == 2
     assert "fold '3' does not exist" in capsys.readouterr().err

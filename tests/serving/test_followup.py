@@ -20,9 +20,10 @@ coordinates are moved (a translation and a small rotation in its affine, voxels 
 the head lies differently at each session, and the follow-up registration undoes it.
 
 The case: the BraTS 2015 case (FLAIR + T1-Gd + ``OTMultiClass``) whose unchanged volume the
-shipped model reads closest to its label, measured with ``mrimaster seg predict`` (model vs
-label WT: pat0001 126.4 vs 111.7 mL +13%, pat0002 +11%, pat0003 -9%, pat0004 111.8 vs
-120.7 mL -7.4%, pat0005 -38%, pat0006 -26%; BraTS 2018 case_0 +29%, case_1 -6% but T1 only).
+model shipped then (16 epochs) read closest to its label, measured with ``mrimaster seg
+predict`` (model vs label WT: pat0001 126.4 vs 111.7 mL +13%, pat0002 +11%, pat0003 -9%,
+pat0004 111.8 vs 120.7 mL -7.4%, pat0005 -38%, pat0006 -26%; BraTS 2018 case_0 +29%, case_1
+-6% but T1 only).
 
 Variants measured (WT change, mL, known from the transformed label vs the model's, by
 ``seg predict`` on the two time points):
@@ -48,15 +49,16 @@ with the tumour: on pat0004 x1.15 taper 50 its false negatives against the trans
 went from 11.8k to 26.6k voxels). The 10% must-hold is unmet; it is the model's
 segmentation of a grown tumour, not the follow-up's arithmetic, that falls short.
 
-About a third of the shortfall is the input normalisation: each channel is z-scored over the
-whole brain, so a grown bright tumour raises the mean and the spread and its own edge falls
-under the network's threshold. A diagnostic run (pat0004 x1.15, taper 15, no movement, the
-fold ensemble, ``segment_case`` on both time points) with the statistics taken over the brain
-outside the reference label's tumour read the change at -12.9% (110.3 -> 146.9 mL as shipped,
--19.3%; 118.8 -> 158.3 mL so). It needs the true tumour, so it is not a method; it says that
-training and inference with statistics of normal-appearing brain would close part of the gap,
-not all of it. Nor does the fold model that never saw pat0004 (fold 0) do better on its own:
-110.7 -> 147.3 mL, -19.2%, so the in-sample model is not the cause.
+With the 16-epoch models, about a third of the shortfall was the input normalisation: each
+channel is z-scored over the whole brain, so a grown bright tumour raises the mean and the
+spread and its own edge falls under the network's threshold. A diagnostic run (pat0004 x1.15,
+taper 15, no movement, the fold ensemble, ``segment_case`` on both time points) with the
+statistics taken over the brain outside the reference label's tumour read the change at -12.9%
+(110.3 -> 146.9 mL as shipped then, -19.3%; 118.8 -> 158.3 mL so). It needs the true tumour, so
+it is not a method; it says that training and inference with statistics of normal-appearing
+brain would close part of the gap, not all of it. Nor does the fold model that never saw
+pat0004 (fold 0) do better on its own: 110.7 -> 147.3 mL, -19.2%, so the in-sample model is not
+the cause.
 
 Robust statistics at inference alone do not help either (2026-12-07, the fold ensemble on the
 same pair, and each of the 14 cross-validation cases by its held-out fold model): median and

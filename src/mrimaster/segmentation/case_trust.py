@@ -11,9 +11,11 @@ kept (the failures seen), and for every figure a cap at its largest value among 
 predictions (the envelope: a case whose figures lie beyond every acceptable held-out case is
 referred, whatever failure it is; a one-class rule, which needs no failure to have been seen).
 :func:`leave_one_out` refits it without each case in turn to say how the rule does on a case
-it was not fitted on. On the shipped model's 28 held-out predictions the envelope is what
-refers its worst case (whole-tumour Dice 0.347) when that case is left out of the fit; the
-failure-separating thresholds alone let it through (README, *Segmentation*).
+it was not fitted on. On the 16-epoch models' 28 held-out predictions the envelope was what
+referred the worst case (whole-tumour Dice 0.347) when that case was left out of the fit; the
+failure-separating thresholds alone let it through. For the 48-epoch models shipped since
+2026-12-07 the envelope is the whole rule, and it refers both failures (0.513, 0.649) with
+each left out (README, *Models*).
 
 With the fold ensemble deployed, the figures still come from one member (the first fold
 model, which like every member never saw the new case), and its mirrored pass: the same

@@ -7,9 +7,10 @@ per region on these predictions (:mod:`mrimaster.segmentation.postprocess`), the
 written (``cv.json``, ``cv.md``, ``cv.png``), and, unless told not to, the recipe is trained
 once more on every case (``final/``) and given the chosen post-processing: that is the model
 to ship. Folds whose run folder already holds a finished model are not trained again, and a
-table that scored the same fold models (their SHA-256 in ``cv.json``) is not computed again, so
-an interrupted run resumes. ``only`` trains one fold (or the final model) and stops: several
-processes can then train the folds side by side (on a GPU, say), and a last run without it
+table that scored the same fold models on the same grid and data (their SHA-256 in
+``cv.json``; :mod:`mrimaster.segmentation.cv_store`) is not computed again, so an interrupted
+run resumes. ``only`` trains one fold (or the final model) and stops: several processes can
+then train the folds side by side (on a GPU, say), and a last run without it
 finds them finished, scores them and writes the tables.
 
 Folds are assigned round-robin over the cases grouped by source (their first path part), so
@@ -18,10 +19,8 @@ each fold mixes sources; cases are patients here (the shared cases are 14 distin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 import yaml
 
 from mrimaster.errors import ConfigError, DataError
+from mrimaster.provenance import data_fingerprint
 from mrimaster.runs.data_roots import dataset_dir
 from mrimaster.segmentation.case_trust import (
     CaseTrustRule,
@@ -40,6 +40,12 @@ from mrimaster.segmentation.case_trust import (
 )
 from mrimaster.segmentation.cases import Case, find_case
 from mrimaster.segmentation.checkpoint import recipe_differences
+from mrimaster.segmentation.cv_store import (
+    fold_fingerprints,
+    record_grid,
+    scored_earlier,
+    write_whole,
+)
 from mrimaster.segmentation.evaluate import score_prediction, scored_regions
 from mrimaster.segmentation.figures import plot_cross_validation
 from mrimaster.segmentation.infer import case_subset, plan_inputs, prepare_inputs
@@ -165,15 +171,12 @@ def segment_held_out(folders: list[Path], cfg: CrossValConfig, root: Path
         measures each prediction); a setting the model cannot run on a case (no trained
         combination in it) is left out.
     """
-    from mrimaster.segmentation.model import load_segmenter, save_segmenter
+    from mrimaster.segmentation.model import load_segmenter
 
     fold_of = assign_folds(cfg.train.train_cases, cfg.folds)
     out: dict[str, dict[str, Any]] = {}
     for k, folder in enumerate(folders):
-        seg = load_segmenter(folder / "model.pt")
-        if seg.grid != cfg.train.grid:  # trained before the grid was recorded
-            seg.grid = cfg.train.grid  # scored, and from now on run, on the recipe's
-            save_segmenter(folder / "model.pt", seg)
+        seg = load_segmenter(folder / "model.pt")  # on the recipe's grid (record_grid)
         for name, f in zip(cfg.train.train_cases, fold_of, strict=True):
             if f != k:
                 continue
@@ -352,13 +355,17 @@ def run_cross_validation(cfg: CrossValConfig, settings: Settings) -> Path:
     folders = train_folds(cfg, settings, run_dir)
     if cfg.only is not None:
         return run_dir
-    results = scored_earlier(run_dir, folders)
+    record_grid(folders, cfg.train.grid)
+    scored_on = {"grid": cfg.train.grid, "data": data_fingerprint(root)["sha256"][:16]}
+    results = scored_earlier(run_dir, folders, scored_on)
     if results is None:
         results = summarise(segment_held_out(folders, cfg, root))
         results["fold_models"] = fold_fingerprints(folders)
-        (run_dir / "cv.json").write_text(json.dumps(results, indent=2))
+        results["scored_on"] = scored_on
         (run_dir / "cv.md").write_text(markdown(results))
         plot_cross_validation(results, run_dir / "cv.png")
+        # last and whole: a table is kept on a later run only when it is complete
+        write_whole(run_dir / "cv.json", json.dumps(results, indent=2))
         log.info("cross-validation:\n%s", markdown(results))
     else:
         log.info("cross-validation: the fold models are those cv.json scored, kept")
@@ -374,26 +381,7 @@ def run_cross_validation(cfg: CrossValConfig, settings: Settings) -> Path:
     return run_dir
 
 
-def fold_fingerprints(folders: list[Path]) -> dict[str, str]:
-    """SHA-256 (first 16 hex digits) of each fold's ``model.pt``, as scored."""
-    return {f.name: hashlib.sha256((f / "model.pt").read_bytes()).hexdigest()[:16]
-            for f in folders}
-
-
-def scored_earlier(run_dir: Path, folders: list[Path]) -> dict[str, Any] | None:
-    """``cv.json``'s results when it scored exactly these fold models (a run interrupted while
-    training the final model resumes without segmenting the held-out cases again), else None
-    (no table yet, one written before fingerprints were recorded, or a fold trained since)."""
-    path = run_dir / "cv.json"
-    if not path.is_file():
-        return None
-    results: dict[str, Any] = json.loads(path.read_text())
-    return results if results.get("fold_models") == fold_fingerprints(folders) else None
-
-
 def _write_record(path: Path, record: dict[str, Any]) -> None:
     """Write ``cv.yaml`` whole or not at all (processes started side by side with ``only``
     each write it)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    write_whole(path, yaml.safe_dump(record, sort_keys=False))
