@@ -230,6 +230,6 @@ def test_a_fold_member_on_another_patch_grid_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "seg"
     shutil.copytree(load_settings().models_dir / "seg-default", folder)
     meta = folder / "folds" / "fold_1" / "model.onnx.json"
-    meta.write_text(json.dumps({**json.loads(meta.read_text()), "grid": "even"}))
-    with pytest.raises(ModelError, match="fold_1 places its patches on the even grid"):
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "grid": "monai"}))
+    with pytest.raises(ModelError, match="fold_1 places its patches on the monai grid"):
         load_ensemble(final_info(folder / "model.pt"), folder, "auto")
