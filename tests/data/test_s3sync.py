@@ -55,7 +55,7 @@ def test_push_pull_round_trip_resumes_and_verifies(s3, tmp_path: Path) -> None: 
     (dest / "notes.txt").unlink()
     resumed = pull("s3://mri/datasets/demo", dest)
     assert resumed.copied == ["notes.txt"] and resumed.skipped == ["glioma/a.png"]
-    assert not list(dest.rglob("*.part"))
+    assert not list(dest.rglob(".*.tmp"))
 
 
 def test_pull_refuses_a_corrupted_object(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -64,7 +64,7 @@ def test_pull_refuses_a_corrupted_object(s3, tmp_path: Path) -> None:  # type: i
     with pytest.raises(DataError, match="does not match its SHA-256"):
         pull("s3://mri/p", tmp_path / "d")
     assert not (tmp_path / "d" / "x.bin").exists()
-    assert not list((tmp_path / "d").rglob("*.part"))
+    assert not list((tmp_path / "d").rglob(".*.tmp"))
 
 
 def test_pull_refuses_keys_escaping_the_folder(s3, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

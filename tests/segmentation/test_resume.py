@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 
+from mrimaster.atomic import leftovers
 from mrimaster.cli.main import main
 from mrimaster.segmentation import checkpoint
 from mrimaster.segmentation import train as train_module
@@ -57,7 +58,7 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(
     with monkeypatch.context() as m:
         _interrupt_at_epoch(3, m)
         assert _train(data, cut) == 130  # KeyboardInterrupt: "interrupted"
-    assert (cut / checkpoint.LAST).is_file() and not (cut / f"{checkpoint.LAST}.tmp").exists()
+    assert (cut / checkpoint.LAST).is_file() and not leftovers(cut / checkpoint.LAST)
     assert not (cut / "metrics.json").exists()  # not finished: cross-validation retrains it
     blob = torch.load(cut / checkpoint.LAST, weights_only=True)
     assert blob["epoch"] == 2 and [r["epoch"] for r in blob["history"]] == [1, 2]

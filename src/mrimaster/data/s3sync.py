@@ -11,13 +11,13 @@ server, MinIO) with boto3's own ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tqdm import tqdm
 
+from mrimaster.atomic import replaced_whole
 from mrimaster.errors import DataError
 from mrimaster.models.paths import file_sha256
 
@@ -125,14 +125,12 @@ def pull(url: str, folder: Path, progress: bool = False) -> SyncReport:
                 report.skipped.append(rel)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part")
             key = f"{prefix}/{rel}" if prefix else rel
-            client.download_file(bucket, key, str(tmp))
-            if digest and file_sha256(tmp) != digest:
-                tmp.unlink(missing_ok=True)
-                raise DataError(f"{rel}: the download does not match its SHA-256",
-                                "pull again; if it persists the object was changed in S3")
-            os.replace(tmp, target)
+            with replaced_whole(target) as tmp:  # a failed or corrupted download leaves none
+                client.download_file(bucket, key, str(tmp))
+                if digest and file_sha256(tmp) != digest:
+                    raise DataError(f"{rel}: the download does not match its SHA-256",
+                                    "pull again; if it persists the object was changed in S3")
             report.copied.append(rel)
             report.bytes += size
     except (BotoCoreError, ClientError) as exc:

@@ -29,7 +29,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import platform
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mrimaster.atomic import write_whole
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +183,7 @@ def _write_cache(cache_dir: Path | None, key: str, result: CheckResult) -> None:
     entries[key] = {k: v for k, v in asdict(result).items() if k != "cached"}
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_dir / f".{CACHE_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps(entries, indent=1))
-        tmp.replace(cache_dir / CACHE_FILE)
+        write_whole(cache_dir / CACHE_FILE, json.dumps(entries, indent=1))
     except OSError as exc:  # a read-only home: check again next time
         log.warning("cannot cache the runtime check in %s (%s)", cache_dir, exc)
 

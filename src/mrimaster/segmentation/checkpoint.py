@@ -1,7 +1,7 @@
 """Checkpoints that survive an interruption: ``last.pt`` in a training run folder.
 
-After every epoch :func:`save_last` writes ``last.pt`` (to ``last.pt.tmp``, then
-``os.replace``, so that a run killed while writing keeps the previous one): the network,
+After every epoch :func:`save_last` writes ``last.pt`` whole (:mod:`mrimaster.atomic`: a
+run killed while writing keeps the previous one): the network,
 optimiser and scheduler states, the epochs done, the history, the best score, the model's
 ``meta``, the recipe (the portable ``config.yaml`` dict) and every random state the next epoch
 draws from (torch, NumPy's global generator, the patch sampler's ``Generator``, the MONAI
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mrimaster.atomic import leftovers, replaced_whole
 from mrimaster.errors import ConfigError
 from mrimaster.runs.distributed import DistContext
 from mrimaster.segmentation.augment import PatchAugmenter
@@ -182,12 +182,8 @@ def save_last(run_dir: Path, ctx: DistContext, *, net: torch.nn.Module,
             "meta": meta, "recipe": recipe, "random": states,
             "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    tmp = run_dir / f"{LAST}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(blob, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, run_dir / LAST)
+    with replaced_whole(run_dir / LAST, durable=True) as tmp:
+        torch.save(blob, tmp)
 
 
 def load_last(run_dir: Path, ctx: DistContext, recipe: dict[str, Any],
@@ -259,5 +255,5 @@ def resume(blob: dict[str, Any], ctx: DistContext, *, net: torch.nn.Module,
 
 def remove_last(run_dir: Path) -> None:
     """Delete ``last.pt`` (and a half-written one) of a finished run."""
-    for name in (LAST, f"{LAST}.tmp"):
-        (run_dir / name).unlink(missing_ok=True)
+    for path in [run_dir / LAST, *leftovers(run_dir / LAST)]:
+        path.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mrimaster.atomic import write_whole
 from mrimaster.errors import ConfigError, DataError
 from mrimaster.provenance import data_fingerprint
 from mrimaster.runs.data_roots import dataset_dir
@@ -44,7 +45,6 @@ from mrimaster.segmentation.cv_store import (
     fold_fingerprints,
     record_grid,
     scored_earlier,
-    write_whole,
 )
 from mrimaster.segmentation.evaluate import score_prediction, scored_regions
 from mrimaster.segmentation.figures import plot_cross_validation

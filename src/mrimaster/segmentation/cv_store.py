@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +43,3 @@ def scored_earlier(run_dir: Path, folders: list[Path], scored_on: dict[str, str]
     same = results.get("fold_models") == fold_fingerprints(folders) and \
         results.get("scored_on") == scored_on
     return results if same else None
-
-
-def write_whole(path: Path, text: str) -> None:
-    """Write ``path`` whole or not at all (a temporary file replaced in one step)."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

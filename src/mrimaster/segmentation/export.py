@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from dataclasses import asdict
@@ -21,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from mrimaster.atomic import write_whole
 from mrimaster.errors import ModelError
 from mrimaster.runs.cards import MAX_MODEL_BYTES, exported_line, run_lines
 from mrimaster.segmentation.case_trust import (
@@ -277,9 +277,7 @@ def refit_trust(folder: Path, when: str) -> CaseTrustRule:
         texts["MODEL_CARD.md"] = text
     # every text is made before any file is written, and each file replaced whole
     for name, content in texts.items():
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(content)
-        os.replace(tmp, folder / name)
+        write_whole(folder / name, content)
     return rule
 
 
