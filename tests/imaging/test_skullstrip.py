@@ -14,9 +14,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from scipy import ndimage
 
-from mrimaster.imaging.skullstrip import SkullStripError, skull_strip, stripped_decision
+from mrimaster.imaging.prepare import working_grid
+from mrimaster.imaging.register import from_sitk, to_sitk
+from mrimaster.imaging.skullstrip import (
+    SkullStripError,
+    skull_strip,
+    strip_study,
+    stripped_decision,
+)
 
 CASES = "brats-mini/deepvoxnet2-brats2018"
 
@@ -62,6 +70,35 @@ def test_rule_on_synthetic_stripped_and_head() -> None:
     assert result.mask.get_data_dtype() == np.uint8
     assert np.array_equal(np.asarray(result.mask.dataobj) > 0,
                           np.asarray(brain.dataobj) != 0)
+
+
+def _on_grid(img: nib.Nifti1Image, grid: sitk.Image) -> nib.Nifti1Image:
+    return from_sitk(sitk.Resample(to_sitk(img), grid, sitk.Transform(), sitk.sitkLinear, 0.0,
+                                   sitk.sitkFloat32))
+
+
+def test_a_stripped_study_is_masked_by_its_reference_without_the_resampling_rim() -> None:
+    own = _sphere_brain()  # 2 mm voxels; the working grid is 1 mm
+    shape, affine = working_grid(own, 1.0)
+    grid = to_sitk(nib.Nifti1Image(np.zeros(shape, np.uint8), affine), np.uint8)
+    moved = np.array(own.affine)
+    moved[:3, 3] += (3.0, -2.0, 1.0)  # another sequence, registered: it reaches past the brain
+    volumes = {"t1ce": _on_grid(own, grid),
+               "flair": _on_grid(nib.Nifti1Image(np.asarray(own.dataobj), moved), grid)}
+    brain_ml = np.count_nonzero(np.asarray(own.dataobj)) * 8 / 1000
+    linear_ml = np.count_nonzero(np.asarray(volumes["t1ce"].dataobj)) / 1000
+    mask, info = strip_study(volumes, "t1ce", "auto", own, grid)
+    inside = np.asarray(mask.dataobj) > 0
+    assert info["method"] == "already stripped" and mask.get_data_dtype() == np.uint8
+    assert linear_ml > 1.1 * brain_ml  # the linearly resampled reference has a rim ...
+    assert abs(inside.sum() / 1000 - brain_ml) < 0.03 * brain_ml  # ... the mask has none
+    assert info["volume_ml"] == pytest.approx(inside.sum() / 1000)
+    for role, img in volumes.items():  # no sequence keeps anything outside the brain
+        data = np.asarray(img.dataobj)
+        assert not data[~inside].any(), role
+        assert data[inside].any(), role
+    never, _ = strip_study(dict(volumes), "t1ce", "never", own, grid)
+    assert np.array_equal(np.asarray(never.dataobj) > 0, np.asarray(volumes["t1ce"].dataobj) != 0)
 
 
 def test_refuses_what_is_not_a_3d_volume() -> None:

@@ -29,7 +29,10 @@ lie on one **working grid**, skull-stripped when they were not, with a report of
    study with its reason; any other is left out, and the outputs say which and why.
 5. **Skull stripping** (:mod:`mrimaster.imaging.skullstrip`): decided on the reference; if it
    is not stripped, deepbet runs on the T1 (the contrast deepbet was trained on) when there is
-   one, else on the reference, and every volume is set to 0 outside the brain mask.
+   one, else on the reference. An already stripped study's brain is the reference's
+   non-background on its own grid, brought onto the working grid nearest-neighbour
+   (:func:`~mrimaster.imaging.skullstrip.stripped_region`). Either way every volume is set
+   to 0 outside the brain mask.
 
 Everything is written into ``work``: ``case/<role>.nii`` (float32, working grid),
 ``brain_mask.nii`` (uint8, working grid), ``prepare.json`` (the report); DICOM input also
@@ -64,7 +67,7 @@ from mrimaster.imaging.register import (
     to_sitk,
 )
 from mrimaster.imaging.registration_quality import MIN_NMI, measure
-from mrimaster.imaging.skullstrip import skull_strip
+from mrimaster.imaging.skullstrip import strip_study
 from mrimaster.segmentation.cases import MODALITIES, Case
 from mrimaster.segmentation.geometry import corner_distance, voxel_sizes, warn_if_unusual
 
@@ -249,31 +252,6 @@ def _choose_reference(chosen: dict[str, Sequence], listing: list[dict[str, Any]]
                     "give the study's structural series")
 
 
-def _strip(volumes: dict[str, nib.Nifti1Image], reference: str, config: PrepareConfig
-           ) -> tuple[nib.Nifti1Image, dict[str, Any]]:
-    from mrimaster.imaging.skullstrip import stripped_decision
-
-    ref = volumes[reference]
-    if config.strip == "never":
-        decision = stripped_decision(ref)
-        mask = nib.Nifti1Image((np.asarray(ref.dataobj) != 0).astype(np.uint8), ref.affine)
-        return mask, {"method": "not stripped (strip=never)", "decision": decision.reason,
-                      "volume_ml": None, "seconds": 0.0}
-    source = "t1" if "t1" in volumes else reference
-    result = skull_strip(volumes[source], force=config.strip == "always")
-    if result.method == "deepbet":
-        inside = np.asarray(result.mask.dataobj) > 0
-        for role, img in volumes.items():
-            volumes[role] = nib.Nifti1Image(np.where(inside, np.asarray(img.dataobj), 0)
-                                            .astype(np.float32), img.affine)
-    return result.mask, {"method": result.method, "on": source,
-                         "decision": result.decision.reason,
-                         "already_stripped": result.decision.stripped,
-                         "background_fraction": result.decision.background_fraction,
-                         "rim_ratio": result.decision.rim_ratio,
-                         "volume_ml": result.volume_ml, "seconds": result.seconds}
-
-
 Progress = Callable[[float, str], None]
 """Called with the fraction done (0-1) and what runs now, at each step's start."""
 
@@ -359,7 +337,7 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
 
     start = time.perf_counter()
     progress(0.7, "skull stripping")
-    mask, strip_info = _strip(on_grid, reference.role, config)
+    mask, strip_info = strip_study(on_grid, reference.role, config.strip, ref_img, grid)
     timings["skull_strip"] = time.perf_counter() - start
 
     folder = work / "case"
