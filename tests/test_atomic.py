@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from mrimaster.atomic import leftovers, replaced_whole, temporary_name, write_whole
+from mrimaster.atomic import (
+    is_temporary,
+    leftovers,
+    replaced_whole,
+    temporary_name,
+    write_whole,
+)
 
 
 @pytest.mark.parametrize("content", ["text: é\n", b"\x00\x01binary"])
@@ -47,3 +53,8 @@ def test_leftovers_finds_the_temporaries_of_a_killed_writer_only(tmp_path: Path)
     other.write_bytes(b"not ours")
     assert leftovers(path) == [killed]
     assert temporary_name(path) != temporary_name(path)
+    assert is_temporary(killed.name) and not is_temporary(path.name)
+    assert leftovers(tmp_path / "[ab].pt") == []  # glob characters in a name are literal
+    odd = tmp_path / "[ab].pt"
+    (stale := temporary_name(odd)).write_bytes(b"")
+    assert leftovers(odd) == [stale]

@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mrimaster.atomic import replaced_whole
+from mrimaster.atomic import is_temporary, leftovers, replaced_whole
 from mrimaster.errors import DataError
 from mrimaster.models.paths import file_sha256
 
@@ -81,7 +81,7 @@ def push(folder: Path, url: str, progress: bool = False) -> SyncReport:
     report = SyncReport()
     try:
         remote = _remote(client, bucket, prefix)
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not is_temporary(p.name))
         for path in tqdm(files, desc="push", unit="file", disable=not progress):
             rel = path.relative_to(folder).as_posix()
             digest = file_sha256(path)
@@ -125,6 +125,8 @@ def pull(url: str, folder: Path, progress: bool = False) -> SyncReport:
                 report.skipped.append(rel)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
+            for stale in leftovers(target):  # of a pull killed while downloading
+                stale.unlink(missing_ok=True)
             key = f"{prefix}/{rel}" if prefix else rel
             with replaced_whole(target) as tmp:  # a failed or corrupted download leaves none
                 client.download_file(bucket, key, str(tmp))

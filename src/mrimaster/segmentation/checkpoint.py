@@ -182,6 +182,8 @@ def save_last(run_dir: Path, ctx: DistContext, *, net: torch.nn.Module,
             "meta": meta, "recipe": recipe, "random": states,
             "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    for stale in leftovers(run_dir / LAST):  # of a save that was killed
+        stale.unlink(missing_ok=True)
     with replaced_whole(run_dir / LAST, durable=True) as tmp:
         torch.save(blob, tmp)
 
@@ -254,6 +256,7 @@ def resume(blob: dict[str, Any], ctx: DistContext, *, net: torch.nn.Module,
 
 
 def remove_last(run_dir: Path) -> None:
-    """Delete ``last.pt`` (and a half-written one) of a finished run."""
-    for path in [run_dir / LAST, *leftovers(run_dir / LAST)]:
+    """Delete ``last.pt`` (and half-written ones, also ``last.pt.tmp`` of older versions) of a
+    finished run."""
+    for path in [run_dir / LAST, run_dir / f"{LAST}.tmp", *leftovers(run_dir / LAST)]:
         path.unlink(missing_ok=True)
