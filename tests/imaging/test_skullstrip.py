@@ -1,10 +1,9 @@
 """Skull stripping (mrimaster.imaging.skullstrip): the "already stripped" rule on real stripped
 BraTS volumes and on heads, and deepbet's brain mask.
 
-No real unstripped 3D head MRI could be installed from PyPI here (nilearn ships a skull-stripped
-MNI152 T1 template; antspyx, dipy, templateflow and brainweb download their heads at run time):
-the heads below are synthetic, a real BraTS brain inside a dark skull and a bright scalp, so the
-brain-mask volume is checked against that brain's own volume, not against a population range.
+The heads below are synthetic, a real BraTS brain inside a dark skull and a bright scalp, so the
+brain-mask volume is checked against that brain's own volume, not against a population range;
+a real head (pydeface's average T1 head template) is in ``test_unstripped_heads.py``.
 """
 
 from __future__ import annotations
@@ -90,6 +89,7 @@ def test_a_stripped_study_is_masked_by_its_reference_without_the_resampling_rim(
     mask, info = strip_study(volumes, "t1ce", "auto", own, grid)
     inside = np.asarray(mask.dataobj) > 0
     assert info["method"] == "already stripped" and mask.get_data_dtype() == np.uint8
+    assert info["mask_from"] == "t1ce"
     assert linear_ml > 1.1 * brain_ml  # the linearly resampled reference has a rim ...
     assert abs(inside.sum() / 1000 - brain_ml) < 0.03 * brain_ml  # ... the mask has none
     assert info["volume_ml"] == pytest.approx(inside.sum() / 1000)
@@ -97,8 +97,25 @@ def test_a_stripped_study_is_masked_by_its_reference_without_the_resampling_rim(
         data = np.asarray(img.dataobj)
         assert not data[~inside].any(), role
         assert data[inside].any(), role
-    never, _ = strip_study(dict(volumes), "t1ce", "never", own, grid)
-    assert np.array_equal(np.asarray(never.dataobj) > 0, np.asarray(volumes["t1ce"].dataobj) != 0)
+    fresh = {"t1ce": _on_grid(own, grid)}
+    kept = np.asarray(fresh["t1ce"].dataobj).copy()
+    never, info = strip_study(fresh, "t1ce", "never", own, grid)  # as given: rim and all
+    assert "never" in info["method"]
+    assert np.array_equal(np.asarray(never.dataobj) > 0, kept != 0)
+    assert np.array_equal(np.asarray(fresh["t1ce"].dataobj), kept)
+
+
+def test_a_stripped_t1_beside_an_unstripped_reference_bounds_the_brain() -> None:
+    """The decision is the T1's; the reference is a whole head, so its non-background is not
+    the brain: the T1's is."""
+    brain = _sphere_brain()
+    head, inside_brain, _ = make_head(brain)
+    grid = to_sitk(nib.Nifti1Image(np.zeros(head.shape, np.uint8), head.affine), np.uint8)
+    volumes = {"t1ce": head, "t1": brain}
+    mask, info = strip_study(volumes, "t1ce", "auto", head, grid)
+    assert info["on"] == "t1" and info["mask_from"] == "t1" and info["already_stripped"]
+    assert np.array_equal(np.asarray(mask.dataobj) > 0, inside_brain)
+    assert not np.asarray(volumes["t1ce"].dataobj)[~inside_brain].any()  # the scalp is gone
 
 
 def test_refuses_what_is_not_a_3d_volume() -> None:

@@ -27,12 +27,12 @@ lie on one **working grid**, skull-stripped when they were not, with a report of
    same way (normalised mutual information, overlap) and refused by the same rule. A
    sequence the rule refuses is never used: a refused FLAIR (every model needs it) stops the
    study with its reason; any other is left out, and the outputs say which and why.
-5. **Skull stripping** (:mod:`mrimaster.imaging.skullstrip`): decided on the reference; if it
-   is not stripped, deepbet runs on the T1 (the contrast deepbet was trained on) when there is
-   one, else on the reference. An already stripped study's brain is the reference's
-   non-background on its own grid, brought onto the working grid nearest-neighbour
-   (:func:`~mrimaster.imaging.skullstrip.stripped_region`). Either way every volume is set
-   to 0 outside the brain mask.
+5. **Skull stripping** (:func:`~mrimaster.imaging.skullstrip.strip_study`): decided on the
+   T1 (the contrast deepbet was trained on) when there is one, else on the reference; if it
+   is not stripped, deepbet strips that volume. An already stripped study's brain is the
+   reference's non-background on its own grid, brought onto the working grid
+   nearest-neighbour (:func:`~mrimaster.imaging.skullstrip.stripped_region`). Every volume
+   is set to 0 outside the brain mask (not with ``strip="never"``).
 
 Everything is written into ``work``: ``case/<role>.nii`` (float32, working grid),
 ``brain_mask.nii`` (uint8, working grid), ``prepare.json`` (the report); DICOM input also

@@ -228,7 +228,7 @@ def stripped_region(own: nib.Nifti1Image, grid: sitk.Image) -> nib.Nifti1Image:
     interpolated with air, that adds a rim of partial-volume voxels (on the simulated
     brats-mini studies about 100 mL around a 1.1-1.7 L brain) that the network's z-scoring
     counts as brain, pulling every channel's mean down and its spread up."""
-    data = np.asarray(own.dataobj)
+    data = _data(own)
     region = nib.Nifti1Image((data != background_value(data)).astype(np.uint8), own.affine)
     moved = sitk.Resample(to_sitk(region, np.uint8), grid, sitk.Transform(),
                           sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
@@ -241,9 +241,13 @@ def strip_study(volumes: dict[str, nib.Nifti1Image], reference: str, strip: str,
     """The brain mask of a study's volumes on the working grid, and its report.
 
     The decision is made on the T1 when there is one (deepbet's contrast), else on the
-    reference. Every volume in ``volumes`` is replaced by itself set to 0 outside the mask,
-    so that no sequence brings its own rim (a registered or thick-slice sequence resampled
-    onto the grid) into the brain the network normalises over.
+    reference. Not stripped: deepbet's mask of that volume. Already stripped: the
+    reference's brain by :func:`stripped_region` when the reference is judged stripped on
+    its own grid too, else (a stripped T1 beside an unstripped reference) the T1's
+    non-background on the working grid. Except with ``strip="never"``, every volume in
+    ``volumes`` is replaced by itself set to 0 outside the mask, so that no sequence brings
+    its own rim (a registered or thick-slice sequence resampled onto the grid) into the
+    brain the network normalises over.
 
     Args:
         volumes: Images per role on the working grid (replaced in place).
@@ -260,16 +264,18 @@ def strip_study(volumes: dict[str, nib.Nifti1Image], reference: str, strip: str,
                       "volume_ml": None, "seconds": 0.0}
     source = "t1" if "t1" in volumes else reference
     result = skull_strip(volumes[source], force=strip == "always")
-    mask, volume_ml = result.mask, result.volume_ml
-    if result.method != "deepbet":
-        mask = stripped_region(own_reference, grid)
+    mask, volume_ml, mask_from = result.mask, result.volume_ml, source
+    if result.method != "deepbet" and stripped_decision(own_reference).stripped:
+        mask, mask_from = stripped_region(own_reference, grid), reference
         volume_ml = float(np.count_nonzero(np.asarray(mask.dataobj))) * float(
             np.prod(voxel_sizes(mask))) / 1000.0
+        log.info("brain mask: the %s's non-background on its own grid, %.0f ml", reference,
+                 volume_ml)
     inside = np.asarray(mask.dataobj) > 0
     for role, img in volumes.items():
         volumes[role] = nib.Nifti1Image(np.where(inside, np.asarray(img.dataobj), 0)
                                         .astype(np.float32), img.affine)
-    return mask, {"method": result.method, "on": source,
+    return mask, {"method": result.method, "on": source, "mask_from": mask_from,
                   "decision": result.decision.reason,
                   "already_stripped": result.decision.stripped,
                   "background_fraction": result.decision.background_fraction,
