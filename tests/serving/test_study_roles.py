@@ -167,13 +167,41 @@ def test_roles_are_checked_audited_and_segmented_again(
     with ctx.sessions() as db:
         jobs = db.query(Job).filter_by(case_id=case["id"]).order_by(Job.id).all()
         detail = db.query(AuditEvent).filter_by(action="change-roles").one()
-    assert [j.state for j in jobs] == ["queued", "queued"]
+    # the segmentation queued with the detected roles never runs: only the new roles' does
+    assert [j.state for j in jobs] == ["failed", "queued"]
+    assert "superseded" in jobs[0].message and "roles" in jobs[0].message
     assert detail.username == "doctor" and "flair -> t1ce" in detail.detail
     assert "t1ce -> flair" in detail.detail
     shown = client.get(f"/api/cases/{case['id']}", headers=doctor).json()
     assert shown["files"]["flair.nii.gz"].endswith("/flair.nii.gz")
     r = client.get(shown["files"]["roles.json"], headers=doctor)
     assert r.json() == {"flair": t1ce, "t1ce": flair}
+    assert JobRunner(ctx).run_pending() == 1
+    with ctx.sessions() as db:
+        assert [j.state for j in db.query(Job).filter_by(case_id=case["id"])
+                .order_by(Job.id)] == ["failed", "done"]
+    study = client.get(f"/api/cases/{case['id']}", headers=doctor).json()["result"]["study"]
+    # the reference (T1-Gd role) is now the 4 mm axial series the detector had called FLAIR
+    assert study["reference"]["role"] == "t1ce"
+    assert max(study["reference"]["spacing_mm"]) > 3.5, study["reference"]
+
+
+def test_a_role_change_refuses_the_result_of_a_segmentation_already_running(
+        client: TestClient, ctx: AppContext, doctor: dict[str, str], study_zip: bytes) -> None:
+    from mrimaster.storage import repository as repo
+
+    case = upload(client, doctor, study_zip)
+    found = series_by_kind(client, case["id"], doctor)
+    with ctx.sessions() as db:  # a worker has claimed the first segmentation
+        running = repo.claim_job(db, "stale-worker", 600, 3)
+        assert running is not None and running.case_id == case["id"]
+    r = client.post(f"/api/cases/{case['id']}/roles", headers=doctor,
+                    json={"roles": {found["t1ce"]["file"]: None}})
+    assert r.status_code == 200, r.text
+    with ctx.sessions() as db:
+        assert not repo.update_owned_job(db, running.id, "stale-worker", state="done")
+        states = [j.state for j in db.query(Job).filter_by(case_id=case["id"]).order_by(Job.id)]
+    assert states == ["failed", "queued"]
 
 
 def test_a_study_without_flair_is_refused_at_upload(

@@ -88,7 +88,9 @@ def series_of(ctx: AppContext, case: Case) -> list[dict[str, Any]]:
 def change_roles(ctx: AppContext, db: Session, user: User, case: Case,
                  assignment: dict[str, str | None]) -> Job:
     """Set the roles of a 3D case's series (``{case file: role or None}``; series not named
-    keep theirs), audit the change and queue a new segmentation.
+    keep theirs), audit the change and queue a new segmentation. A segmentation still queued
+    or running with the old roles is superseded (ended, its result refused), so what the
+    case shows is always the segmentation of the roles the doctor set.
 
     Raises:
         UploadError: not a 3D case, an unknown series or role, a role given to two series,
@@ -132,6 +134,8 @@ def change_roles(ctx: AppContext, db: Session, user: User, case: Case,
     case.status = "new"
     case.note = "modalities: " + ", ".join(MODALITY_NAMES[m] for m in MODALITY_NAMES
                                            if m in roles)
+    repo.supersede_jobs(db, case.id, "superseded: the series' roles were changed and the "
+                        "study is segmented again with the new roles")
     job = repo.add_job(db, case)
     repo.audit(db, user.username, "change-roles", f"case {case.id}", "; ".join(changes))
     db.commit()

@@ -249,6 +249,18 @@ def add_job(db: Session, case: Case, kind: str = "segment") -> Job:
     return job
 
 
+def supersede_jobs(db: Session, case_id: int, message: str) -> int:
+    """End the case's queued and running jobs (``failed``, with ``message``), before a new one
+    replaces them: a queued one is never claimed, and a running one's worker no longer owns
+    a running job, so its result is refused (:func:`update_owned_job`). Returns how many; the
+    caller commits."""
+    done = db.execute(update(Job).where(Job.case_id == case_id,
+                                        Job.state.in_(("queued", "running")))
+                      .values(state="failed", owner=None, message=message, updated_at=utcnow())
+                      .execution_options(synchronize_session=False))
+    return int(getattr(done, "rowcount", 0) or 0)
+
+
 def job_of(db: Session, case_id: int) -> Job | None:
     return db.scalar(select(Job).where(Job.case_id == case_id).order_by(Job.id.desc()))
 
