@@ -132,6 +132,36 @@ def test_enhanced_multiframe_volumes_match_dcm2niix(data_root: Path, tmp_path: P
 
 
 @pytest.mark.realdata
+def test_an_enhanced_3d_series_imports_like_its_classic_files_and_dcm2niix(
+        data_root: Path, scanners: tuple[Path, list[dict]], tmp_path: Path) -> None:
+    """The shared scanner DICOM's enhanced multi-frame series are all 4D (fMRI, field maps):
+    the GE 3D T1's 130 classic files made into one Legacy Converted Enhanced MR Image
+    (highdicom, PS3.3 A.71) go through ``dicom import`` whole, and give the classic files'
+    volume and dcm2niix's volume of the enhanced file."""
+    import highdicom as hd
+
+    classic_out, records = scanners
+    (classic,) = [r for r in records if r["nifti"]]
+    folder = data_root / "dicom-scanners" / "ge-3d-t1-phantom"
+    slices = [pydicom.dcmread(p) for p in sorted(folder.rglob("*")) if p.is_file()]
+    slices = [d for d in slices if d.SeriesDescription == classic["description"]]
+    assert len(slices) == 130
+    enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
+        slices[::-1], series_instance_uid=hd.UID(), series_number=99,
+        sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "enhanced").mkdir()
+    enhanced.save_as(tmp_path / "enhanced" / "t1.dcm")
+    import_study(tmp_path / "enhanced", tmp_path / "out")
+    (record,) = json.loads((tmp_path / "out" / "series.json").read_text())
+    assert record["role"] == "t1" and record["kind"] == "structural", record
+    assert record["files"] == 1 and record["n_volumes"] == 1
+    ours = nib.load(tmp_path / "out" / record["nifti"])
+    assert_same_volume(ours, nib.load(classic_out / classic["nifti"]))
+    (ref,) = run_dcm2niix(tmp_path / "enhanced", tmp_path / "dcm2niix")
+    assert_same_volume(ours, nib.load(ref))
+
+
+@pytest.mark.realdata
 def test_real_jpeg_lossless_and_jpeg2000_decode(data_root: Path, tmp_path: Path) -> None:
     """Siemens mosaics stored JPEG Lossless (process 14 SV1) and JPEG 2000: every pixel of the
     first mosaic equals dcm2niix's first volume (the same values, tiled)."""

@@ -43,7 +43,9 @@ pat0004, x1.15, taper 15, 48-epoch models          +45.4       +39.0     -14%
 
 The rows above the last were read by the 16-epoch models, the last by the 48-epoch models
 shipped on 2026-12-07 (the same pair read by the 16-epoch ensemble in the same session: 110.3 ->
-146.9 mL, -19.3%; by the 48-epoch one 109.6 -> 148.6 mL, -14.0%).
+146.9 mL, -19.3%; by the 48-epoch one 109.6 -> 148.6 mL, -14.0%). With a stripped study's
+brain mask taken nearest-neighbour from the reference's own grid (2026-12-07, sixth stop):
+109.7 -> 148.2 mL, -15.1%; with ``--tta`` as well, -15.0%.
 None is within 10%: the model consistently reads less change than the label (its misses grow
 with the tumour: on pat0004 x1.15 taper 50 its false negatives against the transformed label
 went from 11.8k to 26.6k voxels). The 10% must-hold is unmet; it is the model's
