@@ -2,13 +2,17 @@
 tumour grown by a known volume, uploaded as one patient; the patient page shows the change,
 the later study registered onto the earlier.
 
-Issue 22 asks for the change within 10% of the known one. That does NOT hold (the table
-below): the shipped model reads 14% less growth than the transformed label (the 16-epoch
-models before it: 20% less). What the test
-asserts is what holds: the page's change is the difference of the two studies' segmented
-volumes, it has the right direction and at least half the known size (guarding against a
-follow-up that registers or pairs the wrong studies), the registration undoes the head's
-movement, and the masks are shown at the same position.
+Issue 22 asks for the change within 10% of the known one. Between the two studies' own reads
+it does not hold (the table below): the shipped model reads 15% less growth than the
+transformed label (the 16-epoch models before it: 20% less). The change read "on one scale"
+(the later study read again with its normal-appearing brain z-scored onto the earlier study's
+scale: mrimaster.segmentation.longitudinal, 2026-12-07) reads 42.7 of 45.4 mL, -5.8%, and the
+test asserts the 10% on it. The same pair shrunk (x0.87, known -41.0 mL) is not within 10%
+either way: -35.0 mL own reads, -35.6 mL on one scale (-13.1%). The test also asserts that
+the page's own change is the difference of the two studies' segmented volumes, with the right
+direction and at least half the known size (guarding against a follow-up that registers or
+pairs the wrong studies), that the registration undoes the head's movement, and that the
+masks are shown at the same position.
 
 How the growth is simulated (:func:`grow_tumour`): a smooth radial deformation about the
 centre of the reference label's whole tumour (``OTMultiClass`` > 0) scales the tumour by
@@ -233,15 +237,24 @@ def test_follow_up_shows_the_known_growth(followup_app: FollowUpApp,
           f" mL ({v0:.1f} -> {v1:.1f} mL)")
     assert time_points.known_ml > 10
     assert measured == pytest.approx(v1 - v0, abs=0.05)  # the page's arithmetic
-    # the issue's 10% is not met (-14% measured, see the module docstring); this guards the
+    # the own reads miss the issue's 10% (-15%, see the module docstring); this guards the
     # direction and the order of magnitude
     assert 0.5 * time_points.known_ml <= measured <= 1.1 * time_points.known_ml, (
         measured, time_points.known_ml)
     assert later["from_previous"]["WT"] == later["from_first"]["WT"]
+    # the issue's must-hold, on the change read with the later study on the earlier one's
+    # intensity scale (the pair's registration reused; mrimaster.segmentation.longitudinal)
+    (pair,) = data["pairs"]
+    assert pair["matched"] and "error" not in pair["matched"], pair["matched"]
+    matched = later["from_previous_matched"]["WT"]["ml"]
+    print(f"on one scale: {matched:.2f} mL ({v0:.1f} -> "
+          f"{pair['matched']['volumes_ml']['WT']:.1f} mL), "
+          f"{100 * (matched - tp.known_ml) / tp.known_ml:+.1f}% of the known change")
+    assert matched == pytest.approx(pair["matched"]["volumes_ml"]["WT"] - v0, abs=0.05)
+    assert abs(matched - tp.known_ml) <= 0.10 * tp.known_ml, (matched, tp.known_ml)
     assert later["from_first"]["WT"]["percent"] == pytest.approx(100 * measured / v0, abs=0.01)
     assert data["studies"][0]["from_first"] is None
     # the later study registered onto the earlier: the head movement undone
-    (pair,) = data["pairs"]
     assert pair["earlier"] == first and pair["later"] == second and pair["error"] is None
     assert pair["problems"] == [], pair
     assert pair["quality"]["rotation_deg"] == pytest.approx(MOVE_DEG, abs=0.5)
@@ -263,6 +276,7 @@ def test_follow_up_shows_the_known_growth(followup_app: FollowUpApp,
     assert RANO_NOTE in page.text.replace("&#39;", "'") and "not a RANO assessment" in page.text
     assert 'id="viewer-left"' in page.text and 'id="viewer-right"' in page.text
     assert f"{measured:+.1f} mL" in page.text
+    assert f"on one scale: {matched:+.1f} mL" in page.text and 'id="one-scale"' in page.text
     with app.ctx.sessions() as db:
         seen = db.query(AuditEvent).filter_by(action="view-patient").all()
     assert len(seen) == 3 and all(f"cases {first},{second}" == e.detail for e in seen)

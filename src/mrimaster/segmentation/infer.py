@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,8 @@ def plan_inputs(seg: SegModel, case: Case) -> InputPlan:
     return plan
 
 
-def prepare_inputs(seg: SegModel, case: Case, plan: InputPlan | None = None
+def prepare_inputs(seg: SegModel, case: Case, plan: InputPlan | None = None,
+                   scale: Mapping[str, tuple[float, float]] | None = None
                    ) -> tuple[Volume, InputPlan]:
     """Plan the inputs (:func:`plan_inputs`, unless ``plan`` is given) and load them: channels
     in the model's order, the unused ones zero, resampled to the model's spacing.
@@ -146,8 +148,9 @@ def prepare_inputs(seg: SegModel, case: Case, plan: InputPlan | None = None
     plan = plan or plan_inputs(seg, case)
     if case.image4d is None:
         return load_channels_zero_filled(case_subset(case, plan.used), list(seg.modalities),
-                                         spacing=seg.spacing), plan
-    volume = load_channels_zero_filled(case, list(seg.modalities), spacing=seg.spacing)
+                                         spacing=seg.spacing, scale=scale), plan
+    volume = load_channels_zero_filled(case, list(seg.modalities), spacing=seg.spacing,
+                                       scale=scale)
     for c, m in enumerate(seg.modalities):  # one 4D file: blank the channels not used
         if m not in plan.used:
             volume.image[c] = 0
@@ -228,7 +231,8 @@ class SegmentResult:
 
 
 def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
-                 checks: dict[str, SequenceCheck] | None = None) -> SegmentResult:
+                 checks: dict[str, SequenceCheck] | None = None,
+                 scale: Mapping[str, tuple[float, float]] | None = None) -> SegmentResult:
     """Segment ``case`` and write into ``out_dir``: the mask on the input grid
     (``seg.nii.gz``, BraTS 2021 labels; without T1-Gd ``wt.nii.gz``, 1 = whole tumour; the
     convention also in the header's ``descrip``: :mod:`mrimaster.segmentation.outputs`),
@@ -244,6 +248,9 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
     given (a study the imaging stage registered: its registration's verdicts). A used sequence
     with a problem is refused; an unused one is reported by name (``sequences``,
     ``sequence_problems`` and the warnings).
+
+    ``scale``: per modality, the intensity ``(mean, standard deviation)`` to z-score with
+    instead of the case's own (:func:`mrimaster.segmentation.volumes.load_volume`).
 
     Raises:
         DataError: as :func:`prepare_inputs`; a used sequence off the reference's grid or
@@ -266,7 +273,7 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
                     case.name)
         problems = problems_of({m: c for m, c in checks.items()  # the left out: in warnings
                                 if not str(c.problem).startswith("left out")}, case.name)
-    volume, plan = prepare_inputs(seg, case, plan)
+    volume, plan = prepare_inputs(seg, case, plan, scale)
     volume.notes = [*seg.notes, *volume.notes, *problems]
     work_voxels = float(np.prod(volume.work_shape or volume.canonical_shape))
     work_voxel_ml = volume.voxel_ml * float(np.prod(volume.canonical_shape)) / work_voxels

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,8 +182,13 @@ def _load_channels(case: Case, modalities: list[str]) -> tuple[list[np.ndarray],
 
 
 def load_volume(case: Case, modalities: list[str], margin: int = 4,
-                spacing: tuple[float, float, float] | None = None) -> Volume:
+                spacing: tuple[float, float, float] | None = None,
+                scale: Mapping[str, tuple[float, float]] | None = None) -> Volume:
     """Load and preprocess ``modalities`` of ``case`` (and its labels, if any).
+
+    ``scale``: per modality, the ``(mean, standard deviation)`` to z-score it with instead of
+    its own over the brain (a follow-up study read on an earlier study's intensity scale:
+    :mod:`mrimaster.segmentation.longitudinal`).
 
     Raises:
         DataError: missing modality, corrupt file, non-3D volume, shapes that differ, NaNs.
@@ -217,9 +223,10 @@ def load_volume(case: Case, modalities: list[str], margin: int = 4,
     sl = tuple(slice(a, b) for a, b in box)
     image = stack[(slice(None), *sl)].copy()
     brain_c = brain[sl]
-    for c in range(image.shape[0]):
+    for c, modality in enumerate(modalities):
         vals = image[c][brain_c]
-        image[c] = np.where(brain_c, (image[c] - vals.mean()) / max(vals.std(), 1e-6), 0)
+        mean, std = (scale or {}).get(modality, (float(vals.mean()), float(vals.std())))
+        image[c] = np.where(brain_c, (image[c] - mean) / max(std, 1e-6), 0)
     regions, regions_full, known = None, None, np.zeros(3, bool)
     if case.seg is not None:
         seg_img = load_nifti(case.seg)
@@ -266,7 +273,9 @@ def canonical_zooms(img: nib.Nifti1Image) -> np.ndarray:
 
 
 def load_channels_zero_filled(case: Case, modalities: list[str], margin: int = 4,
-                              spacing: tuple[float, float, float] | None = None) -> Volume:
+                              spacing: tuple[float, float, float] | None = None,
+                              scale: Mapping[str, tuple[float, float]] | None = None
+                              ) -> Volume:
     """:func:`load_volume` of the modalities ``case`` has, with a zero channel (the z-scored
     mean) for each of ``modalities`` it lacks, in the order of ``modalities``: the input of a
     network trained with modality dropout.
@@ -278,7 +287,7 @@ def load_channels_zero_filled(case: Case, modalities: list[str], margin: int = 4
     if not present:
         raise DataError(f"case {case.name} has none of {', '.join(modalities)}",
                         f"it has: {', '.join(case.available()) or 'nothing recognised'}")
-    volume = load_volume(case, present, margin, spacing)
+    volume = load_volume(case, present, margin, spacing, scale)
     image = np.zeros((len(modalities), *volume.image.shape[1:]), np.float32)
     for i, m in enumerate(modalities):
         if m in present:

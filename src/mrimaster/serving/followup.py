@@ -11,6 +11,13 @@ figure, are cached in the store under the later case's files
 keyed by the digests of the four inputs: a study segmented again is registered again, else the
 page never registers twice.
 
+The change from the previous study is also given with the later study read on the earlier
+one's intensity scale (``from_previous_matched``; :mod:`mrimaster.serving.followup_read`),
+computed with the pair's registration and cached with it: each study's own read z-scores it
+over its own brain, tumour included, so a growing tumour shifts its own scale and the change
+between two own reads falls short of the growth. It is not given when the registration is not
+trusted.
+
 A volume change is not a RANO assessment (:data:`RANO_NOTE`)."""
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from sqlalchemy.orm import Session
 from mrimaster.errors import MRIMasterError
 from mrimaster.serving.cases import UploadError
 from mrimaster.serving.context import AppContext
+from mrimaster.serving.followup_read import matched_read
 from mrimaster.storage import repository as repo
 from mrimaster.storage.tables import Case
 
@@ -115,7 +123,7 @@ def _cached(ctx: AppContext, later: Case, key: str, inputs: dict[str, str]
                for n in names):
         return None
     info: dict[str, Any] = json.loads(ctx.store.read(digest))
-    return info if info.get("inputs") == inputs else None
+    return info if info.get("inputs") == inputs and "matched" in info else None
 
 
 def register_pair(ctx: AppContext, earlier: Case, later: Case) -> dict[str, Any]:
@@ -167,7 +175,8 @@ def register_pair(ctx: AppContext, earlier: Case, later: Case) -> dict[str, Any]
     quality = {k: (round(v, 4) if isinstance(v, float) else v)
                for k, v in vars(reg.quality).items()}
     info = {"inputs": inputs, "quality": quality, "init": init,
-            "problems": reg.quality.problems(max_translation_mm=None, max_rotation_deg=None)}
+            "problems": reg.quality.problems(max_translation_mm=None, max_rotation_deg=None),
+            "matched": matched_read(ctx, earlier, later, reg.transform)}
     files[f"{key}.json"] = ctx.store.put_bytes(json.dumps(info, indent=1).encode())
     later.files = {**later.files, **files}
     return info
@@ -190,7 +199,8 @@ def _pair(ctx: AppContext, earlier: Case, later: Case, register: bool = True
              "later_image": f"/api/cases/{later.id}/files/{key}/image.nii.gz",
              "later_mask": f"/api/cases/{later.id}/files/{key}/mask.nii.gz"}
     return {**out, "error": None, "role": role, "moving_role": info["inputs"]["moving_role"],
-            "quality": info["quality"], "problems": info["problems"], "files": files}
+            "quality": info["quality"], "problems": info["problems"], "files": files,
+            "matched": info["matched"]}
 
 
 def follow_up(ctx: AppContext, db: Session, pseudonym: str, register: bool = True
@@ -205,8 +215,10 @@ def follow_up(ctx: AppContext, db: Session, pseudonym: str, register: bool = Tru
     Returns:
         ``{"pseudonym", "studies": [{"case", "date", "date_source", "status", "segmented",
         "volumes_ml": {WT, TC, ET}, "from_first": {region: {"ml", "percent"}},
-        "from_previous": ...}], "pairs": [{"earlier", "later", "pending", "files",
-        "quality", "problems", "error"}], "regions", "note"}`` (volumes in mL).
+        "from_previous": ..., "from_previous_matched": ...}], "pairs": [{"earlier",
+        "later", "pending", "files", "quality", "problems", "error", "matched"}], "regions",
+        "note"}`` (volumes in mL; ``matched``: :func:`mrimaster.serving.followup_read.
+        matched_read`'s result).
 
     Raises:
         UploadError: the patient has no 3D study (404).
@@ -224,7 +236,7 @@ def follow_up(ctx: AppContext, db: Session, pseudonym: str, register: bool = Tru
         entry: dict[str, Any] = {"case": case.id, "date": date, "date_source": source,
                                  "status": case.status, "segmented": _segmented(case),
                                  "volumes_ml": _volumes(case), "from_first": None,
-                                 "from_previous": None}
+                                 "from_previous": None, "from_previous_matched": None}
         if entry["segmented"]:
             now = entry["volumes_ml"]
             if first is not None and previous is not None:
@@ -232,6 +244,10 @@ def follow_up(ctx: AppContext, db: Session, pseudonym: str, register: bool = Tru
                 entry["from_previous"] = {r: change(now[r], _volumes(previous)[r])
                                           for r in REGIONS}
                 pairs.append(_pair(ctx, previous, case, register))
+                read = (pairs[-1].get("matched") or {}).get("volumes_ml")
+                if read and not pairs[-1].get("problems"):
+                    entry["from_previous_matched"] = {
+                        r: change(read.get(r), _volumes(previous)[r]) for r in REGIONS}
             first = first or case
             previous = case
         studies.append(entry)
