@@ -58,3 +58,11 @@ def test_no_matched_scale_without_shared_normal_brain() -> None:
     n = normal_brain(later, brain_of(earlier), t0)
     assert matched_scale({"t1": later["flair"]}, n, earlier, n, own_scale(earlier)) is None
     assert MIN_NORMAL_VOXELS > 0
+
+
+def test_a_study_matched_to_itself_keeps_its_own_scale() -> None:
+    study, tumour = _study(10, 1.3, 20.0, 0)
+    normal = normal_brain(study, brain_of(study), tumour)
+    matched = matched_scale(study, normal, study, normal, own_scale(study))
+    assert matched is not None
+    assert matched["flair"] == pytest.approx(own_scale(study)["flair"], rel=1e-5)

@@ -12,11 +12,11 @@ keyed by the digests of the four inputs: a study segmented again is registered a
 page never registers twice.
 
 The change from the previous study is also given with the later study read on the earlier
-one's intensity scale (``from_previous_matched``; :mod:`mrimaster.serving.followup_read`),
-computed with the pair's registration and cached with it: each study's own read z-scores it
-over its own brain, tumour included, so a growing tumour shifts its own scale and the change
-between two own reads falls short of the growth. It is not given when the registration is not
-trusted.
+one's intensity scale (``from_previous_matched``: the later read minus the earlier study's read
+through the same path; :mod:`mrimaster.serving.followup_read`), computed with the pair's
+registration and cached with it: each study's own read z-scores it over its own brain, tumour
+included, so a growing tumour shifts its own scale and the change between two own reads falls
+short of the growth. It is not given when the registration is not trusted.
 
 A volume change is not a RANO assessment (:data:`RANO_NOTE`)."""
 
@@ -100,16 +100,28 @@ def reference_role(case: Case) -> str:
     return "flair"
 
 
+def _image_file(case: Case, role: str) -> str:
+    """The case's image of ``role`` on its mask's grid: the sequence as its segmentation saw
+    it (``registered/<role>.nii.gz``, in the reference's frame, stripped when it was) when
+    stored, else the uploaded series (the reference's own grid for the reference role)."""
+    registered = f"registered/{role}.nii.gz"
+    return registered if isinstance(case.files.get(registered), str) else f"{role}.nii.gz"
+
+
 def _inputs(earlier: Case, later: Case) -> dict[str, str]:
     """The four stored files a pair's registration depends on (by digest): the earlier
     study's reference image and mask, the later study's image of the same role (else its
-    reference) and its mask."""
+    reference) and its mask. Both images are the sequences as the segmentations saw them when
+    stored (:func:`_image_file`): a later sequence other than its study's reference is then
+    in the reference's frame, as its mask is, and both are stripped alike."""
     role = reference_role(earlier)
     moving = role if f"{role}.nii.gz" in later.files else reference_role(later)
+    fixed_file, moving_file = _image_file(earlier, role), _image_file(later, moving)
     return {"role": role, "moving_role": moving,
-            "earlier_image": earlier.files[f"{role}.nii.gz"],
+            "earlier_file": fixed_file, "later_file": moving_file,
+            "earlier_image": earlier.files[fixed_file],
             "earlier_mask": earlier.files["mask.nii.gz"],
-            "later_image": later.files[f"{moving}.nii.gz"],
+            "later_image": later.files[moving_file],
             "later_mask": later.files["mask.nii.gz"]}
 
 
@@ -123,7 +135,10 @@ def _cached(ctx: AppContext, later: Case, key: str, inputs: dict[str, str]
                for n in names):
         return None
     info: dict[str, Any] = json.loads(ctx.store.read(digest))
-    return info if info.get("inputs") == inputs and "matched" in info else None
+    matched = info.get("matched")
+    if info.get("inputs") != inputs or not isinstance(matched, dict) or matched.get("retry"):
+        return None  # changed, from an older version, or a read that may work now
+    return info
 
 
 def register_pair(ctx: AppContext, earlier: Case, later: Case) -> dict[str, Any]:
@@ -174,9 +189,10 @@ def register_pair(ctx: AppContext, earlier: Case, later: Case) -> dict[str, Any]
                  f"{key}/mask.nii.gz": ctx.store.put_file(work / "mask.nii.gz")}
     quality = {k: (round(v, 4) if isinstance(v, float) else v)
                for k, v in vars(reg.quality).items()}
-    info = {"inputs": inputs, "quality": quality, "init": init,
-            "problems": reg.quality.problems(max_translation_mm=None, max_rotation_deg=None),
-            "matched": matched_read(ctx, earlier, later, reg.transform)}
+    problems = reg.quality.problems(max_translation_mm=None, max_rotation_deg=None)
+    info = {"inputs": inputs, "quality": quality, "init": init, "problems": problems,
+            "matched": {"error": "the registration is not trusted", "retry": False}
+            if problems else matched_read(ctx, earlier, later, reg.transform)}
     files[f"{key}.json"] = ctx.store.put_bytes(json.dumps(info, indent=1).encode())
     later.files = {**later.files, **files}
     return info
@@ -194,7 +210,8 @@ def _pair(ctx: AppContext, earlier: Case, later: Case, register: bool = True
     except MRIMasterError as exc:
         return {**out, "error": str(exc), "files": None}
     role = info["inputs"]["role"]
-    files = {"earlier_image": f"/api/cases/{earlier.id}/files/{role}.nii.gz",
+    earlier_file = info["inputs"].get("earlier_file", f"{role}.nii.gz")
+    files = {"earlier_image": f"/api/cases/{earlier.id}/files/{earlier_file}",
              "earlier_mask": f"/api/cases/{earlier.id}/files/mask.nii.gz",
              "later_image": f"/api/cases/{later.id}/files/{key}/image.nii.gz",
              "later_mask": f"/api/cases/{later.id}/files/{key}/mask.nii.gz"}
@@ -244,10 +261,11 @@ def follow_up(ctx: AppContext, db: Session, pseudonym: str, register: bool = Tru
                 entry["from_previous"] = {r: change(now[r], _volumes(previous)[r])
                                           for r in REGIONS}
                 pairs.append(_pair(ctx, previous, case, register))
-                read = (pairs[-1].get("matched") or {}).get("volumes_ml")
-                if read and not pairs[-1].get("problems"):
+                matched = pairs[-1].get("matched") or {}
+                if matched.get("volumes_ml") and matched.get("earlier_ml"):
                     entry["from_previous_matched"] = {
-                        r: change(read.get(r), _volumes(previous)[r]) for r in REGIONS}
+                        r: change(matched["volumes_ml"].get(r), matched["earlier_ml"].get(r))
+                        for r in REGIONS}
             first = first or case
             previous = case
         studies.append(entry)

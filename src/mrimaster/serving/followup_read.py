@@ -4,12 +4,13 @@
 Each study's own read z-scores it over its whole brain, tumour included, so a growing tumour
 shifts its own scale and the change between two own reads falls short of the growth. This
 read uses what the two studies' segmentations stored (``registered/<role>.nii.gz``: every
-sequence as the network saw it, on the study's reference grid; ``mask.nii.gz``), brings the
-earlier study onto the later one's grid through the follow-up registration's inverse, and
-segments the later study again with the matched scale. Each study's statistics are taken
-on its own grid; only label maps (brains, tumour masks) cross between the grids,
-nearest-neighbour through the registration or its inverse. The earlier study keeps its own read;
-the case pages keep each study's own read too: this one only serves the change.
+sequence as the network saw it, on the study's reference grid; ``mask.nii.gz``), finds each
+study's normal-appearing brain on its own grid (only label maps, brains and tumour masks, cross
+between the grids, nearest-neighbour through the follow-up registration or its inverse), and
+segments both studies again from those files: the earlier one on its own scale, the later one
+on the matched scale. Both reads go through the same path (the stored files, their grid), so
+their difference is the change; a sequence only the later study has keeps its own scale. The
+case pages keep each study's own read: these two only serve the change.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from mrimaster.errors import MRIMasterError
+from mrimaster.errors import ModelError, MRIMasterError
 from mrimaster.serving.context import AppContext
 from mrimaster.storage.tables import Case
 
@@ -37,6 +38,10 @@ def _channels(case: Case) -> dict[str, str]:
             if name.startswith(PREFIX) and name.endswith(".nii.gz") and isinstance(digest, str)}
 
 
+def _same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
+    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=1e-3)
+
+
 def matched_read(ctx: AppContext, earlier: Case, later: Case, transform: sitk.Transform
                  ) -> dict[str, Any]:
     """``later`` segmented on ``earlier``'s intensity scale.
@@ -48,10 +53,13 @@ def matched_read(ctx: AppContext, earlier: Case, later: Case, transform: sitk.Tr
             (moving) ones.
 
     Returns:
-        ``{"volumes_ml": {WT, TC, ET}, "status", "scale"}`` (the read's trust status and, per
-        sequence, the mean and deviation it was z-scored with), or ``{"error": why}`` when it
-        cannot be read so (a study segmented before its sequences were stored, no shared
-        sequence, too little normal-appearing brain, a segmentation error).
+        ``{"volumes_ml": {WT, TC, ET}, "earlier_ml": {WT, TC, ET}, "status", "scale"}`` (the
+        later read, the earlier one's read through the same path, the later read's trust
+        status and, per sequence, the mean and deviation it was z-scored with), or
+        ``{"error": why, "retry": bool}`` when it cannot be read so (a study segmented before
+        its sequences were stored, files on different grids, no shared sequence, too little
+        normal-appearing brain; ``retry``: a failure that may pass, such as a server without
+        models, which is not cached).
     """
     from mrimaster.imaging.register import resample_labels
     from mrimaster.segmentation.cases import Case as SegCase
@@ -67,7 +75,7 @@ def matched_read(ctx: AppContext, earlier: Case, later: Case, transform: sitk.Tr
     mine, theirs = _channels(later), _channels(earlier)
     if not mine or not theirs:
         return {"error": "a study was segmented before its sequences were kept: segment it "
-                         "again to read the change on one intensity scale"}
+                         "again to read the change on one intensity scale", "retry": False}
     try:
         inverse = transform.GetInverse()
         with ctx.store.work_dir() as work:
@@ -83,6 +91,11 @@ def matched_read(ctx: AppContext, earlier: Case, later: Case, transform: sitk.Tr
             earlier_arrays = {r: np.asarray(i.dataobj, np.float32) for r, i in own.items()}
             later_mask = fetch(later.files["mask.nii.gz"], "later_mask.nii.gz")
             earlier_mask = fetch(earlier.files["mask.nii.gz"], "earlier_mask.nii.gz")
+            for study, found in ((later, [*images.values(), later_mask]),
+                                 (earlier, [*own.values(), earlier_mask])):
+                if not all(_same_grid(i, found[0]) for i in found):
+                    return {"error": f"case {study.id}'s stored sequences and mask are not on "
+                                     "one grid: segment it again", "retry": False}
 
             def label(data: np.ndarray, like: nib.Nifti1Image) -> nib.Nifti1Image:
                 return nib.Nifti1Image(data.astype(np.uint8), like.affine)
@@ -101,22 +114,35 @@ def matched_read(ctx: AppContext, earlier: Case, later: Case, transform: sitk.Tr
             earlier_normal = normal_brain(
                 earlier_arrays, onto(later_brain, earlier_grid, transform),
                 earlier_tumour | onto(later_mask, earlier_grid, transform))
+            earlier_scale = own_scale(earlier_arrays)
             scale = matched_scale(later_arrays, later_normal, earlier_arrays, earlier_normal,
-                                  own_scale(earlier_arrays))
+                                  earlier_scale)
             if scale is None:
                 return {"error": "the two studies share too little normal-appearing brain to "
-                                 "put them on one intensity scale"}
-            case = SegCase(name=f"case-{later.id}-on-{earlier.id}",
-                           images={r: work / f"later_{r}.nii.gz" for r in mine})
+                                 "put them on one intensity scale", "retry": False}
+            cases = {name: SegCase(name=f"case-{study.id}-{name}",
+                                   images={r: work / f"{name}_{r}.nii.gz" for r in roles})
+                     for name, study, roles in (("earlier", earlier, theirs),
+                                                ("later", later, mine))}
             with ctx.seg_lock:
                 seg = ctx.models_or_fail().segmenter().model
-                result = segment_case(seg, case, work / "read", scale=scale)
+                before = segment_case(seg, cases["earlier"], work / "earlier_read",
+                                      scale=earlier_scale)
+                after = segment_case(seg, cases["later"], work / "later_read", scale=scale)
     except MRIMasterError as exc:
         log.warning("follow-up read of case %d on case %d's scale failed: %s", later.id,
                     earlier.id, exc)
         return {"error": f"the later study could not be read on the earlier one's scale: "
-                         f"{exc}"}
-    return {"volumes_ml": {k: None if v is None else round(float(v), 3)
-                           for k, v in result.volumes_ml.items()},
-            "status": result.status,
+                         f"{exc}", "retry": isinstance(exc, ModelError)}
+    except Exception:  # the read is optional: the follow-up must still answer
+        log.exception("follow-up read of case %d on case %d's scale failed", later.id,
+                      earlier.id)
+        return {"error": "the later study could not be read on the earlier one's scale "
+                         "(an internal error, logged)", "retry": True}
+
+    def rounded(volumes: dict[str, float | None]) -> dict[str, float | None]:
+        return {k: None if v is None else round(float(v), 3) for k, v in volumes.items()}
+
+    return {"volumes_ml": rounded(after.volumes_ml), "earlier_ml": rounded(before.volumes_ml),
+            "status": after.status,
             "scale": {r: [round(m, 5), round(s, 5)] for r, (m, s) in scale.items()}}

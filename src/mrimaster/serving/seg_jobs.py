@@ -57,7 +57,7 @@ def run_job(ctx: AppContext, job: Job) -> None:
 
 
 def _is_output(name: str) -> bool:
-    return any(name == o or (o.endswith("_") and name.startswith(o)) for o in OUTPUTS)
+    return any(name == o or (o.endswith(("_", "/")) and name.startswith(o)) for o in OUTPUTS)
 
 
 def _segment(ctx: AppContext, job: Job) -> None:

@@ -115,6 +115,12 @@
       r.textContent = "Registration not trusted: " + why;
       node.appendChild(r);
     });
+    if (pair.matched && pair.matched.error && !(pair.problems || []).length) {
+      const r = document.createElement("p");
+      r.className = "reason";
+      r.textContent = "Not read on one scale: " + pair.matched.error;
+      node.appendChild(r);
+    }
   }
   let registered = null;
   function register() {
@@ -129,6 +135,23 @@
         .then(function (fresh) {
           data.pairs = fresh.pairs;
           data.pairs.forEach(describe);
+          // the change "on one scale" comes with the registration: show it in the table
+          fresh.studies.forEach(function (s) {
+            if (!s.from_previous_matched) return;
+            Object.keys(s.from_previous_matched).forEach(function (region) {
+              const m = s.from_previous_matched[region];
+              const cell = document.querySelector('tr[data-case="' + s.case + '"][data-region="' +
+                                                  region + '"] td.from_previous');
+              if (!cell || !m || m.ml === null || cell.querySelector(".matched")) return;
+              const span = document.createElement("span");
+              span.className = "matched";
+              span.textContent = "on one scale: " + (m.ml >= 0 ? "+" : "") + m.ml.toFixed(1) +
+                " mL" + (m.percent === null ? "" : " (" + (m.percent >= 0 ? "+" : "") +
+                m.percent.toFixed(0) + "%)");
+              cell.appendChild(document.createElement("br"));
+              cell.appendChild(span);
+            });
+          });
         });
     }
     return registered;
