@@ -206,6 +206,50 @@ def test_a_study_full_of_identifying_values_leaks_nowhere(
     assert not {s: places for s, places in leaked.items() if places}
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_follow_up_of_identified_studies_leaks_nowhere(
+        client: TestClient, ctx: AppContext, doctor: dict[str, str], admin: dict[str, str],
+        data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The identified study uploaded twice (one patient, two time points): the follow-up
+    registers the pair and reads the later study again on the earlier one's scale
+    (mrimaster.serving.followup_read). Its API answer, page, stored pair files (the cached
+    JSON, the resampled image and mask), the database and the log hold no original."""
+    zip_name, archive, originals = identified_study(data_root, tmp_path)
+    caplog.set_level("DEBUG")
+    ids = []
+    for _ in range(2):
+        r = client.post("/api/cases/3d", headers=doctor,
+                        files={"dicom_zip": (zip_name, archive)})
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["id"])
+    assert JobRunner(ctx).run_pending() == 2
+    alias = client.get(f"/api/cases/{ids[0]}", headers=doctor).json()["pseudonym"]
+    assert client.get(f"/api/cases/{ids[1]}", headers=doctor).json()["pseudonym"] == alias
+    seen: dict[str, bytes] = {}
+    answer = client.get(f"/api/patients/{alias}/followup", headers=admin)
+    assert answer.status_code == 200, answer.text
+    seen["follow-up answer"] = answer.content
+    (pair,) = answer.json()["pairs"]
+    assert pair["error"] is None and "volumes_ml" in pair["matched"], pair  # the read ran
+    seen["patient page"] = client.get(f"/patients/{alias}", headers=admin).content
+    later = client.get(f"/api/cases/{ids[1]}", headers=doctor).json()
+    stored = {n: u for n, u in later["files"].items() if n.startswith("followup/")}
+    assert len(stored) == 3, stored  # the pair's JSON, image and mask
+    for name, url in stored.items():
+        got = client.get(url, headers=doctor)
+        assert got.status_code == 200 and got.content, name
+        seen[name] = searchable(name, got.content)
+    seen["database"] = database_text(ctx).encode()
+    seen["server log"] = caplog.text.encode()
+    secrets = [s for s in originals.strings if len(s) >= 6] + sorted(originals.uids)
+    secrets += [LEAKY_NAME, zip_name]
+    leaked = {s: [place for place, blob in seen.items() if s.encode() in blob]
+              for s in secrets}
+    assert not {s: places for s, places in leaked.items() if places}
+
+
 def test_the_identified_slice_keeps_its_geometry_and_gets_every_value(tmp_path: Path) -> None:
     """The builder itself: a slice keeps its geometry and pixels, and holds the worst case's
     values (top level, nested, private, file meta) and the new UIDs."""
