@@ -39,6 +39,12 @@ def leftovers(path: Path) -> list[Path]:
     return sorted(p for p in path.parent.iterdir() if pattern.fullmatch(p.name))
 
 
+def discard_leftovers(path: Path) -> None:
+    """Delete what :func:`leftovers` finds (before writing ``path`` again)."""
+    for stale in leftovers(path):
+        stale.unlink(missing_ok=True)
+
+
 @contextmanager
 def replaced_whole(path: Path, *, durable: bool = False) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to; on leaving the block without an

@@ -86,7 +86,7 @@ def test_a_stripped_study_is_masked_by_its_reference_without_the_resampling_rim(
                "flair": _on_grid(nib.Nifti1Image(np.asarray(own.dataobj), moved), grid)}
     brain_ml = np.count_nonzero(np.asarray(own.dataobj)) * 8 / 1000
     linear_ml = np.count_nonzero(np.asarray(volumes["t1ce"].dataobj)) / 1000
-    mask, info = strip_study(volumes, "t1ce", "auto", own, grid)
+    mask, info = strip_study(volumes, "t1ce", "auto", own)
     inside = np.asarray(mask.dataobj) > 0
     assert info["method"] == "already stripped" and mask.get_data_dtype() == np.uint8
     assert info["mask_from"] == "t1ce"
@@ -99,7 +99,7 @@ def test_a_stripped_study_is_masked_by_its_reference_without_the_resampling_rim(
         assert data[inside].any(), role
     fresh = {"t1ce": _on_grid(own, grid)}
     kept = np.asarray(fresh["t1ce"].dataobj).copy()
-    never, info = strip_study(fresh, "t1ce", "never", own, grid)  # as given: rim and all
+    never, info = strip_study(fresh, "t1ce", "never", own)  # as given: rim and all
     assert "never" in info["method"]
     assert np.array_equal(np.asarray(never.dataobj) > 0, kept != 0)
     assert np.array_equal(np.asarray(fresh["t1ce"].dataobj), kept)
@@ -110,9 +110,8 @@ def test_a_stripped_t1_beside_an_unstripped_reference_bounds_the_brain() -> None
     the brain: the T1's is."""
     brain = _sphere_brain()
     head, inside_brain, _ = make_head(brain)
-    grid = to_sitk(nib.Nifti1Image(np.zeros(head.shape, np.uint8), head.affine), np.uint8)
     volumes = {"t1ce": head, "t1": brain}
-    mask, info = strip_study(volumes, "t1ce", "auto", head, grid)
+    mask, info = strip_study(volumes, "t1ce", "auto", head)
     assert info["on"] == "t1" and info["mask_from"] == "t1" and info["already_stripped"]
     assert np.array_equal(np.asarray(mask.dataobj) > 0, inside_brain)
     assert not np.asarray(volumes["t1ce"].dataobj)[~inside_brain].any()  # the scalp is gone

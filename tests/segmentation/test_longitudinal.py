@@ -7,11 +7,11 @@ import pytest
 
 from mrimaster.segmentation.longitudinal import (
     MIN_NORMAL_VOXELS,
-    brain_of,
     matched_scale,
     normal_brain,
     own_scale,
 )
+from mrimaster.segmentation.volumes import brain_of
 
 
 def _study(tumour_radius: float, gain: float, offset: float, seed: int
@@ -33,7 +33,7 @@ def test_the_later_normal_tissue_lands_where_the_earlier_one_is(gain: float, off
     earlier, t0 = _study(8, 1.0, 0.0, 0)
     later, t1 = _study(14, gain, offset, 1)  # grown, and another scanner gain
     scale0 = own_scale(earlier)
-    both = brain_of(earlier) & brain_of(later)
+    both = brain_of(earlier.values()) & brain_of(later.values())
     n0, n1 = (normal_brain(s, both, t0 | t1) for s in (earlier, later))
     assert np.array_equal(n0, n1) and not (n0 & (t0 | t1)).any()
     matched = matched_scale(later, n1, earlier, n0, scale0)
@@ -52,17 +52,17 @@ def test_the_later_normal_tissue_lands_where_the_earlier_one_is(gain: float, off
 def test_no_matched_scale_without_shared_normal_brain() -> None:
     earlier, t0 = _study(8, 1.0, 0.0, 0)
     later, _ = _study(8, 1.0, 0.0, 1)
-    nothing = normal_brain(later, brain_of(earlier), np.ones_like(t0))
+    nothing = normal_brain(later, brain_of(earlier.values()), np.ones_like(t0))
     assert not nothing.any()
     assert matched_scale(later, nothing, earlier, nothing, own_scale(earlier)) is None
-    n = normal_brain(later, brain_of(earlier), t0)
+    n = normal_brain(later, brain_of(earlier.values()), t0)
     assert matched_scale({"t1": later["flair"]}, n, earlier, n, own_scale(earlier)) is None
     assert MIN_NORMAL_VOXELS > 0
 
 
 def test_a_study_matched_to_itself_keeps_its_own_scale() -> None:
     study, tumour = _study(10, 1.3, 20.0, 0)
-    normal = normal_brain(study, brain_of(study), tumour)
+    normal = normal_brain(study, brain_of(study.values()), tumour)
     matched = matched_scale(study, normal, study, normal, own_scale(study))
     assert matched is not None
     assert matched["flair"] == pytest.approx(own_scale(study)["flair"], rel=1e-5)

@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mrimaster.atomic import is_temporary, leftovers, replaced_whole
+from mrimaster.atomic import discard_leftovers, is_temporary, replaced_whole
 from mrimaster.errors import DataError
 from mrimaster.models.paths import file_sha256
 
@@ -125,8 +125,7 @@ def pull(url: str, folder: Path, progress: bool = False) -> SyncReport:
                 report.skipped.append(rel)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            for stale in leftovers(target):  # of a pull killed while downloading
-                stale.unlink(missing_ok=True)
+            discard_leftovers(target)  # of a pull killed while downloading
             key = f"{prefix}/{rel}" if prefix else rel
             with replaced_whole(target) as tmp:  # a failed or corrupted download leaves none
                 client.download_file(bucket, key, str(tmp))

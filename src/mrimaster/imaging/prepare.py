@@ -69,7 +69,7 @@ from mrimaster.imaging.register import (
 from mrimaster.imaging.registration_quality import MIN_NMI, measure
 from mrimaster.imaging.skullstrip import strip_study
 from mrimaster.segmentation.cases import MODALITIES, Case
-from mrimaster.segmentation.geometry import corner_distance, voxel_sizes, warn_if_unusual
+from mrimaster.segmentation.geometry import same_grid, voxel_sizes, warn_if_unusual
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +177,6 @@ def _onto(image: nib.Nifti1Image, grid: sitk.Image, transform: sitk.Transform | 
     return from_sitk(moved)
 
 
-def _same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
-    tol = 0.1 * float(min(voxel_sizes(a).min(), voxel_sizes(b).min()))
-    return a.shape[:3] == b.shape[:3] and corner_distance(a, b) <= tol
-
-
 def align(reference: nib.Nifti1Image, seq: Sequence, image: nib.Nifti1Image, grid: sitk.Image,
           config: PrepareConfig, reference_name: str = "the reference"
           ) -> tuple[nib.Nifti1Image, dict[str, Any]]:
@@ -192,7 +187,7 @@ def align(reference: nib.Nifti1Image, seq: Sequence, image: nib.Nifti1Image, gri
             sequence and the reference).
     """
     label = f"{ROLE_NAMES[seq.role]} {seq.name}"
-    if _same_grid(image, reference):
+    if same_grid(image, reference):
         ones = np.ones(image.shape[:3], bool)
         nmi, corr, overlap = measure(reference, image, ones)
         info: dict[str, Any] = {"method": "already on the reference's grid (not moved)",
@@ -313,7 +308,7 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
         progress(0.1 + 0.6 * len(sequences) / len(chosen),
                  f"registering the {ROLE_NAMES[role]} onto the {ROLE_NAMES[reference.role]}")
         if role == reference.role:
-            same = _same_grid(nib.Nifti1Image(np.zeros(shape, np.uint8), affine), ref_img)
+            same = same_grid(nib.Nifti1Image(np.zeros(shape, np.uint8), affine), ref_img)
             on_grid[role] = ref_img if same else _onto(ref_img, grid)
             sequences[role] = {"series": seq.name, "method": "reference"}
             continue
@@ -337,7 +332,7 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
 
     start = time.perf_counter()
     progress(0.7, "skull stripping")
-    mask, strip_info = strip_study(on_grid, reference.role, config.strip, ref_img, grid)
+    mask, strip_info = strip_study(on_grid, reference.role, config.strip, ref_img)
     timings["skull_strip"] = time.perf_counter() - start
 
     folder = work / "case"
@@ -358,7 +353,7 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
                       "shape": [int(v) for v in ref_img.shape[:3]]},
         "working_grid": {"shape": list(shape),
                          "spacing_mm": [float(z) for z in nib.affines.voxel_sizes(affine)],
-                         "resampled": not _same_grid(nib.Nifti1Image(
+                         "resampled": not same_grid(nib.Nifti1Image(
                              np.zeros(shape, np.uint8), affine), ref_img)},
         "warnings": notes,
         "sequences": sequences, "skull_strip": strip_info,

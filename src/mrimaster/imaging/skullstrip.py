@@ -43,7 +43,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from mrimaster.errors import MRIMasterError
-from mrimaster.imaging.register import from_sitk, to_sitk
+from mrimaster.imaging.register import resample_labels
 from mrimaster.segmentation.geometry import voxel_sizes
 
 log = logging.getLogger(__name__)
@@ -220,9 +220,10 @@ def skull_strip(image: nib.Nifti1Image | str | Path, force: bool = False) -> Sku
     return result
 
 
-def stripped_region(own: nib.Nifti1Image, grid: sitk.Image) -> nib.Nifti1Image:
-    """The brain of an already stripped reference on the working grid: its non-background
-    voxels on its own grid, a label map resampled nearest-neighbour (uint8, 0/1).
+def stripped_region(own: nib.Nifti1Image, on_grid: nib.Nifti1Image) -> nib.Nifti1Image:
+    """The brain of an already stripped reference on the working grid (``on_grid``: any image
+    on it): its non-background voxels on its own grid, a label map resampled
+    nearest-neighbour (uint8, 0/1).
 
     Not the non-background of the linearly resampled reference: where the stripped edge is
     interpolated with air, that adds a rim of partial-volume voxels (on the simulated
@@ -230,14 +231,11 @@ def stripped_region(own: nib.Nifti1Image, grid: sitk.Image) -> nib.Nifti1Image:
     counts as brain, pulling every channel's mean down and its spread up."""
     data = _data(own)
     region = nib.Nifti1Image((data != background_value(data)).astype(np.uint8), own.affine)
-    moved = sitk.Resample(to_sitk(region, np.uint8), grid, sitk.Transform(),
-                          sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return from_sitk(moved, np.uint8)
+    return resample_labels(region, on_grid, sitk.Transform())
 
 
 def strip_study(volumes: dict[str, nib.Nifti1Image], reference: str, strip: str,
-                own_reference: nib.Nifti1Image, grid: sitk.Image
-                ) -> tuple[nib.Nifti1Image, dict[str, Any]]:
+                own_reference: nib.Nifti1Image) -> tuple[nib.Nifti1Image, dict[str, Any]]:
     """The brain mask of a study's volumes on the working grid, and its report.
 
     The decision is made on the T1 when there is one (deepbet's contrast), else on the
@@ -254,7 +252,6 @@ def strip_study(volumes: dict[str, nib.Nifti1Image], reference: str, strip: str,
         reference: The reference's role.
         strip: ``auto``, ``always`` (deepbet even when stripped) or ``never``.
         own_reference: The reference on its own grid (for :func:`stripped_region`).
-        grid: The working grid.
     """
     ref = volumes[reference]
     if strip == "never":
@@ -266,7 +263,7 @@ def strip_study(volumes: dict[str, nib.Nifti1Image], reference: str, strip: str,
     result = skull_strip(volumes[source], force=strip == "always")
     mask, volume_ml, mask_from = result.mask, result.volume_ml, source
     if result.method != "deepbet" and stripped_decision(own_reference).stripped:
-        mask, mask_from = stripped_region(own_reference, grid), reference
+        mask, mask_from = stripped_region(own_reference, ref), reference
         volume_ml = float(np.count_nonzero(np.asarray(mask.dataobj))) * float(
             np.prod(voxel_sizes(mask))) / 1000.0
         log.info("brain mask: the %s's non-background on its own grid, %.0f ml", reference,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mrimaster.atomic import leftovers, replaced_whole
+from mrimaster.atomic import discard_leftovers, leftovers, replaced_whole
 from mrimaster.errors import ConfigError
 from mrimaster.runs.distributed import DistContext
 from mrimaster.segmentation.augment import PatchAugmenter
@@ -182,8 +182,7 @@ def save_last(run_dir: Path, ctx: DistContext, *, net: torch.nn.Module,
             "meta": meta, "recipe": recipe, "random": states,
             "net": {k: v.detach().cpu() for k, v in net.state_dict().items()},
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    for stale in leftovers(run_dir / LAST):  # of a save that was killed
-        stale.unlink(missing_ok=True)
+    discard_leftovers(run_dir / LAST)  # of a save that was killed
     with replaced_whole(run_dir / LAST, durable=True) as tmp:
         torch.save(blob, tmp)
 

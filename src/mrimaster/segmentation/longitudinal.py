@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from mrimaster.segmentation.volumes import brain_of
+
 MARGIN_VOXELS = 3
 """Voxels around either study's tumour left out of the normal-appearing brain. The read
 barely depends on it: 0, 3 and 6 gave 42.5, 42.7 and 42.7 mL of read growth on the case above."""
@@ -34,19 +36,11 @@ MIN_NORMAL_VOXELS = 10_000
 """Fewest normal-appearing voxels to fit on (10 mL at 1 mm); fewer: no matched read."""
 
 
-def brain_of(channels: dict[str, np.ndarray]) -> np.ndarray:
-    """The brain as the network's loader takes it: voxels that differ from the corner value in
-    any channel. ``channels``: 3D arrays on one grid."""
-    brain = np.zeros(next(iter(channels.values())).shape, bool)
-    for data in channels.values():
-        brain |= np.abs(data - data.flat[0]) > 1e-6
-    return brain
-
-
 def own_scale(channels: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
-    """Each channel's ``(mean, standard deviation)`` over its study's brain: what the loader
-    z-scores it with."""
-    brain = brain_of(channels)
+    """Each channel's ``(mean, standard deviation)`` over its study's brain (the loader's rule,
+    :func:`~mrimaster.segmentation.volumes.brain_of`), on the grid the arrays are on: the
+    loader's own statistics up to its reorientation and resampling to the model's spacing."""
+    brain = brain_of(channels.values())
     return {m: (float(d[brain].mean()), float(d[brain].std())) for m, d in channels.items()}
 
 
@@ -56,7 +50,7 @@ def normal_brain(channels: dict[str, np.ndarray], other_brain: np.ndarray,
     in the other study (``other_brain``, brought onto this grid nearest-neighbour), and more
     than ``margin`` voxels from ``tumour`` (both studies' tumour masks on this grid)."""
     near = ndimage.binary_dilation(tumour, iterations=margin) if margin else tumour
-    return brain_of(channels) & other_brain & ~near
+    return brain_of(channels.values()) & other_brain & ~near
 
 
 def matched_scale(later: dict[str, np.ndarray], later_normal: np.ndarray,

@@ -13,6 +13,7 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 from torch import nn
 
+from mrimaster.atomic import replaced_whole
 from mrimaster.errors import ModelError
 from mrimaster.models.paths import resolve_model_path
 from mrimaster.segmentation.runtime import SegInfo, info_from_dict
@@ -68,7 +69,8 @@ def save_segmenter(path: Path, seg: Segmenter) -> None:
     state = {k: v.detach().cpu() for k, v in seg.net.state_dict().items()}
     blob: dict[str, Any] = {"format": FORMAT, **seg.info_dict(), "channels": list(seg.channels),
                             "state_dict": state}
-    torch.save(blob, path)
+    with replaced_whole(path) as tmp:  # a model.pt is re-saved in place (its recorded grid)
+        torch.save(blob, tmp)
 
 
 def load_segmenter(path: Path, device: str = "cpu") -> Segmenter:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,6 +181,18 @@ def _load_channels(case: Case, modalities: list[str]) -> tuple[list[np.ndarray],
     return [_canonical(img, p) for img, p in zip(images, paths, strict=True)], images[0], paths
 
 
+def brain_of(channels: Iterable[np.ndarray]) -> np.ndarray:
+    """The brain as the loader takes it: ``bool``, the voxels that differ from the corner
+    value (``[0, 0, 0]``: the background) in any channel (3D arrays on one grid)."""
+    brain: np.ndarray | None = None
+    for channel in channels:  # one channel's temporaries at a time, not the whole stack's
+        differs = np.abs(channel - channel[0, 0, 0]) > 1e-6
+        brain = differs if brain is None else brain | differs
+    if brain is None:
+        raise ValueError("brain_of needs at least one channel")
+    return brain
+
+
 def load_volume(case: Case, modalities: list[str], margin: int = 4,
                 spacing: tuple[float, float, float] | None = None,
                 scale: Mapping[str, tuple[float, float]] | None = None) -> Volume:
@@ -208,9 +220,7 @@ def load_volume(case: Case, modalities: list[str], margin: int = 4,
                             case.name)
     if work is not None:
         stack = np.stack([resample_image(c, work) for c in stack])
-    brain = np.zeros(stack.shape[1:], bool)
-    for channel in stack:  # one channel's temporaries at a time, not the whole stack's
-        brain |= np.abs(channel - channel[0, 0, 0]) > 1e-6
+    brain = brain_of(stack)
     if not brain.any():
         raise DataError(f"case {case.name}: every voxel has the background value")
     work_voxel_mm3 = float(np.prod(np.asarray(canonical_shape) * zooms / np.asarray(

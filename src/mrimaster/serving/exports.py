@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mrimaster.serving.context import AppContext
+from mrimaster.serving.studies import registered_files
 from mrimaster.storage import repository as repo
 from mrimaster.storage.tables import Case
 
@@ -66,11 +67,9 @@ def reviewed_3d_zip(ctx: AppContext, db: Session) -> tuple[bytes, int]:
             seg = case_dir / "seg.nii.gz"
             seg.write_bytes(ctx.store.read(digest))
             images = {}
-            for name, file_digest in case.files.items():
-                if name.startswith("registered/") and isinstance(file_digest, str):
-                    role = name.removeprefix("registered/").removesuffix(".nii.gz")
-                    images[role] = case_dir / f"{role}.nii.gz"
-                    images[role].write_bytes(ctx.store.read(file_digest))
+            for role, file_digest in registered_files(case).items():
+                images[role] = case_dir / f"{role}.nii.gz"
+                images[role].write_bytes(ctx.store.read(file_digest))
             if not images:  # segmented before the registered volumes were kept
                 continue
             reviewer = hashlib.sha256(ctx.key + str(version["author"]).encode()).hexdigest()[:8]

@@ -33,6 +33,7 @@ from mrimaster.errors import MRIMasterError
 from mrimaster.serving.cases import UploadError
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.followup_read import matched_read
+from mrimaster.serving.studies import REGISTERED, registered_files
 from mrimaster.storage import repository as repo
 from mrimaster.storage.tables import Case
 
@@ -104,8 +105,7 @@ def _image_file(case: Case, role: str) -> str:
     """The case's image of ``role`` on its mask's grid: the sequence as its segmentation saw
     it (``registered/<role>.nii.gz``, in the reference's frame, stripped when it was) when
     stored, else the uploaded series (the reference's own grid for the reference role)."""
-    registered = f"registered/{role}.nii.gz"
-    return registered if isinstance(case.files.get(registered), str) else f"{role}.nii.gz"
+    return f"{REGISTERED}{role}.nii.gz" if role in registered_files(case) else f"{role}.nii.gz"
 
 
 def _inputs(earlier: Case, later: Case) -> dict[str, str]:
@@ -210,8 +210,7 @@ def _pair(ctx: AppContext, earlier: Case, later: Case, register: bool = True
     except MRIMasterError as exc:
         return {**out, "error": str(exc), "files": None}
     role = info["inputs"]["role"]
-    earlier_file = info["inputs"].get("earlier_file", f"{role}.nii.gz")
-    files = {"earlier_image": f"/api/cases/{earlier.id}/files/{earlier_file}",
+    files = {"earlier_image": f"/api/cases/{earlier.id}/files/{info['inputs']['earlier_file']}",
              "earlier_mask": f"/api/cases/{earlier.id}/files/mask.nii.gz",
              "later_image": f"/api/cases/{later.id}/files/{key}/image.nii.gz",
              "later_mask": f"/api/cases/{later.id}/files/{key}/mask.nii.gz"}

@@ -24,23 +24,10 @@ import SimpleITK as sitk
 
 from mrimaster.errors import ModelError, MRIMasterError
 from mrimaster.serving.context import AppContext
+from mrimaster.serving.studies import registered_files
 from mrimaster.storage.tables import Case
 
 log = logging.getLogger(__name__)
-
-PREFIX = "registered/"
-
-
-def _channels(case: Case) -> dict[str, str]:
-    """``{role: store digest}`` of the sequences the case's segmentation saw."""
-    return {name.removeprefix(PREFIX).removesuffix(".nii.gz"): digest
-            for name, digest in case.files.items()
-            if name.startswith(PREFIX) and name.endswith(".nii.gz") and isinstance(digest, str)}
-
-
-def _same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
-    return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=1e-3)
-
 
 def matched_read(ctx: AppContext, earlier: Case, later: Case, transform: sitk.Transform
                  ) -> dict[str, Any]:
@@ -63,16 +50,12 @@ def matched_read(ctx: AppContext, earlier: Case, later: Case, transform: sitk.Tr
     """
     from mrimaster.imaging.register import resample_labels
     from mrimaster.segmentation.cases import Case as SegCase
+    from mrimaster.segmentation.geometry import same_grid
     from mrimaster.segmentation.infer import segment_case
-    from mrimaster.segmentation.longitudinal import (
-        brain_of,
-        matched_scale,
-        normal_brain,
-        own_scale,
-    )
-    from mrimaster.segmentation.volumes import load_nifti
+    from mrimaster.segmentation.longitudinal import matched_scale, normal_brain, own_scale
+    from mrimaster.segmentation.volumes import brain_of, load_nifti
 
-    mine, theirs = _channels(later), _channels(earlier)
+    mine, theirs = registered_files(later), registered_files(earlier)
     if not mine or not theirs:
         return {"error": "a study was segmented before its sequences were kept: segment it "
                          "again to read the change on one intensity scale", "retry": False}
@@ -93,7 +76,7 @@ def matched_read(ctx: AppContext, earlier: Case, later: Case, transform: sitk.Tr
             earlier_mask = fetch(earlier.files["mask.nii.gz"], "earlier_mask.nii.gz")
             for study, found in ((later, [*images.values(), later_mask]),
                                  (earlier, [*own.values(), earlier_mask])):
-                if not all(_same_grid(i, found[0]) for i in found):
+                if not all(same_grid(i, found[0]) for i in found):
                     return {"error": f"case {study.id}'s stored sequences and mask are not on "
                                      "one grid: segment it again", "retry": False}
 
@@ -104,8 +87,8 @@ def matched_read(ctx: AppContext, earlier: Case, later: Case, transform: sitk.Tr
                      ) -> np.ndarray:  # nearest neighbour: only label maps cross the grids
                 return np.asarray(resample_labels(labels, grid, how).dataobj) > 0
 
-            later_brain = label(brain_of(later_arrays), later_grid)
-            earlier_brain = label(brain_of(earlier_arrays), earlier_grid)
+            later_brain = label(brain_of(later_arrays.values()), later_grid)
+            earlier_brain = label(brain_of(earlier_arrays.values()), earlier_grid)
             later_tumour = np.asarray(later_mask.dataobj) > 0
             earlier_tumour = np.asarray(earlier_mask.dataobj) > 0
             later_normal = normal_brain(

@@ -44,6 +44,19 @@ OUTPUTS = ("mask.nii.gz", "brain_mask.nii.gz", "brain_mask", "overlay_", "regist
 """Case files a segmentation writes (names or prefixes): replaced by the next one."""
 
 
+REGISTERED = "registered/"
+"""Prefix of the case files holding every sequence as its segmentation saw it (on the mask's
+grid): ``registered/<role>.nii.gz``."""
+
+
+def registered_files(case: Case) -> dict[str, str]:
+    """``{role: store digest}`` of the case's ``registered/<role>.nii.gz`` files."""
+    return {name.removeprefix(REGISTERED).removesuffix(".nii.gz"): digest
+            for name, digest in case.files.items()
+            if name.startswith(REGISTERED) and name.endswith(".nii.gz")
+            and isinstance(digest, str)}
+
+
 def series_label(entry: dict[str, Any]) -> str:
     number = entry.get("series_number")
     name = repr(entry.get("description") or "unnamed series")
