@@ -130,6 +130,16 @@ def searchable(name: str, blob: bytes) -> bytes:
     return b"\n".join(parts)
 
 
+def leaks(seen: dict[str, bytes], originals: Originals, zip_name: str) -> dict[str, list[str]]:
+    """Every original string (6 or more characters), UID and leaky name found in ``seen``,
+    with the places it was found."""
+    secrets = [s for s in originals.strings if len(s) >= 6] + sorted(originals.uids)
+    secrets += [LEAKY_NAME, zip_name]
+    leaked = {s: [place for place, blob in seen.items() if s.encode() in blob]
+              for s in secrets}
+    return {s: places for s, places in leaked.items() if places}
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -199,11 +209,7 @@ def test_a_study_full_of_identifying_values_leaks_nowhere(
 
     assert b"".join(seen.values()).count(alias.encode()) > 5  # the search sees what is shown
     assert alias.encode() in seen["report.pdf"]  # and what the PDF says
-    secrets = [s for s in originals.strings if len(s) >= 6] + sorted(originals.uids)
-    secrets += [LEAKY_NAME, zip_name]
-    leaked = {s: [place for place, blob in seen.items() if s.encode() in blob]
-              for s in secrets}
-    assert not {s: places for s, places in leaked.items() if places}
+    assert not leaks(seen, originals, zip_name)
 
 
 @pytest.mark.realdata
@@ -243,11 +249,7 @@ def test_a_follow_up_of_identified_studies_leaks_nowhere(
         seen[name] = searchable(name, got.content)
     seen["database"] = database_text(ctx).encode()
     seen["server log"] = caplog.text.encode()
-    secrets = [s for s in originals.strings if len(s) >= 6] + sorted(originals.uids)
-    secrets += [LEAKY_NAME, zip_name]
-    leaked = {s: [place for place, blob in seen.items() if s.encode() in blob]
-              for s in secrets}
-    assert not {s: places for s, places in leaked.items() if places}
+    assert not leaks(seen, originals, zip_name)
 
 
 def test_the_identified_slice_keeps_its_geometry_and_gets_every_value(tmp_path: Path) -> None:
