@@ -4,9 +4,10 @@ localizer and a DWI beside them; :mod:`mrimaster.imaging.simulate`), with each s
 import (DICOM to NIfTI, roles), bias correction (N4), registration, skull stripping,
 segmentation, outputs (mask on the reference grid, DICOM SEG, check pictures). Twice: skull
 stripping as decided (the BraTS volumes are stripped already, so deepbet does not run) and
-forced (``--strip always``: deepbet runs, as for a scanner's head). The baseline, measured in
-the same run, is the same case given pre-aligned as NIfTI (one grid: no registration, no
-DICOM).
+forced (``--strip always``: deepbet runs, as for a scanner's head); and once with the 3D
+brain-MRI check switched off (``MRIMASTER_CHECK_BRAIN_MRI=off``), for its cost. The baseline,
+measured in the same run, is the same case given pre-aligned as NIfTI (one grid: no
+registration, no DICOM).
 
     MRIMASTER_DATA_ROOT=../shared/datasets python benchmarks/bench_study.py --repeats 3
 
@@ -28,14 +29,15 @@ from pathlib import Path
 from mrimaster.imaging.simulate import build_study
 
 CASE = "brats-mini/deepmedic-brats2015/test/brats_2013_pat0001_1"
-STEPS = ("import", "bias_correction", "registration", "skull_strip", "segmentation",
-         "outputs")
+STEPS = ("import", "brain_mri_check", "bias_correction", "registration", "skull_strip",
+         "segmentation", "outputs")
 
 
-def _run(args: list[str], out: Path) -> tuple[float, dict[str, float]]:
+def _run(args: list[str], out: Path, env: dict[str, str]) -> tuple[float, dict[str, float]]:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "mrimaster.cli.main", "seg", "predict", *args,
-                    "--out", str(out)], check=True, capture_output=True)
+                    "--out", str(out)], check=True, capture_output=True,
+                   env={**os.environ, **env})
     wall = time.perf_counter() - start
     info = json.loads((out / "volumes.json").read_text())
     return wall, info.get("study", {}).get("timings_s", {})
@@ -52,17 +54,21 @@ def main() -> None:
         study = Path(tmp) / "study"
         build_study({"flair": src / "Flair_subtrMeanDivStd.nii.gz",
                      "t1ce": src / "T1c_subtrMeanDivStd.nii.gz"}, study, seed=1)
-        runs = {"pre-aligned NIfTI (baseline)": ["--case", str(src)],
-                "DICOM study": ["--case", str(study)],
-                "DICOM study, deepbet forced": ["--case", str(study), "--strip", "always"]}
+        on: dict[str, str] = {}
+        runs = {"pre-aligned NIfTI (baseline)": (["--case", str(src)], on),
+                "DICOM study": (["--case", str(study)], on),
+                "DICOM study, brain check off": (["--case", str(study)],
+                                                 {"MRIMASTER_CHECK_BRAIN_MRI": "off"}),
+                "DICOM study, deepbet forced": (["--case", str(study), "--strip", "always"],
+                                                on)}
         base = None
         print(f"{'input':<30} {'wall s':>7} {'x base':>7}  " +
               " ".join(f"{s[:12]:>12}" for s in STEPS))
-        for name, extra in runs.items():
+        for name, (extra, env) in runs.items():
             walls: list[float] = []
             steps: list[dict[str, float]] = []
             for k in range(args.repeats):
-                wall, timing = _run(extra, Path(tmp) / f"{len(walls)}-{k}-{name[:3]}")
+                wall, timing = _run(extra, Path(tmp) / f"{len(walls)}-{k}-{name[:3]}", env)
                 walls.append(wall)
                 steps.append(timing)
             wall = statistics.median(walls)

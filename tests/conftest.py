@@ -101,6 +101,15 @@ def constant_brain_check(logit: float, threshold: float = 0.5) -> Any:
 
 
 @pytest.fixture
+def no_brain_mri_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 3D brain-MRI check switched off (``MRIMASTER_CHECK_BRAIN_MRI=off``), for tests of
+    the segmentation's plumbing on synthetic volumes, which the check rightly refuses: they are
+    not brain MRI. The check's own tests (tests/trust/test_volume_check.py) and every test on
+    real volumes run with it on."""
+    monkeypatch.setenv("MRIMASTER_CHECK_BRAIN_MRI", "off")
+
+
+@pytest.fixture
 def accepting_brain_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A models folder whose brain-MRI check accepts every image (logit +8), for tests of the
     classifier's plumbing on synthetic slices, which the shipped check rightly rejects; run

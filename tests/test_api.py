@@ -64,6 +64,7 @@ def test_explain_writes_overlays(images: list[Path], tmp_path: Path) -> None:
     assert list(tmp_path.glob(f"*{images[0].stem}_overlay.png"))
 
 
+@pytest.mark.usefixtures("no_brain_mri_check")
 def test_segment_a_case(tmp_path: Path) -> None:
     case = write_case(tmp_path / "case", "brats2021", seed=3)
     result = Segmenter.load("default").segment(case, tmp_path / "out")

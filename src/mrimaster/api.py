@@ -144,7 +144,7 @@ class Segmenter:
         alone)."""
         settings = settings or load_settings()
         return cls(load_segmenter_for_inference(model, settings.models_dir, runtime, device,
-                                                fast))
+                                                fast, settings.check_brain_mri))
 
     @property
     def runtime(self) -> str:

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mrimaster.errors import ConfigError
+
 SHIPPED_MODELS = Path(__file__).resolve().parent / "shipped"
 
 
@@ -34,6 +36,9 @@ class Settings:
         models_dir: Folder of shipped models.
         tracking_uri: MLflow tracking URI.
         cache_dir: Per-machine cache (``None``: nothing cached).
+        check_brain_mri: Run the 3D brain-MRI check before segmenting
+            (:mod:`mrimaster.trust.volume_check`); off only for volumes known to be brain MRI
+            that it refuses, or synthetic test volumes (every result then says so).
     """
 
     data_root: Path
@@ -41,6 +46,7 @@ class Settings:
     models_dir: Path
     tracking_uri: str
     cache_dir: Path | None = None
+    check_brain_mri: bool = True
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -54,4 +60,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tracking_uri = f"sqlite:///{(runs_dir / 'mlflow.db').resolve()}"
     cache_home = Path(env.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
     cache_dir = Path(env.get("MRIMASTER_CACHE_DIR") or cache_home / "mrimaster").expanduser()
-    return Settings(data_root, runs_dir, models_dir, tracking_uri, cache_dir)
+    check = env.get("MRIMASTER_CHECK_BRAIN_MRI", "on").strip().lower()
+    if check not in ("on", "off"):
+        raise ConfigError(f"MRIMASTER_CHECK_BRAIN_MRI is {check!r}", "set it to on or off")
+    return Settings(data_root, runs_dir, models_dir, tracking_uri, cache_dir, check == "on")

@@ -135,6 +135,7 @@ def test_rule_file_round_trip_and_refusals(tmp_path: Path) -> None:
         load_rule(tmp_path)
 
 
+@pytest.mark.usefixtures("no_brain_mri_check")
 def test_fold_ensemble_from_a_model_folder(seg_run: tuple[Path, Path], tmp_path: Path) -> None:
     _, run = seg_run
     folder = tmp_path / "model"
@@ -185,6 +186,7 @@ def test_fold_ensemble_from_a_model_folder(seg_run: tuple[Path, Path], tmp_path:
                             "alone") and "fold_1" in w for w in info["warnings"])
 
 
+@pytest.mark.usefixtures("no_brain_mri_check")
 def test_a_model_without_a_rule_gives_no_status(seg_run: tuple[Path, Path],
                                                 tmp_path: Path) -> None:
     _, run = seg_run

@@ -70,6 +70,7 @@ def test_fp32_graph_gives_the_torch_labels(exported: Path, tmp_path: Path, varia
     assert (want != got).mean() < 1e-3
 
 
+@pytest.mark.usefixtures("no_brain_mri_check")
 def test_cli_runtime_choice_is_reported_and_written(exported: Path, tmp_path: Path) -> None:
     case = write_case(tmp_path / "case", "brats2021", seed=7)
     for runtime in ("torch", "onnx"):
@@ -92,6 +93,7 @@ def test_stale_or_foreign_exports_are_refused(exported: Path, tmp_path: Path) ->
         main(["--debug", "seg", "export-onnx", "--model", "default", "--case", str(folder)])
 
 
+@pytest.mark.usefixtures("no_brain_mri_check")
 def test_onnx_segmentation_path_imports_no_torch_or_monai(exported: Path, tmp_path: Path
                                                          ) -> None:
     case = write_case(tmp_path / "case", "brats2021", seed=8)

@@ -21,6 +21,7 @@ def test_training_writes_a_run_folder(seg_run: tuple[Path, Path]) -> None:
 
 
 @pytest.mark.parametrize("layout", ["brats2023", "msd"])
+@pytest.mark.usefixtures("no_brain_mri_check")
 def test_segment_case_end_to_end(seg_run: tuple[Path, Path], tmp_path: Path,
                                  layout: str) -> None:
     _, run = seg_run
@@ -43,6 +44,7 @@ def test_segment_case_end_to_end(seg_run: tuple[Path, Path], tmp_path: Path,
     assert (out / "overlay_planes.png").is_file() and (out / "overlay_mosaic.png").is_file()
 
 
+@pytest.mark.usefixtures("no_brain_mri_check")
 def test_evaluate_and_missing_modalities(seg_run: tuple[Path, Path], tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     data, run = seg_run
@@ -75,6 +77,7 @@ def test_evaluate_and_missing_modalities(seg_run: tuple[Path, Path], tmp_path: P
     assert set(info["sequences"]) == {"flair", "t1"} and info["sequence_problems"] == []
 
 
+@pytest.mark.usefixtures("no_brain_mri_check")
 def test_a_case_with_part_of_a_trained_combination_runs(seg_run: tuple[Path, Path],
                                                         tmp_path: Path) -> None:
     """The synthetic model trained on FLAIR+T1+T1-Gd+T2 and FLAIR+T1 cases with modality
@@ -87,7 +90,7 @@ def test_a_case_with_part_of_a_trained_combination_runs(seg_run: tuple[Path, Pat
     from mrimaster.segmentation.infer import segment_case
     from mrimaster.segmentation.loading import load_segmenter_for_inference
 
-    seg = load_segmenter_for_inference(str(run), tmp_path, "torch")
+    seg = load_segmenter_for_inference(str(run), tmp_path, "torch", check_brain_mri=False)
     assert segment_case(seg, find_case(case), tmp_path / "o").plan.used == ["t2"]
     # a study given to `seg predict` needs its FLAIR (the reference of every check)
     assert main(["seg", "predict", "--model", str(run), "--case", str(case), "--out",
@@ -136,6 +139,7 @@ def test_training_without_validation_cases_still_saves_a_model(tmp_path: Path) -
     assert (tmp_path / "r" / "model.pt").is_file()
 
 
+@pytest.mark.usefixtures("no_brain_mri_check")
 def test_test_time_mirroring_is_an_option(seg_run: tuple[Path, Path], tmp_path: Path) -> None:
     from mrimaster.segmentation.passes import MIRRORS, predict_raw
 

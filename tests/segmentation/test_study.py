@@ -216,33 +216,47 @@ def test_a_4d_volume_given_as_a_sequence_is_refused(tmp_path: Path,
 
 @pytest.mark.realdata
 def test_an_unregistrable_pair_is_refused(data_root: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """A T1-Gd that is noise on its own grid (it is the reference): the FLAIR cannot be
-    registered onto it, and the message names both."""
+                                          capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A T1-Gd that is noise on its own grid (it is the reference): the brain-MRI check
+    refuses it, naming it; with the check off, the FLAIR cannot be registered onto it, and the
+    message names both."""
     src = data_root / PAT1
     noise = _tiny(7, (80, 80, 50))
     noise = nib.Nifti1Image(np.asarray(noise.dataobj), np.diag([2.5, 2.5, 3.0, 1.0]) @
                             np.array([[1, 0, 0, -100], [0, 1, 0, -120], [0, 0, 1, -10],
                                       [0, 0, 0, 1.0]]))
     nib.save(noise, tmp_path / "t1ce.nii.gz")
-    err = _refused(capsys, tmp_path / "out", "--flair", str(src / "Flair_subtrMeanDivStd.nii.gz"),
-                   "--t1ce", str(tmp_path / "t1ce.nii.gz"))
+    args = ("--flair", str(src / "Flair_subtrMeanDivStd.nii.gz"), "--t1ce",
+            str(tmp_path / "t1ce.nii.gz"))
+    err = _refused(capsys, tmp_path / "out", *args)
+    assert "the T1-Gd (t1ce.nii.gz) does not look like a brain MRI" in err, err
+    monkeypatch.setenv("MRIMASTER_CHECK_BRAIN_MRI", "off")
+    err = _refused(capsys, tmp_path / "out", *args)
     assert "FLAIR Flair_subtrMeanDivStd.nii.gz: registration" in err
     assert "(the reference: T1-Gd t1ce.nii.gz)" in err
 
 
 @pytest.mark.realdata
-def test_a_sequence_that_cannot_be_registered_is_left_out(data_root: Path, tmp_path: Path
+def test_a_sequence_that_cannot_be_registered_is_left_out(data_root: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
     """A T1 that is noise on its own grid, beside a real FLAIR (the reference): the T1 is not
-    used, the outputs say why, and the study is segmented from the FLAIR."""
+    used, the outputs say why, and the study is segmented from the FLAIR. The brain-MRI check
+    leaves it out first; with the check off, the registration does."""
     src = data_root / CASE3
     noise = _tiny(9, (80, 80, 50))
     nib.save(nib.Nifti1Image(np.asarray(noise.dataobj), np.diag([2.5, 2.5, 3.0, 1.0]) @
                              np.array([[1, 0, 0, -100], [0, 1, 0, -120], [0, 0, 1, -10],
                                        [0, 0, 0, 1.0]])), tmp_path / "t1.nii.gz")
-    info = _predict(tmp_path / "out", "--flair", str(src / "FLAIR.nii.gz"),
-                    "--t1", str(tmp_path / "t1.nii.gz"))
+    args = ("--flair", str(src / "FLAIR.nii.gz"), "--t1", str(tmp_path / "t1.nii.gz"))
+    info = _predict(tmp_path / "checked", *args)
+    assert "does not look like a brain MRI" in info["study"]["sequences"]["t1"]["refused"]
+    assert any(w.startswith("T1 t1.nii.gz is not used") for w in info["warnings"])
+    assert info["modalities_used"] == ["flair"] and "t1" in info["modalities_missing"]
+    assert info["study"]["sequences"]["flair"]["brain_mri_check"]["refused"] is False
+    monkeypatch.setenv("MRIMASTER_CHECK_BRAIN_MRI", "off")
+    info = _predict(tmp_path / "out", *args)
     assert "T1 t1.nii.gz: registration" in info["study"]["sequences"]["t1"]["refused"]
     assert any(w.startswith("T1 t1.nii.gz is not used") for w in info["warnings"])
     assert info["modalities_used"] == ["flair"] and "t1" in info["modalities_missing"]

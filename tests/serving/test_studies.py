@@ -204,3 +204,27 @@ def test_series_entries_name_no_description_and_read_as_sentences() -> None:
     assert entry["description"] == ""
     assert entry["why"] == ["description the series names a localizer"]
     assert entry["reason"] == "localizer series: the series mixes slice orientations"
+
+
+def test_a_phantom_uploaded_as_flair_is_refused_with_its_reason(client: TestClient,
+                                                               ctx: AppContext,
+                                                               doctor: dict[str, str],
+                                                               data_root: Path,
+                                                               tmp_path: Path) -> None:
+    """A real scanner's QA phantom (3D T1) uploaded as the FLAIR: the job refuses it before
+    segmenting (the 3D brain-MRI check, mrimaster.trust.volume_check); the case is failed with
+    the reason, and no mask or volume is stored."""
+    from mrimaster.imaging.inputs import gather
+
+    chosen, _ = gather(data_root / "dicom-scanners/ge-3d-t1-phantom", tmp_path, {})
+    (seq,) = chosen.values()
+    r = client.post("/api/cases/3d", headers=doctor,
+                    files={"flair": ("phantom.nii.gz", seq.path.read_bytes())})
+    assert r.status_code == 200, r.text
+    case_id = r.json()["id"]
+    assert JobRunner(ctx).run_pending() == 1
+    job = client.get(f"/api/cases/{case_id}/job", headers=doctor).json()
+    assert job["state"] == "failed" and "does not look like a brain MRI" in job["message"], job
+    case = client.get(f"/api/cases/{case_id}", headers=doctor).json()
+    assert case["status"] == "failed" and "mask.nii.gz" not in case["files"], case
+    assert not (case.get("result") or {}).get("volumes_ml"), case

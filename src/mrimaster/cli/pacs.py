@@ -112,7 +112,8 @@ def run_segment(args: argparse.Namespace, settings: Settings) -> int:
     pacs = _pacs(args)
     pacs.find_study(args.study)  # a wrong UID or URL fails before the model loads
     seg = load_segmenter_for_inference(args.model, settings.models_dir, args.runtime,
-                                       args.device)
+                                       args.device,
+                                       check_brain_mri=settings.check_brain_mri)
     version = f"{args.model}@{file_sha256(resolve_model_path(args.model, settings.models_dir, 'seg-default'))[:12]}"  # noqa: E501
     out = args.out or settings.runs_dir / "pacs" / args.study
     done = segment_from_pacs(pacs, args.study, out, seg_model=seg, model_version=version,

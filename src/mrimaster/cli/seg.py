@@ -250,7 +250,7 @@ def run_predict(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.segmentation.study import segment_study
 
     seg = load_segmenter_for_inference(args.model, settings.models_dir, args.runtime,
-                                       args.device, args.fast)
+                                       args.device, args.fast, settings.check_brain_mri)
     model_file = resolve_model_path(args.model, settings.models_dir, "seg-default")
     version = f"{args.model}@{file_sha256(model_file)[:12]}"
     config = PrepareConfig(spacing_mm=float(min(seg.spacing)), strip=args.strip,
@@ -291,7 +291,7 @@ def run_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.segmentation.loading import load_segmenter_for_inference
 
     seg = load_segmenter_for_inference(args.model, settings.models_dir, args.runtime,
-                                       args.device, args.fast)
+                                       args.device, args.fast, settings.check_brain_mri)
     metrics = evaluate_cases(seg, _cases(args), args.tta)
     write_evaluation(metrics, args.out)
     print(markdown_table(metrics), end="")

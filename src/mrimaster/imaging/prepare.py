@@ -255,10 +255,47 @@ def _silent(_done: float, _what: str) -> None:
     return None
 
 
+def _vet(chosen: dict[str, Sequence], images: dict[str, nib.Nifti1Image], reference: str,
+         listing: list[dict[str, Any]],
+         vet: Callable[[str, nib.Nifti1Image], dict[str, Any]] | None
+         ) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """Each chosen sequence judged by ``vet`` (see :func:`prepare_study`).
+
+    A refused FLAIR (which every model needs) or reference refuses the study; any other refused
+    sequence is left out (removed from ``chosen`` and ``images``, its ``listing`` entry says
+    why), as a sequence that cannot be registered is.
+
+    Returns:
+        ``({role: what vet returned}, {role left out: (its name, why)})``.
+
+    Raises:
+        DataError: the FLAIR or the reference refused.
+    """
+    vetted: dict[str, Any] = {}
+    left_out: dict[str, tuple[str, str]] = {}
+    if vet is None:
+        return vetted, left_out
+    for role, seq in list(chosen.items()):
+        try:
+            vetted[role] = vet(f"the {ROLE_NAMES[role]} ({seq.name})", images[role])
+        except DataError as exc:
+            if role in ("flair", reference):
+                raise
+            left_out[role] = (seq.name, exc.message)
+            del chosen[role], images[role]
+            for entry in listing:
+                if entry.get("used_as") == role:
+                    del entry["used_as"]
+                    entry["not_used"] = exc.message
+    return vetted, left_out
+
+
 def prepare_study(source: Path | dict[str, Path], work: Path,
                   config: PrepareConfig | None = None,
                   accept: Callable[[list[str]], None] | None = None,
-                  progress: Progress = _silent) -> PreparedStudy:
+                  progress: Progress = _silent,
+                  vet: Callable[[str, nib.Nifti1Image], dict[str, Any]] | None = None
+                  ) -> PreparedStudy:
     """Run the imaging stage (see the module docstring) into ``work``.
 
     Args:
@@ -268,6 +305,10 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
         accept: Checks the roles found before any registration (the model's needs: raises
             :class:`DataError`); a study without FLAIR is refused before it.
         progress: Told each step as it starts (fractions of the imaging stage, 0-1).
+        vet: Judges each chosen sequence as loaded, before any processing (called with how
+            messages name it, e.g. "the FLAIR (AX FLAIR, series 3)", and its image): raises
+            :class:`DataError` to refuse the study; what it returns is recorded with the
+            sequence (``brain_mri_check``).
 
     Raises:
         DataError: unreadable input, no FLAIR, a 4D volume given as a sequence, sequences of
@@ -283,6 +324,10 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
     timings["import"] = time.perf_counter() - start
     reference = _choose_reference(chosen, listing, accept)
     images = {role: load3d(seq) for role, seq in chosen.items()}
+    start = time.perf_counter()
+    vetted, left_out = _vet(chosen, images, reference.role, listing, vet)
+    if vet is not None:
+        timings["brain_mri_check"] = time.perf_counter() - start
     start = time.perf_counter()
     progress(0.05, "correcting the intensity bias")
     bias: dict[str, dict[str, Any]] = {}
@@ -328,6 +373,11 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
         sequences[role] = {"series": seq.name, **info}
     for role, info in bias.items():
         sequences[role]["bias_correction"] = info
+    for role, info in vetted.items():
+        sequences[role]["brain_mri_check"] = info
+    for role, (name, why) in left_out.items():
+        sequences[role] = {"series": name, "refused": why}
+        notes.append(f"{ROLE_NAMES[role]} {name} is not used: {why}")
     timings["registration"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mrimaster.errors import DataError
+from mrimaster.segmentation.brain_mri import check_channels
 from mrimaster.segmentation.cases import Case
 from mrimaster.segmentation.geometry import voxel_sizes
 from mrimaster.segmentation.labels import REGIONS, regions_to_brats2021
@@ -254,12 +255,15 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
 
     Raises:
         DataError: as :func:`prepare_inputs`; a used sequence off the reference's grid or
-            head (nothing is written then).
+            head; a used sequence that does not look like a brain MRI
+            (:func:`mrimaster.segmentation.brain_mri.check_channels`). Nothing is written
+            then.
     """
     from mrimaster.segmentation.figures import save_overlays
 
     plan = plan_inputs(seg, case)
     problems: list[str] = []
+    registered = checks is not None
     if checks is None:
         checks = check_sequences(case, plan.used)
         refuse_used(checks, case.name)
@@ -274,6 +278,9 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
         problems = problems_of({m: c for m, c in checks.items()  # the left out: in warnings
                                 if not str(c.problem).startswith("left out")}, case.name)
     volume, plan = prepare_inputs(seg, case, plan, scale)
+    # a registered study's sequences were checked as imported (segment_study), before stripping
+    brain_mri = ({"run": True, "on": "each series as imported (study.sequences)"}
+                 if registered else check_channels(seg, volume, plan.used, case.name))
     volume.notes = [*seg.notes, *volume.notes, *problems]
     work_voxels = float(np.prod(volume.work_shape or volume.canonical_shape))
     work_voxel_ml = volume.voxel_ml * float(np.prod(volume.canonical_shape)) / work_voxels
@@ -300,7 +307,7 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
                        "resampled_to_mm": list(seg.spacing) if volume.resampled else None},
         "warnings": volume.notes, "runtime": seg.runtime_name, "tta": tta,
         "postprocess": seg.postprocess, "uncertainty": passes.uncertainty,
-        "uncertainty_file": uncertainty_path.name,
+        "uncertainty_file": uncertainty_path.name, "brain_mri_check": brain_mri,
         "ensemble": {"members": passes.members, "runtime": seg.runtime_name}
         if passes.members > 1 else None,
         **trust_decision(seg, passes, problems)}

@@ -3,7 +3,9 @@
 A model folder exported with its cross-validation folds (``folds/fold_K``) segments with the
 ensemble of the folds (nnU-Net's default), planned and cleaned up by the final model's
 settings; ``fast`` runs the final model alone. Either way the folder's fitted trust rule
-(``trust.json``, :mod:`mrimaster.segmentation.case_trust`) goes with the model.
+(``trust.json``, :mod:`mrimaster.segmentation.case_trust`) goes with the model, and so does
+the brain-MRI check of the models folder (``brain-check``, else the shipped one), which
+inference runs on every sequence before segmenting it (:mod:`mrimaster.trust.volume_check`).
 
 This module sits above :mod:`mrimaster.segmentation.runtime` (the exported graphs),
 :mod:`mrimaster.segmentation.model` (PyTorch) and :mod:`mrimaster.segmentation.ensemble`, so
@@ -31,6 +33,9 @@ from mrimaster.segmentation.runtime import (
     read_seg_meta,
     seg_variant_problem,
 )
+from mrimaster.settings import SHIPPED_MODELS
+from mrimaster.trust.brain_check import FOLDER as BRAIN_CHECK
+from mrimaster.trust.brain_check import BrainCheck, load_brain_check
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +53,12 @@ def load_single(path: Path, runtime: str = "auto", device: str = "auto") -> SegM
 
 
 def load_segmenter_for_inference(ref: str | Path, models_dir: Path, runtime: str = "auto",
-                                 device: str = "auto", fast: bool = False) -> SegModel:
+                                 device: str = "auto", fast: bool = False,
+                                 check_brain_mri: bool = True) -> SegModel:
     """The segmentation model ``ref`` (``default``, run or model folder, file) in ``runtime``:
-    its fold ensemble unless ``fast`` or it has none, with its trust rule (``trust``).
+    its fold ensemble unless ``fast`` or it has none, with its trust rule (``trust``) and the
+    brain-MRI check (``brain_check``: :func:`volume_brain_check`; ``check_brain_mri`` false, the
+    settings' ``MRIMASTER_CHECK_BRAIN_MRI=off``: none, and a note that every result carries).
 
     A member runs in the first usable exported variant of ``runtime``, else from its
     ``model.pt``; where a member can do neither (``runtime`` torch and no ``model.pt``, say)
@@ -71,9 +79,25 @@ def load_segmenter_for_inference(ref: str | Path, models_dir: Path, runtime: str
             log.warning(notes[-1])
     if model is None:
         model = load_single(path, runtime, device)
-    model.notes = notes
     model.trust = load_rule(path.parent)
+    model.brain_check = volume_brain_check(models_dir) if check_brain_mri else None
+    if model.brain_check is None:
+        notes.append("not checked to be brain MRI: the brain-MRI check is "
+                     + ("switched off (MRIMASTER_CHECK_BRAIN_MRI=off)" if not check_brain_mri
+                        else "not installed"))
+    model.notes = notes
     return model
+
+
+def volume_brain_check(models_dir: Path) -> BrainCheck | None:
+    """The brain-MRI check of ``models_dir`` (its ``brain-check`` folder), else the shipped
+    one; ``None`` (and a warning) when neither is there."""
+    for folder in (Path(models_dir), SHIPPED_MODELS):
+        if (folder / BRAIN_CHECK).is_dir():
+            return load_brain_check(folder)
+    log.warning("no brain-MRI check in %s or the shipped models: 3D volumes are segmented "
+                "without checking that they are brain MRI", models_dir)
+    return None
 
 
 def final_info(path: Path) -> SegInfo:

@@ -59,6 +59,9 @@ class SegInfo:
         trust: The model folder's fitted case trust rule
             (:class:`mrimaster.segmentation.case_trust.CaseTrustRule`), set by the loader;
             ``None`` without one.
+        brain_check: The 2D brain-MRI check that inference runs on slices across each
+            sequence before segmenting it (:mod:`mrimaster.trust.volume_check`), set by the
+            loader; ``None``: not checked (said in ``volumes.json``).
     """
 
     modalities: list[str]
@@ -73,6 +76,7 @@ class SegInfo:
     runtime_name: str = "torch"
     notes: list[str] = field(default_factory=list, compare=False)
     trust: Any = field(default=None, compare=False, repr=False)
+    brain_check: Any = field(default=None, compare=False, repr=False)
 
     def info_dict(self) -> dict[str, Any]:
         """The fields saved with the model (and copied into its ONNX export)."""
@@ -117,6 +121,7 @@ class SegModel(Protocol):
     runtime_name: str
     notes: list[str]
     trust: Any
+    brain_check: Any
 
     def logits(self, image: np.ndarray, overlap: float = 0.25, batch_size: int = 2
                ) -> np.ndarray:

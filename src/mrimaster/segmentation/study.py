@@ -38,6 +38,7 @@ import SimpleITK as sitk
 
 from mrimaster.imaging.prepare import PrepareConfig, PreparedStudy, Progress, prepare_study
 from mrimaster.imaging.register import from_sitk, to_sitk
+from mrimaster.segmentation.brain_mri import check_image
 from mrimaster.segmentation.infer import SegmentResult, segment_case
 from mrimaster.segmentation.outputs import UNCERTAINTY_FILE, UNCERTAINTY_SCALE, save_mask
 from mrimaster.segmentation.runtime import SegModel
@@ -110,7 +111,8 @@ def segment_study(seg: SegModel, source: Path | dict[str, Path], out_dir: Path,
         tell = progress or (lambda _done, _what: None)
         prepared = prepare_study(source, scratch / "prepare", config,
                                  accept=lambda roles: _accept(seg, roles),
-                                 progress=lambda done, what: tell(0.6 * done, what))
+                                 progress=lambda done, what: tell(0.6 * done, what),
+                                 vet=lambda what, image: check_image(seg, what, image))
         tell(0.6, "segmenting (U-Net, sliding window)")
         start = time.perf_counter()
         result = segment_case(seg, prepared.case, scratch / "seg", tta, _checks(prepared))

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from mrimaster.data import non_mri
-from mrimaster.data.brats_slices import to_uint8
 from mrimaster.data.folders import load_slices
 from mrimaster.data.images import prepare_slice
 from mrimaster.data.splits import EXCLUDED_PART, SplitTable
 from mrimaster.errors import DataError
 from mrimaster.trust.brain_check import thumbnail
+from mrimaster.trust.volume_check import PREPARED_SIZE, volume_slices
 
-PREPARED_SIZE = 192
 """Side of the prepared slice the thumbnail is cut from (the default classifier's input)."""
 PARTS: tuple[str, ...] = ("train", "calib", "report")
 SHARED_SOURCES: tuple[str, ...] = ("sartaj-training", "br35h-tumour", "brats-mini")
@@ -112,31 +111,6 @@ def _files(root: Path, table: SplitTable, part_of: dict[str, str], source: str, 
         out.append(Examples(thumbnail(slices.images), [source] * len(names),
                             [part] * len(names), names))
     return Examples.join(out)
-
-
-def volume_slices(volume: np.ndarray, per_axis: int, min_brain: float = 0.3
-                  ) -> list[tuple[str, np.ndarray]]:
-    """Slices across the brain of a 3D volume along each axis, shown upright.
-
-    Args:
-        volume: ``(X, Y, Z)`` float, RAS (``nibabel.as_closest_canonical``); background voxels
-            share the corner voxel's value.
-        per_axis: Slices per axis, evenly spread over those whose foreground area (windowed
-            value above 25 of 255: the head or brain, not the background's noise) is at least
-            ``min_brain`` of the axis's largest.
-
-    Returns:
-        ``(axis/index, (H, W) uint8)`` pairs, windowed as :func:`brats_slices.to_uint8`.
-    """
-    gray = to_uint8(volume)
-    brain = gray > 25
-    out = []
-    for axis, name in ((2, "axial"), (1, "coronal"), (0, "sagittal")):
-        area = brain.sum(axis=tuple(a for a in range(3) if a != axis))
-        ok = np.flatnonzero(area >= min_brain * max(int(area.max()), 1))
-        for k in ok[np.linspace(0, len(ok) - 1, min(per_axis, len(ok))).round().astype(int)]:
-            out.append((f"{name}/{int(k)}", np.rot90(np.take(gray, int(k), axis=axis))))
-    return out
 
 
 def volume_examples(cases: list[tuple[str, Path]], per_axis: int, source: str, part: str,
