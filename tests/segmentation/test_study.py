@@ -218,9 +218,10 @@ def test_a_4d_volume_given_as_a_sequence_is_refused(tmp_path: Path,
 def test_an_unregistrable_pair_is_refused(data_root: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A T1-Gd that is noise on its own grid (it is the reference): the brain-MRI check
-    refuses it, naming it; with the check off, the FLAIR cannot be registered onto it, and the
-    message names both."""
+    """A T1-Gd that is noise on its own grid: the brain-MRI check leaves it out (before the
+    reference is chosen), naming it, and the FLAIR alone is segmented; with the check off, the
+    T1-Gd is the reference, the FLAIR cannot be registered onto it, and the message names
+    both."""
     src = data_root / PAT1
     noise = _tiny(7, (80, 80, 50))
     noise = nib.Nifti1Image(np.asarray(noise.dataobj), np.diag([2.5, 2.5, 3.0, 1.0]) @
@@ -229,8 +230,14 @@ def test_an_unregistrable_pair_is_refused(data_root: Path, tmp_path: Path,
     nib.save(noise, tmp_path / "t1ce.nii.gz")
     args = ("--flair", str(src / "Flair_subtrMeanDivStd.nii.gz"), "--t1ce",
             str(tmp_path / "t1ce.nii.gz"))
-    err = _refused(capsys, tmp_path / "out", *args)
-    assert "the T1-Gd (t1ce.nii.gz) does not look like a brain MRI" in err, err
+    info = _predict(tmp_path / "checked", *args)
+    t1ce = info["study"]["sequences"]["t1ce"]
+    assert t1ce["refused"].startswith("the T1-Gd (t1ce.nii.gz) does not look like a brain MRI")
+    assert t1ce["brain_mri_check"]["refused"] and t1ce["left_out_by"] == "brain-MRI check"
+    assert info["study"]["reference"]["role"] == "flair"
+    assert info["modalities_used"] == ["flair"] and info["label_convention"] == "wt"
+    assert info["sequences"]["t1ce"]["head"].startswith("not a brain MRI")
+    assert not any("Nothing was segmented" in w for w in info["warnings"]), info["warnings"]
     monkeypatch.setenv("MRIMASTER_CHECK_BRAIN_MRI", "off")
     err = _refused(capsys, tmp_path / "out", *args)
     assert "FLAIR Flair_subtrMeanDivStd.nii.gz: registration" in err

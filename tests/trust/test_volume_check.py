@@ -38,13 +38,33 @@ def check() -> BrainCheck:
 # ---- units, synthetic --------------------------------------------------------------------
 
 @pytest.mark.parametrize(("rejected", "slices", "refused"),
-                         [(0, 30, False), (15, 30, False), (16, 30, True), (0, 0, True)])
+                         [(0, 30, False), (15, 30, False), (16, 30, True), (0, 0, True),
+                          (0, 9, True), (0, 10, False)])
 def test_a_volume_is_refused_when_more_than_half_its_slices_are(rejected: int, slices: int,
                                                                  refused: bool) -> None:
     verdict = VolumeVerdict(slices, rejected, 0.5)
     assert verdict.refused is refused
     assert verdict.as_dict()["refused"] is refused
     assert ("no plane" in verdict.describe()) is (slices == 0)
+    assert ("too thin" in verdict.describe()) is (0 < slices < 10)
+
+
+def test_nan_volumes_and_a_singleton_fourth_axis(check: BrainCheck) -> None:
+    """A NaN volume is refused by name before the check (a study would otherwise carry NaN
+    into N4); a 4D image with one volume is checked as the 3D volume it holds."""
+    from mrimaster.errors import DataError
+    from mrimaster.segmentation.brain_mri import check_image
+    from mrimaster.segmentation.runtime import SegInfo
+
+    seg = SegInfo(["flair"], (8, 8, 8), False)
+    seg.brain_check = check
+    volume, _ = non_mri_volumes.generate("spheres", seed=1)
+    with_nan = volume.copy()
+    with_nan[0, 0, 0] = np.nan
+    with pytest.raises(DataError, match="the FLAIR .x. holds NaN"):
+        check_image(seg, "the FLAIR (x)", nib.Nifti1Image(with_nan, np.eye(4)))
+    four = nib.Nifti1Image(volume[..., None], np.eye(4))
+    assert check_nifti(check, four) == check_volume(check, volume, (1.0, 1.0, 1.0))
 
 
 def test_isotropic_resampling_keeps_the_physical_size() -> None:

@@ -255,33 +255,35 @@ def _silent(_done: float, _what: str) -> None:
     return None
 
 
-def _vet(chosen: dict[str, Sequence], images: dict[str, nib.Nifti1Image], reference: str,
+def _vet(chosen: dict[str, Sequence], images: dict[str, nib.Nifti1Image],
          listing: list[dict[str, Any]],
          vet: Callable[[str, nib.Nifti1Image], dict[str, Any]] | None
-         ) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
-    """Each chosen sequence judged by ``vet`` (see :func:`prepare_study`).
+         ) -> tuple[dict[str, Any], dict[str, tuple[str, str, dict[str, Any] | None]]]:
+    """Each chosen sequence judged by ``vet`` (see :func:`prepare_study`), before the
+    reference is chosen.
 
-    A refused FLAIR (which every model needs) or reference refuses the study; any other refused
-    sequence is left out (removed from ``chosen`` and ``images``, its ``listing`` entry says
-    why), as a sequence that cannot be registered is.
+    A refused FLAIR (which every model needs) refuses the study; any other refused sequence is
+    left out (removed from ``chosen`` and ``images``; its ``listing`` entry says why), as a
+    sequence that cannot be registered is, and the reference is chosen among the rest.
 
     Returns:
-        ``({role: what vet returned}, {role left out: (its name, why)})``.
+        ``({role: what vet returned}, {role left out: (its name, why, the figures the refusal
+        carries, if any)})``.
 
     Raises:
-        DataError: the FLAIR or the reference refused.
+        DataError: the FLAIR refused.
     """
     vetted: dict[str, Any] = {}
-    left_out: dict[str, tuple[str, str]] = {}
+    left_out: dict[str, tuple[str, str, dict[str, Any] | None]] = {}
     if vet is None:
         return vetted, left_out
     for role, seq in list(chosen.items()):
         try:
             vetted[role] = vet(f"the {ROLE_NAMES[role]} ({seq.name})", images[role])
         except DataError as exc:
-            if role in ("flair", reference):
+            if role == "flair":
                 raise
-            left_out[role] = (seq.name, exc.message)
+            left_out[role] = (seq.name, exc.message, getattr(exc, "figures", None))
             del chosen[role], images[role]
             for entry in listing:
                 if entry.get("used_as") == role:
@@ -322,12 +324,14 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
     progress(0.0, "importing the series")
     chosen, listing = gather(source, work, config.overrides)
     timings["import"] = time.perf_counter() - start
-    reference = _choose_reference(chosen, listing, accept)
+    if "flair" not in chosen:  # said before anything is read
+        _choose_reference(chosen, listing, accept)
     images = {role: load3d(seq) for role, seq in chosen.items()}
     start = time.perf_counter()
-    vetted, left_out = _vet(chosen, images, reference.role, listing, vet)
+    vetted, left_out = _vet(chosen, images, listing, vet)
     if vet is not None:
         timings["brain_mri_check"] = time.perf_counter() - start
+    reference = _choose_reference(chosen, listing, accept)
     start = time.perf_counter()
     progress(0.05, "correcting the intensity bias")
     bias: dict[str, dict[str, Any]] = {}
@@ -375,8 +379,9 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
         sequences[role]["bias_correction"] = info
     for role, info in vetted.items():
         sequences[role]["brain_mri_check"] = info
-    for role, (name, why) in left_out.items():
-        sequences[role] = {"series": name, "refused": why}
+    for role, (name, why, figures) in left_out.items():
+        sequences[role] = {"series": name, "refused": why, "left_out_by": "brain-MRI check",
+                           "brain_mri_check": figures}
         notes.append(f"{ROLE_NAMES[role]} {name} is not used: {why}")
     timings["registration"] = time.perf_counter() - start
 

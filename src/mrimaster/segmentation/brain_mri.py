@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import nibabel as nib
+import numpy as np
 
 from mrimaster.errors import DataError
 from mrimaster.segmentation.runtime import SegModel
@@ -27,18 +28,29 @@ from mrimaster.trust.volume_check import (
 
 RULE = (f"{PER_AXIS} slices per axis; a sequence is refused when more than "
         f"{REFUSE_SHARE:.0%} of them are judged not brain MRI")
-NOT_RUN = "no brain-MRI check with this model"
+NOT_RUN = "switched off or not installed (the results' warnings say which)"
+
+
+class NotBrainMRI(DataError):
+    """A volume the check refuses; ``figures`` are its verdict's (for the outputs of a study
+    that leaves the series out and goes on)."""
+
+    def __init__(self, message: str, hint: str, figures: dict[str, Any]) -> None:
+        super().__init__(message, hint)
+        self.figures = figures
 
 
 def _checked(what: str, verdict: VolumeVerdict) -> dict[str, Any]:
     """The figures for the outputs, or the refusal."""
+    figures = {"run": True, "rule": RULE, **verdict.as_dict()}
     if verdict.refused:
-        raise DataError(
-            f"{what} does not look like a brain MRI: {verdict.describe()}. Nothing was "
-            "segmented",
-            "check that the file is this patient's brain MRI of that sequence: a phantom, a "
-            "CT, another body part or a derived map cannot be segmented")
-    return {"run": True, "rule": RULE, **verdict.as_dict()}
+        raise NotBrainMRI(
+            f"{what} does not look like a brain MRI: {verdict.describe()}",
+            "nothing was segmented: check that the file is this patient's brain MRI of that "
+            "sequence (a phantom, a CT, another body part or a derived map cannot be "
+            "segmented); MRIMASTER_CHECK_BRAIN_MRI=off skips the check for a volume known to "
+            "be brain MRI", figures)
+    return figures
 
 
 def check_image(seg: SegModel, what: str, image: nib.Nifti1Image) -> dict[str, Any]:
@@ -54,6 +66,9 @@ def check_image(seg: SegModel, what: str, image: nib.Nifti1Image) -> dict[str, A
     """
     if seg.brain_check is None:
         return {"run": False, "why": NOT_RUN}
+    if not np.isfinite(np.asarray(image.dataobj)).all():
+        raise DataError(f"{what} holds NaN or infinite values",
+                        "export the volume again from the scanner or the viewer")
     return _checked(what, check_nifti(seg.brain_check, image))
 
 

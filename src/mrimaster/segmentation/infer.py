@@ -279,7 +279,8 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
                                 if not str(c.problem).startswith("left out")}, case.name)
     volume, plan = prepare_inputs(seg, case, plan, scale)
     # a registered study's sequences were checked as imported (segment_study), before stripping
-    brain_mri = ({"run": True, "on": "each series as imported (study.sequences)"}
+    brain_mri = ({"run": seg.brain_check is not None,
+                  "on": "each series as imported (study.sequences)"}
                  if registered else check_channels(seg, volume, plan.used, case.name))
     volume.notes = [*seg.notes, *volume.notes, *problems]
     work_voxels = float(np.prod(volume.work_shape or volume.canonical_shape))

@@ -325,8 +325,11 @@ def from_registration(sequences: dict[str, Any], reference: str,
         if "refused" in info:
             grid = ("same (not moved)" if "on the reference's grid" in str(info["refused"])
                     else "not registered")
-            checks[m] = SequenceCheck(m, False, grid, "different: registration refused",
-                                      figures, f"left out: {info['refused']}")
+            head = ("not a brain MRI: the brain-MRI check refused it"
+                    if info.get("left_out_by") == "brain-MRI check"
+                    else "different: registration refused")
+            checks[m] = SequenceCheck(m, False, grid, head, figures,
+                                      f"left out: {info['refused']}")
             continue
         check = SequenceCheck(m, False, str(info.get("method", "registered")), "same", figures)
         problems = []

@@ -44,6 +44,9 @@ PER_AXIS = 10
 """Slices cut along each of the three axes."""
 REFUSE_SHARE = 0.5
 """Refuse a volume when more than this share of its slices are judged not brain MRI."""
+MIN_SLICES = PER_AXIS
+"""Refuse a volume across which fewer slices can be cut (one or a few slices: not a volume a
+3D segmentation can read)."""
 SPACING_MM = 1.0
 """Volumes are resampled to this isotropic voxel size before slicing, so that a slice across
 thick slices (a clinical 2D sequence: 4-6 mm) has the head's proportions and the texture of
@@ -105,8 +108,9 @@ class VolumeVerdict:
 
     @property
     def refused(self) -> bool:
-        """More than :data:`REFUSE_SHARE` of the slices rejected (or none to score)."""
-        return self.slices == 0 or self.rejected > REFUSE_SHARE * self.slices
+        """More than :data:`REFUSE_SHARE` of the slices rejected, or fewer than
+        :data:`MIN_SLICES` to score."""
+        return self.slices < MIN_SLICES or self.rejected > REFUSE_SHARE * self.slices
 
     def as_dict(self) -> dict[str, Any]:
         return {"slices": self.slices, "rejected": self.rejected,
@@ -116,6 +120,9 @@ class VolumeVerdict:
         if self.slices == 0:
             return (f"no plane across it shows content spanning {MIN_EXTENT_MM} mm both ways "
                     "(a brain spans about 140 x 170 x 120 mm)")
+        if self.slices < MIN_SLICES:
+            return (f"only {self.slices} slices can be cut across it (at {SPACING_MM:g} mm): "
+                    "too thin a volume to segment")
         return (f"{self.rejected} of {self.slices} slices across it were judged not brain MRI "
                 f"by the brain-MRI check (median p = {self.median_p:.2f})")
 
@@ -162,6 +169,8 @@ def check_volume(check: BrainCheck, volume: np.ndarray,
 
 def check_nifti(check: BrainCheck, image: nib.Nifti1Image) -> VolumeVerdict:
     """:func:`check_volume` on a 3D image as stored (reoriented to RAS, its own voxel size)."""
+    if len(image.shape) == 4 and image.shape[3] == 1:
+        image = nib.Nifti1Image(np.asarray(image.dataobj)[..., 0], image.affine)
     canonical = nib.as_closest_canonical(image)
     return check_volume(check, np.asarray(canonical.dataobj, np.float32),
                         nib.affines.voxel_sizes(np.asarray(canonical.affine, np.float64)))
