@@ -31,6 +31,7 @@ from mrimaster.data import non_mri_volumes
 from mrimaster.imaging.inputs import gather, load3d
 from mrimaster.imaging.simulate import build_study
 from mrimaster.segmentation.cases import find_cases
+from mrimaster.segmentation.volumes import load_nifti
 from mrimaster.settings import SHIPPED_MODELS
 from mrimaster.training.brain_check_data import brats_parts
 from mrimaster.trust.brain_check import load_brain_check
@@ -66,28 +67,29 @@ def main() -> None:
     part_of = {name.split("/")[0]: part for part, cases in parts.items() for name, _ in cases}
     for part, cases in parts.items():
         for name, path in cases:
-            show(brain, f"{part:<6} {name}", check_nifti(check, nib.load(str(path))))
+            show(brain, f"{part:<6} {name}", check_nifti(check, load_nifti(path)))
     with tempfile.TemporaryDirectory() as tmp:
         for k, case in enumerate(find_cases(args.data_root / "brats-mini")):
             roles = ("flair", "t1ce") if "t1ce" in case.images else ("flair", "t1")
-            chosen = {m: case.images[m] for m in roles if m in case.images}
-            if "flair" not in chosen:
+            given: dict[str, nib.Nifti1Image | Path] = {
+                m: case.images[m] for m in roles if m in case.images}
+            if "flair" not in given:
                 continue
-            study = build_study(chosen, Path(tmp) / case.name, distractors=False, seed=k)
+            study = build_study(given, Path(tmp) / case.name, distractors=False, seed=k)
             for role, img in study.items():
-                spacing = ",".join(f"{z:.1f}" for z in img.header.get_zooms()[:3])
+                zooms = ",".join(f"{z:.1f}" for z in img.header.get_zooms()[:3])
                 show(brain, f"{part_of.get(case.name, '?'):<6} {case.name}/{role} study "
-                            f"({spacing} mm)", check_nifti(check, img))
+                            f"({zooms} mm)", check_nifti(check, img))
         head = pydeface_head()
         if head is not None:
             show(brain, "new    pydeface mean head (unstripped)",
-                 check_nifti(check, nib.load(head)))
+                 check_nifti(check, load_nifti(head)))
 
         print("\nnot brain MRI (must be refused)")
         phantom = args.data_root / "dicom-scanners" / "ge-3d-t1-phantom"
         if phantom.is_dir():
-            chosen, _ = gather(phantom, Path(tmp) / "phantom", {})
-            for role, seq in chosen.items():
+            series, _ = gather(phantom, Path(tmp) / "phantom", {})
+            for role, seq in series.items():
                 show(other, f"GE QA phantom, 3D T1 ({role})", check_nifti(check, load3d(seq)))
         for kind in non_mri_volumes.KINDS:
             for seed in (0, 1, 2):

@@ -221,6 +221,9 @@ def _found(listing: list[dict[str, Any]]) -> str:
         if e.get("reason"):
             role = e.get("role")
             return f"{ROLE_NAMES[role]}, not usable: {e['reason']}" if role else e["reason"]
+        if e.get("not_used"):
+            role = ROLE_NAMES.get(str(e.get("role")))
+            return f"{role}, not used: {e['not_used']}" if role else f"not used: {e['not_used']}"
         return str(e.get("role") or e.get("kind"))
 
     return "; ".join(f"{e.get('description') or e.get('file')}: {what(e)}"
@@ -324,8 +327,7 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
     progress(0.0, "importing the series")
     chosen, listing = gather(source, work, config.overrides)
     timings["import"] = time.perf_counter() - start
-    if "flair" not in chosen:  # said before anything is read
-        _choose_reference(chosen, listing, accept)
+    _choose_reference(chosen, listing, accept)  # no FLAIR, a missing series: before reading
     images = {role: load3d(seq) for role, seq in chosen.items()}
     start = time.perf_counter()
     vetted, left_out = _vet(chosen, images, listing, vet)
@@ -380,8 +382,9 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
     for role, info in vetted.items():
         sequences[role]["brain_mri_check"] = info
     for role, (name, why, figures) in left_out.items():
-        sequences[role] = {"series": name, "refused": why, "left_out_by": "brain-MRI check",
-                           "brain_mri_check": figures}
+        sequences[role] = {"series": name, "refused": why}
+        if figures is not None:  # the check's refusal (not unreadable values)
+            sequences[role].update(left_out_by="brain-MRI check", brain_mri_check=figures)
         notes.append(f"{ROLE_NAMES[role]} {name} is not used: {why}")
     timings["registration"] = time.perf_counter() - start
 
