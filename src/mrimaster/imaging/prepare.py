@@ -310,10 +310,11 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
         accept: Checks the roles found before any registration (the model's needs: raises
             :class:`DataError`); a study without FLAIR is refused before it.
         progress: Told each step as it starts (fractions of the imaging stage, 0-1).
-        vet: Judges each chosen sequence as loaded, before any processing (called with how
-            messages name it, e.g. "the FLAIR (AX FLAIR, series 3)", and its image): raises
-            :class:`DataError` to refuse the study; what it returns is recorded with the
-            sequence (``brain_mri_check``).
+        vet: Judges each chosen sequence as loaded, before the reference is chosen and before
+            any processing (called with how messages name it, e.g. "the FLAIR (AX FLAIR,
+            series 3)", and its image): raises :class:`DataError` to refuse it (the FLAIR: the
+            study is refused; another: it is left out, :func:`_vet`); what it returns is
+            recorded with the sequence (``brain_mri_check``).
 
     Raises:
         DataError: unreadable input, no FLAIR, a 4D volume given as a sequence, sequences of
