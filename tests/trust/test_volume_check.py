@@ -187,3 +187,32 @@ def test_the_setting_switches_the_check_and_results_say_so() -> None:
     assert isinstance(on.brain_check, BrainCheck) and not on.notes
     assert off.brain_check is None
     assert any("switched off (MRIMASTER_CHECK_BRAIN_MRI=off)" in n for n in off.notes)
+
+
+@pytest.mark.realdata
+def test_the_api_checks_a_case_given_as_volumes(data_root: Path, tmp_path: Path) -> None:
+    """A case folder segmented without the study path (``api.Segmenter``: no registration, no
+    stripping) is checked on its channels as the network gets them: a real case passes with
+    its figures recorded; the QA phantom as its FLAIR is refused, nothing written."""
+    import shutil
+
+    from mrimaster.api import Segmenter
+    from mrimaster.errors import DataError
+    from mrimaster.imaging.inputs import gather
+
+    seg = Segmenter.load("default", fast=True)
+    case = next(c for c in find_cases(data_root / "brats-mini") if "t1ce" in c.images)
+    folder = Path(case.images["flair"]).parent
+    seg.segment(folder, tmp_path / "real")
+    info = json.loads((tmp_path / "real" / "volumes.json").read_text())
+    check = info["brain_mri_check"]
+    assert check["run"] and set(check["sequences"]) == set(info["modalities_used"])
+    assert all(f["rejected"] <= 3 and f["slices"] == 3 * PER_AXIS
+               for f in check["sequences"].values()), check
+    chosen, _ = gather(data_root / PHANTOM, tmp_path / "import", {})
+    (seq,) = chosen.values()
+    (tmp_path / "phantom").mkdir()
+    shutil.copyfile(seq.path, tmp_path / "phantom" / "flair.nii.gz")
+    with pytest.raises(DataError, match="the flair volume does not look like a brain MRI"):
+        seg.segment(tmp_path / "phantom", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
