@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import re
 import zipfile
 import zlib
@@ -66,19 +67,25 @@ def identified_slice(slice_path: Path, worst: bytes, series: int, index: int,
     return out.getvalue()
 
 
-def identified_study(data_root: Path, tmp_path: Path) -> tuple[str, bytes, Originals]:
+def identified_study(data_root: Path, tmp_path: Path, noise_t1ce: bool = False
+                     ) -> tuple[str, bytes, Originals]:
     """``(zip file name, zip bytes, originals)``: the study, every slice identified
     (:func:`identified_slice`), and a broken series (:data:`BROKEN`), under folders and entry
     names made of identifying values (the patient's name and ID, the accession number, the
     series description, the SOP Instance UID), with a non-DICOM note beside;
-    ``originals.uids`` holds the added UIDs too."""
+    ``originals.uids`` holds the added UIDs too. ``noise_t1ce``: the T1-Gd series holds noise
+    on the T1-Gd's grid (not a brain MRI: the brain-MRI check leaves it out)."""
     from mrimaster.imaging.simulate import build_study
 
     worst_path, originals = worst_case(tmp_path / "worst.dcm")
     worst = pydicom.dcmread(worst_path)
     folder = data_root / CASE
-    build_study({"flair": next(folder.glob("Flair*")), "t1ce": next(folder.glob("T1c*"))},
-                tmp_path / "dicom")
+    t1ce: Path | nib.Nifti1Image = next(folder.glob("T1c*"))
+    if noise_t1ce:
+        grid = nib.load(str(t1ce))
+        t1ce = nib.Nifti1Image(np.random.default_rng(3).uniform(0, 1000, grid.shape).astype(
+            np.float32), grid.affine)
+    build_study({"flair": next(folder.glob("Flair*")), "t1ce": t1ce}, tmp_path / "dicom")
     patient = f"{worst.PatientName}_{worst.PatientID}"
     top = f"{LEAKY_NAME}/{patient}/{worst.AccessionNumber}"
     buf = io.BytesIO()
@@ -140,6 +147,15 @@ def leaks(seen: dict[str, bytes], originals: Originals, zip_name: str) -> dict[s
     return {s: places for s, places in leaked.items() if places}
 
 
+def upload_and_segment(client: TestClient, ctx: AppContext, doctor: dict[str, str],
+                       zip_name: str, archive: bytes) -> tuple[int, dict[str, bytes]]:
+    """Upload the zip as a doctor and run its job: ``(case id, {"upload answer": ...})``."""
+    r = client.post("/api/cases/3d", headers=doctor, files={"dicom_zip": (zip_name, archive)})
+    assert r.status_code == 200, r.text
+    assert JobRunner(ctx).run_pending() == 1
+    return r.json()["id"], {"upload answer": r.content}
+
+
 @pytest.mark.realdata
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -153,11 +169,7 @@ def test_a_study_full_of_identifying_values_leaks_nowhere(
     characters) and UID, the zip's, folders' and entries' names."""
     zip_name, archive, originals = identified_study(data_root, tmp_path)
     caplog.set_level("DEBUG")
-    r = client.post("/api/cases/3d", headers=doctor, files={"dicom_zip": (zip_name, archive)})
-    assert r.status_code == 200, r.text
-    case_id = r.json()["id"]
-    seen: dict[str, bytes] = {"upload answer": r.content}
-    assert JobRunner(ctx).run_pending() == 1
+    case_id, seen = upload_and_segment(client, ctx, doctor, zip_name, archive)
     job = client.get(f"/api/cases/{case_id}/job", headers=doctor).json()
     assert job["state"] == "done", job
     case = client.get(f"/api/cases/{case_id}", headers=doctor).json()
@@ -247,6 +259,35 @@ def test_a_follow_up_of_identified_studies_leaks_nowhere(
         got = client.get(url, headers=doctor)
         assert got.status_code == 200 and got.content, name
         seen[name] = searchable(name, got.content)
+    seen["database"] = database_text(ctx).encode()
+    seen["server log"] = caplog.text.encode()
+    assert not leaks(seen, originals, zip_name)
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_series_the_brain_mri_check_leaves_out_leaks_nowhere(
+        client: TestClient, ctx: AppContext, doctor: dict[str, str], admin: dict[str, str],
+        data_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The identified study with noise as its T1-Gd: the brain-MRI check leaves the T1-Gd out
+    and the FLAIR is segmented. Its reason (which names the series) and the check's figures
+    reach the job, the case, the series list, the page, the database and the log without any
+    original string or UID."""
+    zip_name, archive, originals = identified_study(data_root, tmp_path, noise_t1ce=True)
+    caplog.set_level("DEBUG")
+    case_id, seen = upload_and_segment(client, ctx, doctor, zip_name, archive)
+    case = client.get(f"/api/cases/{case_id}", headers=doctor).json()
+    assert case["status"] in ("ai-read", "referred"), case
+    text = json.dumps(case)
+    assert "does not look like a brain MRI" in text and "left out" in text, text[:2000]
+    for url in (f"/api/cases/{case_id}", f"/cases/{case_id}", f"/api/cases/{case_id}/job",
+                f"/api/cases/{case_id}/series", "/api/audit"):
+        answer = client.get(url, headers=admin)
+        assert answer.status_code == 200, url
+        seen[url] = answer.content
+    for name, url in case["files"].items():
+        seen[name] = searchable(name, client.get(url, headers=doctor).content)
     seen["database"] = database_text(ctx).encode()
     seen["server log"] = caplog.text.encode()
     assert not leaks(seen, originals, zip_name)
