@@ -129,14 +129,21 @@ class VolumeVerdict:
 
 def isotropic(volume: np.ndarray, spacing: tuple[float, float, float] | np.ndarray,
               target: float = SPACING_MM) -> np.ndarray:
-    """``volume`` (``(X, Y, Z)`` float, voxel size ``spacing`` mm) resampled linearly to
-    ``target`` mm voxels over the same extent, as the segmentation resamples to its working
-    grid (:func:`~mrimaster.segmentation.geometry.working_shape`,
-    :func:`~mrimaster.segmentation.geometry.resample_image`); as it is when already there."""
-    from mrimaster.segmentation.geometry import resample_image, working_shape
+    """``volume`` resampled (linearly) to ``target`` mm voxels along every axis, as the
+    segmentation's working grid is (``segmentation.geometry.resample_image``, which this layer
+    may not import: the trust package stands below the segmentation).
 
-    shape = working_shape(volume.shape, np.asarray(spacing, np.float64), np.full(3, target))
-    return volume if shape is None else resample_image(np.asarray(volume, np.float32), shape)
+    Args:
+        volume: ``(X, Y, Z)`` float.
+        spacing: Its voxel size along each axis, mm.
+    """
+    from scipy import ndimage
+
+    factors = np.asarray(spacing, np.float64) / target
+    if np.allclose(factors, 1.0, atol=0.01):
+        return volume
+    return ndimage.zoom(np.asarray(volume, np.float32), factors, order=1, mode="nearest",
+                        grid_mode=True)
 
 
 def check_volume(check: BrainCheck, volume: np.ndarray,
