@@ -10,9 +10,9 @@ lie on one **working grid**, skull-stripped when they were not, with a report of
    detector's. Series that are not structural are listed, never used. When two series have
    one role, the one with the smaller voxels is used and the other listed with the reason.
    All used series must belong to one patient and one study.
-2. **Reference** (:data:`REFERENCE_ORDER`): T1-Gd when present, else FLAIR (the issue's rule:
-   the post-contrast T1 is usually the study's finest 3D series). A study without FLAIR is
-   refused: every model the project trains takes FLAIR.
+2. **Reference** (:data:`~mrimaster.imaging.series_choice.REFERENCE_ORDER`): T1-Gd when
+   present, else FLAIR (the issue's rule: the post-contrast T1 is usually the study's finest
+   3D series). A study without FLAIR is refused: every model the project trains takes FLAIR.
    Each chosen sequence then has its coil bias field divided out on its own grid
    (:mod:`mrimaster.imaging.bias`, N4 with a coarse field; ``bias="none"`` turns it off).
 3. **Working grid** (:func:`working_grid`): the reference's orientation and field of view at
@@ -56,7 +56,6 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from mrimaster.errors import DataError
 from mrimaster.imaging.bias import correct_bias
 from mrimaster.imaging.inputs import ROLE_NAMES, Sequence, gather, load3d
 from mrimaster.imaging.register import (
@@ -67,14 +66,12 @@ from mrimaster.imaging.register import (
     to_sitk,
 )
 from mrimaster.imaging.registration_quality import MIN_NMI, measure
+from mrimaster.imaging.series_choice import choose_reference, vet_sequences
 from mrimaster.imaging.skullstrip import strip_study
 from mrimaster.segmentation.cases import MODALITIES, Case
 from mrimaster.segmentation.geometry import same_grid, voxel_sizes, warn_if_unusual
 
 log = logging.getLogger(__name__)
-
-REFERENCE_ORDER = ("t1ce", "flair", "t2", "t1")
-"""The reference sequence: the first of these that the study has."""
 
 SPACING_TOLERANCE = 0.05
 """Relative spacing difference under which a reference axis keeps its spacing."""
@@ -214,85 +211,12 @@ def align(reference: nib.Nifti1Image, seq: Sequence, image: nib.Nifti1Image, gri
 
 # ---------------------------------------------------------------- the stage
 
-def _found(listing: list[dict[str, Any]]) -> str:
-    """Each series and what became of it: its role, or why it could not be used (a series
-    whose role was recognised but that could not be converted says both)."""
-    def what(e: dict[str, Any]) -> str:
-        if e.get("reason"):
-            role = e.get("role")
-            return f"{ROLE_NAMES[role]}, not usable: {e['reason']}" if role else e["reason"]
-        if e.get("not_used"):
-            role = ROLE_NAMES.get(str(e.get("role")))
-            return f"{role}, not used: {e['not_used']}" if role else f"not used: {e['not_used']}"
-        return str(e.get("role") or e.get("kind"))
-
-    return "; ".join(f"{e.get('description') or e.get('file')}: {what(e)}"
-                     for e in listing) or "nothing"
-
-
-def _choose_reference(chosen: dict[str, Sequence], listing: list[dict[str, Any]],
-                      accept: Callable[[list[str]], None] | None) -> Sequence:
-    if "flair" not in chosen:
-        raise DataError(f"the study has no FLAIR series (found: {_found(listing)})",
-                        "add the FLAIR series; if one is there under another name, set its "
-                        "role to FLAIR")
-    if accept is not None:
-        try:
-            accept(sorted(chosen))
-        except DataError as exc:
-            raise DataError(f"{exc.message} (series found: {_found(listing)})",
-                            "add the missing series; if one is there under another name, set "
-                            "its role") from exc
-    for role in REFERENCE_ORDER:
-        if role in chosen:
-            return chosen[role]
-    raise DataError(f"no FLAIR, T1, T1-Gd or T2 series (found: {_found(listing)})",
-                    "give the study's structural series")
-
-
 Progress = Callable[[float, str], None]
 """Called with the fraction done (0-1) and what runs now, at each step's start."""
 
 
 def _silent(_done: float, _what: str) -> None:
     return None
-
-
-def _vet(chosen: dict[str, Sequence], images: dict[str, nib.Nifti1Image],
-         listing: list[dict[str, Any]],
-         vet: Callable[[str, nib.Nifti1Image], dict[str, Any]] | None
-         ) -> tuple[dict[str, Any], dict[str, tuple[str, str, dict[str, Any] | None]]]:
-    """Each chosen sequence judged by ``vet`` (see :func:`prepare_study`), before the
-    reference is chosen.
-
-    A refused FLAIR (which every model needs) refuses the study; any other refused sequence is
-    left out (removed from ``chosen`` and ``images``; its ``listing`` entry says why), as a
-    sequence that cannot be registered is, and the reference is chosen among the rest.
-
-    Returns:
-        ``({role: what vet returned}, {role left out: (its name, why, the figures the refusal
-        carries, if any)})``.
-
-    Raises:
-        DataError: the FLAIR refused.
-    """
-    vetted: dict[str, Any] = {}
-    left_out: dict[str, tuple[str, str, dict[str, Any] | None]] = {}
-    if vet is None:
-        return vetted, left_out
-    for role, seq in list(chosen.items()):
-        try:
-            vetted[role] = vet(f"the {ROLE_NAMES[role]} ({seq.name})", images[role])
-        except DataError as exc:
-            if role == "flair":
-                raise
-            left_out[role] = (seq.name, exc.message, getattr(exc, "figures", None))
-            del chosen[role], images[role]
-            for entry in listing:
-                if entry.get("used_as") == role:
-                    del entry["used_as"]
-                    entry["not_used"] = exc.message
-    return vetted, left_out
 
 
 def prepare_study(source: Path | dict[str, Path], work: Path,
@@ -313,7 +237,8 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
         vet: Judges each chosen sequence as loaded, before the reference is chosen and before
             any processing (called with how messages name it, e.g. "the FLAIR (AX FLAIR,
             series 3)", and its image): raises :class:`DataError` to refuse it (the FLAIR: the
-            study is refused; another: it is left out, :func:`_vet`); what it returns is
+            study is refused; another: it is left out,
+            :func:`~mrimaster.imaging.series_choice.vet_sequences`); what it returns is
             recorded with the sequence (``brain_mri_check``).
 
     Raises:
@@ -328,13 +253,13 @@ def prepare_study(source: Path | dict[str, Path], work: Path,
     progress(0.0, "importing the series")
     chosen, listing = gather(source, work, config.overrides)
     timings["import"] = time.perf_counter() - start
-    _choose_reference(chosen, listing, accept)  # no FLAIR, a missing series: before reading
+    choose_reference(chosen, listing, accept)  # no FLAIR, a missing series: before reading
     images = {role: load3d(seq) for role, seq in chosen.items()}
     start = time.perf_counter()
-    vetted, left_out = _vet(chosen, images, listing, vet)
+    vetted, left_out = vet_sequences(chosen, images, listing, vet)
     if vet is not None:
         timings["brain_mri_check"] = time.perf_counter() - start
-    reference = _choose_reference(chosen, listing, accept)
+    reference = choose_reference(chosen, listing, accept)
     start = time.perf_counter()
     progress(0.05, "correcting the intensity bias")
     bias: dict[str, dict[str, Any]] = {}
