@@ -97,7 +97,17 @@ def cli_rows(run: Path, paths: list[Path], capsys: pytest.CaptureFixture[str]
                  *map(str, paths), "--format", "json"])
     out = capsys.readouterr()
     rows = json.loads(out.out) if code == 0 else []
-    return {Path(r["path"]).name: r for r in rows}, out.err
+    return {Path(r["path"]).name: r for r in rows if r["status"] != "skipped"}, out.err
+
+
+def listed_skipped(run: Path, paths: list[Path], capsys: pytest.CaptureFixture[str]
+                   ) -> dict[str, dict[str, Any]]:
+    """The rows ``predict --format json`` gives for the files it could not read."""
+    capsys.readouterr()
+    main(["predict", "--model", str(run), "--runtime", "torch", "--device", "cpu",
+          *map(str, paths), "--format", "json"])
+    rows = json.loads(capsys.readouterr().out)
+    return {Path(r["path"]).name: r for r in rows if r["status"] == "skipped"}
 
 
 def same_read(a: dict[str, Any], b: dict[str, Any]) -> None:
@@ -153,6 +163,11 @@ def test_a_folder_mixing_png_and_dicom_gives_both_and_skips_what_is_not_a_slice(
     skipped = {Path(line.split(": ", 1)[0].removeprefix("skipped ")).name: line
                for line in err.splitlines() if line.startswith("skipped ")}
     assert set(skipped) == {"volume.dcm", "report.dcm", "notes.txt"}
+    assert len(err.splitlines()) == 1 + len(skipped)  # the runtime, then each skip once
+    assert all(line.count(str(folder)) == 1 for line in err.splitlines()[1:])  # path once
+    listed = listed_skipped(trained[1], [folder], capsys)  # the output lists them too
+    assert set(listed) == set(skipped) and all(
+        r["reason"] in skipped[name] and r["prediction"] is None for name, r in listed.items())
     assert "multi-frame" in skipped["volume.dcm"] and "3 frames" in skipped["volume.dcm"]
     assert "no pixel data" in skipped["report.dcm"] and "report" in skipped["report.dcm"]
     assert "not an image file type (.txt)" in skipped["notes.txt"]

@@ -23,13 +23,43 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "reads them) or folders")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p.add_argument("--output", type=Path, help="write to this file instead of the screen")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=_positive, default=64)
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto: a CUDA GPU when there is one (PyTorch), else the CPU")
     p.add_argument("--runtime", choices=RUNTIMES, default="auto",
                    help="inference engine (default auto: the fastest validated ONNX variant "
                    "whose engine is installed, else torch)")
     p.set_defaults(handler=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _check_output(path: Path | None) -> None:
+    """Refuse an ``--output`` that cannot be written before any image is read."""
+    from mrimaster.errors import ConfigError
+
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"--output {path} is a folder", "give a file name, e.g. "
+                          f"{path / 'predictions.csv'}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"--output {path}: the folder {path.parent} does not exist",
+                          "create it first, or write somewhere else")
+
+
+def _skipped_row(item: dict[str, str], keys: list[str]) -> dict[str, Any]:
+    """A file that was not read, as a row of the output (status ``skipped``, no class)."""
+    return {k: None for k in keys} | {"path": item["path"], "status": "skipped",
+                                      "reason": item["reason"], "referred": True}
 
 
 def _render(rows: list[dict[str, Any]], fmt: str) -> str:
@@ -50,6 +80,9 @@ def _render(rows: list[dict[str, Any]], fmt: str) -> str:
         + " ".join(f"{k[2:]:>10}" for k in probs) + "  why"
     lines = [head, "-" * len(head)]
     for r in rows:
+        if r["status"] == "skipped":
+            lines.append(f"{r['path']:<{width}}  {'SKIP':<6}  {r['reason']}")
+            continue
         if r["status"] == "reject":
             lines.append(f"{r['path']:<{width}}  {'REJECT':<6}  {'-':<11} {'-':>5} {'-':>6}  "
                          + " ".join(f"{'-':>10}" for _ in probs) + f"  {r['reason']}")
@@ -66,6 +99,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from mrimaster.inference.predict import predict_files
     from mrimaster.trust.brain_check import load_brain_check
 
+    _check_output(args.output)
     clf = load_for_inference(args.model, settings.models_dir, args.runtime, args.device,
                              settings.cache_dir)
     choice = clf.meta.get("runtime_choice", {})
@@ -76,14 +110,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  not used: {why}", file=sys.stderr)
     rows, skipped = predict_files(clf, args.paths, args.batch_size,
                                   progress=sys.stderr.isatty(),
-                                  brain_check=load_brain_check(settings.models_dir))
-    text = _render(rows, args.format)
+                                  brain_check=load_brain_check(settings.models_dir),
+                                  log_skipped=False)
+    for item in skipped:
+        print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
+    # the output lists them too, after the reads
+    keys = list(rows[0]) if rows else ["path", "status", "reason", "prediction", "confidence"]
+    text = _render(rows + [_skipped_row(item, keys) for item in skipped], args.format)
     if args.output:
         args.output.write_text(text)
         print(f"{len(rows)} predictions written to {args.output} "
-              f"(runtime {clf.runtime.name})")
+              f"(runtime {clf.runtime.name})"
+              + (f"; {len(skipped)} file(s) skipped, listed with status 'skipped'"
+                 if skipped else ""))
     else:
         sys.stdout.write(text)
-    for item in skipped:
-        print(f"skipped {item['path']}: {item['reason']}", file=sys.stderr)
     return 0 if rows else 2

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from mrimaster.data.images import window_to_uint8
 from mrimaster.errors import ImageLoadError
 
 MAX_DICOM_PIXELS = 40_000_000
@@ -120,14 +121,11 @@ def dicom_to_gray(ds: Any, name: str = "the DICOM file") -> np.ndarray:
     pixels = pixels * float(ds.get("RescaleSlope", 1) or 1) + float(
         ds.get("RescaleIntercept", 0) or 0)
     centre, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    lo = hi = None
     if centre is not None and width is not None:
         c, w = _first(centre), _first(width)
         lo, hi = c - w / 2, c + w / 2
-    else:
-        lo, hi = np.percentile(pixels, [0.5, 99.5])
-    if hi <= lo:
-        hi = lo + 1
-    scaled = np.clip((pixels - lo) / (hi - lo), 0, 1) * 255
+    gray = window_to_uint8(pixels, lo, hi)
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
-        scaled = 255 - scaled
-    return scaled.round().astype(np.uint8)
+        gray = 255 - gray
+    return gray

@@ -26,6 +26,12 @@ class Skipped:
     path: Path
     reason: str
 
+    @classmethod
+    def of(cls, path: Path, error: ImageLoadError) -> Skipped:
+        """``path`` skipped for ``error``, whose message usually begins with the path: the
+        reason is said without it, since every listing names the path first."""
+        return cls(path, error.message.removeprefix(f"{path}: ").removeprefix(f"{path} "))
+
 
 @dataclass
 class FolderScan:
@@ -136,8 +142,9 @@ def _decode(path: Path, size: int) -> tuple[np.ndarray, RawStats] | ImageLoadErr
 
 def load_slices(paths: list[Path], labels: list[str | None] | None, size: int,
                 progress: bool = True, skipped: list[Skipped] | None = None,
-                workers: int | None = None) -> SliceSet:
-    """Decode and preprocess images; undecodable files are skipped and reported, not fatal.
+                workers: int | None = None, log_skipped: bool = True) -> SliceSet:
+    """Decode and preprocess images; undecodable files are skipped and reported (logged as a
+    warning, unless ``log_skipped`` is false: the caller lists them), not fatal.
 
     Files are decoded by ``workers`` threads (default: one per CPU core, at most 8): Pillow
     and NumPy release the GIL while decoding and resizing, so both cores of a small machine
@@ -153,13 +160,13 @@ def load_slices(paths: list[Path], labels: list[str | None] | None, size: int,
                                      total=len(paths), desc="decoding", unit="img",
                                      disable=None if progress else True, leave=False):
             if isinstance(out, ImageLoadError):
-                skipped.append(Skipped(path, out.message))
+                skipped.append(Skipped.of(path, out))
                 continue
             images.append(out[0])
             stats.append(out[1])
             kept_paths.append(path)
             kept_labels.append(label)
-    for item in skipped:
+    for item in skipped if log_skipped else []:
         log.warning("skipped %s: %s", item.path, item.reason)
     array = np.stack(images) if images else np.zeros((0, size, size), np.uint8)
     return SliceSet(array, kept_paths, kept_labels, skipped, stats)

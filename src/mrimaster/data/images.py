@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mrimaster.errors import ImageLoadError
 
@@ -17,6 +17,11 @@ Image.MAX_IMAGE_PIXELS = 100_000_000
 MAX_PIXELS = 40_000_000
 """Largest image (width x height) decoded: refused from the header, before memory is taken
 (MRI slices are a few hundred pixels a side; a 24-megapixel photo still opens)."""
+
+HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+"""Pillow modes of 16-bit, 32-bit integer and floating-point grayscale images (16-bit PNG and
+TIFF exports of MRI, float TIFFs): windowed like a DICOM slice (:func:`window_to_uint8`),
+never clipped at 255."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -88,14 +93,51 @@ def raw_stats(rgb: np.ndarray) -> RawStats:
                     float((gray > 15).mean()), colour)
 
 
+def window_to_uint8(values: np.ndarray, lo: float | None = None, hi: float | None = None
+                    ) -> np.ndarray:
+    """Map stored values to a display image, as a DICOM viewer does without a stored window.
+
+    Args:
+        values: ``(H, W)`` numbers of any range (16-bit, float; NaN counts as the window's low
+            end).
+        lo, hi: The window; default the 0.5th and 99.5th percentiles of the finite values.
+
+    Returns:
+        ``(H, W)`` uint8: ``lo`` and below 0, ``hi`` and above 255, linear between.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if lo is None or hi is None:
+        lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
+    if hi <= lo:
+        hi = lo + 1
+    scaled = np.clip((np.nan_to_num(values, nan=lo) - lo) / (hi - lo), 0, 1) * 255
+    return scaled.round().astype(np.uint8)
+
+
+def _upright(im: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: its EXIF orientation applied (a photo of a film or a
+    phone export may store the pixels rotated); an unreadable EXIF block is ignored."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block must not make the pixels unreadable
+        return im
+
+
 def load_slice_file(path: Path) -> tuple[np.ndarray, RawStats]:
     """Decode an image file to grayscale, with the statistics the input checks need.
+
+    8-bit images are read as stored (colour converted to luma); 16-bit, 32-bit and float
+    grayscale ones (:data:`HIGH_DEPTH_MODES`) are windowed between their 0.5th and 99.5th
+    percentiles (:func:`window_to_uint8`), as a DICOM slice without a stored window is. The EXIF
+    orientation is applied. A file of several frames (multi-page TIFF, animated GIF) is
+    refused, as a multi-frame DICOM is.
 
     Returns:
         ``((H, W) uint8 grayscale, RawStats)``.
 
     Raises:
-        ImageLoadError: as :func:`load_grayscale`.
+        ImageLoadError: as :func:`load_grayscale`, and a file of several frames.
     """
     try:
         with warnings.catch_warnings():
@@ -106,11 +148,27 @@ def load_slice_file(path: Path) -> tuple[np.ndarray, RawStats]:
                         f"{path}: the file declares an image too large to be a slice "
                         f"({im.width}x{im.height} px)", "check the file; MRI slices are a "
                         "few hundred pixels a side")
+                frames = int(getattr(im, "n_frames", 1) or 1)
+                if frames > 1:
+                    raise ImageLoadError(
+                        f"{path}: the file holds {frames} images (a multi-page or animated "
+                        "file), not one slice", "save each slice as its own file")
                 im.load()
-                rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-                gray = np.asarray(im.convert("L"), dtype=np.uint8).copy()
+                shown = _upright(im)
+                if shown.mode in HIGH_DEPTH_MODES:
+                    gray = window_to_uint8(np.asarray(shown))
+                    rgb = np.repeat(gray[:, :, None], 3, axis=2)
+                else:
+                    rgb = np.asarray(shown.convert("RGB"), dtype=np.uint8)
+                    gray = np.asarray(shown.convert("L"), dtype=np.uint8).copy()
     except FileNotFoundError as exc:
         raise ImageLoadError(f"{path}: file not found") from exc
+    except PermissionError as exc:
+        raise ImageLoadError(f"{path}: permission denied (this user cannot read the file)",
+                             "make the file readable, or copy it somewhere readable") from exc
+    except IsADirectoryError as exc:
+        raise ImageLoadError(f"{path}: is a folder, not an image file",
+                             "give the image files inside it") from exc
     except ImageLoadError:
         raise
     except UnidentifiedImageError as exc:

@@ -101,7 +101,8 @@ def decode_dicom_slice(path: Path, size: int) -> tuple[np.ndarray, RawStats] | I
 
 
 def predict_files(clf: ClassifierModel, inputs: Sequence[Path], batch_size: int = 64,
-                  progress: bool = False, brain_check: BrainCheck | None = None
+                  progress: bool = False, brain_check: BrainCheck | None = None,
+                  log_skipped: bool = True
                   ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """Classify image files and folders (searched recursively).
 
@@ -116,6 +117,7 @@ def predict_files(clf: ClassifierModel, inputs: Sequence[Path], batch_size: int 
         brain_check: The check (default: ``<models dir>/brain-check`` of the settings read
             from the environment now, the shipped one; a missing one is an error, never
             skipped).
+        log_skipped: Log each skipped file as a warning (the CLI lists them itself).
 
     Returns:
         ``(rows, skipped)``: one row per decoded image with ``path``, ``status`` (``ok``,
@@ -130,7 +132,7 @@ def predict_files(clf: ClassifierModel, inputs: Sequence[Path], batch_size: int 
     check = brain_check or load_brain_check(load_settings().models_dir)
     found, skipped = _collect(inputs)
     slices = load_slices([p for p, dcm in found if not dcm], None, clf.image_size,
-                         progress=progress, skipped=skipped)
+                         progress=progress, skipped=skipped, log_skipped=log_skipped)
     images: list[np.ndarray] = []
     stats: list[RawStats] = []
     paths: list[Path] = []
@@ -140,8 +142,9 @@ def predict_files(clf: ClassifierModel, inputs: Sequence[Path], batch_size: int 
         if dcm:
             out = decode_dicom_slice(path, clf.image_size)
             if isinstance(out, ImageLoadError):
-                log.warning("skipped %s: %s", path, out.message)
-                dicom_skipped.append(Skipped(path, out.message))
+                dicom_skipped.append(Skipped.of(path, out))
+                if log_skipped:
+                    log.warning("skipped %s: %s", path, dicom_skipped[-1].reason)
                 continue
             image, raw = out
         elif k < len(slices.paths) and slices.paths[k] == path:
