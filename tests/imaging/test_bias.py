@@ -91,3 +91,18 @@ def test_volumes_it_cannot_correct_are_left_alone(data: np.ndarray, reason: str)
     out, info = correct_bias(image)
     assert out is image
     assert info["method"] == "none" and reason in info["reason"]
+
+
+def test_a_stripped_volume_keeps_its_background_value_exactly() -> None:
+    """An int16 file with ``scl_inter`` reads back with a tiny non-zero background; divided by
+    the field it varied, the volume no longer looked stripped and deepbet stripped it again
+    (a real case's whole tumour read 79.8 instead of 78.2 mL)."""
+    image, _, _ = _head(lesion=True)
+    field = bias_field(_oblique_affine(), SHAPE, 0.3, seed=2)
+    floor = np.float32(1.49e-6)
+    biased = np.where(image > 0, image * field, floor).astype(np.float32)
+    corrected, info = correct_bias(nib.Nifti1Image(biased, _oblique_affine()))
+    out = np.asarray(corrected.dataobj)
+    assert info["method"].startswith("N4")
+    assert (out[biased == floor] == floor).all()
+    assert out[image > 0].min() > floor  # the head itself is corrected, not clamped

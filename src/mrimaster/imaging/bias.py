@@ -19,7 +19,8 @@ given, and ``case_6`` from 0.854 to 0.0 as a simulated clinical copy, while 2 le
 (measured through the segmentation path, 2026-12-05).
 
 The fit runs on the image shrunk to about 4 mm voxels inside the head (Otsu's threshold,
-holes filled); the field is then evaluated on the full grid and divided out everywhere.
+holes filled); the field is then evaluated on the full grid and divided out everywhere except
+in voxels holding the volume's lowest value (the background), which keep it.
 """
 
 from __future__ import annotations
@@ -75,6 +76,13 @@ def correct_bias(image: nib.Nifti1Image) -> tuple[nib.Nifti1Image, dict[str, Any
     n4.Execute(sitk.Shrink(im, shrink), sitk.Shrink(head, shrink))
     field = sitk.Exp(n4.GetLogBiasFieldAsImage(im))
     corrected = from_sitk(sitk.Cast(im / field, sitk.sitkFloat32))
+    # the background value stays exactly as it was: a stripped volume's constant background
+    # (0, or a tiny non-zero value an int16 file's scl_inter leaves) divided by the field would
+    # vary, and the volume would no longer look stripped (it was stripped again by deepbet)
+    out = np.asarray(corrected.dataobj)
+    floor = float(sitk.GetArrayViewFromImage(im).min())  # on sitk's grid, as the result's
+    out[np.asarray(from_sitk(sitk.Equal(im, floor)).dataobj) > 0] = floor
+    corrected = nib.Nifti1Image(out, corrected.affine, corrected.header)
     values = sitk.GetArrayViewFromImage(field)[sitk.GetArrayViewFromImage(head) > 0]
     low, high = np.percentile(values, [1, 99])
     return corrected, {"method": f"N4 (SimpleITK), {LEVELS} levels from {CONTROL_POINTS} "
