@@ -238,6 +238,8 @@ def test_an_unregistrable_pair_is_refused(data_root: Path, tmp_path: Path,
     assert info["modalities_used"] == ["flair"] and info["label_convention"] == "wt"
     assert info["sequences"]["t1ce"]["head"].startswith("not a brain MRI")
     assert not any("Nothing was segmented" in w for w in info["warnings"]), info["warnings"]
+    # a series left out of the study refers the read (README: any sequence problem refers)
+    assert info["status"] == "refer" and "t1ce left out" in info["reason"], info["reason"]
     monkeypatch.setenv("MRIMASTER_CHECK_BRAIN_MRI", "off")
     err = _refused(capsys, tmp_path / "out", *args)
     assert "FLAIR Flair_subtrMeanDivStd.nii.gz: registration" in err
@@ -263,7 +265,9 @@ def test_a_sequence_that_cannot_be_registered_is_left_out(data_root: Path, tmp_p
     assert info["modalities_used"] == ["flair"] and "t1" in info["modalities_missing"]
     assert info["study"]["sequences"]["flair"]["brain_mri_check"]["refused"] is False
     monkeypatch.setenv("MRIMASTER_CHECK_BRAIN_MRI", "off")
+    assert info["status"] == "refer" and "t1 left out" in info["reason"], info["reason"]
     info = _predict(tmp_path / "out", *args)
     assert "T1 t1.nii.gz: registration" in info["study"]["sequences"]["t1"]["refused"]
+    assert info["status"] == "refer" and "t1 left out" in info["reason"], info["reason"]
     assert any(w.startswith("T1 t1.nii.gz is not used") for w in info["warnings"])
     assert info["modalities_used"] == ["flair"] and "t1" in info["modalities_missing"]

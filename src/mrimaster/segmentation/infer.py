@@ -263,6 +263,7 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
 
     plan = plan_inputs(seg, case)
     problems: list[str] = []
+    left_out: list[str] = []
     registered = checks is not None
     if checks is None:
         checks = check_sequences(case, plan.used)
@@ -277,6 +278,10 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
                     case.name)
         problems = problems_of({m: c for m, c in checks.items()  # the left out: in warnings
                                 if not str(c.problem).startswith("left out")}, case.name)
+        # ... and refer as any sequence problem does: a series of the study that could not be
+        # registered or is not a brain MRI may be another patient's (a mix-up to look at)
+        left_out = problems_of({m: c for m, c in checks.items()
+                                if str(c.problem).startswith("left out")}, case.name)
     volume, plan = prepare_inputs(seg, case, plan, scale)
     # a registered study's sequences were checked as imported (segment_study), before stripping
     brain_mri = ({"run": seg.brain_check is not None,
@@ -311,7 +316,7 @@ def segment_case(seg: SegModel, case: Case, out_dir: Path, tta: bool = False,
         "uncertainty_file": uncertainty_path.name, "brain_mri_check": brain_mri,
         "ensemble": {"members": passes.members, "runtime": seg.runtime_name}
         if passes.members > 1 else None,
-        **trust_decision(seg, passes, problems)}
+        **trust_decision(seg, passes, problems + left_out)}
     (out_dir / "volumes.json").write_text(json.dumps(info, indent=2))
     pictures = save_overlays(volume, regions, out_dir, case.name, plan.used, whole_only)
     return SegmentResult(seg_path, vols, plan, volume.notes, pictures, info.get("status"),
