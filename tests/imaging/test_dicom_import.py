@@ -326,3 +326,21 @@ def test_three_plane_localizer_is_refused_with_what_it_is(tmp_path: Path) -> Non
     assert record.nifti is None and record.role is None
     assert record.reason and "mixes slice orientations" in record.reason
     assert "localizer" in record.reason
+
+
+def test_a_copied_instance_is_read_once_and_the_series_converts(tmp_path: Path) -> None:
+    """The same instance (one SOP Instance UID) twice under two file names, as a copy or a
+    re-send leaves it: read once; it used to make every position hold "1 to 2 images" and the
+    whole series was refused."""
+    folder = write_series(tmp_path / "s", n=4)
+    first = sorted(folder.iterdir())[0]
+    (folder / "copy-of-first").write_bytes(first.read_bytes())
+    (record,) = import_study(folder, tmp_path / "out")
+    assert record.reason is None and record.nifti, record.reason
+    assert nib.load(tmp_path / "out" / record.nifti).shape == (64, 64, 4)
+    # a second image at one position with its own UID is another acquisition: still refused
+    ds = pydicom.dcmread(first)
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.save_as(folder / "resent-first")
+    (record,) = import_study(folder, tmp_path / "out2")
+    assert record.nifti is None and "1 to 2 images" in str(record.reason)

@@ -103,6 +103,7 @@ def _read_headers(files: Sequence[Path]) -> list[_Series]:
     from pydicom.errors import InvalidDicomError
 
     groups: dict[str, _Series] = {}
+    seen: set[tuple[str, str]] = set()
     for path in sorted(files):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -111,6 +112,10 @@ def _read_headers(files: Sequence[Path]) -> list[_Series]:
         if "SOPClassUID" not in ds and "ImagePositionPatient" not in ds:
             continue  # a DICOMDIR, a presentation state with no image: nothing to convert
         uid = str(ds.get("SeriesInstanceUID", "") or f"no-uid:{path.parent}")
+        instance = str(ds.get("SOPInstanceUID", "") or "")
+        if instance and (uid, instance) in seen:  # the same instance twice (copied, re-sent)
+            continue
+        seen.add((uid, instance))
         series = groups.setdefault(uid, _Series(uid))
         series.headers.append(ds)
         series.paths.append(path)
