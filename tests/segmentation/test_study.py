@@ -186,6 +186,21 @@ def test_bad_studies_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert all(text in err for text in expected), err
 
 
+def test_a_damaged_flair_is_named_with_its_reason(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A FLAIR series missing a slice in the middle: the message names the FLAIR and why it
+    cannot be used, not "the study has no FLAIR series" with a hint to add one."""
+    _series(tmp_path / "study", "flair", "PAT-A", 1, 3)
+    _series(tmp_path / "study", "t1ce", "PAT-A", 1, 4)
+    files = sorted((tmp_path / "study" / "3_flair").iterdir(),
+                   key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    files[len(files) // 2].unlink()
+    err = _refused(capsys, tmp_path / "out", "--case", str(tmp_path / "study"))
+    assert "the FLAIR series 'AX FLAIR' (series 3) cannot be used" in err, err
+    assert "not evenly spaced" in err and "export the FLAIR series again" in err
+    assert "has no FLAIR series" not in err
+
+
 def test_a_report_instead_of_images_is_refused(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     meta = FileMetaDataset()

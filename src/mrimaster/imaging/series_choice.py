@@ -1,7 +1,8 @@
 """Which of a study's series the imaging stage uses: the model's needs checked before any series
 is read, each chosen series vetted as loaded (:func:`vet_sequences`), then the reference chosen
 (:func:`choose_reference`, by :data:`REFERENCE_ORDER`). Messages name every series and what
-became of it (:func:`found`). Used by :func:`mrimaster.imaging.prepare.prepare_study`.
+became of it (:func:`found`, :func:`no_flair`). Used by
+:func:`mrimaster.imaging.prepare.prepare_study`.
 """
 
 from __future__ import annotations
@@ -34,12 +35,29 @@ def found(listing: list[dict[str, Any]]) -> str:
                      for e in listing) or "nothing"
 
 
+def no_flair(listing: list[dict[str, Any]]) -> tuple[str, str]:
+    """The message and hint for a study without a usable FLAIR: a FLAIR that is there but
+    could not be converted (a missing or duplicated slice, no geometry) is named with its
+    reason first, since adding a FLAIR or setting a role would not help."""
+    damaged = [e for e in listing if e.get("role") == "flair" and e.get("reason")]
+    if not damaged:
+        return (f"the study has no FLAIR series (found: {found(listing)})",
+                "add the FLAIR series; if one is there under another name, set its role to "
+                "FLAIR")
+    e = damaged[0]
+    number = e.get("series_number")
+    name = repr(e.get("description") or e.get("file") or "unnamed series") + (
+        f" (series {number})" if number is not None else "")
+    others = [x for x in listing if x is not e]
+    return (f"the FLAIR series {name} cannot be used: {e['reason']} (other series: "
+            f"{found(others)})", "export the FLAIR series again, complete, from the scanner "
+            "or the PACS")
+
+
 def choose_reference(chosen: dict[str, Sequence], listing: list[dict[str, Any]],
                       accept: Callable[[list[str]], None] | None) -> Sequence:
     if "flair" not in chosen:
-        raise DataError(f"the study has no FLAIR series (found: {found(listing)})",
-                        "add the FLAIR series; if one is there under another name, set its "
-                        "role to FLAIR")
+        raise DataError(*no_flair(listing))
     if accept is not None:
         try:
             accept(sorted(chosen))

@@ -13,6 +13,7 @@ from fastapi import UploadFile
 from sqlalchemy.orm import Session
 
 from mrimaster.errors import MRIMasterError
+from mrimaster.imaging.series_choice import no_flair
 from mrimaster.serving.cases import UploadError, patient_pseudonym, strip_paths
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.studies import (
@@ -116,6 +117,8 @@ def store_study(ctx: AppContext, db: Session, user: User, uploads: dict[str, Pat
         raise UploadError("no volume was uploaded", "add at least the FLAIR volume (NIfTI) or "
                           "a zip of DICOM series", 422)
     if "flair" not in roles:
+        if any(e.get("role") == "flair" and e.get("reason") for e in entries):
+            raise UploadError(*no_flair(entries), 422)  # there, but damaged: say why
         raise UploadError(f"the study has no FLAIR series (found: {_found(entries)})",
                           NO_FLAIR_HINT, 422)
     files: dict[str, Any] = {
