@@ -344,3 +344,29 @@ def test_a_copied_instance_is_read_once_and_the_series_converts(tmp_path: Path) 
     ds.save_as(folder / "resent-first")
     (record,) = import_study(folder, tmp_path / "out2")
     assert record.nifti is None and "1 to 2 images" in str(record.reason)
+
+
+def test_a_gantry_tilted_series_is_refused_with_its_angle(tmp_path: Path) -> None:
+    """Slices stacked at 15 degrees to their plane (each position shifted along the columns):
+    imported before as a sheared volume that the study path then refused with "the volume's
+    affine has shear", naming no series."""
+    folder = write_series(tmp_path / "tilt", n=4)
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        z = float(ds.ImagePositionPatient[2]) - 20.0
+        ds.ImagePositionPatient = [-100.0, -110.0 + z * float(np.tan(np.radians(15))), 20.0 + z]
+        ds.save_as(path)
+    (record,) = import_study(folder, tmp_path / "out")
+    assert record.nifti is None and "15.0 degrees" in str(record.reason)
+    assert "gantry-tilted" in str(record.reason)
+
+
+def test_a_slice_without_position_names_the_missing_tag(tmp_path: Path) -> None:
+    folder = write_series(tmp_path / "s", n=4)
+    path = sorted(folder.iterdir())[1]
+    ds = pydicom.dcmread(path)
+    del ds.ImagePositionPatient
+    ds.save_as(path)
+    (record,) = import_study(folder, tmp_path / "out")
+    assert record.nifti is None and "it has no ImagePositionPatient" in str(record.reason)
+    assert "object has no attribute" not in str(record.reason)

@@ -80,7 +80,10 @@ def frames_of(path: Path, ds: Any, name: str) -> list[Frame]:
                       float(ds.get("RescaleSlope", 1) or 1),
                       float(ds.get("RescaleIntercept", 0) or 0), shape)]
     except (AttributeError, TypeError, ValueError) as exc:
-        raise DataError(f"series {name!r}: {path.name} lacks its geometry ({exc})",
+        missing = [t for t in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+                   if "PerFrameFunctionalGroupsSequence" not in ds and t not in ds]
+        what = f"it has no {', '.join(missing)}" if missing else str(exc)
+        raise DataError(f"series {name!r}: {path.name} lacks its geometry ({what})",
                         "export the series with its position and orientation tags") from exc
 
 
@@ -136,7 +139,8 @@ def affine(frames: list[Frame], name: str) -> np.ndarray:
     """The RAS affine of one volume's frames (sorted along the normal).
 
     Raises:
-        DataError: fewer than 2 positions, or unevenly spaced slices.
+        DataError: fewer than 2 positions, unevenly spaced slices, or slices stacked
+            obliquely to their own plane (gantry tilt: the affine would be sheared).
     """
     p = np.asarray([f.position for f in frames])
     normal = np.cross(frames[0].orientation[:3], frames[0].orientation[3:])
@@ -153,6 +157,14 @@ def affine(frames: list[Frame], name: str) -> np.ndarray:
     lps[:3, 1] = col_dir * spacing[0]  # down a column: next row, row spacing
     lps[:3, 2] = (p[-1] - p[0]) / (len(p) - 1)
     lps[:3, 3] = p[0]
+    step = lps[:3, 2] / np.linalg.norm(lps[:3, 2])
+    tilt = float(np.degrees(np.arccos(min(1.0, abs(float(step @ normal))))))
+    if tilt > 0.5:  # the slices step sideways: a gantry-tilted (sheared) acquisition
+        raise DataError(f"series {name!r}: its slices are stacked at {tilt:.1f} degrees to "
+                        "their own plane (a gantry-tilted acquisition, a sheared volume the "
+                        "registration and the network cannot use)", "export the series "
+                        "reconstructed without tilt (or as the scanner's orthogonal "
+                        "reformat)")
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
