@@ -3,6 +3,7 @@ in every runtime."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,26 @@ def test_explain_writes_overlays(images: list[Path], tmp_path: Path) -> None:
     summaries = Classifier.load("default").explain(images[:1], tmp_path)
     assert len(summaries) == 1
     assert list(tmp_path.glob(f"*{images[0].stem}_overlay.png"))
+
+
+def test_explain_shows_no_class_for_what_predict_rejects(images: list[Path],
+                                                         tmp_path: Path) -> None:
+    """The colour photo that predict rejects gets no class and no map (explain used to show
+    one with its probability), and a file that is not an image does not stop the others."""
+    clf = Classifier.load("default")
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    summaries = clf.explain([images[0], images[2], text], tmp_path / "out")
+    by_name = {Path(s["image"]).name: s for s in summaries}
+    (rejected,) = [p for p in clf.predict([images[2]])]
+    assert rejected.status == "reject"
+    photo = by_name[images[2].name]
+    assert photo["status"] == "reject" and photo["class"] is None and not photo["files"]
+    assert photo["reason"] == rejected.reason
+    assert by_name["notes.png"]["status"] == "skipped"
+    assert by_name[images[0].name]["class"] is not None
+    assert not list((tmp_path / "out").glob("*photo*"))
+    assert json.loads((tmp_path / "out" / "explain.json").read_text()) == summaries
 
 
 @pytest.mark.usefixtures("no_brain_mri_check")

@@ -7,6 +7,7 @@ import pytest
 from mrimaster.cli.main import main
 
 
+@pytest.mark.usefixtures("accepting_brain_check")  # synthetic slices: see the fixture
 def test_explain_all_layers_writes_maps_and_figures(trained: tuple[Path, Path],
                                                     tmp_path: Path) -> None:
     data, run = trained
@@ -29,6 +30,7 @@ def test_explain_all_layers_writes_maps_and_figures(trained: tuple[Path, Path],
     (["--layer", "nope"], "choose a module name"),
     (["--class", "astrocytoma"], "unknown class"),
 ])
+@pytest.mark.usefixtures("accepting_brain_check")
 def test_explain_bad_input(trained: tuple[Path, Path], tmp_path: Path, args: list[str],
                            message: str, capsys: pytest.CaptureFixture[str]) -> None:
     data, run = trained

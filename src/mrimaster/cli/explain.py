@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mrimaster.device import DEVICES
@@ -12,7 +13,9 @@ from mrimaster.settings import Settings
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("explain", help="Grad-CAM maps, overlays and the layer-by-layer figure")
     p.add_argument("--model", default="default", help="run folder, model.pt, or 'default'")
-    p.add_argument("images", nargs="+", type=Path, help="image files")
+    p.add_argument("images", nargs="+", type=Path,
+                   help="image files, DICOM slices or folders (read as predict reads them; a "
+                   "slice predict rejects gets no map)")
     p.add_argument("--layer", help="any module's name (a conv layer, a block, an activation), "
                    "or 'all' for every conv layer (default: the model's rectified head)")
     p.add_argument("--class", dest="target", help="class to explain (default: predicted)")
@@ -32,8 +35,14 @@ def run_explain(args: argparse.Namespace, settings: Settings) -> int:
     cfg = ExplainConfig(args.model, args.images, args.out, args.layer, args.target, args.method,
                         args.sanity_check, args.device)
     for s in run_explain(cfg, settings):
-        print(f"{s['image']}: {s['class']} (p = {s['probability']:.3f}), "
-              f"{len(s['layers'])} layer(s)")
+        if s["status"] == "skipped":
+            print(f"skipped {s['image']}: {s['reason']}", file=sys.stderr)
+        elif s["status"] == "reject":
+            print(f"{s['image']}: REJECT, no map: {s['reason']}")
+        else:
+            refer = f", REFER TO A RADIOLOGIST: {s['reason']}" if s["status"] == "refer" else ""
+            print(f"{s['image']}: {s['class']} (p = {s['probability']:.3f}), "
+                  f"{len(s['layers'])} layer(s){refer}")
     if args.sanity_check:
         import json
 

@@ -17,7 +17,13 @@ import numpy as np
 
 from mrimaster.data.dicom import dicom_to_gray, is_dicom, read_dicom
 from mrimaster.data.folders import Skipped, load_slices
-from mrimaster.data.images import RawStats, image_suffixes, prepare_slice, raw_stats
+from mrimaster.data.images import (
+    RawStats,
+    image_suffixes,
+    load_grayscale,
+    prepare_slice,
+    raw_stats,
+)
 from mrimaster.errors import ImageLoadError
 from mrimaster.inference.runtime import ClassifierModel
 from mrimaster.settings import load_settings
@@ -70,6 +76,18 @@ def _frames(ds: Any) -> int:
         return int(ds.get("NumberOfFrames", 1) or 1)
     except (TypeError, ValueError):
         return 1
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """One slice file as ``predict`` reads it, before preparation: ``(H, W)`` uint8 (DICOM
+    through :func:`dicom_to_gray`, anything else through Pillow).
+
+    Raises:
+        ImageLoadError: not a readable slice.
+    """
+    if _looks_dicom(path):
+        return dicom_to_gray(read_dicom(path, str(path)), str(path))
+    return load_grayscale(path)
 
 
 def decode_dicom_slice(path: Path, size: int) -> tuple[np.ndarray, RawStats] | ImageLoadError:
