@@ -31,3 +31,17 @@ def test_explicit_files_and_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no NIfTI volumes"):
         find_case(tmp_path / "empty")
+
+
+def test_one_3d_volume_with_an_unknown_name_asks_for_the_sequence(tmp_path: Path) -> None:
+    """One 3D file named like nothing known used to be taken for a Decathlon 4D image and
+    refused with "expected a 4D volume (MSD layout)"."""
+    import nibabel as nib
+    import numpy as np
+
+    (tmp_path / "case").mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)),
+             tmp_path / "case" / "scan_a.nii.gz")
+    with pytest.raises(DataError, match="do not say which sequence") as err:
+        find_case(tmp_path / "case")
+    assert "--flair" in str(err.value.hint) and "MSD" not in err.value.message

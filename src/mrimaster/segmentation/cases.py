@@ -67,6 +67,18 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
+def _is_4d(path: Path) -> bool:
+    """Whether a NIfTI file's header declares several volumes (read lazily: no voxels); an
+    unreadable file counts as 4D, so that loading it says what is wrong with it."""
+    import nibabel as nib
+
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception:  # the loader's own check names the problem
+        return True
+    return len(shape) == 4 and shape[3] > 1
+
+
 def find_case(folder: Path, convention: str | None = None) -> Case:
     """Recognise a case folder's layout.
 
@@ -96,14 +108,16 @@ def find_case(folder: Path, convention: str | None = None) -> Case:
         images = [p for p in unknown if not re.match(r"^(label|seg|brainmask|mask)",
                                                      _stem(p).lower())]
         labels = [p for p in unknown if re.match(r"^(label|seg)", _stem(p).lower())]
-        if len(images) == 1:  # MSD Task01: one 4D image
+        if len(images) == 1 and _is_4d(images[0]):  # MSD Task01: one 4D image
             case.image4d = images[0]
             if labels:
                 case.seg, case.convention = labels[0], "msd"
     if not case.images and case.image4d is None:
         raise DataError(f"no recognised modality in {folder} (found: "
-                        f"{', '.join(p.name for p in volumes)})",
-                        "name the files with --flair/--t1/--t1ce/--t2/--seg")
+                        f"{', '.join(p.name for p in volumes)}): the file names do not say "
+                        "which sequence each volume is",
+                        "give each volume with --flair/--t1/--t1ce/--t2 (and --seg), or name "
+                        "the files like case_flair.nii.gz, case_t1ce.nii.gz")
     if convention:
         case.convention = convention
     return case
