@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -91,3 +92,14 @@ def test_segment_a_case(tmp_path: Path) -> None:
     result = Segmenter.load("default").segment(case, tmp_path / "out")
     assert set(result.volumes_ml) == {"WT", "TC", "ET"}
     assert result.seg_path.is_file()
+
+
+@pytest.mark.parametrize("given", [np.zeros((64, 64), np.uint8), Image.new("L", (64, 64)),
+                                   b"\x89PNG", [np.zeros((8, 8))]],
+                         ids=["array", "pil", "bytes", "list-of-arrays"])
+def test_anything_but_paths_is_a_clear_error(given: Any) -> None:
+    from mrimaster.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="expected file or folder paths") as err:
+        Classifier.load("default").predict(given)
+    assert "save the slice as a file" in str(err.value.hint)

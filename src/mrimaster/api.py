@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mrimaster.errors import ConfigError
 from mrimaster.inference.loading import load_for_inference
 from mrimaster.inference.predict import predict_files
 from mrimaster.inference.runtime import ClassifierModel
@@ -73,7 +74,21 @@ class Prediction:
 
 
 def _paths(items: PathLike | Sequence[PathLike]) -> list[Path]:
-    return [Path(items)] if isinstance(items, str | Path) else [Path(p) for p in items]
+    """File and folder paths, or a clear error for anything else (an array, a PIL image)."""
+    listed: list[Any]
+    if isinstance(items, str | Path | bytes):
+        listed = [items]
+    else:
+        try:
+            listed = list(items)
+        except TypeError:  # not a sequence at all (a PIL image)
+            listed = [items]
+    bad = [type(p).__name__ for p in listed if not isinstance(p, str | Path)]
+    if bad:
+        raise ConfigError(f"expected file or folder paths, got {', '.join(sorted(set(bad)))}",
+                          "save the slice as a file first (PNG, 16-bit PNG or TIFF for raw "
+                          "values, or DICOM) and pass its path")
+    return [Path(p) for p in listed]
 
 
 class Classifier:
