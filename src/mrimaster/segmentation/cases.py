@@ -73,7 +73,7 @@ def _is_4d(path: Path) -> bool:
     import nibabel as nib
 
     try:
-        shape = nib.load(str(path)).shape
+        shape = tuple(getattr(nib.load(str(path)), "shape", ()))
     except Exception:  # the loader's own check names the problem
         return True
     return len(shape) == 4 and shape[3] > 1
