@@ -85,6 +85,13 @@ def test_upload_read_review_export(client: TestClient, doctor: dict[str, str],
     # the doctor corrects it: reviewed, in the worklist filter, in the export under the new class
     wrong = next(c for c in ctx.models.classifier.classes  # type: ignore[union-attr]
                  if c != r["label"])
+    # a confirmation naming another class, a mask verdict on a slice, "yes" for true: refused
+    for body in ({"agrees": True, "label": wrong}, {"agrees": False, "label": wrong,
+                                                    "mask_ok": True},
+                 {"agrees": "yes"}):
+        bad = client.post(f"/api/cases/{case['id']}/review", headers=doctor, json=body)
+        assert bad.status_code == 422, (body, bad.text)
+    assert client.get(f"/api/cases/{case['id']}", headers=doctor).json()["reviews"] == []
     rv = client.post(f"/api/cases/{case['id']}/review", headers=doctor,
                      json={"agrees": False, "label": wrong, "comment": "see the T1-Gd"})
     assert rv.status_code == 200 and rv.json()["status"] == "reviewed"

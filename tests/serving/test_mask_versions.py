@@ -270,6 +270,11 @@ def test_2d_box(sqlite_ctx: AppContext) -> None:
     for bad in ([10, 5, 90, 30], [40, 5, 10, 30], [1, 2, 3]):
         assert client.post(f"/api/cases/{case_id}/box", headers=doctor,
                            json={"box": bad}).status_code == 422
+    for bad_json in ('{"box": [NaN, 0, 5, 5]}', '{"box": [1, 1, Infinity, 5]}'):  # were 500
+        r = client.post(f"/api/cases/{case_id}/box", content=bad_json,
+                        headers={**doctor, "content-type": "application/json"})
+        assert r.status_code == 422, r.text
+        assert "finite number" in r.json()["error"] and "input" not in r.text  # no echo
     listed = client.get(f"/api/cases/{case_id}/masks", headers=doctor).json()
     assert [v["box"] for v in listed["versions"]] == [[10, 5, 40, 30]]
 

@@ -150,6 +150,9 @@ def test_a_job_whose_worker_died_is_taken_over_then_failed(client: TestClient,
     files = case_files(data_root)
     case = client.post("/api/cases/3d", headers=doctor, files={
         m: (p.name, p.read_bytes()) for m, p in files.items()}).json()
+    review = {"agrees": True, "mask_ok": True}
+    early = client.post(f"/api/cases/{case['id']}/review", headers=doctor, json=review)
+    assert early.status_code == 409 and "not segmented yet" in early.json()["error"]
     with ctx.sessions() as db:
         job = repo.claim_job(db, "dead:1:a", 30, max_attempts=2)
         assert job is not None and job.case_id == case["id"]
@@ -163,6 +166,12 @@ def test_a_job_whose_worker_died_is_taken_over_then_failed(client: TestClient,
         assert db.get(Job, job.id) is not None
     assert client.get(f"/api/cases/{case['id']}/job", headers=doctor).json()["state"] == "failed"
     assert client.get(f"/api/cases/{case['id']}", headers=doctor).json()["status"] == "failed"
+    # a failed case has nothing to review: "mask good" on no mask was accepted, the case then
+    # listed as reviewed and its PDF said "confirmed, mask good"
+    late = client.post(f"/api/cases/{case['id']}/review", headers=doctor, json=review)
+    assert late.status_code == 409 and "no AI read to review" in late.json()["error"], late.text
+    after = client.get(f"/api/cases/{case['id']}", headers=doctor).json()
+    assert after["status"] == "failed" and after["reviews"] == []
 
 
 def test_series_entries_quote_no_removed_header_value(tmp_path: Path) -> None:

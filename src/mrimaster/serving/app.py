@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import anyio
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -277,6 +278,18 @@ def create_app(ctx: AppContext) -> FastAPI:
         if exc.retry_after:
             response.headers["Retry-After"] = str(int(exc.retry_after))
         return response
+
+    @app.exception_handler(RequestValidationError)
+    def invalid(_request: Request, exc: RequestValidationError) -> Response:
+        # the app's own {"error", "hint"} shape, never echoing the input: a NaN could not even
+        # be written as JSON (a 500), and a value sent may be a password
+        fields = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+                   "type": str(e.get("type", ""))} for e in exc.errors()]
+        said = "; ".join(f"{'.'.join(str(x) for x in f['loc'][1:]) or 'body'}: {f['msg']}"
+                         for f in fields[:5])
+        return JSONResponse({"error": f"invalid request: {said}", "hint": "see /api/docs for "
+                             "the fields this request takes", "detail": fields},
+                            status_code=422)
 
     @app.exception_handler(MRIMasterError)
     def refused(_request: Request, exc: MRIMasterError) -> Response:

@@ -338,11 +338,24 @@ def review_case(db: Session, case: Case, user: User, label: str | None, agrees: 
     """Record the doctor's decision; the case becomes reviewed.
 
     Raises:
-        MRIMasterError: a label that is not a class of the model; a 2D correction without one.
+        MRIMasterError: a label that is not a class of the model; a 2D correction without one;
+            ``mask_ok`` on a 2D case; a case whose job failed, or a 3D case not segmented yet
+            (nothing to review: 409).
     """
     if label is not None and label not in classes:
         raise UploadError(f"unknown class {label!r}", f"choose one of: {', '.join(classes)}",
                           status=422)
+    if case.status == "failed":
+        why = case.note or "its job failed"
+        raise UploadError(f"case {case.id} has no AI read to review: {why}", "correct the "
+                          "series' roles and run it again, or upload the study again",
+                          status=409)
+    if case.kind == "3d" and not case.result:
+        raise UploadError(f"case {case.id} is not segmented yet", "review it once its "
+                          "segmentation has finished", status=409)
+    if case.kind == "2d" and mask_ok is not None:
+        raise UploadError("mask_ok is for 3D cases (a 2D read has no mask)",
+                          "leave mask_ok out", status=422)
     if case.kind == "2d":
         if agrees:
             if case.ai_label is None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, Header, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 from sqlalchemy.orm import Session
 
 from mrimaster.serving import (
@@ -54,9 +54,10 @@ class RolesIn(BaseModel):
 
 
 class ReviewIn(BaseModel):
-    agrees: bool
-    label: str | None = None
-    mask_ok: bool | None = None
+    agrees: StrictBool = Field(description="true: the doctor confirms the AI's read")
+    label: str | None = Field(default=None, description="2D: the right class (a correction); "
+                              "with agrees=true it must be the AI's class")
+    mask_ok: StrictBool | None = Field(default=None, description="3D only: the mask is good")
     comment: str = Field(default="", max_length=4000)
 
 
@@ -241,6 +242,10 @@ def review(case_id: int, body: ReviewIn, auth: Auth = Depends(get_auth),
            x_csrf_token: str | None = Header(default=None)) -> dict[str, Any]:
     check_csrf(auth, x_csrf_token)
     case = _case(db, case_id)
+    if body.agrees and body.label is not None and body.label != case.ai_label:
+        raise cases.UploadError(f"agrees=true confirms the AI's class ({case.ai_label}), but "
+                                f"the label given is {body.label!r}", "to correct the read, "
+                                "send agrees=false with the right label", 422)
     cases.review_case(db, case, auth.user, body.label, body.agrees, body.mask_ok, body.comment,
                       ctx.models_or_fail().classifier.classes)
     return full_case(db, case)

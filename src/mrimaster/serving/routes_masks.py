@@ -4,7 +4,7 @@ anything is stored, so a connection cut mid-body leaves nothing behind."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
@@ -23,7 +23,8 @@ router = APIRouter(tags=["masks"])
 
 
 class BoxIn(BaseModel):
-    box: list[float] = Field(description="[x0, y0, x1, y1] in the original image's pixels")
+    box: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        description="[x0, y0, x1, y1] in the original image's pixels (finite numbers)")
 
 
 def _case(db: Session, case_id: int) -> Case:
