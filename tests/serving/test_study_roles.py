@@ -222,3 +222,38 @@ def test_a_study_without_flair_is_refused_at_upload(
     assert r.status_code == 422 and "no FLAIR series" in r.json()["error"], r.text
     assert "t1ce" in r.json()["error"] and "/tmp" not in r.text
     assert state(ctx) == (0, [], [])
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_patients_studies_are_ordered_by_their_shifted_study_dates(
+        client: TestClient, doctor: dict[str, str], data_root: Path, tmp_path: Path) -> None:
+    """Two studies of one patient uploaded later one first: the follow-up orders them by
+    study date (shifted by the patient's offset, the interval kept), not by upload time (it
+    used to: nothing recorded the date, and "earlier" and "later" were swapped)."""
+    from datetime import date
+
+    from mrimaster.imaging.simulate import StudyInfo, build_study
+
+    folder = data_root / CASE
+    zips = {}
+    for day in ("20240601", "20240115"):  # the later study is uploaded first
+        out = tmp_path / day
+        build_study({"flair": next(folder.glob("Flair*")), "t1ce": next(folder.glob("T1c*"))},
+                    out / "dicom", study=StudyInfo(study_date=day, uid_seed=int(day)),
+                    distractors=False)
+        zips[day] = out / "study.zip"
+        with zipfile.ZipFile(zips[day], "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for path in sorted((out / "dicom").rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(out).as_posix())
+    later = upload(client, doctor, zips["20240601"].read_bytes())
+    earlier = upload(client, doctor, zips["20240115"].read_bytes())
+    assert later["pseudonym"] == earlier["pseudonym"]
+    r = client.get(f"/api/patients/{later['pseudonym']}/followup", headers=doctor)
+    assert r.status_code == 200, r.text
+    studies = r.json()["studies"]
+    assert [s["case"] for s in studies] == [earlier["id"], later["id"]]
+    assert all(s["date_source"] == "study date" for s in studies), studies
+    first, second = (date.fromisoformat(s["date"]) for s in studies)
+    assert (second - first).days == (date(2024, 6, 1) - date(2024, 1, 15)).days
+    assert first != date(2024, 1, 15)  # shifted: the real date is not stored

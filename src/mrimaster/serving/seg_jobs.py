@@ -120,7 +120,8 @@ def _segment(ctx: AppContext, job: Job) -> None:
             return
         kept = {k: v for k, v in case.files.items() if not _is_output(k)}
         case.files = {**kept, **new}
-        case.result = info
+        dated = (case.result or {}).get("study_date")  # from the upload (follow-up order)
+        case.result = {**info, "study_date": dated} if dated else info
         case.ai_label = None if wt is None else f"WT {wt:.1f} mL"
         # as a 2D read: a result its trust checks refer (status "refer") is a referred case
         case.status = ("referred" if info.get("status") == "refer" or info.get("warnings")

@@ -6,13 +6,14 @@ de-identification removes taken out of what the entries quote (:func:`_without_d
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from mrimaster.serving.cases import UploadError
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.studies import MODALITY_NAMES, series_label
-from mrimaster.storage.deid import patient_key, pseudonym
+from mrimaster.storage.deid import date_offset, patient_key, pseudonym, shift_date
 
 
 def import_archive(ctx: AppContext, archive: Path, work: Path, confirm_burned_in: bool,
@@ -88,7 +89,15 @@ def import_archive(ctx: AppContext, archive: Path, work: Path, confirm_burned_in
     alias = ""
     if sources:
         first = pydicom.dcmread(next(iter(sources.values()))[0], stop_before_pixels=True)
-        alias = pseudonym(ctx.key, patient_key(first))
+        patient = patient_key(first)
+        alias = pseudonym(ctx.key, patient)
+        # the study's date as de-identification shifts it (the patient's offset, the same
+        # for all their studies): the follow-up orders a patient's studies by it
+        raw = str(first.get("StudyDate", "") or first.get("SeriesDate", "") or "")
+        shifted = shift_date(raw, timedelta(days=date_offset(ctx.key, patient))) if raw else None
+        for entry in entries:
+            if shifted and entry["file"]:
+                entry["study_date"] = shifted
     return entries, kept, roles, alias
 
 

@@ -126,8 +126,10 @@ def store_study(ctx: AppContext, db: Session, user: User, uploads: dict[str, Pat
         for k, (name, p) in enumerate(kept.items())}
     files[SERIES_JSON] = ctx.store.put_bytes(json.dumps(entries, indent=1).encode())
     files[ROLES_JSON] = ctx.store.put_bytes(json.dumps(roles).encode())
+    dates = sorted({str(e["study_date"]) for e in entries if e.get("study_date")})
     case = repo.add_case(db, "3d", alias or patient_pseudonym(ctx, reference), user,
-                         role_files(files, roles), None, "new", None, "",
+                         role_files(files, roles), {"study_date": dates[0]} if dates else None,
+                         "new", None, "",
                          note="modalities: " + ", ".join(MODALITY_NAMES[m] for m in
                                                         MODALITY_NAMES if m in roles))
     repo.add_job(db, case)
