@@ -333,3 +333,37 @@ def test_patient_page_in_a_browser(followup_app: FollowUpApp) -> None:
         assert errors == [] and csp == [], (errors, csp)
     finally:
         server.stop()
+
+
+def test_a_reviewed_mask_gives_the_follow_ups_volumes(followup_app: FollowUpApp) -> None:
+    """A doctor corrects the later study's mask (the tumour's labels removed from half of it)
+    and marks it reviewed: the follow-up shows that version's volumes, says so, and measures
+    the change from them (it kept showing the AI's). Runs last: it changes the shared app."""
+    import gzip
+
+    app, client = followup_app, followup_app.client
+    first, second = app.cases
+    case = client.get(f"/api/cases/{second}", headers=app.doctor).json()
+    ai = nib.Nifti1Image.from_bytes(gzip.decompress(
+        client.get(case["files"]["mask.nii.gz"], headers=app.doctor).content))
+    labels = np.asarray(ai.dataobj).copy()
+    labels[: labels.shape[0] // 2] = 0
+    edited = nib.Nifti1Image(labels, ai.affine, ai.header)
+    r = client.post(f"/api/cases/{second}/masks?base=0", headers=app.doctor,
+                    content=gzip.compress(edited.to_bytes()))
+    assert r.status_code == 200, r.text
+    version = r.json()["number"]
+    assert client.post(f"/api/cases/{second}/masks/{version}/reviewed",
+                       headers=app.doctor).status_code == 200
+    listed = client.get(f"/api/cases/{second}/masks", headers=app.doctor).json()
+    want = next(v for v in listed["versions"] if v["number"] == version)["volumes_ml"]
+    data = client.get(f"/api/patients/{case['pseudonym']}/followup", headers=app.doctor).json()
+    earlier, later = data["studies"]
+    assert later["volumes_ml"]["WT"] == pytest.approx(want["WT"])
+    assert later["volumes_ml"]["WT"] < case["result"]["volumes_ml"]["WT"]
+    assert later["volumes_source"].startswith(f"reviewed mask (version {version}")
+    assert earlier["volumes_source"] == "AI segmentation" and earlier["case"] == first
+    assert later["from_previous"]["WT"]["ml"] == pytest.approx(
+        want["WT"] - earlier["volumes_ml"]["WT"], abs=0.05)
+    page = client.get(f"/patients/{case['pseudonym']}", headers=app.doctor).text
+    assert f"reviewed mask (version {version}" in page

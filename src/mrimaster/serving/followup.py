@@ -33,6 +33,7 @@ from mrimaster.errors import MRIMasterError
 from mrimaster.serving.cases import UploadError
 from mrimaster.serving.context import AppContext
 from mrimaster.serving.followup_read import matched_read
+from mrimaster.serving.masks import reviewed
 from mrimaster.serving.studies import REGISTERED, registered_files
 from mrimaster.storage import repository as repo
 from mrimaster.storage.tables import Case
@@ -73,9 +74,16 @@ def patient_cases(db: Session, pseudonym: str) -> list[Case]:
     return sorted(mine, key=lambda c: (study_date(c)[0], repo.aware(c.created_at), c.id))
 
 
-def _volumes(case: Case) -> dict[str, float | None]:
+def _volumes(db: Session, case: Case) -> tuple[dict[str, float | None], str]:
+    """A study's volumes (mL per region) and where they come from: the mask version a doctor
+    marked reviewed when there is one (its volumes are the case's), else the AI's read."""
+    mask = reviewed(db, case)
     found = (case.result or {}).get("volumes_ml") or {}
-    return {r: None if found.get(r) is None else float(found[r]) for r in REGIONS}
+    source = "AI segmentation"
+    if mask is not None and mask.get("kind") == "mask" and mask.get("volumes_ml"):
+        found = mask["volumes_ml"]
+        source = f"reviewed mask (version {mask['number']} by {mask['author']})"
+    return {r: None if found.get(r) is None else float(found[r]) for r in REGIONS}, source
 
 
 def change(now: float | None, then: float | None) -> dict[str, float | None]:
@@ -230,7 +238,8 @@ def follow_up(ctx: AppContext, db: Session, pseudonym: str, register: bool = Tru
 
     Returns:
         ``{"pseudonym", "studies": [{"case", "date", "date_source", "status", "segmented",
-        "volumes_ml": {WT, TC, ET}, "from_first": {region: {"ml", "percent"}},
+        "volumes_ml": {WT, TC, ET}, "volumes_source" (the reviewed mask version's volumes when
+        a doctor marked one, else the AI's), "from_first": {region: {"ml", "percent"}},
         "from_previous": ..., "from_previous_matched": ...}], "pairs": [{"earlier",
         "later", "pending", "files", "quality", "problems", "error", "matched"}], "regions",
         "note"}`` (volumes in mL; ``matched``: :func:`mrimaster.serving.followup_read.
@@ -247,17 +256,20 @@ def follow_up(ctx: AppContext, db: Session, pseudonym: str, register: bool = Tru
     first: Case | None = None
     previous: Case | None = None
     pairs = []
+    volumes = {case.id: _volumes(db, case) for case in found}
     for case in found:
         date, source = study_date(case)
         entry: dict[str, Any] = {"case": case.id, "date": date, "date_source": source,
                                  "status": case.status, "segmented": _segmented(case),
-                                 "volumes_ml": _volumes(case), "from_first": None,
+                                 "volumes_ml": volumes[case.id][0],
+                                 "volumes_source": volumes[case.id][1], "from_first": None,
                                  "from_previous": None, "from_previous_matched": None}
         if entry["segmented"]:
             now = entry["volumes_ml"]
             if first is not None and previous is not None:
-                entry["from_first"] = {r: change(now[r], _volumes(first)[r]) for r in REGIONS}
-                entry["from_previous"] = {r: change(now[r], _volumes(previous)[r])
+                entry["from_first"] = {r: change(now[r], volumes[first.id][0][r])
+                                       for r in REGIONS}
+                entry["from_previous"] = {r: change(now[r], volumes[previous.id][0][r])
                                           for r in REGIONS}
                 pairs.append(_pair(ctx, previous, case, register))
                 matched = pairs[-1].get("matched") or {}
