@@ -93,7 +93,7 @@ def test_upload_read_review_export(client: TestClient, doctor: dict[str, str],
         assert bad.status_code == 422, (body, bad.text)
     assert client.get(f"/api/cases/{case['id']}", headers=doctor).json()["reviews"] == []
     rv = client.post(f"/api/cases/{case['id']}/review", headers=doctor,
-                     json={"agrees": False, "label": wrong, "comment": "see the T1-Gd"})
+                     json={"agrees": False, "label": wrong, "comment": "see the T1-Gd\x00"})
     assert rv.status_code == 200 and rv.json()["status"] == "reviewed"
     assert rv.json()["reviews"][0]["label"] == wrong
     listed = client.get("/api/cases", params={"status": "reviewed"}, headers=doctor).json()
@@ -103,6 +103,14 @@ def test_upload_read_review_export(client: TestClient, doctor: dict[str, str],
     export = client.get("/api/export/reviewed.zip", headers=doctor)
     names = zipfile.ZipFile(io.BytesIO(export.content)).namelist()
     assert f"{wrong}/case-{case['id']}.png" in names and "decisions.csv" in names
+    import csv
+
+    with zipfile.ZipFile(io.BytesIO(export.content)) as zf:
+        (row,) = [r for r in csv.DictReader(io.StringIO(zf.read("decisions.csv").decode()))
+                  if r["case"] == str(case["id"])]
+    assert row["ai_status"] == case["result"]["status"] and row["reviewers"] == "1"
+    assert row["comment"] == "see the T1-Gd"  # the NUL sent with it is not stored
+    assert row["label"] == wrong and row["corrected"] == "true"
     pdf = client.get(f"/api/cases/{case['id']}/report.pdf", headers=doctor)
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     # every action is in the audit log

@@ -270,7 +270,7 @@ def register(reference: nib.Nifti1Image | str | Path, moving: nib.Nifti1Image | 
     if check and problems:
         raise RegistrationError(
             f"{sequence}: registration onto the reference refused: " + "; ".join(problems),
-            "check that this sequence belongs to the same study and covers the brain; if the "
-            "files' world coordinates do not match (scanner frame lost), try init='moments' and "
-            "max_translation_mm=None")
+            "check that this series is of the same patient and study and covers the brain "
+            "(a series of another patient cannot be registered); if it is, re-export it from "
+            "the scanner or PACS with its position tags")
     return Registration(transform=final, resampled=out, quality=quality)

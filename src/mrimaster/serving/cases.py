@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import secrets
+import unicodedata
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -333,6 +334,13 @@ def classify_upload(ctx: AppContext, db: Session, user: User, path: Path, filena
     return case
 
 
+def clean_text(text: str) -> str:
+    """Free text as stored: control characters (a NUL, an escape) removed, line breaks and
+    tabs kept, surrounding space stripped."""
+    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)
+                   not in ("Cc", "Cs")).strip()
+
+
 def review_case(db: Session, case: Case, user: User, label: str | None, agrees: bool,
                 mask_ok: bool | None, comment: str, classes: list[str]) -> None:
     """Record the doctor's decision; the case becomes reviewed.
@@ -365,7 +373,7 @@ def review_case(db: Session, case: Case, user: User, label: str | None, agrees: 
         elif label is None:
             raise UploadError("a correction needs the right class", "choose a class",
                               status=422)
-    repo.add_review(db, case, user, label, agrees, mask_ok, comment.strip()[:4000])
+    repo.add_review(db, case, user, label, agrees, mask_ok, clean_text(comment)[:4000])
     repo.audit(db, user.username, "review", f"case {case.id}",
                f"{'confirmed' if agrees else 'corrected'} {label or ''}"
                + ("" if mask_ok is None else f", mask {'good' if mask_ok else 'wrong'}"))

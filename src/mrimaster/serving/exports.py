@@ -19,10 +19,13 @@ from mrimaster.storage.tables import Case
 def reviewed_zip(ctx: AppContext, db: Session) -> tuple[bytes, int]:
     """A zip of ``<class>/case-<id>.png`` for every reviewed 2D case, labelled with the
     doctor's latest decision (the folder layout ``mrimaster train`` reads), and
-    ``decisions.csv`` (case, AI label, doctor's label, corrected or confirmed, reviewer
+    ``decisions.csv`` (case, AI label, the AI read's status: ``reject`` marks an image the AI
+    judged not a brain MRI slice, doctor's label, corrected or confirmed, how many reviews the
+    case has (more than one: doctors may disagree, the latest is exported), reviewer
     comment). Returns ``(zip bytes, number of images)``."""
     buf = io.BytesIO()
-    rows = [("case", "file", "ai_label", "label", "corrected", "comment")]
+    rows = [("case", "file", "ai_label", "ai_status", "label", "corrected", "reviewers",
+             "comment")]
     count = 0
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for case, review in repo.latest_reviews(db):
@@ -31,8 +34,10 @@ def reviewed_zip(ctx: AppContext, db: Session) -> tuple[bytes, int]:
                 continue
             name = f"{review.label}/case-{case.id}.png"
             zf.writestr(name, ctx.store.read(digest))
-            rows.append((str(case.id), name, case.ai_label or "", review.label,
-                         str(not review.agrees).lower(), review.comment))
+            rows.append((str(case.id), name, case.ai_label or "",
+                         str((case.result or {}).get("status") or ""), review.label,
+                         str(not review.agrees).lower(), str(len(repo.reviews_of(db, case.id))),
+                         review.comment))
             count += 1
         text = io.StringIO()
         csv.writer(text).writerows(rows)

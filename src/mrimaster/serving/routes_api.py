@@ -108,10 +108,11 @@ def list_cases(q: str = "", status: str = "", kind: str = "", page: int = 1,
         raise cases.UploadError("unknown status or kind",
                                 f"status: {', '.join(CASE_STATUSES)}; kind: "
                                 f"{', '.join(CASE_KINDS)}", 422)
-    rows, total = repo.list_cases(db, repo.CaseFilter(q, status, kind, max(page, 1),
-                                                      min(max(per_page, 1), 200)))
+    page, per_page = max(page, 1), min(max(per_page, 1), 200)
+    rows, total = repo.list_cases(db, repo.CaseFilter(q, status, kind, page, per_page))
     audit_list(db, auth, "list-cases", f"worklist API page {page}", rows)
-    return {"total": total, "page": page, "cases": [case_view(c) for c in rows]}
+    return {"total": total, "page": page, "per_page": per_page,
+            "cases": [case_view(c) for c in rows]}
 
 
 def audit_list(db: Session, auth: Auth, action: str, what: str, rows: list[Case]) -> None:
