@@ -119,7 +119,9 @@ def test_study_with_a_missing_instance(orthanc_factory: Any, simulated_study: Pa
                  str(tmp_path / "gap")])
     err = capsys.readouterr().err
     assert code == 2, err
-    assert "no FLAIR series" in err and "Traceback" not in err
+    # the damaged FLAIR is named with why (not "the study has no FLAIR series")
+    assert "the FLAIR series 'AX FLAIR' (series 3) cannot be used" in err, err
+    assert "not evenly spaced" in err and "Traceback" not in err
     assert server.modalities(uid) == {"MR": n - 1}
     assert not (tmp_path / "gap" / "pacs").exists()
     # why the FLAIR was not used: the importer's own record names the missing slices
