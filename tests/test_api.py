@@ -103,3 +103,13 @@ def test_anything_but_paths_is_a_clear_error(given: Any) -> None:
     with pytest.raises(ConfigError, match="expected file or folder paths") as err:
         Classifier.load("default").predict(given)
     assert "save the slice as a file" in str(err.value.hint)
+
+
+def test_any_path_object_is_taken(images: list[Path], tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    shutil.copy(images[0], tmp_path / images[0].name)
+    entries = list(os.scandir(tmp_path))  # os.DirEntry: a path object that is not a Path
+    (result,) = Classifier.load("default").predict(entries)
+    assert Path(result.path).name == images[0].name

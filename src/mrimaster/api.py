@@ -14,6 +14,7 @@ loaded, never at import.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,19 +77,19 @@ class Prediction:
 def _paths(items: PathLike | Sequence[PathLike]) -> list[Path]:
     """File and folder paths, or a clear error for anything else (an array, a PIL image)."""
     listed: list[Any]
-    if isinstance(items, str | Path | bytes):
+    if isinstance(items, str | bytes | os.PathLike):
         listed = [items]
     else:
         try:
             listed = list(items)
         except TypeError:  # not a sequence at all (a PIL image)
             listed = [items]
-    bad = [type(p).__name__ for p in listed if not isinstance(p, str | Path)]
+    bad = [type(p).__name__ for p in listed if not isinstance(p, str | os.PathLike)]
     if bad:
         raise ConfigError(f"expected file or folder paths, got {', '.join(sorted(set(bad)))}",
                           "save the slice as a file first (PNG, 16-bit PNG or TIFF for raw "
                           "values, or DICOM) and pass its path")
-    return [Path(p) for p in listed]
+    return [Path(os.fspath(p)) for p in listed]
 
 
 class Classifier:

@@ -76,6 +76,21 @@ def test_several_frames_in_one_file_are_refused(tmp_path: Path) -> None:
         assert "each slice as its own file" in str(err.value.hint)
 
 
+def test_a_preview_or_thumbnail_beside_the_slice_is_not_a_second_slice(tmp_path: Path) -> None:
+    """A JPEG with a multi-picture block (MPO: a phone's gain map, a camera's preview) and a
+    TIFF with a reduced-size page hold one slice: read as it, not refused."""
+    slice_ = Image.fromarray(synthetic_slice(4, 96))
+    small = slice_.resize((24, 24))
+    slice_.convert("RGB").save(tmp_path / "phone.jpg", format="MPO", save_all=True,
+                               append_images=[small.convert("RGB")])
+    slice_.save(tmp_path / "thumb.tif", save_all=True, append_images=[small])
+    assert Image.open(tmp_path / "phone.jpg").n_frames == 2
+    assert Image.open(tmp_path / "thumb.tif").n_frames == 2
+    for name in ("phone.jpg", "thumb.tif"):
+        gray, stats = load_slice_file(tmp_path / name)
+        assert gray.shape == (96, 96) and (stats.height, stats.width) == (96, 96)
+
+
 def test_the_exif_orientation_is_applied(tmp_path: Path) -> None:
     upright = np.zeros((60, 100), np.uint8)
     upright[10:30, 20:90] = 200  # a wide bar: wider than tall once upright

@@ -108,7 +108,7 @@ def test_upload_read_review_export(client: TestClient, doctor: dict[str, str],
     with zipfile.ZipFile(io.BytesIO(export.content)) as zf:
         (row,) = [r for r in csv.DictReader(io.StringIO(zf.read("decisions.csv").decode()))
                   if r["case"] == str(case["id"])]
-    assert row["ai_status"] == case["result"]["status"] and row["reviewers"] == "1"
+    assert row["ai_status"] == case["result"]["status"] and row["reviews"] == "1"
     assert row["comment"] == "see the T1-Gd"  # the NUL sent with it is not stored
     assert row["label"] == wrong and row["corrected"] == "true"
     pdf = client.get(f"/api/cases/{case['id']}/report.pdf", headers=doctor)

@@ -224,6 +224,38 @@ def test_a_study_without_flair_is_refused_at_upload(
     assert state(ctx) == (0, [], [])
 
 
+def test_a_damaged_flair_is_named_at_upload(client: TestClient, ctx: AppContext,
+                                            doctor: dict[str, str], data_root: Path,
+                                            tmp_path: Path) -> None:
+    """A zip whose FLAIR misses a slice: the upload names the FLAIR (as the web app names a
+    series, its description removed) and why, without internal file names."""
+    import pydicom
+
+    from mrimaster.imaging.simulate import build_study
+    from tests.serving.test_uploads import state
+
+    folder = data_root / CASE
+    build_study({"flair": next(folder.glob("Flair*")), "t1ce": next(folder.glob("T1c*"))},
+                tmp_path / "dicom", distractors=False)
+    flair = next(p for p in (tmp_path / "dicom").iterdir() if "FLAIR" in p.name.upper())
+    files = sorted(flair.iterdir(), key=lambda f: float(pydicom.dcmread(
+        f, stop_before_pixels=True).InstanceNumber))
+    files[len(files) // 2].unlink()
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((tmp_path / "dicom").rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(tmp_path).as_posix())
+    r = client.post("/api/cases/3d", headers=doctor,
+                    files={"dicom_zip": ("study.zip", archive.read_bytes())})
+    error = r.json()["error"]
+    assert r.status_code == 422, r.text
+    assert "the FLAIR series" in error and "cannot be used" in error, error
+    assert "not evenly spaced" in error and "None" not in error and "series/" not in error
+    assert "export the FLAIR series again" in r.json()["hint"]
+    assert state(ctx) == (0, [], [])
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_patients_studies_are_ordered_by_their_shifted_study_dates(
         client: TestClient, doctor: dict[str, str], data_root: Path, tmp_path: Path) -> None:
@@ -257,3 +289,7 @@ def test_a_patients_studies_are_ordered_by_their_shifted_study_dates(
     first, second = (date.fromisoformat(s["date"]) for s in studies)
     assert (second - first).days == (date(2024, 6, 1) - date(2024, 1, 15)).days
     assert first != date(2024, 1, 15)  # shifted: the real date is not stored
+    # not segmented yet (its result holds only the date): nothing to review
+    r = client.post(f"/api/cases/{later['id']}/review", headers=doctor,
+                    json={"agrees": True, "mask_ok": True})
+    assert r.status_code == 409 and "not segmented yet" in r.json()["error"], r.text

@@ -6,6 +6,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ def _check_output(path: Path | None) -> None:
     if not path.parent.is_dir():
         raise ConfigError(f"--output {path}: the folder {path.parent} does not exist",
                           "create it first, or write somewhere else")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"--output {path}: this user may not write there",
+                          "write somewhere else")
 
 
 def _skipped_row(item: dict[str, str], keys: list[str]) -> dict[str, Any]:

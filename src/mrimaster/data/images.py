@@ -105,13 +105,15 @@ def window_to_uint8(values: np.ndarray, lo: float | None = None, hi: float | Non
     Returns:
         ``(H, W)`` uint8: ``lo`` and below 0, ``hi`` and above 255, linear between.
     """
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[np.isfinite(values)]
+    values = np.asarray(values, dtype=np.float32)
     if lo is None or hi is None:
+        sample = values.ravel()[::max(1, values.size // 1_000_000)]  # a large scan: a sample
+        finite = sample[np.isfinite(sample)].astype(np.float64)
         lo, hi = (np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0))
     if hi <= lo:
         hi = lo + 1
-    scaled = np.clip((np.nan_to_num(values, nan=lo) - lo) / (hi - lo), 0, 1) * 255
+    scaled = np.clip((np.nan_to_num(values, nan=lo) - np.float32(lo)) / np.float32(hi - lo),
+                     0, 1) * 255
     return scaled.round().astype(np.uint8)
 
 
@@ -122,6 +124,21 @@ def _upright(im: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(im)
     except Exception:  # a broken EXIF block must not make the pixels unreadable
         return im
+
+
+def _slices_in(im: Image.Image) -> int:
+    """How many full-size images a file holds: a JPEG's multi-picture block (MPO: a phone's
+    gain map or a camera's preview) and a TIFF's reduced-size pages (thumbnails) do not
+    count; the file is left at its first image."""
+    frames = int(getattr(im, "n_frames", 1) or 1)
+    if frames == 1 or im.format == "MPO":
+        return 1
+    size, full = im.size, 0
+    for k in range(frames):
+        im.seek(k)
+        full += im.size == size
+    im.seek(0)
+    return full
 
 
 def load_slice_file(path: Path) -> tuple[np.ndarray, RawStats]:
@@ -148,7 +165,7 @@ def load_slice_file(path: Path) -> tuple[np.ndarray, RawStats]:
                         f"{path}: the file declares an image too large to be a slice "
                         f"({im.width}x{im.height} px)", "check the file; MRI slices are a "
                         "few hundred pixels a side")
-                frames = int(getattr(im, "n_frames", 1) or 1)
+                frames = _slices_in(im)
                 if frames > 1:
                     raise ImageLoadError(
                         f"{path}: the file holds {frames} images (a multi-page or animated "

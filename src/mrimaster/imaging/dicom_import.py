@@ -103,7 +103,7 @@ def _read_headers(files: Sequence[Path]) -> list[_Series]:
     from pydicom.errors import InvalidDicomError
 
     groups: dict[str, _Series] = {}
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str, str]] = set()
     for path in sorted(files):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -113,9 +113,10 @@ def _read_headers(files: Sequence[Path]) -> list[_Series]:
             continue  # a DICOMDIR, a presentation state with no image: nothing to convert
         uid = str(ds.get("SeriesInstanceUID", "") or f"no-uid:{path.parent}")
         instance = str(ds.get("SOPInstanceUID", "") or "")
-        if instance and (uid, instance) in seen:  # the same instance twice (copied, re-sent)
+        where = str(ds.get("ImagePositionPatient", ""))
+        if instance and (uid, instance, where) in seen:  # one instance twice (copied, re-sent)
             continue
-        seen.add((uid, instance))
+        seen.add((uid, instance, where))
         series = groups.setdefault(uid, _Series(uid))
         series.headers.append(ds)
         series.paths.append(path)

@@ -35,27 +35,45 @@ def found(listing: list[dict[str, Any]]) -> str:
                      for e in listing) or "nothing"
 
 
-def no_flair(listing: list[dict[str, Any]]) -> tuple[str, str]:
+def series_name(entry: dict[str, Any]) -> str:
+    """How messages name a series entry: its description (or file) and number."""
+    number = entry.get("series_number")
+    return repr(entry.get("description") or entry.get("file") or "unnamed series") + (
+        f" (series {number})" if number is not None else "")
+
+
+def no_flair(listing: list[dict[str, Any]],
+             name: Callable[[dict[str, Any]], str] = series_name,
+             listed: Callable[[list[dict[str, Any]]], str] = found) -> tuple[str, str]:
     """The message and hint for a study without a usable FLAIR: a FLAIR that is there but
     could not be converted (a missing or duplicated slice, no geometry) is named with its
-    reason first, since adding a FLAIR or setting a role would not help."""
+    reason first, since adding a FLAIR or setting a role would not help.
+
+    Args:
+        listing: The series entries (``role``, ``reason``, ``description``, ...).
+        name: Names one entry (the web app's: without the removed description).
+        listed: Lists the other entries.
+    """
     damaged = [e for e in listing if e.get("role") == "flair" and e.get("reason")]
     if not damaged:
-        return (f"the study has no FLAIR series (found: {found(listing)})",
+        return (f"the study has no FLAIR series (found: {listed(listing)})",
                 "add the FLAIR series; if one is there under another name, set its role to "
                 "FLAIR")
     e = damaged[0]
-    number = e.get("series_number")
-    name = repr(e.get("description") or e.get("file") or "unnamed series") + (
-        f" (series {number})" if number is not None else "")
     others = [x for x in listing if x is not e]
-    return (f"the FLAIR series {name} cannot be used: {e['reason']} (other series: "
-            f"{found(others)})", "export the FLAIR series again, complete, from the scanner "
+    return (f"the FLAIR series {name(e)} cannot be used: {e['reason']} (other series: "
+            f"{listed(others)})", "export the FLAIR series again, complete, from the scanner "
             "or the PACS")
 
 
 def choose_reference(chosen: dict[str, Sequence], listing: list[dict[str, Any]],
                       accept: Callable[[list[str]], None] | None) -> Sequence:
+    """The reference sequence (the first of :data:`REFERENCE_ORDER` the study has).
+
+    Raises:
+        DataError: no usable FLAIR (:func:`no_flair`), or a series the model needs is missing
+            (``accept``'s refusal, with every series found).
+    """
     if "flair" not in chosen:
         raise DataError(*no_flair(listing))
     if accept is not None:
@@ -76,7 +94,8 @@ def vet_sequences(chosen: dict[str, Sequence], images: dict[str, nib.Nifti1Image
          listing: list[dict[str, Any]],
          vet: Callable[[str, nib.Nifti1Image], dict[str, Any]] | None
          ) -> tuple[dict[str, Any], dict[str, tuple[str, str, dict[str, Any] | None]]]:
-    """Each chosen sequence judged by ``vet`` (see :func:`prepare_study`), before the
+    """Each chosen sequence judged by ``vet`` (see
+    :func:`~mrimaster.imaging.prepare.prepare_study`), before the
     reference is chosen.
 
     A refused FLAIR (which every model needs) refuses the study; any other refused sequence is

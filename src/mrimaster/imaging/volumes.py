@@ -140,7 +140,8 @@ def affine(frames: list[Frame], name: str) -> np.ndarray:
 
     Raises:
         DataError: fewer than 2 positions, unevenly spaced slices, or slices stacked
-            obliquely to their own plane (gantry tilt: the affine would be sheared).
+            obliquely to their own plane (gantry tilt: the affine would be sheared; a drift
+            across the whole stack under half a pixel is taken as rounding and removed).
     """
     p = np.asarray([f.position for f in frames])
     normal = np.cross(frames[0].orientation[:3], frames[0].orientation[3:])
@@ -157,14 +158,18 @@ def affine(frames: list[Frame], name: str) -> np.ndarray:
     lps[:3, 1] = col_dir * spacing[0]  # down a column: next row, row spacing
     lps[:3, 2] = (p[-1] - p[0]) / (len(p) - 1)
     lps[:3, 3] = p[0]
-    step = lps[:3, 2] / np.linalg.norm(lps[:3, 2])
-    tilt = float(np.degrees(np.arccos(min(1.0, abs(float(step @ normal))))))
-    if tilt > 0.5:  # the slices step sideways: a gantry-tilted (sheared) acquisition
+    span = p[-1] - p[0]
+    drift = float(np.linalg.norm(span - normal * float(span @ normal)))  # sideways, mm
+    if drift > 0.5 * float(min(spacing)):  # a gantry-tilted (sheared) acquisition
+        tilt = float(np.degrees(np.arctan2(drift, abs(float(span @ normal)))))
         raise DataError(f"series {name!r}: its slices are stacked at {tilt:.1f} degrees to "
                         "their own plane (a gantry-tilted acquisition, a sheared volume the "
                         "registration and the network cannot use)", "export the series "
                         "reconstructed without tilt (or as the scanner's orthogonal "
                         "reformat)")
+    # under half a pixel of drift over the whole stack (rounded positions): the slices are
+    # taken as stacked along their normal, so the grid stays orthogonal
+    lps[:3, 2] = normal * float(span @ normal) / (len(p) - 1)
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 

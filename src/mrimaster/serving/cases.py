@@ -358,7 +358,9 @@ def review_case(db: Session, case: Case, user: User, label: str | None, agrees: 
         raise UploadError(f"case {case.id} has no AI read to review: {why}", "correct the "
                           "series' roles and run it again, or upload the study again",
                           status=409)
-    if case.kind == "3d" and not case.result:
+    if case.kind == "3d" and (case.status == "new" or not (case.result or {}).get("volumes_ml")):
+        # "new": queued or running (a DICOM upload already holds its study date; a role
+        # change keeps the previous read while the new one runs)
         raise UploadError(f"case {case.id} is not segmented yet", "review it once its "
                           "segmentation has finished", status=409)
     if case.kind == "2d" and mask_ok is not None:

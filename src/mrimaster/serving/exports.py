@@ -21,10 +21,10 @@ def reviewed_zip(ctx: AppContext, db: Session) -> tuple[bytes, int]:
     doctor's latest decision (the folder layout ``mrimaster train`` reads), and
     ``decisions.csv`` (case, AI label, the AI read's status: ``reject`` marks an image the AI
     judged not a brain MRI slice, doctor's label, corrected or confirmed, how many reviews the
-    case has (more than one: doctors may disagree, the latest is exported), reviewer
+    case has (``reviews``; more than one: doctors may disagree, the latest is exported), reviewer
     comment). Returns ``(zip bytes, number of images)``."""
     buf = io.BytesIO()
-    rows = [("case", "file", "ai_label", "ai_status", "label", "corrected", "reviewers",
+    rows = [("case", "file", "ai_label", "ai_status", "label", "corrected", "reviews",
              "comment")]
     count = 0
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -67,11 +67,14 @@ def study_date(case: Case) -> tuple[str, str]:
 
 
 def patient_cases(db: Session, pseudonym: str) -> list[Case]:
-    """The 3D cases of ``pseudonym`` (exact match), oldest study first (study date, then
-    upload time, then id)."""
+    """The 3D cases of ``pseudonym`` (exact match), oldest study first: by study date when
+    every one has a (shifted) DICOM study date, else by upload time (a shifted date and an
+    upload time are not comparable); then id."""
     rows, _ = repo.list_cases(db, repo.CaseFilter(pseudonym, "", "3d", 1, MAX_STUDIES))
     mine = [c for c in rows if c.pseudonym == pseudonym]
-    return sorted(mine, key=lambda c: (study_date(c)[0], repo.aware(c.created_at), c.id))
+    if all(study_date(c)[1] == "study date" for c in mine):
+        return sorted(mine, key=lambda c: (study_date(c)[0], repo.aware(c.created_at), c.id))
+    return sorted(mine, key=lambda c: (repo.aware(c.created_at), c.id))
 
 
 def _volumes(db: Session, case: Case) -> tuple[dict[str, float | None], str]:

@@ -243,7 +243,8 @@ def review(case_id: int, body: ReviewIn, auth: Auth = Depends(get_auth),
            x_csrf_token: str | None = Header(default=None)) -> dict[str, Any]:
     check_csrf(auth, x_csrf_token)
     case = _case(db, case_id)
-    if body.agrees and body.label is not None and body.label != case.ai_label:
+    if case.kind == "2d" and case.ai_label is not None and body.agrees and \
+            body.label is not None and body.label != case.ai_label:
         raise cases.UploadError(f"agrees=true confirms the AI's class ({case.ai_label}), but "
                                 f"the label given is {body.label!r}", "to correct the read, "
                                 "send agrees=false with the right label", 422)

@@ -27,8 +27,8 @@ from mrimaster.serving.study_import import import_archive
 from mrimaster.storage import repository as repo
 from mrimaster.storage.tables import Case, User
 
-NO_FLAIR_HINT = ("add the FLAIR series; if one is there under another name, set its role to "
-                 "FLAIR")
+NO_FLAIR_HINT = ("add the FLAIR series to the zip, or upload the FLAIR volume (NIfTI) in the "
+                 "FLAIR field; a FLAIR the zip holds under another name: upload it there too")
 
 
 def _cleaned(path: Path, out: Path) -> Path:
@@ -117,10 +117,8 @@ def store_study(ctx: AppContext, db: Session, user: User, uploads: dict[str, Pat
         raise UploadError("no volume was uploaded", "add at least the FLAIR volume (NIfTI) or "
                           "a zip of DICOM series", 422)
     if "flair" not in roles:
-        if any(e.get("role") == "flair" and e.get("reason") for e in entries):
-            raise UploadError(*no_flair(entries), 422)  # there, but damaged: say why
-        raise UploadError(f"the study has no FLAIR series (found: {_found(entries)})",
-                          NO_FLAIR_HINT, 422)
+        message, hint = no_flair(entries, series_label, _found)
+        raise UploadError(message, hint if "cannot be used" in message else NO_FLAIR_HINT, 422)
     files: dict[str, Any] = {
         name: ctx.store.put_file(_cleaned(p, work / f"clean-{k}.nii.gz"))
         for k, (name, p) in enumerate(kept.items())}
