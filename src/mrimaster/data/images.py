@@ -147,8 +147,9 @@ def load_slice_file(path: Path) -> tuple[np.ndarray, RawStats]:
     8-bit images are read as stored (colour converted to luma); 16-bit, 32-bit and float
     grayscale ones (:data:`HIGH_DEPTH_MODES`) are windowed between their 0.5th and 99.5th
     percentiles (:func:`window_to_uint8`), as a DICOM slice without a stored window is. The EXIF
-    orientation is applied. A file of several frames (multi-page TIFF, animated GIF) is
-    refused, as a multi-frame DICOM is.
+    orientation is applied. A file of several full-size images (multi-page TIFF, animated GIF)
+    is refused, as a multi-frame DICOM is; a JPEG's preview or a TIFF's thumbnail is not
+    counted (:func:`_slices_in`).
 
     Returns:
         ``((H, W) uint8 grayscale, RawStats)``.
