@@ -166,3 +166,19 @@ def test_the_uploads_heatmap_comes_from_the_served_graph_without_pytorch(
     png = client.get(case["files"][roles[0]], headers=doctor)
     cam = np.asarray(Image.open(io.BytesIO(png.content)))
     assert cam.shape[-1] == 4 and cam[..., 3].max() > 0
+
+
+def test_a_browser_gets_error_pages_and_the_api_json(client: TestClient,
+                                                    doctor: dict[str, str]) -> None:
+    """A person opening a missing case or page gets a page saying so (it got raw JSON); an
+    API client, or anything not asking for HTML, keeps the JSON."""
+    html = {**doctor, "accept": "text/html,application/xhtml+xml"}
+    r = client.get("/cases/999999", headers=html)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert "Not found" in r.text and "there is no case 999999" in r.text
+    assert 'href="/"' in r.text
+    r = client.get("/no-such-page", headers=html)
+    assert r.status_code == 404 and "there is no such page" in r.text
+    assert client.get("/cases/999999", headers=doctor).json()["error"]
+    assert client.get("/api/cases/999999", headers=html).json()["error"]
+    assert client.get("/api/no-such-endpoint", headers=html).json() == {"detail": "Not Found"}

@@ -12,9 +12,11 @@ from urllib.parse import quote
 
 import anyio
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mrimaster.errors import MRIMasterError
@@ -43,6 +45,24 @@ def _is_api(request: Request) -> bool:
 def _message(status: int, message: str, hint: str | None = None) -> JSONResponse:
     body = {"error": message} | ({"hint": hint} if hint else {})
     return JSONResponse(body, status_code=status)
+
+
+TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 405: "Not allowed",
+          409: "Not possible now", 413: "Too large", 415: "Not a supported file",
+          422: "Not accepted", 500: "The server failed"}
+
+
+def _answer(request: Request, status: int, message: str, hint: str | None = None) -> Response:
+    """An error as the asker reads it: a page for a browser asking for a page (a person),
+    else the API's ``{"error", "hint"}`` JSON."""
+    if _is_api(request) or "text/html" not in request.headers.get("accept", ""):
+        return _message(status, message, hint)
+    from mrimaster.serving.routes_pages import templates
+
+    return templates.TemplateResponse(
+        request, "error.html", {"auth": None, "status": status, "message": message,
+                                "hint": hint, "title": TITLES.get(status, "Error")},
+        status_code=status)
 
 
 class BodyTooLarge(HTTPException):
@@ -264,13 +284,21 @@ def create_app(ctx: AppContext) -> FastAPI:
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
 
     @app.exception_handler(Forbidden)
-    def forbidden(_request: Request, _exc: Forbidden) -> Response:
-        return _message(403, "your role does not allow this", "ask an admin")
+    def forbidden(request: Request, _exc: Forbidden) -> Response:
+        return _answer(request, 403, "your role does not allow this", "ask an admin")
 
     @app.exception_handler(CsrfFailed)
-    def csrf_failed(_request: Request, _exc: CsrfFailed) -> Response:
-        return _message(403, "missing or wrong CSRF token",
-                        "reload the page and submit again (API: send X-CSRF-Token)")
+    def csrf_failed(request: Request, _exc: CsrfFailed) -> Response:
+        return _answer(request, 403, "missing or wrong CSRF token",
+                       "reload the page and submit again (API: send X-CSRF-Token)")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if _is_api(request) or "text/html" not in request.headers.get("accept", ""):
+            return await http_exception_handler(request, exc)  # FastAPI's own answer
+        return _answer(request, exc.status_code, "there is no such page"
+                       if exc.status_code == 404 else str(exc.detail),
+                       "check the address, or start from the worklist")
 
     @app.exception_handler(AuthError)
     def auth_failed(_request: Request, exc: AuthError) -> Response:
@@ -280,24 +308,27 @@ def create_app(ctx: AppContext) -> FastAPI:
         return response
 
     @app.exception_handler(RequestValidationError)
-    def invalid(_request: Request, exc: RequestValidationError) -> Response:
+    def invalid(request: Request, exc: RequestValidationError) -> Response:
         # the app's own {"error", "hint"} shape, never echoing the input: a NaN could not even
         # be written as JSON (a 500), and a value sent may be a password
         fields = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
                    "type": str(e.get("type", ""))} for e in exc.errors()]
         said = "; ".join(f"{'.'.join(str(x) for x in f['loc'][1:]) or 'body'}: {f['msg']}"
                          for f in fields[:5])
+        if not _is_api(request) and "text/html" in request.headers.get("accept", ""):
+            return _answer(request, 422 if request.method != "GET" else 404,
+                           f"invalid request: {said}", "check the address or the form")
         return JSONResponse({"error": f"invalid request: {said}", "hint": "see /api/docs for "
                              "the fields this request takes", "detail": fields},
                             status_code=422)
 
     @app.exception_handler(MRIMasterError)
-    def refused(_request: Request, exc: MRIMasterError) -> Response:
+    def refused(request: Request, exc: MRIMasterError) -> Response:
         # a refusal may quote a file the server read: never show where the server keeps it
         # (only these folders: hints name API paths such as /api/auth/token on purpose)
         roots = (ctx.config.app_dir.resolve(), ctx.config.app_dir, tempfile.gettempdir())
-        return _message(error_status(exc), hide_folders(exc.message, *roots),
-                        hide_folders(exc.hint, *roots) if exc.hint else None)
+        return _answer(request, error_status(exc), hide_folders(exc.message, *roots),
+                       hide_folders(exc.hint, *roots) if exc.hint else None)
 
     @app.exception_handler(Exception)
     def crashed(request: Request, exc: Exception) -> Response:
