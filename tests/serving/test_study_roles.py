@@ -22,6 +22,15 @@ from mrimaster.storage.tables import AuditEvent, Job
 from tests.serving.test_studies import CASE
 
 
+def zip_study(folder: Path, archive: Path) -> bytes:
+    """``folder``'s files zipped under its name (as a user zips an exported study)."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder.parent).as_posix())
+    return archive.read_bytes()
+
+
 @pytest.fixture(scope="module")
 def study_zip(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> bytes:
     """A clinical-looking DICOM study of a BraTS case: localizer, DWI, FLAIR, T1-Gd."""
@@ -31,12 +40,7 @@ def study_zip(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> byte
     out = tmp_path_factory.mktemp("study")
     build_study({"flair": next(folder.glob("Flair*")), "t1ce": next(folder.glob("T1c*"))},
                 out / "dicom")
-    archive = out / "study.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for path in sorted((out / "dicom").rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(out).as_posix())
-    return archive.read_bytes()
+    return zip_study(out / "dicom", out / "study.zip")
 
 
 def upload(client: TestClient, headers: dict[str, str], data: bytes) -> dict[str, Any]:
@@ -212,13 +216,8 @@ def test_a_study_without_flair_is_refused_at_upload(
 
     folder = data_root / CASE
     build_study({"t1ce": next(folder.glob("T1c*"))}, tmp_path / "dicom", distractors=False)
-    archive = tmp_path / "study.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted((tmp_path / "dicom").rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(tmp_path).as_posix())
-    r = client.post("/api/cases/3d", headers=doctor,
-                    files={"dicom_zip": ("study.zip", archive.read_bytes())})
+    r = client.post("/api/cases/3d", headers=doctor, files={
+        "dicom_zip": ("study.zip", zip_study(tmp_path / "dicom", tmp_path / "study.zip"))})
     assert r.status_code == 422 and "no FLAIR series" in r.json()["error"], r.text
     assert "t1ce" in r.json()["error"] and "/tmp" not in r.text
     assert state(ctx) == (0, [], [])
@@ -241,13 +240,8 @@ def test_a_damaged_flair_is_named_at_upload(client: TestClient, ctx: AppContext,
     files = sorted(flair.iterdir(), key=lambda f: float(pydicom.dcmread(
         f, stop_before_pixels=True).InstanceNumber))
     files[len(files) // 2].unlink()
-    archive = tmp_path / "study.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        for path in sorted((tmp_path / "dicom").rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(tmp_path).as_posix())
-    r = client.post("/api/cases/3d", headers=doctor,
-                    files={"dicom_zip": ("study.zip", archive.read_bytes())})
+    r = client.post("/api/cases/3d", headers=doctor, files={
+        "dicom_zip": ("study.zip", zip_study(tmp_path / "dicom", tmp_path / "study.zip"))})
     error = r.json()["error"]
     assert r.status_code == 422, r.text
     assert "the FLAIR series" in error and "cannot be used" in error, error
@@ -267,19 +261,15 @@ def test_a_patients_studies_are_ordered_by_their_shifted_study_dates(
     from mrimaster.imaging.simulate import StudyInfo, build_study
 
     folder = data_root / CASE
-    zips = {}
+    zips: dict[str, bytes] = {}
     for day in ("20240601", "20240115"):  # the later study is uploaded first
         out = tmp_path / day
         build_study({"flair": next(folder.glob("Flair*")), "t1ce": next(folder.glob("T1c*"))},
                     out / "dicom", study=StudyInfo(study_date=day, uid_seed=int(day)),
                     distractors=False)
-        zips[day] = out / "study.zip"
-        with zipfile.ZipFile(zips[day], "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-            for path in sorted((out / "dicom").rglob("*")):
-                if path.is_file():
-                    zf.write(path, path.relative_to(out).as_posix())
-    later = upload(client, doctor, zips["20240601"].read_bytes())
-    earlier = upload(client, doctor, zips["20240115"].read_bytes())
+        zips[day] = zip_study(out / "dicom", out / "study.zip")
+    later = upload(client, doctor, zips["20240601"])
+    earlier = upload(client, doctor, zips["20240115"])
     assert later["pseudonym"] == earlier["pseudonym"]
     r = client.get(f"/api/patients/{later['pseudonym']}/followup", headers=doctor)
     assert r.status_code == 200, r.text
